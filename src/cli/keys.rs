@@ -1,0 +1,58 @@
+//! `sealstream keys fingerprint | check | generate`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use sealstream::keys::{self, PassphraseSource};
+
+pub fn fingerprint(pubfile: &Path) -> anyhow::Result<ExitCode> {
+    let key = keys::load_public_key(pubfile)?;
+    println!("{}", key.kek_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(
+    privfile: &Path,
+    public: Option<&Path>,
+    passphrase_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let source = PassphraseSource::from_process(passphrase_file);
+    let prompt = format!("Passphrase for {}: ", privfile.display());
+    let private = keys::load_private_key(privfile, || source.read(&prompt))?;
+    println!("{}", private.kek_id);
+    eprintln!(
+        "{}: RSA {} bit, {}",
+        privfile.display(),
+        private.bits,
+        private.format
+    );
+    if let Some(public) = public {
+        let public = keys::load_public_key(public)?;
+        match keys::check_pair(&private, &public) {
+            Ok(()) => eprintln!("{}: matches ({})", public.path.display(), public.format),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn generate(
+    out: &Path,
+    bits: usize,
+    passphrase_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let source = PassphraseSource::from_process(passphrase_file);
+    let pass = source.read_new(8)?;
+    let g = keys::generate_keypair(out, bits, &pass)?;
+    println!("{}", g.kek_id);
+    eprintln!(
+        "wrote {} (RSA {bits}, PKCS#8 PBES2: PBKDF2-SHA256 x{}, AES-256-CBC) and {}",
+        g.private_path.display(),
+        keys::GENERATED_PBKDF2_ITERATIONS,
+        g.public_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,98 @@
+//! Command-line parsing and the commands' wiring (anyhow lives here, not in the library).
+
+mod export;
+mod keys;
+mod quickstart;
+mod seal;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when an export found tampering or damaged objects.
+pub const EXIT_TAMPERED: u8 = 3;
+/// Exit code when an export lacked a private key for some streams.
+pub const EXIT_MISSING_KEY: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sealstream",
+    version,
+    about = "End-to-end-encrypted recording ingest"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Inspect, check and make KEK files (openssl-compatible).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Seal image files and keystroke .jsonl files as one recording into a store directory.
+    Seal(seal::SealArgs),
+    /// Decrypt a store's recordings into files, verifying every stream.
+    Export(export::ExportArgs),
+    /// Generate a key, seal the sample recording, export it back and show what was verified.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a public key's KEK id: sha256 of its SubjectPublicKeyInfo DER.
+    Fingerprint {
+        /// Public key: SPKI PEM (`openssl rsa -pubout`), PKCS#1 PEM or X.509 certificate.
+        pubfile: PathBuf,
+    },
+    /// Open a private key with its passphrase, print its KEK id, optionally match a public key.
+    Check {
+        privfile: PathBuf,
+        /// Public key that should belong to this private key.
+        #[arg(long)]
+        public: Option<PathBuf>,
+        /// File holding the passphrase (one trailing newline allowed).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Make a new KEK: DIR/keypair.pem (passphrase-protected) and DIR/publickey.crt.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// RSA modulus size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// File holding the new passphrase (one trailing newline allowed).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keys(KeysCommand::Fingerprint { pubfile }) => keys::fingerprint(&pubfile),
+        Command::Keys(KeysCommand::Check {
+            privfile,
+            public,
+            passphrase_file,
+        }) => keys::check(&privfile, public.as_deref(), passphrase_file),
+        Command::Keys(KeysCommand::Generate {
+            out,
+            bits,
+            passphrase_file,
+        }) => keys::generate(&out, bits, passphrase_file),
+        Command::Seal(args) => seal::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Quickstart(args) => quickstart::run(args),
+    }
+}
+
+/// A current-thread runtime for the commands that talk to the object store.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

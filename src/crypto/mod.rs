@@ -1,0 +1,16 @@
+//! Cryptography: data keys (generation, RSA-OAEP wrap and unwrap) and chunk sealing
+//! (HKDF per-stream keys, AES-256-GCM with derived nonces). Sans-IO: no files, no sockets.
+
+pub mod dek;
+pub mod seal;
+
+pub use dek::{Dek, OAEP_LABEL, UnwrapError};
+pub use seal::{OpenError, SealError, StreamKey, StreamSealer};
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_micros() as i64
+}

@@ -1,0 +1,12 @@
+//! sealstream: end-to-end-encrypted recording ingest.
+//!
+//! `protocol` (formats, sans-IO) and `crypto` (keys and sealing) are the core; `keys` reads
+//! and writes key files as openssl does; `storage` owns the object-store layout; `recorder`
+//! is the agent-side sealing pipeline; `export` is the operator's offline decryptor.
+
+pub mod crypto;
+pub mod export;
+pub mod keys;
+pub mod protocol;
+pub mod recorder;
+pub mod storage;

@@ -1,0 +1,21 @@
+//! Wire and at-rest formats, sans-IO: sealed chunks, DEK records, segment objects and the
+//! plaintext payloads inside chunks. Nothing here touches a socket, a file or a runtime;
+//! `docs/format.md` is the byte-level specification these decoders implement.
+
+pub mod chunk;
+pub mod dek_record;
+pub mod ids;
+pub mod payload;
+pub mod segment;
+mod wire;
+
+pub use chunk::{ChunkHeader, SealedChunk};
+pub use dek_record::DekRecord;
+pub use ids::{AgentId, DekId, KekId, Kind, SessionId, StreamId};
+pub use segment::Segment;
+pub use wire::DecodeError;
+
+/// Format version written in every chunk, DEK record and segment.
+pub const VERSION: u8 = 1;
+/// Cipher suite 1: AES-256-GCM chunks, HKDF-SHA256 stream keys, RSA-OAEP-SHA256 DEK wrap.
+pub const SUITE_AES256GCM_HKDF_OAEP: u8 = 1;

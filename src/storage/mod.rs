@@ -1,0 +1,154 @@
+//! The object store: opening it (local directory with fsync by default) and writing objects
+//! create-if-absent. Object keys are formatted only in `paths`.
+
+pub mod paths;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {dir}: {detail}")]
+    Open { dir: String, detail: String },
+    #[error("object {path}: already exists with different bytes (refusing to overwrite)")]
+    Conflict { path: String },
+    #[error("object {path}: {source}")]
+    Backend {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// What a create-if-absent write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    /// The object was already there with identical bytes.
+    AlreadyPresent,
+}
+
+/// A store in a local directory (created if absent), fsyncing files and directories.
+pub fn open_local(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+        dir: dir.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let fs = LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| StoreError::Open {
+            dir: dir.display().to_string(),
+            detail: e.to_string(),
+        })?
+        .with_fsync(true);
+    Ok(Arc::new(fs))
+}
+
+/// Write `bytes` at `path` unless an object is there; an existing object with the same bytes
+/// is success, one with different bytes is a conflict.
+pub async fn put_new(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Bytes,
+) -> Result<PutOutcome, StoreError> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store
+        .put_opts(path, PutPayload::from_bytes(bytes.clone()), opts)
+        .await
+    {
+        Ok(_) => Ok(PutOutcome::Created),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let existing = get(store, path).await?;
+            if existing == bytes {
+                Ok(PutOutcome::AlreadyPresent)
+            } else {
+                Err(StoreError::Conflict {
+                    path: path.to_string(),
+                })
+            }
+        }
+        Err(source) => Err(StoreError::Backend {
+            path: path.to_string(),
+            source,
+        }),
+    }
+}
+
+pub async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, StoreError> {
+    let backend = |source| StoreError::Backend {
+        path: path.to_string(),
+        source,
+    };
+    store
+        .get(path)
+        .await
+        .map_err(backend)?
+        .bytes()
+        .await
+        .map_err(backend)
+}
+
+/// Every object under `prefix`, sorted by key.
+pub async fn list(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Path>, StoreError> {
+    let mut paths: Vec<Path> = store
+        .list(Some(prefix))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .map_err(|source| StoreError::Backend {
+            path: prefix.to_string(),
+            source,
+        })?;
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    async fn conformance(store: &dyn ObjectStore) {
+        let p = Path::from("v1/test/a.bin");
+        assert_eq!(
+            put_new(store, &p, Bytes::from_static(b"one"))
+                .await
+                .unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            put_new(store, &p, Bytes::from_static(b"one"))
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+        assert!(matches!(
+            put_new(store, &p, Bytes::from_static(b"two")).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(get(store, &p).await.unwrap(), Bytes::from_static(b"one"));
+        put_new(store, &Path::from("v1/test/0.bin"), Bytes::new())
+            .await
+            .unwrap();
+        let listed = list(store, &Path::from("v1/test")).await.unwrap();
+        assert_eq!(listed, vec![Path::from("v1/test/0.bin"), p]);
+    }
+
+    #[tokio::test]
+    async fn in_memory_store_conforms() {
+        conformance(&InMemory::new()).await;
+    }
+
+    #[tokio::test]
+    async fn local_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance(open_local(&dir.path().join("store")).unwrap().as_ref()).await;
+    }
+}
