@@ -1,0 +1,509 @@
+//! The `sealstream` binary driven as a user would: keys made by openssl, sealing sample files,
+//! exporting them back with the passphrase, and every refusal with its message and exit code.
+
+mod common;
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use common::*;
+use predicates::prelude::*;
+
+fn sealstream(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("sealstream").unwrap();
+    cmd.current_dir(dir).env_remove("SEALSTREAM_PASSPHRASE");
+    cmd
+}
+
+fn samples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+/// A how-to key pair: `openssl genrsa -aes256` and `openssl rsa -pubout` into publickey.crt.
+fn howto_keys(d: &Path) {
+    genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    pubout(d, "keypair.pem", "publickey.crt", true);
+    pass_file(d);
+}
+
+#[test]
+fn fingerprint_prints_what_openssl_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    let expected = openssl_fingerprint(d, "publickey.crt");
+    sealstream(d)
+        .args(["keys", "fingerprint", "publickey.crt"])
+        .assert()
+        .success()
+        .stdout(format!("{expected}\n"));
+}
+
+#[test]
+fn check_reads_the_passphrase_from_file_env_and_refuses_wrong_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    let expected = openssl_fingerprint(d, "publickey.crt");
+    sealstream(d)
+        .args([
+            "keys",
+            "check",
+            "keypair.pem",
+            "--public",
+            "publickey.crt",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .success()
+        .stdout(format!("{expected}\n"))
+        .stderr(predicate::str::contains("publickey.crt: matches"));
+    sealstream(d)
+        .args(["keys", "check", "keypair.pem"])
+        .env("SEALSTREAM_PASSPHRASE", PASS)
+        .assert()
+        .success()
+        .stdout(format!("{expected}\n"));
+    std::fs::write(d.join("wrong.txt"), "nope nope\n").unwrap();
+    sealstream(d)
+        .args([
+            "keys",
+            "check",
+            "keypair.pem",
+            "--passphrase-file",
+            "wrong.txt",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("keypair.pem: wrong passphrase"));
+    // No passphrase anywhere and no terminal: says how to give one.
+    sealstream(d)
+        .args(["keys", "check", "keypair.pem"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--passphrase-file"));
+}
+
+#[test]
+fn check_says_when_the_public_key_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    genrsa(d, "other.pem", 2048, &[]);
+    pubout(d, "other.pem", "other.crt", false);
+    sealstream(d)
+        .args([
+            "keys",
+            "check",
+            "keypair.pem",
+            "--public",
+            "other.crt",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not match"));
+}
+
+#[test]
+fn bad_key_files_exit_non_zero_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("empty.crt"), "").unwrap();
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.pem",
+        ],
+    );
+    genrsa(d, "small.pem", 1024, &[]);
+    sealstream(d)
+        .args(["keys", "fingerprint", "empty.crt"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("empty.crt: file is empty"));
+    sealstream(d)
+        .args(["keys", "check", "ec.pem"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("ec.pem: is an EC key"));
+    sealstream(d)
+        .args(["keys", "check", "small.pem"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "small.pem: RSA key of 1024 bits is too small",
+        ));
+}
+
+#[test]
+fn generate_writes_a_pair_openssl_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pass_file(d);
+    let out = sealstream(d)
+        .args([
+            "keys",
+            "generate",
+            "--out",
+            "kek",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let id = String::from_utf8(out).unwrap();
+    openssl(
+        d,
+        &[
+            "rsa",
+            "-in",
+            "kek/keypair.pem",
+            "-passin",
+            "file:pass.txt",
+            "-check",
+            "-noout",
+        ],
+    );
+    assert_eq!(id.trim(), openssl_fingerprint(d, "kek/publickey.crt"));
+    sealstream(d)
+        .args([
+            "keys",
+            "generate",
+            "--out",
+            "kek",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already exists"));
+}
+
+/// Files under `root`, relative path -> bytes.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn seal_then_export_gives_back_every_byte_and_the_store_holds_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    let session = sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "--agent-id",
+            "TS-01 (Büro)",
+        ])
+        .arg(samples())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("3 frames, 39 keystroke events"))
+        .get_output()
+        .stdout
+        .clone();
+    let session = String::from_utf8(session).unwrap().trim().to_owned();
+
+    // No plaintext anywhere in the store: neither image bytes nor typed text.
+    let stored = tree(&d.join("store"));
+    assert!(
+        stored.keys().any(|k| k.ends_with(".dek")) && stored.keys().any(|k| k.ends_with(".seg"))
+    );
+    let png = std::fs::read(samples().join("screen-001.png")).unwrap();
+    for (name, bytes) in &stored {
+        assert!(
+            !bytes.windows(9).any(|w| w == b"\"key\":\"q\""),
+            "typed text in {name}"
+        );
+        assert!(
+            !bytes.windows(64).any(|w| w == &png[1000..1064]),
+            "image bytes in {name}"
+        );
+    }
+
+    sealstream(d)
+        .args([
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("frames): 3 chunks").and(predicate::str::contains("complete")),
+        )
+        .stdout(predicate::str::contains("verification passed"));
+    let agent_dir = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            p.is_dir().then_some(p)
+        })
+        .next()
+        .unwrap();
+    let session_dir = agent_dir.join(&session);
+    for f in ["screen-000.png", "screen-001.png", "screen-002.png"] {
+        assert_eq!(
+            std::fs::read(session_dir.join("frames").join(f)).unwrap(),
+            std::fs::read(samples().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(session_dir.join("keystrokes.jsonl")).unwrap(),
+        std::fs::read(samples().join("keystrokes.jsonl")).unwrap()
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/report.json")).unwrap()).unwrap();
+    assert_eq!(report["streams"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn export_of_one_session_leaves_the_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let out = sealstream(d)
+            .args([
+                "seal",
+                "--kek",
+                "publickey.crt",
+                "--store",
+                "store",
+                "--agent-id",
+                "vdi-1",
+            ])
+            .arg(samples().join("keystrokes.jsonl"))
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        sessions.push(String::from_utf8(out).unwrap().trim().to_owned());
+    }
+    sealstream(d)
+        .args([
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+            "--session",
+            &sessions[1],
+        ])
+        .assert()
+        .success();
+    assert!(
+        d.join("out/vdi-1")
+            .join(&sessions[1])
+            .join("keystrokes.jsonl")
+            .exists()
+    );
+    assert!(!d.join("out/vdi-1").join(&sessions[0]).exists());
+}
+
+#[test]
+fn export_refuses_a_wrong_passphrase_and_reports_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "--agent-id",
+            "a",
+        ])
+        .arg(samples())
+        .assert()
+        .success();
+    std::fs::write(d.join("wrong.txt"), "wrong one\n").unwrap();
+    sealstream(d)
+        .args([
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "wrong.txt",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("wrong passphrase"));
+    assert!(
+        !d.join("out").exists(),
+        "nothing is written before the key opens"
+    );
+    genrsa(d, "other.pem", 2048, &[]);
+    sealstream(d)
+        .args([
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out2",
+            "--key",
+            "other.pem",
+        ])
+        .assert()
+        .code(4)
+        .stdout(
+            predicate::str::contains("NOT DECRYPTED").and(predicate::str::contains("not supplied")),
+        );
+}
+
+#[test]
+fn a_corrupted_segment_fails_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "--agent-id",
+            "a",
+        ])
+        .arg(samples())
+        .assert()
+        .success();
+    let seg = tree(&d.join("store"))
+        .into_keys()
+        .find(|k| k.ends_with(".seg"))
+        .unwrap();
+    let path = d.join("store").join(seg);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[500] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    sealstream(d)
+        .args([
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .code(3)
+        .stdout(
+            predicate::str::contains("DAMAGED OBJECT")
+                .and(predicate::str::contains("checksum mismatch")),
+        );
+}
+
+#[test]
+fn seal_refuses_unknown_files_and_bad_agent_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    std::fs::write(d.join("notes.txt"), "hi").unwrap();
+    sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "notes.txt",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("notes.txt: not an image"));
+    sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "--agent-id",
+            &"x".repeat(65),
+        ])
+        .arg(samples())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("65 characters"));
+    std::fs::write(d.join("bad.jsonl"), "{\"k\":1}\nnot json\n").unwrap();
+    sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "bad.jsonl",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bad.jsonl: line 2"));
+    sealstream(d)
+        .args(["seal", "--kek", "keypair.pem", "--store", "store"])
+        .arg(samples())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("holds a private key"));
+}
+
+#[test]
+fn quickstart_runs_the_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    sealstream(dir.path())
+        .arg("quickstart")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("4. verified: 4 files"));
+}
