@@ -21,7 +21,15 @@ fn the_python_reference_decryptor_reads_our_store() {
     Cmd::cargo_bin("sealstream")
         .unwrap()
         .current_dir(d)
-        .args(["seal", "--kek", "k.crt", "--store", "store", "--agent-id", "ref"])
+        .args([
+            "seal",
+            "--kek",
+            "k.crt",
+            "--store",
+            "store",
+            "--agent-id",
+            "ref",
+        ])
         .arg(&samples)
         .assert()
         .success();
@@ -40,12 +48,20 @@ fn the_python_reference_decryptor_reads_our_store() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.matches("complete").count(), 2, "{stdout}");
-    let session = std::fs::read_dir(d.join("out")).unwrap().next().unwrap().unwrap().path();
+    let session = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert_eq!(
         std::fs::read(session.join("1/keystrokes.jsonl")).unwrap(),
         std::fs::read(samples.join("keystrokes.jsonl")).unwrap()
     );
-    for (i, f) in ["screen-000.png", "screen-001.png", "screen-002.png"].iter().enumerate() {
+    for (i, f) in ["screen-000.png", "screen-001.png", "screen-002.png"]
+        .iter()
+        .enumerate()
+    {
         assert_eq!(
             std::fs::read(session.join(format!("0/{i:08}-{f}"))).unwrap(),
             std::fs::read(samples.join(f)).unwrap()

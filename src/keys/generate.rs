@@ -26,10 +26,8 @@ pub struct Generated {
 pub fn generate_keypair(dir: &Path, bits: usize, pass: &Passphrase) -> Result<Generated, KeyError> {
     let private_path = dir.join("keypair.pem");
     let public_path = dir.join("publickey.crt");
-    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) || bits % 1024 != 0 {
-        return Err(KeyError::Passphrase(format!(
-            "--bits {bits}: use 2048, 3072 or 4096"
-        )));
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) || !bits.is_multiple_of(1024) {
+        return Err(KeyError::BadSize { bits });
     }
     for p in [&private_path, &public_path] {
         if p.exists() {

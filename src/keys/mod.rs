@@ -91,6 +91,8 @@ pub enum KeyError {
         private: PathBuf,
         private_id: KekId,
     },
+    #[error("cannot make an RSA key of {bits} bits: use 2048, 3072 or 4096")]
+    BadSize { bits: usize },
     #[error("passphrase: {0}")]
     Passphrase(String),
 }
