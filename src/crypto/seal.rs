@@ -4,7 +4,7 @@
 //! `00 00 00 | seq u64 | final u8` (age's STREAM construction), so a nonce never repeats
 //! under a key while sequence numbers are not reused. The AAD is the chunk header.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
 use rsa::sha2::Sha256;
@@ -110,19 +110,19 @@ impl StreamKey {
     }
 
     fn seal(&self, header: ChunkHeader, plaintext: &[u8]) -> SealedChunk {
-        let aad = header.encode(plaintext.len() + crate::protocol::chunk::TAG_LEN);
+        // One buffer, one copy: header (the AAD), then the plaintext encrypted in place, then
+        // the tag. `encode` reserves room for the whole chunk.
+        let mut bytes = header.encode(plaintext.len() + crate::protocol::chunk::TAG_LEN);
+        let aad_len = bytes.len();
+        bytes.extend_from_slice(plaintext);
         let nonce = Nonce::from(Self::nonce(header.seq, header.last));
-        let ct = self
+        let (aad, body) = bytes.split_at_mut(aad_len);
+        let tag = self
             .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
+            .encrypt_inout_detached(&nonce, aad, body.into())
             .expect("AES-GCM accepts plaintexts within MAX_PLAINTEXT");
-        SealedChunk::from_parts(header, aad, &ct)
+        bytes.extend_from_slice(&tag);
+        SealedChunk::from_encoded(header, bytes, aad_len)
     }
 }
 

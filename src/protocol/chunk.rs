@@ -81,6 +81,16 @@ impl SealedChunk {
         }
     }
 
+    /// A chunk already laid out as header (AAD, `aad_len` bytes) followed by ciphertext and tag.
+    pub fn from_encoded(header: ChunkHeader, bytes: Vec<u8>, aad_len: usize) -> Self {
+        debug_assert!(aad_len + TAG_LEN <= bytes.len());
+        SealedChunk {
+            header,
+            bytes: Bytes::from(bytes),
+            aad_len,
+        }
+    }
+
     /// Decode exactly one chunk occupying all of `bytes`.
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
         let (chunk, used) = Self::decode_prefix(&bytes)?;
