@@ -19,6 +19,32 @@ fn samples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
+/// `sealstream seal` of the bundled samples as agent `agent` into `d/store`.
+fn seal_samples(d: &Path, agent: &str) -> assert_cmd::assert::Assert {
+    sealstream(d)
+        .args([
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--store",
+            "store",
+            "--agent-id",
+            agent,
+        ])
+        .arg(samples())
+        .assert()
+}
+
+/// `sealstream export` of `d/store` into `d/out` with `key`, and `pass` unless it is empty.
+fn export(d: &Path, out: &str, key: &str, pass: &str) -> assert_cmd::assert::Assert {
+    let mut cmd = sealstream(d);
+    cmd.args(["export", "--store", "store", "--out", out, "--key", key]);
+    if !pass.is_empty() {
+        cmd.args(["--passphrase-file", pass]);
+    }
+    cmd.assert()
+}
+
 /// A how-to key pair: `openssl genrsa -aes256` and `openssl rsa -pubout` into publickey.crt.
 fn howto_keys(d: &Path) {
     genrsa(d, "keypair.pem", 2048, &["-aes256"]);
@@ -250,19 +276,7 @@ fn seal_then_export_gives_back_every_byte_and_the_store_holds_no_plaintext() {
         );
     }
 
-    sealstream(d)
-        .args([
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out",
-            "--key",
-            "keypair.pem",
-            "--passphrase-file",
-            "pass.txt",
-        ])
-        .assert()
+    export(d, "out", "keypair.pem", "pass.txt")
         .success()
         .stdout(
             predicate::str::contains("frames): 3 chunks").and(predicate::str::contains("complete")),
@@ -348,33 +362,9 @@ fn export_refuses_a_wrong_passphrase_and_reports_a_missing_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     howto_keys(d);
-    sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "--agent-id",
-            "a",
-        ])
-        .arg(samples())
-        .assert()
-        .success();
+    seal_samples(d, "a").success();
     std::fs::write(d.join("wrong.txt"), "wrong one\n").unwrap();
-    sealstream(d)
-        .args([
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out",
-            "--key",
-            "keypair.pem",
-            "--passphrase-file",
-            "wrong.txt",
-        ])
-        .assert()
+    export(d, "out", "keypair.pem", "wrong.txt")
         .code(1)
         .stderr(predicate::str::contains("wrong passphrase"));
     assert!(
@@ -382,21 +372,9 @@ fn export_refuses_a_wrong_passphrase_and_reports_a_missing_key() {
         "nothing is written before the key opens"
     );
     genrsa(d, "other.pem", 2048, &[]);
-    sealstream(d)
-        .args([
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out2",
-            "--key",
-            "other.pem",
-        ])
-        .assert()
-        .code(4)
-        .stdout(
-            predicate::str::contains("NOT DECRYPTED").and(predicate::str::contains("not supplied")),
-        );
+    export(d, "out2", "other.pem", "").code(4).stdout(
+        predicate::str::contains("NOT DECRYPTED").and(predicate::str::contains("not supplied")),
+    );
 }
 
 #[test]
@@ -404,19 +382,7 @@ fn a_corrupted_segment_fails_the_export() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     howto_keys(d);
-    sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "--agent-id",
-            "a",
-        ])
-        .arg(samples())
-        .assert()
-        .success();
+    seal_samples(d, "a").success();
     let seg = tree(&d.join("store"))
         .into_keys()
         .find(|k| k.ends_with(".seg"))
@@ -425,24 +391,10 @@ fn a_corrupted_segment_fails_the_export() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[500] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
-    sealstream(d)
-        .args([
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out",
-            "--key",
-            "keypair.pem",
-            "--passphrase-file",
-            "pass.txt",
-        ])
-        .assert()
-        .code(3)
-        .stdout(
-            predicate::str::contains("DAMAGED OBJECT")
-                .and(predicate::str::contains("checksum mismatch")),
-        );
+    export(d, "out", "keypair.pem", "pass.txt").code(3).stdout(
+        predicate::str::contains("DAMAGED OBJECT")
+            .and(predicate::str::contains("checksum mismatch")),
+    );
 }
 
 #[test]

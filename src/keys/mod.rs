@@ -145,6 +145,37 @@ pub fn check_pair(private: &PrivateKeyFile, public: &PublicKeyFile) -> Result<()
     Ok(())
 }
 
+/// Read a PEM file's blocks; empty, binary and unparsable files are errors naming `path` and
+/// what was `expected`.
+pub(crate) fn read_pem(path: &Path, expected: &'static str) -> Result<Vec<pem::Block>, KeyError> {
+    let raw = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(KeyError::Empty {
+            path: path.to_owned(),
+            expected,
+        });
+    }
+    let text = std::str::from_utf8(&raw).map_err(|_| KeyError::NotPem {
+        path: path.to_owned(),
+        expected,
+    })?;
+    let blocks = pem::parse(text).map_err(|detail| KeyError::Malformed {
+        path: path.to_owned(),
+        what: "PEM",
+        detail,
+    })?;
+    if blocks.is_empty() {
+        return Err(KeyError::NotPem {
+            path: path.to_owned(),
+            expected,
+        });
+    }
+    Ok(blocks)
+}
+
 /// The public half of a private key.
 pub fn public_of(key: &PrivateKey) -> PublicKey {
     key.to_public_key()

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use pkcs1::DecodeRsaPrivateKey;
 use pkcs8::der::Decode;
 use rsa::PrivateKey;
-use zeroize::Zeroizing;
 
 use super::passphrase::Passphrase;
-use super::pem::{self, Block};
-use super::{KeyError, bits_of, check_size, fingerprint, traditional};
+use super::pem::Block;
+use super::{KeyError, bits_of, check_size, fingerprint, read_pem, traditional};
 use crate::protocol::KekId;
 
 const EXPECTED: &str = "an RSA private key in PEM (\"BEGIN ENCRYPTED PRIVATE KEY\", \"BEGIN PRIVATE KEY\" or \"BEGIN RSA PRIVATE KEY\")";
@@ -43,11 +42,7 @@ pub fn load_private_key(
     path: &Path,
     passphrase: impl FnOnce() -> Result<Passphrase, KeyError>,
 ) -> Result<PrivateKeyFile, KeyError> {
-    let raw = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?);
-    let block = private_block(path, &raw)?;
+    let block = private_block(path, read_pem(path, EXPECTED)?)?;
     let malformed = |what, detail: String| KeyError::Malformed {
         path: path.to_owned(),
         what,
@@ -140,22 +135,7 @@ pub fn load_private_key(
     })
 }
 
-fn private_block(path: &Path, raw: &[u8]) -> Result<Block, KeyError> {
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(KeyError::Empty {
-            path: path.to_owned(),
-            expected: EXPECTED,
-        });
-    }
-    let text = std::str::from_utf8(raw).map_err(|_| KeyError::NotPem {
-        path: path.to_owned(),
-        expected: EXPECTED,
-    })?;
-    let blocks = pem::parse(text).map_err(|detail| KeyError::Malformed {
-        path: path.to_owned(),
-        what: "PEM",
-        detail,
-    })?;
+fn private_block(path: &Path, blocks: Vec<Block>) -> Result<Block, KeyError> {
     let mut found = None;
     for block in blocks {
         match block.label.as_str() {
@@ -174,10 +154,8 @@ fn private_block(path: &Path, raw: &[u8]) -> Result<Block, KeyError> {
             found,
             expected: EXPECTED,
         }),
-        None => Err(KeyError::NotPem {
-            path: path.to_owned(),
-            expected: EXPECTED,
-        }),
+        // Only EC PARAMETERS blocks.
+        None => Err(not_rsa(path, "EC")),
     }
 }
 

@@ -8,9 +8,8 @@ use pkcs8::der::{Decode, Encode};
 use rsa::PublicKey;
 use spki::SubjectPublicKeyInfoRef;
 
-use super::pem;
 use super::private::{algorithm_name, not_rsa};
-use super::{KeyError, bits_of, check_size, fingerprint};
+use super::{KeyError, bits_of, check_size, fingerprint, read_pem};
 use crate::protocol::KekId;
 
 const EXPECTED: &str = "an RSA public key in PEM (\"BEGIN PUBLIC KEY\", \"BEGIN RSA PUBLIC KEY\" or \"BEGIN CERTIFICATE\")";
@@ -25,36 +24,13 @@ pub struct PublicKeyFile {
 }
 
 pub fn load_public_key(path: &Path) -> Result<PublicKeyFile, KeyError> {
-    let raw = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(KeyError::Empty {
-            path: path.to_owned(),
-            expected: EXPECTED,
-        });
-    }
-    let text = std::str::from_utf8(&raw).map_err(|_| KeyError::NotPem {
-        path: path.to_owned(),
-        expected: EXPECTED,
-    })?;
-    let blocks = pem::parse(text).map_err(|detail| KeyError::Malformed {
-        path: path.to_owned(),
-        what: "PEM",
-        detail,
-    })?;
+    let blocks = read_pem(path, EXPECTED)?;
     let malformed = |what, detail: String| KeyError::Malformed {
         path: path.to_owned(),
         what,
         detail,
     };
-    let Some(block) = blocks.first() else {
-        return Err(KeyError::NotPem {
-            path: path.to_owned(),
-            expected: EXPECTED,
-        });
-    };
+    let block = &blocks[0];
     let (key, format) = match block.label.as_str() {
         "PUBLIC KEY" => (from_spki(path, &block.der)?, "SPKI public key"),
         "RSA PUBLIC KEY" => (
