@@ -4,9 +4,13 @@
 //! and writes key files as openssl does; `storage` owns the object-store layout; `recorder`
 //! is the agent-side sealing pipeline; `export` is the operator's offline decryptor.
 
+pub mod config;
 pub mod crypto;
 pub mod export;
 pub mod keys;
+pub mod metadata;
+pub mod pki;
 pub mod protocol;
 pub mod recorder;
 pub mod storage;
+pub mod transport;

@@ -7,6 +7,7 @@ pub mod dek_record;
 pub mod ids;
 pub mod payload;
 pub mod segment;
+pub mod uplink;
 mod wire;
 
 pub use chunk::{ChunkHeader, SealedChunk};

@@ -1,0 +1,353 @@
+//! Configuration files for `sealstream serve` and `sealstream agent`: serde structs with
+//! defaults and `deny_unknown_fields`, validated at start-up. Relative paths are taken relative
+//! to the configuration file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// `sealstream serve` configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// TCP address for /metrics, /healthz and /readyz.
+    pub ops_listen: SocketAddr,
+    /// Holds the agent CA, the server key, the SQLite file and the local store.
+    pub data_dir: PathBuf,
+    /// `postgres://...` for PostgreSQL; empty for the embedded SQLite file in `data_dir`.
+    pub database_url: String,
+    /// Local object store directory; default `<data_dir>/store`.
+    pub store_dir: Option<PathBuf>,
+    /// How often the key actor re-reads `encryption_kek`, in milliseconds.
+    pub kek_poll_ms: u64,
+    /// Threads running connection actors; 0 means one per core.
+    pub ingest_threads: usize,
+    pub limits: Limits,
+    pub segments: Segments,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout_ms: u64,
+    pub connection_receive_window: u64,
+    pub stream_receive_window: u64,
+    pub max_streams_per_connection: u64,
+    /// Chunks accepted but not yet durable, per stream, before the server stops reading it.
+    pub max_in_flight_per_stream: usize,
+    /// SO_RCVBUF / SO_SNDBUF for the UDP socket (the kernel caps it at net.core.rmem_max).
+    pub udp_buffer_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Segments {
+    /// A segment is written when it holds this many bytes...
+    pub max_bytes: usize,
+    /// ...or when its oldest chunk has waited this long (milliseconds).
+    pub max_age_ms: u64,
+    /// Store actors (each batches its own segments).
+    pub store_actors: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "0.0.0.0:7443".parse().expect("valid"),
+            ops_listen: "127.0.0.1:9464".parse().expect("valid"),
+            data_dir: PathBuf::from("/var/lib/sealstream"),
+            database_url: String::new(),
+            store_dir: None,
+            kek_poll_ms: 1000,
+            ingest_threads: 0,
+            limits: Limits::default(),
+            segments: Segments::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            idle_timeout_ms: 30_000,
+            connection_receive_window: 8 * 1024 * 1024,
+            stream_receive_window: 2 * 1024 * 1024,
+            max_streams_per_connection: 512,
+            max_in_flight_per_stream: 64,
+            udp_buffer_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Segments {
+            max_bytes: 8 * 1024 * 1024,
+            max_age_ms: 200,
+            store_actors: 2,
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        let mut cfg: ServeConfig = parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.data_dir = resolve(base, &cfg.data_dir);
+        cfg.store_dir = cfg.store_dir.map(|p| resolve(base, &p));
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if !(self.database_url.is_empty()
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+            || self.database_url.starts_with("host="))
+        {
+            return bad(
+                "database_url",
+                "use postgres://user@host/db, or leave it empty for the embedded SQLite file",
+            );
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections", "must be at least 1");
+        }
+        if self.limits.stream_receive_window < 64 * 1024
+            || self.limits.connection_receive_window < self.limits.stream_receive_window
+        {
+            return bad(
+                "limits.stream_receive_window",
+                "must be at least 64 KiB and at most connection_receive_window",
+            );
+        }
+        if self.limits.max_in_flight_per_stream == 0 {
+            return bad("limits.max_in_flight_per_stream", "must be at least 1");
+        }
+        if self.segments.max_bytes < 64 * 1024 || self.segments.max_bytes > 512 * 1024 * 1024 {
+            return bad("segments.max_bytes", "must be between 64 KiB and 512 MiB");
+        }
+        if self.segments.max_age_ms == 0 || self.segments.store_actors == 0 {
+            return bad("segments", "max_age_ms and store_actors must be at least 1");
+        }
+        if self.kek_poll_ms == 0 {
+            return bad("kek_poll_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.store_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("sealstream.db")
+    }
+
+    pub fn ingest_threads(&self) -> usize {
+        if self.ingest_threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.ingest_threads
+        }
+    }
+}
+
+/// `sealstream agent` configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The ingest server's UDP address.
+    pub server: String,
+    /// The TLS server name (SNI); the certificate is checked by pin, not by name.
+    pub server_name: String,
+    /// SHA-256 pins of the server's SubjectPublicKeyInfo: the current one and a backup.
+    pub server_pins: Vec<String>,
+    /// This agent's certificate and key (from `sealstream agents enroll`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// End-to-end encryption: wrap the DEK under the customer's KEK (`kek`). Off: under the
+    /// server-held KEK (`server_kek`), as the how-to's TMENCRYPTION=0.
+    pub e2ee: bool,
+    pub kek: PathBuf,
+    pub server_kek: Option<PathBuf>,
+    /// Sealed chunks kept in memory until acked; capture waits when this is full.
+    pub max_unacked_bytes: usize,
+    /// Chunks sent ahead of their acks on one stream.
+    pub window: usize,
+    pub reconnect_ms: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            server: "127.0.0.1:7443".into(),
+            server_name: "sealstream".into(),
+            server_pins: Vec::new(),
+            cert: PathBuf::from("agent.crt"),
+            key: PathBuf::from("agent.key"),
+            e2ee: true,
+            kek: PathBuf::from("kek.pem"),
+            server_kek: None,
+            max_unacked_bytes: 64 * 1024 * 1024,
+            window: 32,
+            reconnect_ms: 500,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        let mut cfg: AgentConfig = parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.cert = resolve(base, &cfg.cert);
+        cfg.key = resolve(base, &cfg.key);
+        cfg.kek = resolve(base, &cfg.kek);
+        cfg.server_kek = cfg.server_kek.map(|p| resolve(base, &p));
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })
+        };
+        if self.server_pins.is_empty() {
+            return bad(
+                "server_pins",
+                "give at least one pin (`sealstream agents enroll` prints it)".into(),
+            );
+        }
+        for pin in &self.server_pins {
+            if crate::protocol::KekId::parse(pin).is_err() {
+                return bad(
+                    "server_pins",
+                    format!("{pin:?} is not sha256: and 64 hex digits"),
+                );
+            }
+        }
+        if !self.e2ee && self.server_kek.is_none() {
+            return bad(
+                "server_kek",
+                "e2ee = false needs the server-held KEK's public key".into(),
+            );
+        }
+        if self.window == 0 || self.max_unacked_bytes < 1024 * 1024 {
+            return bad(
+                "window",
+                "window >= 1 and max_unacked_bytes >= 1 MiB".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The KEK the DEK is wrapped under.
+    pub fn wrapping_kek(&self) -> &Path {
+        if self.e2ee {
+            &self.kek
+        } else {
+            self.server_kek.as_deref().expect("validated")
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn the_shipped_examples_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        ServeConfig::load(&root.join("serve.toml")).unwrap();
+        AgentConfig::load(&root.join("agent.toml")).unwrap();
+    }
+
+    #[test]
+    fn defaults_fill_in_and_paths_are_relative_to_the_file() {
+        let (dir, p) = write("data_dir = \"data\"\n[segments]\nmax_age_ms = 50\n");
+        let c = ServeConfig::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.store_dir(), dir.path().join("data/store"));
+        assert_eq!(c.segments.max_age_ms, 50);
+        assert_eq!(c.segments.max_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_name_the_field() {
+        let (_d, p) = write("listen = \"0.0.0.0:1\"\nlisten_port = 3\n");
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let (_d, p) = write("database_url = \"mysql://x\"\n");
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("database_url"), "{e}");
+        let (_d, p) = write("server_pins = [\"abc\"]\n");
+        let e = AgentConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("server_pins"), "{e}");
+    }
+}

@@ -1,0 +1,241 @@
+//! Metadata: KEK and DEK records, the segment and chunk index, stream positions, the audit log.
+//! PostgreSQL when a database URL is configured, else an embedded SQLite file with the same
+//! schema. The only module that issues SQL; `migrations/` holds the schema, applied at start.
+
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+
+use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("metadata worker stopped: {0}")]
+    Worker(String),
+    #[error("bad row: {0}")]
+    Row(String),
+}
+
+/// One row of `encryption_kek`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KekRow {
+    pub id: i64,
+    pub active: bool,
+    pub priv_encrypted: bool,
+    pub pub_datafile: String,
+    pub priv_datafile: Option<String>,
+    pub fingerprint: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+/// What is stored of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamRow {
+    pub kind: u8,
+    pub next_seq: u64,
+    pub final_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChunkRow {
+    pub agent: AgentId,
+    pub session: SessionId,
+    pub stream: StreamId,
+    pub seq: u64,
+    pub digest: [u8; 32],
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamUpdate {
+    pub agent: AgentId,
+    pub session: SessionId,
+    pub stream: StreamId,
+    pub kind: u8,
+    pub next_seq: u64,
+    pub final_seq: Option<u64>,
+}
+
+/// Everything committed, in one transaction, once a segment object is durable.
+#[derive(Clone, Debug)]
+pub struct SegmentCommit {
+    pub segment_id: [u8; 16],
+    pub object_key: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub chunks: Vec<ChunkRow>,
+    pub streams: Vec<StreamUpdate>,
+}
+
+/// The metadata store.
+#[derive(Clone)]
+pub enum Metadata {
+    Postgres(postgres::Pg),
+    Sqlite(sqlite::Lite),
+}
+
+impl Metadata {
+    /// Connect (PostgreSQL URL, or the SQLite file when `url` is empty) and apply migrations.
+    pub async fn open(url: &str, sqlite_file: &Path) -> Result<Self, MetaError> {
+        let m = if url.is_empty() {
+            Metadata::Sqlite(sqlite::Lite::open(sqlite_file).await?)
+        } else {
+            Metadata::Postgres(postgres::Pg::connect(url).await?)
+        };
+        m.migrate().await?;
+        Ok(m)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Metadata::Postgres(_) => "postgresql",
+            Metadata::Sqlite(_) => "sqlite",
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.migrate().await,
+            Metadata::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.ping().await,
+            Metadata::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    pub async fn keks(&self) -> Result<Vec<KekRow>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.keks().await,
+            Metadata::Sqlite(s) => s.keks().await,
+        }
+    }
+
+    pub async fn set_kek_fingerprint(&self, id: i64, fingerprint: &str) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.set_kek_fingerprint(id, fingerprint).await,
+            Metadata::Sqlite(s) => s.set_kek_fingerprint(id, fingerprint).await,
+        }
+    }
+
+    /// Record a wrapped DEK (idempotent).
+    pub async fn insert_dek(&self, record: &DekRecord, object_key: &str) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.insert_dek(record, object_key).await,
+            Metadata::Sqlite(s) => s.insert_dek(record, object_key).await,
+        }
+    }
+
+    /// The agent a registered DEK belongs to.
+    pub async fn dek_agent(&self, dek_id: &[u8; 16]) -> Result<Option<String>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.dek_agent(dek_id).await,
+            Metadata::Sqlite(s) => s.dek_agent(dek_id).await,
+        }
+    }
+
+    pub async fn stream(
+        &self,
+        agent: &AgentId,
+        session: SessionId,
+        stream: StreamId,
+    ) -> Result<Option<StreamRow>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.stream(agent, session, stream).await,
+            Metadata::Sqlite(s) => s.stream(agent, session, stream).await,
+        }
+    }
+
+    pub async fn chunk_digest(
+        &self,
+        agent: &AgentId,
+        session: SessionId,
+        stream: StreamId,
+        seq: u64,
+    ) -> Result<Option<[u8; 32]>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.chunk_digest(agent, session, stream, seq).await,
+            Metadata::Sqlite(s) => s.chunk_digest(agent, session, stream, seq).await,
+        }
+    }
+
+    /// Index a durable segment: its row, its chunks and the streams' new positions, atomically.
+    pub async fn commit_segment(&self, commit: SegmentCommit) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.commit_segment(commit).await,
+            Metadata::Sqlite(s) => s.commit_segment(commit).await,
+        }
+    }
+
+    pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.audit(actor, action, detail).await,
+            Metadata::Sqlite(s) => s.audit(actor, action, detail).await,
+        }
+    }
+
+    /// Count rows of a table (operators' checks and tests).
+    pub async fn count(&self, table: Table) -> Result<i64, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.count(table.name()).await,
+            Metadata::Sqlite(s) => s.count(table.name()).await,
+        }
+    }
+
+    /// Run the how-to's statement: register a KEK by its file paths.
+    pub async fn insert_kek(
+        &self,
+        active: bool,
+        priv_encrypted: bool,
+        pub_datafile: &str,
+        priv_datafile: &str,
+    ) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => {
+                p.insert_kek(active, priv_encrypted, pub_datafile, priv_datafile)
+                    .await
+            }
+            Metadata::Sqlite(s) => {
+                s.insert_kek(active, priv_encrypted, pub_datafile, priv_datafile)
+                    .await
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Table {
+    EncryptionKek,
+    EncryptionDek,
+    Segments,
+    Chunks,
+    Streams,
+    AuditLog,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::EncryptionKek => "encryption_kek",
+            Table::EncryptionDek => "encryption_dek",
+            Table::Segments => "segments",
+            Table::Chunks => "chunks",
+            Table::Streams => "streams",
+            Table::AuditLog => "audit_log",
+        }
+    }
+}
+
+/// Migrations in order: (version, PostgreSQL text, SQLite text).
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];

@@ -1,0 +1,253 @@
+//! The embedded SQLite file: one connection behind a mutex, used from the blocking pool.
+//! WAL with `synchronous = FULL`, so a committed index row survives a crash.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{KekRow, MIGRATIONS, MetaError, SegmentCommit, StreamRow};
+use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
+
+#[derive(Clone)]
+pub struct Lite {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Lite {
+    pub async fn open(path: &Path) -> Result<Self, MetaError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, MetaError> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| MetaError::Worker(format!("{}: {e}", dir.display())))?;
+            }
+            let c = Connection::open(&path)?;
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "FULL")?;
+            c.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(c)
+        })
+        .await
+        .map_err(|e| MetaError::Worker(e.to_string()))??;
+        Ok(Lite {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| MetaError::Worker("SQLite lock poisoned".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| MetaError::Worker(e.to_string()))?
+    }
+
+    pub async fn migrate(&self) -> Result<(), MetaError> {
+        self.with(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            )?;
+            for (version, _, lite) in MIGRATIONS {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let done = tx
+                    .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !done {
+                    tx.execute_batch(lite)?;
+                    tx.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [version])?;
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), MetaError> {
+        self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    pub async fn keks(&self) -> Result<Vec<KekRow>, MetaError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id FROM encryption_kek ORDER BY id",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(KekRow {
+                        id: r.get(0)?,
+                        active: r.get(1)?,
+                        priv_encrypted: r.get(2)?,
+                        pub_datafile: r.get(3)?,
+                        priv_datafile: r.get(4)?,
+                        fingerprint: r.get(5)?,
+                        agent_id: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn set_kek_fingerprint(&self, id: i64, fp: &str) -> Result<(), MetaError> {
+        let fp = fp.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE encryption_kek SET fingerprint = ?2 WHERE id = ?1 AND fingerprint IS NOT ?2",
+                params![id, fp],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn insert_kek(
+        &self,
+        active: bool,
+        enc: bool,
+        pubf: &str,
+        privf: &str,
+    ) -> Result<(), MetaError> {
+        let (pubf, privf) = (pubf.to_owned(), privf.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values (?1, ?2, ?3, ?4)",
+                params![active, enc, pubf, privf],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn insert_dek(&self, r: &DekRecord, object_key: &str) -> Result<(), MetaError> {
+        let (r, key) = (r.clone(), object_key.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO encryption_dek (dek_id, kek_fingerprint, agent_id, agent_session, wrapped_dek, record, object_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dek_id) DO NOTHING",
+                params![&r.dek_id.0[..], r.kek_id.to_string(), r.agent.as_str(), &r.agent_session.0[..], r.wrapped, r.encode(), key],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn dek_agent(&self, dek_id: &[u8; 16]) -> Result<Option<String>, MetaError> {
+        let id = *dek_id;
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT agent_id FROM encryption_dek WHERE dek_id = ?1",
+                [&id[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn stream(
+        &self,
+        agent: &AgentId,
+        session: SessionId,
+        stream: StreamId,
+    ) -> Result<Option<StreamRow>, MetaError> {
+        let agent = agent.as_str().to_owned();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3",
+                params![agent, &session.0[..], stream.0],
+                |r| {
+                    Ok(StreamRow {
+                        kind: r.get::<_, i64>(0)? as u8,
+                        next_seq: r.get::<_, i64>(1)? as u64,
+                        final_seq: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn chunk_digest(
+        &self,
+        agent: &AgentId,
+        session: SessionId,
+        stream: StreamId,
+        seq: u64,
+    ) -> Result<Option<[u8; 32]>, MetaError> {
+        let agent = agent.as_str().to_owned();
+        self.with(move |c| {
+            let d: Option<Vec<u8>> = c
+                .query_row(
+                    "SELECT digest FROM chunks WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3 AND seq = ?4",
+                    params![agent, &session.0[..], stream.0, seq as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            d.map(|d| d.try_into().map_err(|_| MetaError::Row("chunk digest is not 32 bytes".into())))
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn commit_segment(&self, s: SegmentCommit) -> Result<(), MetaError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![&s.segment_id[..], s.object_key, s.size as i64, &s.sha256[..], s.chunks.len() as i64],
+            )?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                )?;
+                for ch in &s.chunks {
+                    st.execute(params![ch.agent.as_str(), &ch.session.0[..], ch.stream.0, ch.seq as i64, &s.segment_id[..], &ch.digest[..]])?;
+                }
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
+                     next_seq = MAX(streams.next_seq, excluded.next_seq), final_seq = COALESCE(streams.final_seq, excluded.final_seq)",
+                )?;
+                for u in &s.streams {
+                    st.execute(params![u.agent.as_str(), &u.session.0[..], u.stream.0, u.kind, u.next_seq as i64, u.final_seq.map(|v| v as i64)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
+        let (a, b, d) = (actor.to_owned(), action.to_owned(), detail.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (actor, action, detail) VALUES (?1, ?2, ?3)",
+                params![a, b, d],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn count(&self, table: &'static str) -> Result<i64, MetaError> {
+        self.with(move |c| {
+            Ok(c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,230 @@
+//! The deployment's PKI: an agent CA that issues one client certificate per agent
+//! (`sealstream agents enroll`), the server's own key pair (agents pin its public key), and the
+//! helpers that read an agent's identity from its certificate.
+//!
+//! Files under `<data_dir>/pki/`: `ca.crt`, `ca.key`, `server.crt`, `server.key` (keys 0600).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use x509_cert::der::{Decode, Encode};
+
+use crate::protocol::{AgentId, KekId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+    #[error("certificate: {0}")]
+    Generate(String),
+    #[error("agent name: {0}")]
+    AgentName(String),
+}
+
+/// The server side of the PKI, loaded (or created on first use) from a data directory.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_cert: CertificateDer<'static>,
+    pub ca_cert_pem: String,
+    ca_key: KeyPair,
+    pub server_cert: CertificateDer<'static>,
+    server_key_der: Vec<u8>,
+}
+
+/// A pin: SHA-256 of a certificate's SubjectPublicKeyInfo, shown as `sha256:<hex>`.
+pub fn spki_pin(cert: &[u8]) -> Result<KekId, String> {
+    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    Ok(KekId(Sha256::digest(&spki).into()))
+}
+
+/// The agent id a client certificate carries: its subject common name.
+pub fn agent_identity(cert: &[u8]) -> Result<AgentId, String> {
+    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    use x509_cert::ext::pkix::name::DirectoryString;
+    match cert.tbs_certificate().subject().common_name() {
+        Ok(Some(DirectoryString::Utf8String(s))) => return AgentId::new(s),
+        Ok(Some(DirectoryString::PrintableString(s))) => return AgentId::new(s.as_str()),
+        Ok(Some(_)) => return Err("common name is not a UTF-8 or printable string".into()),
+        Ok(None) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    Err("certificate has no common name".into())
+}
+
+impl Pki {
+    /// Load the PKI from `data_dir/pki`, creating the CA and server key on first use.
+    pub fn open_or_create(data_dir: &Path) -> Result<Self, PkiError> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).map_err(|source| PkiError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let (ca_pem, ca_key_pem) = load_or_make(&dir.join("ca.crt"), &dir.join("ca.key"), || {
+            let key = KeyPair::generate().map_err(gen_err)?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+            params.distinguished_name = dn("sealstream agent CA");
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+            let cert = params.self_signed(&key).map_err(gen_err)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        })?;
+        let (server_pem, server_key_pem) =
+            load_or_make(&dir.join("server.crt"), &dir.join("server.key"), || {
+                let key = KeyPair::generate().map_err(gen_err)?;
+                let mut params =
+                    CertificateParams::new(vec!["sealstream".to_owned(), "localhost".to_owned()])
+                        .map_err(gen_err)?;
+                params.distinguished_name = dn("sealstream ingest");
+                params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+                let cert = params.self_signed(&key).map_err(gen_err)?;
+                Ok((cert.pem(), key.serialize_pem()))
+            })?;
+        let invalid = |path: PathBuf| {
+            move |e: rcgen::Error| PkiError::Invalid {
+                path,
+                detail: e.to_string(),
+            }
+        };
+        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(invalid(dir.join("ca.key")))?;
+        let server_key =
+            KeyPair::from_pem(&server_key_pem).map_err(invalid(dir.join("server.key")))?;
+        Ok(Pki {
+            ca_cert: pem_cert(&dir.join("ca.crt"), &ca_pem)?,
+            ca_cert_pem: ca_pem,
+            ca_key,
+            server_cert: pem_cert(&dir.join("server.crt"), &server_pem)?,
+            server_key_der: server_key.serialize_der(),
+            dir,
+        })
+    }
+
+    pub fn server_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()))
+    }
+
+    /// The pin agents must be given for this server.
+    pub fn server_pin(&self) -> KekId {
+        spki_pin(&self.server_cert).expect("our own certificate parses")
+    }
+
+    /// Issue a client certificate for agent `name`; returns (certificate PEM, key PEM).
+    pub fn issue_agent(&self, name: &AgentId) -> Result<(String, String), PkiError> {
+        let issuer = Issuer::from_ca_cert_der(&self.ca_cert, &self.ca_key).map_err(gen_err)?;
+        let key = KeyPair::generate().map_err(gen_err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+        params.distinguished_name = dn(name.as_str());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = time_now();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(825);
+        let mut serial = [0u8; 16];
+        getrandom::fill(&mut serial).expect("operating system random source failed");
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn gen_err(e: rcgen::Error) -> PkiError {
+    PkiError::Generate(e.to_string())
+}
+
+fn pem_cert(path: &Path, pem: &str) -> Result<CertificateDer<'static>, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Invalid {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Read a certificate and key pair from files, or make them and write them (key 0600).
+fn load_or_make(
+    cert: &Path,
+    key: &Path,
+    make: impl FnOnce() -> Result<(String, String), PkiError>,
+) -> Result<(String, String), PkiError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PkiError::Io { path, source }
+    };
+    if cert.exists() {
+        let c = std::fs::read_to_string(cert).map_err(io(cert))?;
+        let k = std::fs::read_to_string(key).map_err(io(key))?;
+        return Ok((c, k));
+    }
+    let (c, k) = make()?;
+    write_file(key, k.as_bytes(), 0o600).map_err(io(key))?;
+    write_file(cert, c.as_bytes(), 0o644).map_err(io(cert))?;
+    Ok((c, k))
+}
+
+/// Create a file with `mode` and flush it.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pki_is_made_once_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Pki::open_or_create(dir.path()).unwrap();
+        let b = Pki::open_or_create(dir.path()).unwrap();
+        assert_eq!(a.server_pin(), b.server_pin());
+        assert_eq!(a.ca_cert, b.ca_cert);
+    }
+
+    #[test]
+    fn agent_certificates_carry_the_agent_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::open_or_create(dir.path()).unwrap();
+        let name = AgentId::new("TS-01 Büro").unwrap();
+        let (cert_pem, _key) = pki.issue_agent(&name).unwrap();
+        let der = pem_cert(Path::new("x"), &cert_pem).unwrap();
+        assert_eq!(agent_identity(&der).unwrap(), name);
+    }
+}
