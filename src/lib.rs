@@ -12,5 +12,6 @@ pub mod metadata;
 pub mod pki;
 pub mod protocol;
 pub mod recorder;
+pub mod server;
 pub mod storage;
 pub mod transport;

@@ -1,0 +1,69 @@
+//! Metric names (`sealstream_<area>_<name>_<unit>[_total]`) and their descriptions. Labels have
+//! bounded values: outcomes and reasons, never an agent id.
+
+pub const RECEIVED_BYTES: &str = "sealstream_ingest_received_bytes_total";
+pub const CHUNKS: &str = "sealstream_ingest_chunks_total";
+pub const ACK_LATENCY: &str = "sealstream_ingest_ack_latency_seconds";
+pub const SECURITY_EVENTS: &str = "sealstream_ingest_security_events_total";
+pub const SEGMENT_BYTES: &str = "sealstream_store_segment_bytes";
+pub const FLUSH_DURATION: &str = "sealstream_store_flush_duration_seconds";
+pub const PUT_ERRORS: &str = "sealstream_store_put_errors_total";
+pub const COMMIT_ERRORS: &str = "sealstream_store_commit_errors_total";
+pub const STORE_PENDING_BYTES: &str = "sealstream_store_pending_bytes";
+pub const CONNECTIONS_OPEN: &str = "sealstream_quic_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "sealstream_quic_connections_refused_total";
+pub const STREAMS_OPEN: &str = "sealstream_quic_streams_open";
+pub const DEK_REGISTRATIONS: &str = "sealstream_keys_dek_registrations_total";
+pub const KEKS_ACTIVE: &str = "sealstream_keys_keks_active";
+pub const KEY_QUEUE_DEPTH: &str = "sealstream_keys_queue_depth";
+
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        RECEIVED_BYTES,
+        Unit::Bytes,
+        "Sealed chunk bytes received from agents."
+    );
+    describe_counter!(
+        CHUNKS,
+        "Chunks received, by outcome (stored, duplicate, or a rejection code)."
+    );
+    describe_histogram!(
+        ACK_LATENCY,
+        Unit::Seconds,
+        "From a chunk's arrival to its ack or rejection."
+    );
+    describe_counter!(
+        SECURITY_EVENTS,
+        "Security events: conflicting duplicates, agent mismatches."
+    );
+    describe_histogram!(
+        SEGMENT_BYTES,
+        Unit::Bytes,
+        "Size of each segment object written."
+    );
+    describe_histogram!(
+        FLUSH_DURATION,
+        Unit::Seconds,
+        "Segment write (durable) plus index commit."
+    );
+    describe_counter!(
+        PUT_ERRORS,
+        "Segment or DEK record writes to the object store that failed."
+    );
+    describe_counter!(
+        COMMIT_ERRORS,
+        "Index commits to the metadata database that failed."
+    );
+    describe_gauge!(
+        STORE_PENDING_BYTES,
+        Unit::Bytes,
+        "Chunk bytes accepted and not yet durable."
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "Agent QUIC connections open.");
+    describe_counter!(CONNECTIONS_REFUSED, "Connections refused, by reason.");
+    describe_gauge!(STREAMS_OPEN, "Agent streams open.");
+    describe_counter!(DEK_REGISTRATIONS, "DEK registrations, by outcome.");
+    describe_gauge!(KEKS_ACTIVE, "Active KEKs loaded from encryption_kek.");
+    describe_gauge!(KEY_QUEUE_DEPTH, "Requests waiting for the key actor.");
+}

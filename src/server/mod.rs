@@ -1,0 +1,191 @@
+//! `sealstream serve`: the QUIC ingest service. Wiring only: the endpoint and its accept loop,
+//! the actors (one key actor, store actors, a connection actor per agent connection on the
+//! ingest arbiters, round robin), and the ops listener.
+
+mod connection;
+mod key_actor;
+pub mod metrics;
+pub mod ops;
+mod store_actor;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::config::ServeConfig;
+use crate::metadata::{MetaError, Metadata};
+use crate::pki::{Pki, PkiError};
+use crate::protocol::KekId;
+use crate::storage::{self, StoreError};
+use crate::transport::{self, TransportError};
+
+pub use key_actor::{KeyActor, ReloadKeks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("metadata database: {0}")]
+    Metadata(#[from] MetaError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("ops listener {addr}: {source}")]
+    Ops {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it does not stop it: call `shutdown`.
+pub struct Server {
+    pub quic_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub pin: KekId,
+    pub metadata: Metadata,
+    key: Addr<KeyActor>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<actix_rt::task::JoinHandle<()>>,
+    arbiters: Vec<Arbiter>,
+    stores: Vec<Addr<store_actor::StoreActor>>,
+}
+
+impl Server {
+    /// Start on the configured addresses. Call inside an actix `System`.
+    pub async fn start(cfg: &ServeConfig) -> Result<Server, ServeError> {
+        let pki = Pki::open_or_create(&cfg.data_dir)?;
+        let store = storage::open_local(&cfg.store_dir())?;
+        let metadata = Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?;
+        ops::prometheus();
+
+        let key = KeyActor::new(
+            metadata.clone(),
+            store.clone(),
+            Duration::from_millis(cfg.kek_poll_ms),
+        )
+        .start();
+        let mut arbiters = Vec::new();
+        let mut stores = Vec::new();
+        for _ in 0..cfg.segments.store_actors {
+            let arb = Arbiter::new();
+            let (store, md) = (store.clone(), metadata.clone());
+            let (max_bytes, max_age) = (
+                cfg.segments.max_bytes,
+                Duration::from_millis(cfg.segments.max_age_ms),
+            );
+            stores.push(store_actor::StoreActor::start_in_arbiter(
+                &arb.handle(),
+                move |_| store_actor::StoreActor::new(store, md, max_bytes, max_age),
+            ));
+            arbiters.push(arb);
+        }
+        // Chunks accepted but not durable, server-wide: a few segments' worth per store actor.
+        let memory = (cfg.segments.max_bytes * 4 * cfg.segments.store_actors).max(64 * 1024 * 1024);
+        let shared = Arc::new(connection::Shared::new(
+            key.clone(),
+            stores.clone(),
+            metadata.clone(),
+            cfg.limits.clone(),
+            memory,
+        ));
+        let ingest: Vec<Arbiter> = (0..cfg.ingest_threads()).map(|_| Arbiter::new()).collect();
+
+        let socket = transport::udp_socket(cfg.listen, cfg.limits.udp_buffer_bytes)?;
+        let server_cfg = transport::server_config(
+            pki.ca_cert.clone(),
+            pki.server_cert.clone(),
+            pki.server_key(),
+            &cfg.limits,
+        )?;
+        let endpoint = transport::endpoint(socket, Some(server_cfg))?;
+        let quic_addr = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Socket {
+                addr: cfg.listen,
+                source,
+            })?;
+
+        let ops_listener = tokio::net::TcpListener::bind(cfg.ops_listen)
+            .await
+            .map_err(|source| ServeError::Ops {
+                addr: cfg.ops_listen,
+                source,
+            })?;
+        let ops_addr = ops_listener
+            .local_addr()
+            .map_err(|source| ServeError::Ops {
+                addr: cfg.ops_listen,
+                source,
+            })?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut tasks = vec![actix_rt::spawn(ops::serve(
+            ops_listener,
+            ops::OpsState {
+                metadata: metadata.clone(),
+                ready: ready.clone(),
+            },
+        ))];
+
+        let max = cfg.limits.max_connections;
+        let ep = endpoint.clone();
+        let handles: Vec<_> = ingest.iter().map(Arbiter::handle).collect();
+        tasks.push(actix_rt::spawn(async move {
+            let mut next = 0usize;
+            while let Some(incoming) = ep.accept().await {
+                if shared.open.load(Ordering::Relaxed) >= max {
+                    ::metrics::counter!(metrics::CONNECTIONS_REFUSED, "reason" => "connection_cap").increment(1);
+                    tracing::warn!(remote = %incoming.remote_address(), max, "connection refused: limits.max_connections reached");
+                    incoming.refuse();
+                    continue;
+                }
+                shared.open.fetch_add(1, Ordering::Relaxed);
+                let arb = &handles[next % handles.len()];
+                next += 1;
+                arb.spawn(connection::serve_connection(incoming, shared.clone()));
+            }
+        }));
+        arbiters.extend(ingest);
+        ready.store(true, Ordering::Relaxed);
+        let pin = pki.server_pin();
+        tracing::info!(%quic_addr, %ops_addr, metadata = metadata.kind(), server_pin = %pin, "sealstream serving");
+        Ok(Server {
+            quic_addr,
+            ops_addr,
+            pin,
+            metadata,
+            key,
+            endpoint,
+            tasks,
+            arbiters,
+            stores,
+        })
+    }
+
+    /// Re-read `encryption_kek` now instead of at the next poll.
+    pub async fn reload_keks(&self) {
+        let _ = self.key.send(ReloadKeks).await;
+    }
+
+    /// Stop accepting, close connections, write what is batched, stop the actors.
+    pub async fn shutdown(self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"server shutting down");
+        for s in &self.stores {
+            let _ = s.send(store_actor::Flush).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
+        // Let in-flight segment writes finish before their arbiters stop.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for t in self.tasks {
+            t.abort();
+        }
+        for a in self.arbiters {
+            a.stop();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The operations listener: `/metrics` (Prometheus text format), `/healthz` (the process is up)
+//! and `/readyz` (QUIC is listening and the metadata database answers).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::metadata::Metadata;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Install the Prometheus recorder once per process; `None` if another recorder was installed.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let latency = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let sizes: Vec<f64> = (16..=30).map(|p| f64::from(1u32 << p)).collect();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &sizes))
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            super::metrics::describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+pub struct OpsState {
+    pub metadata: Metadata,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Serve the ops endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: OpsState) {
+    let handle = prometheus();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (state, handle) = (state.clone(), handle.clone());
+        actix_rt::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (state, handle) = (state.clone(), handle.clone());
+                async move {
+                    Ok::<_, Infallible>(route(req.uri().path(), &state, handle.as_ref()).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn route(
+    path: &str,
+    state: &OpsState,
+    handle: Option<&PrometheusHandle>,
+) -> Response<Full<Bytes>> {
+    let text = |code: StatusCode, body: String| {
+        Response::builder()
+            .status(code)
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response")
+    };
+    match path {
+        "/metrics" => match handle {
+            Some(h) => text(StatusCode::OK, h.render()),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics recorder not installed\n".into(),
+            ),
+        },
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            if !state.ready.load(Ordering::Relaxed) {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
+            }
+            match state.metadata.ping().await {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(e) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("metadata unavailable: {e}\n"),
+                ),
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,197 @@
+//! A store actor: batches accepted chunks into segment objects (closed by size or age), writes
+//! each create-if-absent (durably: fsync of file and directory on local disk), commits its
+//! index rows, and only then answers the chunks' waiters. Any failure answers `RetryLater`:
+//! nothing is acked that is not durable and indexed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use object_store::ObjectStore;
+use tokio::sync::oneshot;
+
+use super::metrics as m;
+use crate::crypto::now_us;
+use crate::metadata::{ChunkRow, Metadata, SegmentCommit, StreamUpdate};
+use crate::protocol::uplink::Reject;
+use crate::protocol::{SealedChunk, Segment};
+use crate::storage::{self, paths};
+
+struct Waiting {
+    chunk: SealedChunk,
+    digest: [u8; 32],
+    reply: oneshot::Sender<Result<(), Reject>>,
+}
+
+pub struct StoreActor {
+    store: Arc<dyn ObjectStore>,
+    metadata: Metadata,
+    max_bytes: usize,
+    max_age: Duration,
+    batch: Vec<Waiting>,
+    batch_bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl StoreActor {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metadata: Metadata,
+        max_bytes: usize,
+        max_age: Duration,
+    ) -> Self {
+        StoreActor {
+            store,
+            metadata,
+            max_bytes,
+            max_age,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            oldest: None,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.oldest = None;
+        let (store, md) = (self.store.clone(), self.metadata.clone());
+        actix::spawn(write_segment(store, md, batch));
+    }
+}
+
+/// Write one segment and index it, then answer every chunk in it.
+async fn write_segment(store: Arc<dyn ObjectStore>, md: Metadata, batch: Vec<Waiting>) {
+    let started = Instant::now();
+    let created = now_us();
+    let id = Segment::new_id(created);
+    let chunks: Vec<SealedChunk> = batch.iter().map(|w| w.chunk.clone()).collect();
+    let (bytes, sha256) = Segment::encode(id, created, &chunks);
+    let path = paths::segment(created, &id);
+    let size = bytes.len() as u64;
+    let mut streams: BTreeMap<_, StreamUpdate> = BTreeMap::new();
+    let rows: Vec<ChunkRow> = batch
+        .iter()
+        .map(|w| {
+            let h = &w.chunk.header;
+            let u = streams
+                .entry((h.agent.clone(), h.session, h.stream))
+                .or_insert_with(|| StreamUpdate {
+                    agent: h.agent.clone(),
+                    session: h.session,
+                    stream: h.stream,
+                    kind: h.kind.code(),
+                    next_seq: 0,
+                    final_seq: None,
+                });
+            u.next_seq = u.next_seq.max(h.seq + 1);
+            if h.last {
+                u.final_seq = Some(h.seq);
+            }
+            ChunkRow {
+                agent: h.agent.clone(),
+                session: h.session,
+                stream: h.stream,
+                seq: h.seq,
+                digest: w.digest,
+            }
+        })
+        .collect();
+    drop(chunks);
+    let result = match storage::put_new(store.as_ref(), &path, bytes).await {
+        Err(e) => {
+            metrics::counter!(m::PUT_ERRORS).increment(1);
+            tracing::error!(error = %e, segment = %path, "segment write failed; agents will resend");
+            Err(Reject::RetryLater)
+        }
+        Ok(_) => {
+            let commit = SegmentCommit {
+                segment_id: id,
+                object_key: path.to_string(),
+                size,
+                sha256,
+                chunks: rows,
+                streams: streams.into_values().collect(),
+            };
+            match md.commit_segment(commit).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    metrics::counter!(m::COMMIT_ERRORS).increment(1);
+                    tracing::error!(error = %e, segment = %path, "segment index commit failed; agents will resend");
+                    Err(Reject::RetryLater)
+                }
+            }
+        }
+    };
+    metrics::histogram!(m::SEGMENT_BYTES).record(size as f64);
+    metrics::histogram!(m::FLUSH_DURATION).record(started.elapsed().as_secs_f64());
+    metrics::gauge!(m::STORE_PENDING_BYTES)
+        .decrement(batch.iter().map(|w| w.chunk.len() as f64).sum::<f64>());
+    for w in batch {
+        let _ = w.reply.send(result);
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        let tick = (self.max_age / 4).max(Duration::from_millis(2));
+        ctx.run_interval(tick, |act, _| {
+            if act.oldest.is_some_and(|t| t.elapsed() >= act.max_age) {
+                act.flush();
+            }
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.flush();
+        Running::Stop
+    }
+}
+
+/// Store one verified chunk; the answer comes once it is durable and indexed.
+#[derive(Message)]
+#[rtype(result = "Result<(), Reject>")]
+pub struct StoreChunk {
+    pub chunk: SealedChunk,
+    pub digest: [u8; 32],
+}
+
+impl Handler<StoreChunk> for StoreActor {
+    type Result = ResponseFuture<Result<(), Reject>>;
+
+    fn handle(&mut self, msg: StoreChunk, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.batch_bytes += msg.chunk.len();
+        metrics::gauge!(m::STORE_PENDING_BYTES).increment(msg.chunk.len() as f64);
+        self.oldest.get_or_insert_with(Instant::now);
+        self.batch.push(Waiting {
+            chunk: msg.chunk,
+            digest: msg.digest,
+            reply: tx,
+        });
+        if self.batch_bytes >= self.max_bytes {
+            self.flush();
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(Reject::RetryLater)) })
+    }
+}
+
+/// Write whatever is batched now (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush();
+    }
+}

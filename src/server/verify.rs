@@ -1,0 +1,231 @@
+//! Per-stream envelope rules, sans-IO: contiguous sequence numbers, identical duplicates acked
+//! again, different bytes under a seen number refused, nothing after the final chunk.
+
+use std::collections::BTreeMap;
+
+use crate::protocol::Kind;
+use crate::protocol::uplink::Reject;
+
+/// Recent chunk digests kept per stream in memory (older ones are asked of the database).
+pub const RECENT: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// Accepted, not yet durable.
+    Pending([u8; 32]),
+    Stored([u8; 32]),
+}
+
+/// What to do with a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: store it.
+    Accept,
+    /// The same bytes are already stored: ack again, store nothing.
+    Duplicate,
+    /// Below the next number but not remembered here: look up the stored digest.
+    AskStored,
+    Reject(Reject),
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamState {
+    kind: Kind,
+    next_seq: u64,
+    final_seq: Option<u64>,
+    recent: BTreeMap<u64, Entry>,
+}
+
+impl StreamState {
+    pub fn new(kind: Kind) -> Self {
+        Self::resume(kind, 0, None)
+    }
+
+    /// A stream known from the database.
+    pub fn resume(kind: Kind, next_seq: u64, final_seq: Option<u64>) -> Self {
+        StreamState {
+            kind,
+            next_seq,
+            final_seq,
+            recent: BTreeMap::new(),
+        }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn check(&mut self, kind: Kind, seq: u64, last: bool, digest: [u8; 32]) -> Verdict {
+        if kind != self.kind {
+            return Verdict::Reject(Reject::StreamMismatch);
+        }
+        if seq < self.next_seq {
+            return match self.recent.get(&seq) {
+                Some(Entry::Stored(d)) if *d == digest => Verdict::Duplicate,
+                Some(Entry::Pending(d)) if *d == digest => Verdict::Reject(Reject::RetryLater),
+                Some(_) => Verdict::Reject(Reject::ConflictingDuplicate),
+                None => Verdict::AskStored,
+            };
+        }
+        if self.final_seq.is_some() {
+            return Verdict::Reject(Reject::AfterFinal);
+        }
+        if seq > self.next_seq {
+            return Verdict::Reject(Reject::SequenceGap);
+        }
+        self.next_seq = seq + 1;
+        if last {
+            self.final_seq = Some(seq);
+        }
+        self.remember(seq, Entry::Pending(digest));
+        Verdict::Accept
+    }
+
+    /// The answer to `AskStored`: the digest stored under `seq`, if any.
+    pub fn resolve(
+        &mut self,
+        seq: u64,
+        last: bool,
+        digest: [u8; 32],
+        stored: Option<[u8; 32]>,
+    ) -> Verdict {
+        match stored {
+            Some(d) if d == digest => {
+                self.remember(seq, Entry::Stored(d));
+                Verdict::Duplicate
+            }
+            Some(_) => Verdict::Reject(Reject::ConflictingDuplicate),
+            // A number below next_seq that was never stored: its first write failed and the
+            // agent is resending it. Fill the hole.
+            None => {
+                if last {
+                    self.final_seq.get_or_insert(seq);
+                }
+                self.remember(seq, Entry::Pending(digest));
+                Verdict::Accept
+            }
+        }
+    }
+
+    /// The store's answer for an accepted chunk.
+    pub fn settle(&mut self, seq: u64, stored: bool) {
+        match self.recent.get(&seq).copied() {
+            Some(Entry::Pending(d)) if stored => {
+                self.recent.insert(seq, Entry::Stored(d));
+            }
+            Some(Entry::Pending(_)) => {
+                // Not stored: forget it so the resend is accepted; a final flag it set goes too.
+                self.recent.remove(&seq);
+                if self.final_seq == Some(seq) {
+                    self.final_seq = None;
+                }
+                if seq + 1 == self.next_seq {
+                    self.next_seq = seq;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn remember(&mut self, seq: u64, entry: Entry) {
+        self.recent.insert(seq, entry);
+        while self.recent.len() > RECENT {
+            // Drop the oldest stored entry; pending ones are kept until settled.
+            let Some(old) = self
+                .recent
+                .iter()
+                .find(|(_, e)| matches!(e, Entry::Stored(_)))
+                .map(|(s, _)| *s)
+            else {
+                break;
+            };
+            self.recent.remove(&old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: [u8; 32] = [1; 32];
+    const B: [u8; 32] = [2; 32];
+
+    #[test]
+    fn contiguous_chunks_are_accepted_and_gaps_refused() {
+        let mut s = StreamState::new(Kind::Frame);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        assert_eq!(
+            s.check(Kind::Frame, 2, false, A),
+            Verdict::Reject(Reject::SequenceGap)
+        );
+        assert_eq!(
+            s.check(Kind::Keystrokes, 1, false, A),
+            Verdict::Reject(Reject::StreamMismatch)
+        );
+        assert_eq!(s.check(Kind::Frame, 1, true, B), Verdict::Accept);
+        assert_eq!(
+            s.check(Kind::Frame, 2, false, A),
+            Verdict::Reject(Reject::AfterFinal)
+        );
+    }
+
+    #[test]
+    fn duplicates_are_acked_once_stored_and_conflicts_refused() {
+        let mut s = StreamState::new(Kind::Frame);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        assert_eq!(
+            s.check(Kind::Frame, 0, false, A),
+            Verdict::Reject(Reject::RetryLater)
+        );
+        s.settle(0, true);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Duplicate);
+        assert_eq!(
+            s.check(Kind::Frame, 0, false, B),
+            Verdict::Reject(Reject::ConflictingDuplicate)
+        );
+    }
+
+    #[test]
+    fn a_failed_store_lets_the_resend_in() {
+        let mut s = StreamState::new(Kind::Frame);
+        s.check(Kind::Frame, 0, false, A);
+        s.check(Kind::Frame, 1, true, B);
+        s.settle(0, true);
+        s.settle(1, false);
+        assert_eq!(s.check(Kind::Frame, 1, true, B), Verdict::Accept);
+    }
+
+    #[test]
+    fn after_a_restart_old_numbers_are_looked_up() {
+        let mut s = StreamState::resume(Kind::Frame, 10, None);
+        assert_eq!(s.check(Kind::Frame, 3, false, A), Verdict::AskStored);
+        assert_eq!(s.resolve(3, false, A, Some(A)), Verdict::Duplicate);
+        assert_eq!(
+            s.resolve(4, false, A, Some(B)),
+            Verdict::Reject(Reject::ConflictingDuplicate)
+        );
+        assert_eq!(s.resolve(5, false, A, None), Verdict::Accept);
+        assert_eq!(s.check(Kind::Frame, 10, false, A), Verdict::Accept);
+    }
+
+    proptest! {
+        /// Whatever order and repetition chunks arrive in, the accepted ones are exactly
+        /// 0..n, each once, when everything is stored as it is accepted.
+        #[test]
+        fn accepted_numbers_are_contiguous_and_unique(seqs in proptest::collection::vec(0u64..20, 0..200)) {
+            let mut s = StreamState::new(Kind::Keystrokes);
+            let mut accepted = Vec::new();
+            for seq in seqs {
+                let digest = [seq as u8; 32];
+                if s.check(Kind::Keystrokes, seq, false, digest) == Verdict::Accept {
+                    s.settle(seq, true);
+                    accepted.push(seq);
+                }
+            }
+            let expected: Vec<u64> = (0..accepted.len() as u64).collect();
+            prop_assert_eq!(accepted, expected);
+        }
+    }
+}
