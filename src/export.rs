@@ -331,6 +331,10 @@ impl StreamWriter {
     /// Write one chunk's plaintext; `Ok(None)` if the payload does not parse.
     fn write(&mut self, seq: u64, plain: &[u8]) -> Result<Option<u64>, ExportError> {
         use std::io::Write;
+        if plain.is_empty() {
+            // An empty chunk carries nothing: it ends a stream (see docs/format.md).
+            return Ok(Some(0));
+        }
         match self.kind {
             Kind::Frame => {
                 let Ok(frame) = Frame::decode(plain) else {

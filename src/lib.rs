@@ -4,6 +4,7 @@
 //! and writes key files as openssl does; `storage` owns the object-store layout; `recorder`
 //! is the agent-side sealing pipeline; `export` is the operator's offline decryptor.
 
+pub mod agent;
 pub mod config;
 pub mod crypto;
 pub mod export;

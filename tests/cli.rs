@@ -454,8 +454,11 @@ fn seal_refuses_unknown_files_and_bad_agent_ids() {
 fn quickstart_runs_the_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     sealstream(dir.path())
-        .arg("quickstart")
+        .args(["quickstart", "--users", "3", "--seconds", "3"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("4. verified: 4 files"));
+        .stdout(predicate::str::contains(
+            "6. verified: 3 sessions, 6 complete streams",
+        ))
+        .stdout(predicate::str::contains("ciphertext only"));
 }

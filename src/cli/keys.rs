@@ -56,3 +56,42 @@ pub fn generate(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn register(
+    config: &Path,
+    public: &Path,
+    private: &Path,
+    server_held: bool,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let cfg = sealstream::config::ServeConfig::load(config)?;
+    let key = keys::load_public_key(public)?;
+    let abs =
+        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("{}: not found", p.display()));
+    let (public, private) = (abs(public)?, abs(private)?);
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let md =
+            sealstream::metadata::Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?;
+        md.insert_kek(
+            true,
+            !server_held,
+            &public.display().to_string(),
+            &private.display().to_string(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    println!("{}", key.kek_id);
+    eprintln!(
+        "registered KEK {} ({}) in encryption_kek; a running server picks it up within {} ms",
+        key.kek_id,
+        if server_held {
+            "server-held"
+        } else {
+            "customer, end-to-end"
+        },
+        cfg.kek_poll_ms
+    );
+    Ok(ExitCode::SUCCESS)
+}

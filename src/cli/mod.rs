@@ -1,9 +1,11 @@
 //! Command-line parsing and the commands' wiring (anyhow lives here, not in the library).
 
+mod agent;
 mod export;
 mod keys;
 mod quickstart;
 mod seal;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +37,17 @@ enum Command {
     Seal(seal::SealArgs),
     /// Decrypt a store's recordings into files, verifying every stream.
     Export(export::ExportArgs),
-    /// Generate a key, seal the sample recording, export it back and show what was verified.
+    /// Run the QUIC ingest service.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an agent: capture (synthetic or --replay), seal and stream to the server.
+    Agent(agent::AgentArgs),
+    /// Enroll agents (client certificates from the deployment's agent CA).
+    #[command(subcommand)]
+    Agents(agent::AgentsCommand),
+    /// The whole pipeline on embedded defaults: KEK, server, agent with several users, export.
     Quickstart(quickstart::QuickstartArgs),
 }
 
@@ -55,6 +67,21 @@ enum KeysCommand {
         /// File holding the passphrase (one trailing newline allowed).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+    },
+    /// Register a KEK with a server, as the how-to's `insert into encryption_kek` does.
+    Register {
+        /// The server's configuration (for its database).
+        #[arg(long)]
+        config: PathBuf,
+        /// Public key file (pub_datafile).
+        #[arg(long)]
+        public: PathBuf,
+        /// Private key file (priv_datafile); read only when an operator decrypts.
+        #[arg(long)]
+        private: PathBuf,
+        /// A server-held KEK (priv_encrypted = false) instead of a customer's E2EE key.
+        #[arg(long)]
+        server_held: bool,
     },
     /// Make a new KEK: DIR/keypair.pem (passphrase-protected) and DIR/publickey.crt.
     Generate {
@@ -82,7 +109,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bits,
             passphrase_file,
         }) => keys::generate(&out, bits, passphrase_file),
+        Command::Keys(KeysCommand::Register {
+            config,
+            public,
+            private,
+            server_held,
+        }) => keys::register(&config, &public, &private, server_held),
         Command::Seal(args) => seal::run(args),
+        Command::Serve { config } => serve::run(&config),
+        Command::Agent(args) => agent::run(args),
+        Command::Agents(cmd) => agent::agents(cmd),
         Command::Export(args) => export::run(args),
         Command::Quickstart(args) => quickstart::run(args),
     }

@@ -1,44 +1,35 @@
-//! `sealstream quickstart`: the whole offline round trip on the bundled sample recording —
-//! generate a passphrase-protected KEK, seal the samples into a store, export them back with
-//! the passphrase, and check every byte.
+//! `sealstream quickstart`: the whole pipeline on the embedded defaults (SQLite, a local store
+//! directory) — a passphrase-protected KEK registered the how-to's way, an enrolled agent,
+//! the QUIC server, about ten seconds of synthetic frames and keystrokes from several users,
+//! then an export with the passphrase, checked byte for byte against what the agent sent.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64ct::{Base64, Encoding};
+use sealstream::agent::{self, Source, synthetic};
+use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::export;
 use sealstream::keys::{self, Passphrase};
-use sealstream::protocol::{AgentId, SessionId};
-use sealstream::recorder::{self, Recorder};
+use sealstream::metadata::Table;
+use sealstream::protocol::AgentId;
+use sealstream::server::Server;
 use sealstream::storage;
-
-const SAMPLES: &[(&str, &[u8])] = &[
-    (
-        "screen-000.png",
-        include_bytes!("../../samples/screen-000.png"),
-    ),
-    (
-        "screen-001.png",
-        include_bytes!("../../samples/screen-001.png"),
-    ),
-    (
-        "screen-002.png",
-        include_bytes!("../../samples/screen-002.png"),
-    ),
-    (
-        "keystrokes.jsonl",
-        include_bytes!("../../samples/keystrokes.jsonl"),
-    ),
-];
-/// Text typed in the sample keystrokes; it must not appear anywhere in the store.
-const CANARY: &[u8] = b"\"key\":\"q\"";
+use sha2::{Digest, Sha256};
 
 #[derive(clap::Args, Debug)]
 pub struct QuickstartArgs {
     /// Where to put the run (a new `run-<time>` directory is made inside).
     #[arg(long, default_value = "sealstream-quickstart")]
     dir: PathBuf,
+    /// Simulated user sessions.
+    #[arg(long, default_value_t = 5)]
+    users: usize,
+    /// Seconds of recording.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
@@ -46,100 +37,174 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let dir = args.dir.join(format!("run-{secs}"));
+    let dir = std::path::absolute(args.dir.join(format!("run-{secs}")))?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let keys_dir = dir.join("keys");
-    let sample_dir = dir.join("sample");
-    let store_dir = dir.join("store");
-    let export_dir = dir.join("export");
+    actix_rt::System::new().block_on(pipeline(dir, args.users, args.seconds))
+}
 
-    // 1. A demo KEK with a random passphrase, kept in a 0600 file so the run can be repeated
-    //    by hand. Real deployments keep the passphrase with the operator, not on disk.
+async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<ExitCode> {
+    // 1. The customer's KEK, passphrase-protected. The demo passphrase is kept in a 0600 file
+    //    so the export can be repeated by hand; real operators keep it to themselves.
+    let keys_dir = dir.join("customer");
     let mut raw = [0u8; 18];
     getrandom::fill(&mut raw).context("reading the OS random source")?;
     let pass_text = zeroize::Zeroizing::new(Base64::encode_string(&raw));
     let pass_file = dir.join("passphrase.txt");
-    write_private(&pass_file, pass_text.as_bytes())?;
-    let pass = Passphrase::new(pass_text.as_bytes().to_vec());
-    let generated = keys::generate_keypair(&keys_dir, 2048, &pass)?;
+    sealstream::pki::write_file(&pass_file, format!("{}\n", *pass_text).as_bytes(), 0o600)?;
+    let generated = keys::generate_keypair(
+        &keys_dir,
+        2048,
+        &Passphrase::new(pass_text.as_bytes().to_vec()),
+    )?;
     println!(
-        "1. generated KEK {} in {}",
+        "1. customer KEK {} in {}",
         generated.kek_id,
         keys_dir.display()
     );
 
-    // 2. The sample recording: three screen frames and a keystroke log.
-    std::fs::create_dir_all(&sample_dir)?;
-    for (name, bytes) in SAMPLES {
-        std::fs::write(sample_dir.join(name), bytes)?;
-    }
-    let inputs = recorder::scan_inputs(std::slice::from_ref(&sample_dir))?;
-    let kek = keys::load_public_key(&generated.public_path)?;
-    let agent = AgentId::new("quickstart-agent").expect("valid name");
-    let rec = Recorder::new(agent, &kek);
-    let session = SessionId::random();
-    let (chunks, summary) = recorder::seal_inputs(&rec, session, &inputs)?;
-    let store = storage::open_local(&store_dir)?;
-    let rt = super::runtime()?;
-    let segments = rt.block_on(recorder::store_recording(
-        store.as_ref(),
-        rec.dek_record(),
-        &chunks,
-    ))?;
-    drop(rec);
+    // 2. The server on the embedded defaults, and the KEK registered with the how-to's statement.
+    let serve_toml = dir.join("serve.toml");
+    std::fs::write(
+        &serve_toml,
+        "# quickstart server: embedded SQLite and a local store under ./server\n\
+         listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"server\"\nkek_poll_ms = 200\n",
+    )?;
+    let cfg = ServeConfig::load(&serve_toml)?;
+    let server = Server::start(&cfg).await.context("starting the server")?;
+    server
+        .metadata
+        .insert_kek(
+            true,
+            true,
+            &generated.public_path.display().to_string(),
+            &generated.private_path.display().to_string(),
+        )
+        .await?;
+    server.reload_keks().await;
     println!(
-        "2. sealed session {session}: {} frames + {} keystroke events -> {} chunks, {} bytes in {segments} segment(s) under {}",
-        summary.frames,
-        summary.keystroke_events,
-        summary.chunks,
-        summary.sealed_bytes,
-        store_dir.display()
+        "2. server on QUIC {} (metrics http://{}/metrics), SQLite {}, store {}",
+        server.quic_addr,
+        server.ops_addr,
+        cfg.sqlite_path().display(),
+        cfg.store_dir().display()
     );
-    if contains_in_tree(&store_dir, CANARY)? {
-        bail!("plaintext keystrokes found in the store: sealing is broken");
-    }
-    println!("3. searched the store for the typed text: not found (ciphertext only)");
 
-    // 3. Export with the passphrase: the only way back to plaintext.
-    let private = keys::load_private_key(&generated.private_path, || Ok(pass))?;
-    let report = rt.block_on(export::export(
+    // 3. An enrolled agent with the customer's public key as kek.pem.
+    let agent_dir = dir.join("agent");
+    let name = AgentId::new("quickstart-ts01").expect("valid name");
+    let pin = super::agent::enroll(
+        &cfg.data_dir,
+        &name,
+        &agent_dir,
+        &server.quic_addr.to_string(),
+    )?;
+    std::fs::copy(&generated.public_path, agent_dir.join("kek.pem"))?;
+    let agent_cfg = AgentConfig::load(&agent_dir.join("agent.toml"))?;
+    println!(
+        "3. agent {:?} enrolled (server pin {pin}); recording {users} users for {seconds} s ...",
+        name.as_str()
+    );
+
+    // 4. Record and stream.
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let spec = synthetic::SyntheticSpec {
+        users,
+        duration: Duration::from_secs(seconds),
+        ..Default::default()
+    };
+    let report = agent::run(
+        agent_cfg,
+        Source::Synthetic(spec),
+        stop,
+        Duration::from_secs(10),
+    )
+    .await?;
+    let stored_chunks = server.metadata.count(Table::Chunks).await?;
+    let deks = server.metadata.count(Table::EncryptionDek).await?;
+    server.shutdown().await;
+    println!(
+        "4. streamed {} chunks ({} bytes sealed) over one QUIC connection; {} acked, {} unacked; server indexed {stored_chunks} chunks, {deks} DEK record(s)",
+        report.chunks_sealed, report.sealed_bytes, report.chunks_acked, report.unacked
+    );
+    if report.unacked > 0 {
+        bail!("{} chunks were not acked", report.unacked);
+    }
+
+    // 5. Nothing readable on the server: search the store and the database for the canary.
+    for place in [cfg.store_dir(), cfg.data_dir.clone()] {
+        if let Some(hit) = find_in_tree(&place, synthetic::CANARY.as_bytes())? {
+            bail!("plaintext found on the server in {}", hit.display());
+        }
+    }
+    println!(
+        "5. searched the server's store and database for the recorded text: not found (ciphertext only)"
+    );
+
+    // 6. Export with the passphrase, and compare with what the agent recorded.
+    let private = keys::load_private_key(&generated.private_path, || {
+        keys::PassphraseSource {
+            file: Some(pass_file.clone()),
+            ..Default::default()
+        }
+        .read("")
+    })?;
+    let store = storage::open_local(&cfg.store_dir())?;
+    let export_dir = dir.join("export");
+    let exported = export::export(
         store.as_ref(),
         std::slice::from_ref(&private),
         None,
         &export_dir,
-    ))?;
+    )
+    .await?;
     drop(private);
-    super::export::print_report(&report);
-    if report.tampered() || report.missing_keys() {
-        return Ok(super::export::exit_code(&report));
+    super::export::print_report(&exported);
+    if exported.tampered() || exported.missing_keys() {
+        return Ok(super::export::exit_code(&exported));
     }
-
-    // 4. Every exported byte equals its original.
-    let out = export_dir
-        .join("quickstart-agent")
-        .join(session.to_string());
-    let mut checked = 0;
-    for (name, bytes) in SAMPLES {
-        let exported = if name.ends_with(".jsonl") {
-            out.join("keystrokes.jsonl")
-        } else {
-            out.join("frames").join(name)
-        };
-        let got =
-            std::fs::read(&exported).with_context(|| format!("reading {}", exported.display()))?;
-        if &got[..] != *bytes {
-            bail!("{} differs from the original {name}", exported.display());
+    let mut files = 0;
+    let mut bytes = 0u64;
+    for s in &report.sessions {
+        let base = export_dir.join(name.dir_name()).join(s.session.to_string());
+        for (frame, digest) in &s.frames {
+            let got = std::fs::read(base.join("frames").join(frame)).with_context(|| {
+                format!(
+                    "frame {frame} of session {} missing from the export",
+                    s.session
+                )
+            })?;
+            if Sha256::digest(&got).as_slice() != digest {
+                bail!(
+                    "frame {frame} of session {} differs from what was recorded",
+                    s.session
+                );
+            }
+            files += 1;
+            bytes += got.len() as u64;
         }
-        checked += bytes.len();
+        let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap_or_default();
+        if Sha256::digest(&ks).as_slice() != s.keystrokes_sha256 {
+            bail!(
+                "keystrokes of session {} differ from what was recorded",
+                s.session
+            );
+        }
+        files += 1;
+        bytes += ks.len() as u64;
     }
+    let complete = exported
+        .streams
+        .iter()
+        .filter(|s| matches!(s.status, export::Status::Complete))
+        .count();
     println!(
-        "4. verified: {} files, {checked} bytes identical to the originals; exported to {}",
-        SAMPLES.len(),
-        out.display()
+        "6. verified: {} sessions, {complete} complete streams, {files} files, {bytes} bytes identical to what the agent recorded",
+        report.sessions.len()
     );
+    println!("   export: {}", export_dir.display());
     println!(
-        "   try it yourself: sealstream export --store {} --key {} --passphrase-file {} --out {}",
-        store_dir.display(),
+        "   again by hand: sealstream export --store {} --key {} --passphrase-file {} --out {}",
+        cfg.store_dir().display(),
         generated.private_path.display(),
         pass_file.display(),
         dir.join("export-again").display()
@@ -147,36 +212,19 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.write_all(b"\n")?;
-    Ok(())
-}
-
-fn contains_in_tree(dir: &Path, needle: &[u8]) -> anyhow::Result<bool> {
+fn find_in_tree(dir: &Path, needle: &[u8]) -> anyhow::Result<Option<PathBuf>> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            if contains_in_tree(&path, needle)? {
-                return Ok(true);
+            if let Some(hit) = find_in_tree(&path, needle)? {
+                return Ok(Some(hit));
             }
         } else {
             let bytes = std::fs::read(&path)?;
             if bytes.windows(needle.len()).any(|w| w == needle) {
-                return Ok(true);
+                return Ok(Some(path));
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }

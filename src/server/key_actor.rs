@@ -222,7 +222,10 @@ impl Handler<RegisterDek> for KeyActor {
                     (Reject::RetryLater, "metadata unavailable".to_string())
                 })? {
                     if owner != rec.agent.as_str() {
-                        return Err((Reject::AgentMismatch, "DEK id registered by another agent".to_string()));
+                        return Err((
+                            Reject::AgentMismatch,
+                            "DEK id registered by another agent".to_string(),
+                        ));
                     }
                 }
                 storage::put_new(store.as_ref(), &path, Bytes::from(rec.encode()))
@@ -241,8 +244,14 @@ impl Handler<RegisterDek> for KeyActor {
             .into_actor(self)
             .map(move |res, act, _| {
                 if res.is_ok() {
-                    tracing::info!(agent = %record.agent, dek = %record.dek_id, kek = %record.kek_id, "DEK registered");
-                    act.deks.insert(record.dek_id, record.agent);
+                    let (dek, kek) = (record.dek_id, record.kek_id);
+                    if act
+                        .deks
+                        .insert(record.dek_id, record.agent.clone())
+                        .is_none()
+                    {
+                        tracing::info!(agent = %record.agent, %dek, %kek, "DEK registered");
+                    }
                 }
                 done(res)
             }),

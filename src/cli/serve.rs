@@ -1,0 +1,43 @@
+//! `sealstream serve`: run the ingest service until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sealstream::config::ServeConfig;
+use sealstream::server::Server;
+
+pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = ServeConfig::load(config)?;
+    actix_rt::System::new().block_on(async move {
+        let server = Server::start(&cfg)
+            .await
+            .with_context(|| format!("starting the server from {}", config.display()))?;
+        eprintln!(
+            "sealstream serving QUIC on {} (ops on http://{}), metadata: {}, store: {}\nserver pin for agents: {}",
+            server.quic_addr,
+            server.ops_addr,
+            server.metadata.kind(),
+            cfg.store_dir().display(),
+            server.pin
+        );
+        wait_for_signal().await;
+        eprintln!("shutting down: closing connections and writing batched segments");
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
