@@ -62,13 +62,14 @@ impl Shared {
     }
 }
 
+/// An agent's writer lock and its current connection.
+type AgentSlot = (Arc<tokio::sync::Mutex<()>>, Option<quinn::Connection>);
+
 /// One live connection per agent: a new one closes the old and waits until its streams end,
 /// so a stream's state has a single owner.
 #[derive(Default)]
 pub struct AgentRegistry {
-    inner: std::sync::Mutex<
-        HashMap<AgentId, (Arc<tokio::sync::Mutex<()>>, Option<quinn::Connection>)>,
-    >,
+    inner: std::sync::Mutex<HashMap<AgentId, AgentSlot>>,
 }
 
 impl AgentRegistry {

@@ -217,16 +217,15 @@ impl Handler<RegisterDek> for KeyActor {
         Box::pin(
             async move {
                 // A DEK id already taken by another agent is refused, whoever asks.
-                if let Some(owner) = md.dek_agent(&rec.dek_id.0).await.map_err(|e| {
+                let owner = md.dek_agent(&rec.dek_id.0).await.map_err(|e| {
                     tracing::error!(error = %e, "cannot read encryption_dek");
                     (Reject::RetryLater, "metadata unavailable".to_string())
-                })? {
-                    if owner != rec.agent.as_str() {
-                        return Err((
-                            Reject::AgentMismatch,
-                            "DEK id registered by another agent".to_string(),
-                        ));
-                    }
+                })?;
+                if owner.is_some_and(|o| o != rec.agent.as_str()) {
+                    return Err((
+                        Reject::AgentMismatch,
+                        "DEK id registered by another agent".to_string(),
+                    ));
                 }
                 storage::put_new(store.as_ref(), &path, Bytes::from(rec.encode()))
                     .await
