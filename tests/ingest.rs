@@ -174,9 +174,8 @@ async fn postgresql_rows_hold_no_plaintext_and_the_howto_query_works() {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn an_unknown_kek_is_refused_then_accepted_without_a_restart() {
-    let env = Env::start(Backend::Sqlite, false).await;
+async fn unknown_kek_then_accepted(backend: Backend) {
+    let env = Env::start(backend, false).await;
     let cfg = env.enroll("late-kek");
     let agent = tokio::spawn(async move { run_agent(cfg, spec(1, 2)).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -185,17 +184,29 @@ async fn an_unknown_kek_is_refused_then_accepted_without_a_restart() {
         0,
         "nothing stored under an unknown KEK"
     );
-    // The how-to's statement, with the server running; the key actor polls every 100 ms.
-    env.server()
-        .metadata
-        .insert_kek(
-            true,
-            true,
-            &env.kek_pub.display().to_string(),
-            &env.kek_priv.display().to_string(),
-        )
-        .await
-        .unwrap();
+    // The how-to's statement, verbatim but for the paths, with the server running; the key
+    // actor polls every 100 ms.
+    let statement = format!(
+        "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile)\nvalues (true, true, '{}', '{}');",
+        env.kek_pub.display(),
+        env.kek_priv.display()
+    );
+    match &env.pg_db {
+        Some(db) => {
+            let (client, conn) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 user=postgres dbname={db}"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&statement).await.unwrap();
+        }
+        None => {
+            let c = rusqlite::Connection::open(env.cfg.sqlite_path()).unwrap();
+            c.execute_batch(&statement).unwrap();
+        }
+    }
     let report = agent.await.unwrap();
     assert_eq!(report.unacked, 0);
     assert!(
@@ -205,6 +216,16 @@ async fn an_unknown_kek_is_refused_then_accepted_without_a_restart() {
     );
     export_and_compare(&env, &[report]).await;
     env.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_unknown_kek_is_refused_then_accepted_without_a_restart_on_postgresql() {
+    unknown_kek_then_accepted(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn an_unknown_kek_is_refused_then_accepted_without_a_restart_on_sqlite() {
+    unknown_kek_then_accepted(Backend::Sqlite).await;
 }
 
 /// A raw stream for agent `name` that has registered its DEK.

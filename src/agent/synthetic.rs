@@ -16,7 +16,7 @@ pub struct SyntheticSpec {
     pub duration: Duration,
     /// Mean time between frames per user.
     pub frame_interval: Duration,
-    /// Mean frame size in bytes (sizes vary from a quarter to four times this).
+    /// Mean frame size in bytes (sizes spread evenly from a quarter to 1.75 times this).
     pub frame_size: usize,
     pub keystroke_interval: Duration,
     pub keystroke_events: usize,
@@ -68,7 +68,7 @@ impl Rng {
 
 /// One user's next frame: a PNG signature, the canary, then incompressible bytes.
 pub fn frame(rng: &mut Rng, mean: usize, n: u64) -> (String, Vec<u8>) {
-    let size = (mean / 4 + rng.below((mean * 15 / 4) as u64) as usize).max(64);
+    let size = (mean / 4 + rng.below((mean * 3 / 2) as u64) as usize).max(64);
     let mut img = Vec::with_capacity(size);
     img.extend_from_slice(b"\x89PNG\r\n\x1a\n");
     img.extend_from_slice(CANARY.as_bytes());
