@@ -630,3 +630,130 @@ async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
     export_and_compare(&env, &[report]).await;
     env.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_deactivated_kek_is_refused_without_a_restart() {
+    let env = Env::start(Backend::Sqlite, true).await;
+    let (_ep, conn, _s, _rec) = registered(&env, "rotating").await;
+    let c = rusqlite::Connection::open(env.cfg.sqlite_path()).unwrap();
+    c.execute_batch("update encryption_kek set active = false, retired_at = CURRENT_TIMESTAMP")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A new DEK (an agent restart) under the retired KEK: kept by the agent, not stored.
+    let kek = keys::load_public_key(&env.kek_pub).unwrap();
+    let fresh = Recorder::new(AgentId::new("rotating").unwrap(), &kek);
+    let mut s = RawStream::open(&conn).await.unwrap();
+    s.send(MSG_DEK, &fresh.dek_record().encode()).await.unwrap();
+    let r = s.response().await.unwrap();
+    assert_eq!(r.outcome, Err(Reject::InactiveKek), "{r:?}");
+    assert!(Reject::InactiveKek.retryable());
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn replayed_captures_under_a_server_held_kek_round_trip() {
+    // The how-to's TMENCRYPTION=0: the DEK is wrapped under a server-held KEK
+    // (priv_encrypted = false), with the same code path.
+    let env = Env::start(Backend::Sqlite, false).await;
+    let d = env.dir.path();
+    common::genrsa(d, "server-kek.pem", 2048, &[]);
+    let server_pub = common::pubout(d, "server-kek.pem", "server-kek.crt", false);
+    env.server()
+        .metadata
+        .insert_kek(
+            true,
+            false,
+            &server_pub.display().to_string(),
+            &d.join("server-kek.pem").display().to_string(),
+        )
+        .await
+        .unwrap();
+    env.server().reload_keks().await;
+    let mut cfg = env.enroll("replayer");
+    cfg.e2ee = false;
+    cfg.server_kek = Some(server_pub.clone());
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let report = agent::run(
+        cfg,
+        Source::Replay(vec![samples.clone()]),
+        rx,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.unacked, 0);
+    let server_key =
+        keys::load_private_key(&d.join("server-kek.pem"), || unreachable!("unencrypted")).unwrap();
+    let store = storage::open_local(&env.store_dir()).unwrap();
+    let out = d.join("export");
+    let r = export::export(store.as_ref(), &[server_key], None, &out)
+        .await
+        .unwrap();
+    assert!(!r.tampered() && !r.missing_keys(), "{r:?}");
+    let session = &report.sessions[0].session;
+    let base = out.join("replayer").join(session.to_string());
+    for f in ["screen-000.png", "screen-001.png", "screen-002.png"] {
+        assert_eq!(
+            std::fs::read(base.join("frames").join(f)).unwrap(),
+            std::fs::read(samples.join(f)).unwrap()
+        );
+    }
+    assert_eq!(
+        std::fs::read(base.join("keystrokes.jsonl")).unwrap(),
+        std::fs::read(samples.join("keystrokes.jsonl")).unwrap()
+    );
+    // The customer's E2EE key cannot read it.
+    let r = export::export(
+        store.as_ref(),
+        &[env.private_key()],
+        None,
+        &d.join("export2"),
+    )
+    .await
+    .unwrap();
+    assert!(r.missing_keys());
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(Backend::Sqlite, true).await;
+    for (path, status, body) in [
+        ("/healthz", "200", "ok"),
+        ("/readyz", "200", "ready"),
+        ("/nope", "404", "not found"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(env.server().ops_addr)
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {out}"
+        );
+        assert!(out.contains(body), "{path}: {out}");
+    }
+    let r = run_agent(env.enroll("metered"), spec(1, 1)).await;
+    assert_eq!(r.unacked, 0);
+    let m = reqwest_metrics(env.server().ops_addr).await;
+    for name in [
+        "sealstream_ingest_received_bytes_total",
+        "sealstream_ingest_chunks_total{outcome=\"stored\"}",
+        "sealstream_ingest_ack_latency_seconds_bucket",
+        "sealstream_store_segment_bytes_bucket",
+        "sealstream_store_flush_duration_seconds_bucket",
+        "sealstream_keys_dek_registrations_total",
+        "sealstream_keys_keks_active",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
+    env.stop().await;
+}
