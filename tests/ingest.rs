@@ -757,3 +757,34 @@ async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
     }
     env.stop().await;
 }
+
+#[actix_rt::test]
+async fn connections_beyond_the_cap_are_refused() {
+    let mut env = Env::start(Backend::Sqlite, true).await;
+    // Restart with a cap of one connection.
+    env.server.take().unwrap().shutdown().await;
+    env.cfg.limits.max_connections = 1;
+    env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
+    let a = env.enroll("first");
+    let b = env.enroll("second");
+    let (_e1, c1) = raw_connect(
+        env.server().quic_addr,
+        vec![env.server().pin],
+        &a.cert,
+        &a.key,
+    )
+    .await
+    .unwrap();
+    let mut s = RawStream::open(&c1).await.unwrap();
+    s.send(MSG_DEK, b"not a record").await.unwrap();
+    assert_eq!(s.response().await.unwrap().outcome, Err(Reject::Malformed));
+    let second = raw_connect(
+        env.server().quic_addr,
+        vec![env.server().pin],
+        &b.cert,
+        &b.key,
+    )
+    .await;
+    assert!(second.is_err(), "the second connection must be refused");
+    env.stop().await;
+}
