@@ -24,6 +24,7 @@ fn spec(users: usize, secs: u64) -> synthetic::SyntheticSpec {
         duration: Duration::from_secs(secs),
         frame_interval: Duration::from_millis(300),
         frame_size: 8 * 1024,
+        frame_size_spread: 0.75,
         keystroke_interval: Duration::from_millis(500),
         keystroke_events: 5,
         seed: 42,

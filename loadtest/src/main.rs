@@ -1,19 +1,21 @@
-//! `sealstream-loadtest`: benchmarks reported as ratios against a baseline measured in the same
-//! process, because these machines are shared and absolute numbers drift.
-//!
-//! `seal`: the agent's sealing pipeline (stream key, header/AAD, AES-256-GCM), alone and with
-//! segment building (SHA-256), against bare AES-256-GCM over the same frames.
+//! `sealstream-loadtest`: sizes sealstream for terminal servers and VDI farms. `run` drives N
+//! simulated agents x M user sessions over real QUIC with enrolled certificates against the
+//! real pipeline and, side by side, a transport-only sink, and reports the ratio. `seal`
+//! measures the sealing pipeline against bare AES-256-GCM. Every figure is a ratio against a
+//! baseline in the same run, because these machines are shared and absolute numbers drift.
 
-use std::time::{Duration, Instant};
+mod report;
+mod runner;
+mod scenario;
+mod seal_bench;
+mod target;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
-use sealstream::crypto::Dek;
-use sealstream::protocol::{AgentId, Kind, SealedChunk, Segment, SessionId, StreamId};
 
 #[derive(Parser)]
-#[command(name = "sealstream-loadtest", about = "sealstream benchmark harness")]
+#[command(name = "sealstream-loadtest", about = "sealstream load-test harness")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,143 +23,178 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a scenario against the transport-only sink and the pipeline, side by side.
+    Run {
+        /// Scenario file (loadtest/scenarios/*.toml).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Directory for report.json, report.html and the servers' data.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run the server inside this process instead of a child `sealstream serve`.
+        #[arg(long)]
+        in_process: bool,
+        /// The `sealstream` binary to spawn; default: next to this one.
+        #[arg(long)]
+        sealstream: Option<PathBuf>,
+        /// Only the pipeline (no transport baseline, no ratio).
+        #[arg(long)]
+        pipeline_only: bool,
+        /// Override the scenario's duration, agents or users per agent.
+        #[arg(long)]
+        duration: Option<f64>,
+        #[arg(long)]
+        agents: Option<usize>,
+        #[arg(long)]
+        users: Option<usize>,
+    },
     /// Sealing pipeline throughput as a ratio of bare AES-256-GCM throughput.
     Seal {
-        /// Frame size in bytes.
         #[arg(long, default_value_t = 64 * 1024)]
         frame_size: usize,
-        /// Bytes to seal per measurement.
         #[arg(long, default_value_t = 256 * 1024 * 1024)]
         total: usize,
-        /// Alternating baseline/pipeline rounds; the median of each is reported.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Also write the figures as JSON to this file.
         #[arg(long)]
-        json: Option<std::path::PathBuf>,
+        json: Option<PathBuf>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEALSTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Seal {
             frame_size,
             total,
             rounds,
             json,
-        } => seal(frame_size, total, rounds, json),
+        } => seal_bench::seal(frame_size, total, rounds, json),
+        Command::Run {
+            scenario,
+            out,
+            in_process,
+            sealstream,
+            pipeline_only,
+            duration,
+            agents,
+            users,
+        } => {
+            let mut sc = scenario::Scenario::load(&scenario)?;
+            if let Some(d) = duration {
+                sc.duration_s = d;
+            }
+            if let Some(a) = agents {
+                sc.agents = a;
+            }
+            if let Some(u) = users {
+                sc.users_per_agent = u;
+            }
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from("loadtest-results").join(format!("{}-{secs}", sc.name))
+            });
+            let bin = match sealstream {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("sealstream"),
+            };
+            let host = if in_process {
+                target::Host::InProcess
+            } else {
+                target::Host::Spawn
+            };
+            if host == target::Host::Spawn {
+                anyhow::ensure!(
+                    bin.exists(),
+                    "{}: not found; build it (cargo build --release) or pass --sealstream",
+                    bin.display()
+                );
+            }
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(run(sc, out.clone(), host, bin, pipeline_only, command))?;
+            println!("{}", report::summary(&report));
+            report::write(&report, &out)?;
+            println!("report: {}/report.html and report.json", out.display());
+            let bad = [&report.transport, &report.pipeline]
+                .into_iter()
+                .flatten()
+                .any(|r| r.lost > 0 || r.duplicates > 0);
+            anyhow::ensure!(!bad, "chunks were lost or acked twice (see above)");
+            Ok(())
+        }
     }
 }
 
-fn seal(
-    frame_size: usize,
-    total: usize,
-    rounds: usize,
-    json: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        frame_size > 0 && total >= frame_size && rounds > 0,
-        "bad arguments"
-    );
-    let frames = total / frame_size;
-    let frame: Vec<u8> = (0..frame_size).map(|i| (i * 31 % 251) as u8).collect();
-    let dek = Dek::generate();
-    let (mut base, mut agent, mut store) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        base.push(baseline(&frame, frames));
-        agent.push(pipeline(&dek, &frame, frames, false));
-        store.push(pipeline(&dek, &frame, frames, true));
-    }
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
+async fn run(
+    sc: scenario::Scenario,
+    out: PathBuf,
+    host: target::Host,
+    bin: PathBuf,
+    pipeline_only: bool,
+    command: String,
+) -> anyhow::Result<report::Report> {
+    use target::Mode;
+    let modes: &[Mode] = if pipeline_only {
+        &[Mode::Pipeline]
+    } else {
+        &[Mode::Transport, Mode::Pipeline]
     };
-    let (b, a, st) = (median(&mut base), median(&mut agent), median(&mut store));
-    let mbps = |d: Duration| (frames * frame_size) as f64 / d.as_secs_f64() / 1e6;
-    let ratio = |d: Duration| b.as_secs_f64() / d.as_secs_f64();
-    println!(
-        "frames {frames} x {frame_size} B, {rounds} rounds (median)\n  \
-         baseline AES-256-GCM:             {:8.1} MB/s\n  \
-         agent sealing (chunks):           {:8.1} MB/s  ratio {:.3}\n  \
-         sealing + 8 MiB segments (SHA-256): {:6.1} MB/s  ratio {:.3}",
-        mbps(b),
-        mbps(a),
-        ratio(a),
-        mbps(st),
-        ratio(st)
-    );
-    if let Some(path) = json {
-        let doc = serde_json::json!({
-            "benchmark": "seal",
-            "frame_size": frame_size,
-            "frames": frames,
-            "rounds": rounds,
-            "baseline_mb_s": mbps(b),
-            "agent_sealing_mb_s": mbps(a),
-            "agent_sealing_ratio": ratio(a),
-            "with_segments_mb_s": mbps(st),
-            "with_segments_ratio": ratio(st),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
-    }
-    Ok(())
-}
-
-/// Bare AES-256-GCM over the frames, nonce from a counter: the cost floor.
-fn baseline(frame: &[u8], frames: usize) -> Duration {
-    let cipher = Aes256Gcm::new_from_slice(&[7u8; 32]).expect("32-byte key");
-    let start = Instant::now();
-    let mut sink = 0usize;
-    for i in 0..frames {
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&(i as u64).to_be_bytes());
-        let ct = cipher
-            .encrypt(
-                &Nonce::from(n),
-                Payload {
-                    msg: frame,
-                    aad: b"",
-                },
-            )
-            .expect("encrypts");
-        sink = sink.wrapping_add(ct.len());
-    }
-    std::hint::black_box(sink);
-    start.elapsed()
-}
-
-/// What the agent does per frame: seal with header AAD; with `segments`, also what the store
-/// side does: batch into 8 MiB segment objects with their SHA-256.
-fn pipeline(dek: &Dek, frame: &[u8], frames: usize, segments: bool) -> Duration {
-    let agent = AgentId::new("loadtest-agent").expect("valid");
-    let start = Instant::now();
-    let mut sealer = sealstream::crypto::StreamSealer::new(
-        dek,
-        agent,
-        SessionId::random(),
-        StreamId(0),
-        Kind::Frame,
-    );
-    let mut batch: Vec<SealedChunk> = Vec::new();
-    let mut batched = 0usize;
-    let mut sink = 0usize;
-    for i in 0..frames {
-        let c = sealer
-            .seal(frame, 0, i + 1 == frames)
-            .expect("within limits");
-        if !segments {
-            sink = sink.wrapping_add(c.len());
-            continue;
-        }
-        batched += c.len();
-        batch.push(c);
-        if batched >= sealstream::recorder::SEGMENT_TARGET_BYTES || i + 1 == frames {
-            let (bytes, _) = Segment::encode(Segment::new_id(0), 0, &batch);
-            sink = sink.wrapping_add(bytes.len());
-            batch.clear();
-            batched = 0;
+    let mut report = report::Report {
+        scenario: sc.clone(),
+        machine: report::Machine::read(),
+        command,
+        transport: None,
+        pipeline: None,
+        ratio: None,
+        stored_chunks: None,
+    };
+    for &mode in modes {
+        let dir = out.join(format!("{mode:?}").to_lowercase());
+        let prepared = target::Prepared::new(mode, &dir, &sc)?;
+        let agents = prepared.enroll(sc.agents, &sc)?;
+        let expected = sc.ramp_up_s + sc.duration_s + sc.outage_s;
+        let pb = indicatif::ProgressBar::new((expected * 10.0) as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+                .expect("valid template"),
+        );
+        let p = &prepared;
+        let bin = &bin;
+        let (result, running) = runner::run(
+            &sc,
+            mode,
+            agents,
+            || async move {
+                let r = p.start(host, bin).await?;
+                let pid = r.pid();
+                Ok((r, pid))
+            },
+            &pb,
+        )
+        .await?;
+        pb.finish_and_clear();
+        running.stop().await;
+        if mode == Mode::Pipeline {
+            let md = sealstream::metadata::Metadata::open("", &prepared.cfg.sqlite_path()).await?;
+            report.stored_chunks = Some(md.count(sealstream::metadata::Table::Chunks).await?);
+            report.pipeline = Some(result);
+        } else {
+            report.transport = Some(result);
         }
     }
-    std::hint::black_box(sink);
-    start.elapsed()
+    if let (Some(t), Some(p)) = (&report.transport, &report.pipeline) {
+        report.ratio = Some(p.mb_per_s / t.mb_per_s.max(1e-9));
+    }
+    Ok(report)
 }

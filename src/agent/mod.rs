@@ -73,6 +73,8 @@ pub struct AgentReport {
     pub unacked: u64,
     pub rejected: BTreeMap<String, u64>,
     pub connects: u64,
+    /// Acks for chunks already acked (should be 0).
+    pub duplicate_acks: u64,
 }
 
 struct Queue {
@@ -80,9 +82,26 @@ struct Queue {
     changed: Notify,
 }
 
+/// A chunk waiting for its ack.
+struct Entry {
+    chunk: SealedChunk,
+    _permit: OwnedSemaphorePermit,
+    sent_at: Option<Instant>,
+}
+
+/// Told about acks as they arrive (the load-test harness measures with it).
+pub trait Observer: Send + Sync {
+    /// A chunk of `bytes` was acked `latency` after it was (last) written to the server.
+    fn acked(&self, bytes: usize, latency: Duration);
+    /// The server refused something with `code`.
+    fn rejected(&self, _code: Reject) {}
+    /// A chunk of `bytes` was sealed and queued.
+    fn sealed(&self, _bytes: usize) {}
+}
+
 #[derive(Default)]
 struct QueueState {
-    unacked: VecDeque<(SealedChunk, OwnedSemaphorePermit)>,
+    unacked: VecDeque<Entry>,
     /// How many of `unacked` were written on the current QUIC stream.
     sent: usize,
     finished: bool,
@@ -117,6 +136,8 @@ struct Agent {
     acked: AtomicU64,
     connects: AtomicU64,
     rejected: Mutex<BTreeMap<String, u64>>,
+    duplicate_acks: AtomicU64,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 fn read_credentials(
@@ -143,7 +164,7 @@ fn read_credentials(
 }
 
 impl Agent {
-    fn new(config: AgentConfig) -> Result<Self, AgentError> {
+    fn new(config: AgentConfig, observer: Option<Arc<dyn Observer>>) -> Result<Self, AgentError> {
         let (certs, key) = read_credentials(&config)?;
         let identity =
             crate::pki::agent_identity(&certs[0]).map_err(|detail| AgentError::Credentials {
@@ -195,6 +216,8 @@ impl Agent {
             acked: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             rejected: Mutex::new(BTreeMap::new()),
+            duplicate_acks: AtomicU64::new(0),
+            observer,
         })
     }
 
@@ -232,9 +255,16 @@ impl Agent {
         self.sealed.fetch_add(1, Ordering::Relaxed);
         self.sealed_bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if let Some(o) = &self.observer {
+            o.sealed(chunk.len());
+        }
         {
             let mut s = q.state.lock().expect("queue lock");
-            s.unacked.push_back((chunk, permit));
+            s.unacked.push_back(Entry {
+                chunk,
+                _permit: permit,
+                sent_at: None,
+            });
             s.finished |= last;
         }
         q.changed.notify_one();
@@ -303,6 +333,9 @@ impl Agent {
     }
 
     fn count_reject(&self, r: Reject) {
+        if let Some(o) = &self.observer {
+            o.rejected(r);
+        }
         *self
             .rejected
             .lock()
@@ -348,10 +381,15 @@ impl Agent {
                 let mut s = q.state.lock().expect("queue lock");
                 let room = self.config.window.saturating_sub(s.sent);
                 let end = (s.sent + room).min(s.unacked.len());
+                let now = Instant::now();
+                let start = s.sent;
                 let batch = s
                     .unacked
-                    .range(s.sent..end)
-                    .map(|(c, _)| c.bytes().clone())
+                    .range_mut(start..end)
+                    .map(|e| {
+                        e.sent_at = Some(now);
+                        e.chunk.bytes().clone()
+                    })
                     .collect();
                 s.sent = end;
                 batch
@@ -378,9 +416,16 @@ impl Agent {
                         Ok(()) => {
                             let mut s = q.state.lock().expect("queue lock");
                             let mut n = 0;
-                            while s.unacked.front().is_some_and(|(c, _)| c.header.seq <= resp.seq) {
-                                s.unacked.pop_front();
+                            let now = Instant::now();
+                            while s.unacked.front().is_some_and(|e| e.chunk.header.seq <= resp.seq) {
+                                let e = s.unacked.pop_front().expect("checked");
+                                if let Some(o) = &self.observer {
+                                    o.acked(e.chunk.len(), now.saturating_duration_since(e.sent_at.unwrap_or(now)));
+                                }
                                 n += 1;
+                            }
+                            if n == 0 {
+                                self.duplicate_acks.fetch_add(1, Ordering::Relaxed);
                             }
                             s.sent = s.sent.saturating_sub(n);
                             self.acked.fetch_add(n as u64, Ordering::Relaxed);
@@ -395,7 +440,7 @@ impl Agent {
                             self.count_reject(r);
                             tracing::error!(outcome = r.name(), reason = %resp.reason, seq = resp.seq, "chunk refused by the server; dropped");
                             let mut s = q.state.lock().expect("queue lock");
-                            if let Some(i) = s.unacked.iter().position(|(c, _)| c.header.seq == resp.seq) {
+                            if let Some(i) = s.unacked.iter().position(|e| e.chunk.header.seq == resp.seq) {
                                 s.unacked.remove(i);
                             }
                             return StreamEnd::Reopen(Duration::ZERO);
@@ -546,7 +591,8 @@ async fn synthetic(
         let now = Instant::now();
         for (user, next_frame, next_keys, n) in users.iter_mut() {
             if now >= *next_frame {
-                let (name, image) = synthetic::frame(&mut rng, spec.frame_size, *n);
+                let (name, image) =
+                    synthetic::frame(&mut rng, spec.frame_size, spec.frame_size_spread, *n);
                 user.frame(agent, &name, &image, now_us()).await;
                 *n += 1;
                 let half = spec.frame_interval / 2;
@@ -641,7 +687,18 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> Result<AgentReport, AgentError> {
-    let agent = Arc::new(Agent::new(config)?);
+    run_observed(config, source, stop, drain, None).await
+}
+
+/// `run`, telling `observer` about every ack and rejection.
+pub async fn run_observed(
+    config: AgentConfig,
+    source: Source,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    observer: Option<Arc<dyn Observer>>,
+) -> Result<AgentReport, AgentError> {
+    let agent = Arc::new(Agent::new(config, observer)?);
     tracing::info!(agent = %agent.identity, kek = %agent.kek, server = %agent.server, "agent starting; DEK made in memory");
     let conn = tokio::spawn(agent.clone().connection_loop());
     let sessions = match &source {
@@ -686,5 +743,6 @@ pub async fn run(
         unacked,
         rejected: agent.rejected.lock().expect("rejected lock").clone(),
         connects: agent.connects.load(Ordering::Relaxed),
+        duplicate_acks: agent.duplicate_acks.load(Ordering::Relaxed),
     })
 }

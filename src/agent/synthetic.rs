@@ -16,8 +16,10 @@ pub struct SyntheticSpec {
     pub duration: Duration,
     /// Mean time between frames per user.
     pub frame_interval: Duration,
-    /// Mean frame size in bytes (sizes spread evenly from a quarter to 1.75 times this).
+    /// Mean frame size in bytes.
     pub frame_size: usize,
+    /// Sizes spread evenly over `frame_size × (1 ± spread)`; 0 gives fixed-size frames.
+    pub frame_size_spread: f64,
     pub keystroke_interval: Duration,
     pub keystroke_events: usize,
     pub seed: u64,
@@ -30,6 +32,7 @@ impl Default for SyntheticSpec {
             duration: Duration::from_secs(10),
             frame_interval: Duration::from_secs(1),
             frame_size: 64 * 1024,
+            frame_size_spread: 0.75,
             keystroke_interval: Duration::from_secs(2),
             keystroke_events: 20,
             seed: 1,
@@ -66,9 +69,13 @@ impl Rng {
     }
 }
 
-/// One user's next frame: a PNG signature, the canary, then incompressible bytes.
-pub fn frame(rng: &mut Rng, mean: usize, n: u64) -> (String, Vec<u8>) {
-    let size = (mean / 4 + rng.below((mean * 3 / 2) as u64) as usize).max(64);
+/// One user's next frame: a PNG signature, the canary, then incompressible bytes; its size is
+/// spread evenly over `mean × (1 ± spread)`.
+pub fn frame(rng: &mut Rng, mean: usize, spread: f64, n: u64) -> (String, Vec<u8>) {
+    let spread = spread.clamp(0.0, 1.0);
+    let low = (mean as f64 * (1.0 - spread)) as usize;
+    let width = (mean as f64 * 2.0 * spread) as u64;
+    let size = (low + rng.below(width + 1) as usize).max(64);
     let mut img = Vec::with_capacity(size);
     img.extend_from_slice(b"\x89PNG\r\n\x1a\n");
     img.extend_from_slice(CANARY.as_bytes());
@@ -128,9 +135,12 @@ mod tests {
     #[test]
     fn content_is_deterministic_and_sized_around_the_mean() {
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
-        assert_eq!(frame(&mut a, 65536, 1), frame(&mut b, 65536, 1));
+        assert_eq!(frame(&mut a, 65536, 0.75, 1), frame(&mut b, 65536, 0.75, 1));
+        assert_eq!(frame(&mut a, 65536, 0.0, 2).1.len(), 65536);
         let mut r = Rng::new(3);
-        let sizes: Vec<usize> = (0..200).map(|i| frame(&mut r, 65536, i).1.len()).collect();
+        let sizes: Vec<usize> = (0..200)
+            .map(|i| frame(&mut r, 65536, 0.75, i).1.len())
+            .collect();
         let mean = sizes.iter().sum::<usize>() / sizes.len();
         assert!((40_000..100_000).contains(&mean), "mean {mean}");
         let ks = keystrokes(&mut r, 3, 20, 0);

@@ -41,6 +41,9 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Benchmark baseline: same QUIC and TLS, ack every message without verifying or storing.
+        #[arg(long)]
+        sink: bool,
     },
     /// Run an agent: capture (synthetic or --replay), seal and stream to the server.
     Agent(agent::AgentArgs),
@@ -116,7 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server_held,
         }) => keys::register(&config, &public, &private, server_held),
         Command::Seal(args) => seal::run(args),
-        Command::Serve { config } => serve::run(&config),
+        Command::Serve { config, sink } => serve::run(&config, sink),
         Command::Agent(args) => agent::run(args),
         Command::Agents(cmd) => agent::agents(cmd),
         Command::Export(args) => export::run(args),

@@ -7,8 +7,20 @@ use anyhow::Context;
 use sealstream::config::ServeConfig;
 use sealstream::server::Server;
 
-pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(config: &Path, sink: bool) -> anyhow::Result<ExitCode> {
     let cfg = ServeConfig::load(config)?;
+    if sink {
+        return actix_rt::System::new().block_on(async move {
+            let sink = sealstream::server::sink::Sink::start(&cfg).await?;
+            eprintln!(
+                "transport-only sink on QUIC {} (acks without storing; a benchmark baseline)\nserver pin for agents: {}",
+                sink.quic_addr, sink.pin
+            );
+            wait_for_signal().await;
+            sink.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        });
+    }
     actix_rt::System::new().block_on(async move {
         let server = Server::start(&cfg)
             .await

@@ -6,6 +6,7 @@ mod connection;
 mod key_actor;
 pub mod metrics;
 pub mod ops;
+pub mod sink;
 mod store_actor;
 pub mod verify;
 

@@ -1,0 +1,258 @@
+//! What a scenario runs against: the real pipeline or the transport-only sink, as a child
+//! `sealstream serve` process (so its CPU and memory are its own) or in this process (for the
+//! smoke test). Also the customer KEK and the agents' enrolment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sealstream::config::{AgentConfig, ServeConfig};
+use sealstream::keys::{self, Passphrase};
+use sealstream::pki::Pki;
+use sealstream::protocol::AgentId;
+
+use crate::scenario::Scenario;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Verification, segments with fsync, index commits: the real server.
+    Pipeline,
+    /// Same QUIC and TLS, acks without storing.
+    Transport,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// A child `sealstream serve` process.
+    Spawn,
+    /// Inside this process (its CPU and memory are the harness's too).
+    InProcess,
+}
+
+/// A prepared server: addresses chosen, PKI and KEK made, not started yet.
+pub struct Prepared {
+    pub mode: Mode,
+    pub dir: PathBuf,
+    pub cfg: ServeConfig,
+    pub config_path: PathBuf,
+    pub kek_public: PathBuf,
+    pub kek_private: PathBuf,
+}
+
+pub enum Running {
+    Child {
+        child: tokio::process::Child,
+        pid: u32,
+    },
+    InProcess {
+        stop: std::sync::mpsc::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    },
+}
+
+fn free_udp_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn free_tcp_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Prepared {
+    pub fn new(mode: Mode, dir: &Path, scenario: &Scenario) -> anyhow::Result<Prepared> {
+        std::fs::create_dir_all(dir)?;
+        let mut cfg = ServeConfig {
+            listen: free_udp_port()?,
+            ops_listen: free_tcp_port()?,
+            data_dir: dir.join("server"),
+            kek_poll_ms: 200,
+            ..ServeConfig::default()
+        };
+        cfg.segments.max_bytes = scenario.server.segment_max_bytes;
+        cfg.segments.max_age_ms = scenario.server.segment_max_age_ms;
+        cfg.segments.store_actors = scenario.server.store_actors;
+        let config_path = dir.join("serve.toml");
+        let toml = format!(
+            "listen = \"{}\"\nops_listen = \"{}\"\ndata_dir = \"server\"\nkek_poll_ms = 200\n[segments]\nmax_bytes = {}\nmax_age_ms = {}\nstore_actors = {}\n",
+            cfg.listen,
+            cfg.ops_listen,
+            cfg.segments.max_bytes,
+            cfg.segments.max_age_ms,
+            cfg.segments.store_actors
+        );
+        std::fs::write(&config_path, toml)?;
+        Pki::open_or_create(&cfg.data_dir)?;
+        let pass = Passphrase::new(b"loadtest passphrase, not a secret".to_vec());
+        let g = keys::generate_keypair(&dir.join("customer"), 2048, &pass)?;
+        Ok(Prepared {
+            mode,
+            dir: dir.to_owned(),
+            cfg,
+            config_path,
+            kek_public: g.public_path,
+            kek_private: g.private_path,
+        })
+    }
+
+    /// Certificates and configurations for `n` agents.
+    pub fn enroll(&self, n: usize, scenario: &Scenario) -> anyhow::Result<Vec<AgentConfig>> {
+        let pki = Pki::open_or_create(&self.cfg.data_dir)?;
+        let pin = pki.server_pin().to_string();
+        (0..n)
+            .map(|i| {
+                let name = format!("lt-agent-{i:04}");
+                let dir = self.dir.join("agents").join(&name);
+                std::fs::create_dir_all(&dir)?;
+                let (cert, key) =
+                    pki.issue_agent(&AgentId::new(name).map_err(anyhow::Error::msg)?)?;
+                std::fs::write(dir.join("agent.crt"), cert)?;
+                std::fs::write(dir.join("agent.key"), key)?;
+                Ok(AgentConfig {
+                    server: self.cfg.listen.to_string(),
+                    server_pins: vec![pin.clone()],
+                    cert: dir.join("agent.crt"),
+                    key: dir.join("agent.key"),
+                    kek: self.kek_public.clone(),
+                    window: scenario.agent.window,
+                    max_unacked_bytes: scenario.agent.max_unacked_bytes,
+                    reconnect_ms: 200,
+                    ..AgentConfig::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Start the server and wait until it is ready (and the KEK registered).
+    pub async fn start(&self, host: Host, bin: &Path) -> anyhow::Result<Running> {
+        let running = match host {
+            Host::Spawn => {
+                let log = std::fs::File::create(self.dir.join("server.log"))?;
+                let mut cmd = tokio::process::Command::new(bin);
+                cmd.arg("serve").arg("--config").arg(&self.config_path);
+                if self.mode == Mode::Transport {
+                    cmd.arg("--sink");
+                }
+                cmd.env("SEALSTREAM_LOG", "warn")
+                    .stderr(log)
+                    .stdout(std::process::Stdio::null())
+                    .kill_on_drop(true);
+                let child = cmd
+                    .spawn()
+                    .with_context(|| format!("starting {}", bin.display()))?;
+                let pid = child.id().context("child pid")?;
+                Running::Child { child, pid }
+            }
+            Host::InProcess => {
+                let (stop, stopped) = std::sync::mpsc::channel::<()>();
+                let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+                let (cfg, mode) = (self.cfg.clone(), self.mode);
+                let thread = std::thread::spawn(move || {
+                    actix_rt::System::new().block_on(async move {
+                        if mode == Mode::Transport {
+                            match sealstream::server::sink::Sink::start(&cfg).await {
+                                Ok(s) => {
+                                    let _ = ready_tx.send(Ok(()));
+                                    let _ =
+                                        tokio::task::spawn_blocking(move || stopped.recv()).await;
+                                    s.shutdown().await;
+                                }
+                                Err(e) => {
+                                    let _ = ready_tx.send(Err(e.to_string()));
+                                }
+                            }
+                        } else {
+                            match sealstream::server::Server::start(&cfg).await {
+                                Ok(s) => {
+                                    let _ = ready_tx.send(Ok(()));
+                                    let _ =
+                                        tokio::task::spawn_blocking(move || stopped.recv()).await;
+                                    s.shutdown().await;
+                                }
+                                Err(e) => {
+                                    let _ = ready_tx.send(Err(e.to_string()));
+                                }
+                            }
+                        }
+                    });
+                });
+                tokio::task::spawn_blocking(move || ready_rx.recv())
+                    .await?
+                    .context("in-process server thread ended")?
+                    .map_err(anyhow::Error::msg)?;
+                Running::InProcess { stop, thread }
+            }
+        };
+        if self.mode == Mode::Pipeline {
+            self.wait_ready().await?;
+            let md = sealstream::metadata::Metadata::open("", &self.cfg.sqlite_path()).await?;
+            md.insert_kek(
+                true,
+                true,
+                &self.kek_public.display().to_string(),
+                &self.kek_private.display().to_string(),
+            )
+            .await?;
+            // The server picks the row up within kek_poll_ms.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(running)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(self.cfg.ops_listen).await {
+                let _ = s
+                    .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out).await;
+                if out.starts_with("HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "server not ready after 30 s (see {}/server.log)",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        match self {
+            Running::Child { pid, .. } => *pid,
+            Running::InProcess { .. } => std::process::id(),
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Running::Child { mut child, pid } => {
+                // SIGTERM for a clean shutdown, then wait.
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+                if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+            Running::InProcess { stop, thread } => {
+                let _ = stop.send(());
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
+    }
+}
