@@ -123,8 +123,11 @@ pub fn write(r: &Report, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A line chart of `series` (name, colour, points) as SVG.
-fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+/// One line of a chart: name, colour, (seconds, value) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// A line chart of `series` as SVG.
+fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
     let (w, h, pad) = (720.0, 220.0, 40.0);
     let xmax = series
         .iter()

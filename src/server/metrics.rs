@@ -66,4 +66,42 @@ pub fn describe() {
     describe_counter!(DEK_REGISTRATIONS, "DEK registrations, by outcome.");
     describe_gauge!(KEKS_ACTIVE, "Active KEKs loaded from encryption_kek.");
     describe_gauge!(KEY_QUEUE_DEPTH, "Requests waiting for the key actor.");
+    register_zeros();
+}
+
+/// Export every counter and gauge from the start, with each of its label values at zero, so
+/// dashboards and alerts see a series before the first event.
+fn register_zeros() {
+    use crate::protocol::uplink::Reject;
+    use metrics::{counter, gauge};
+    for outcome in ["stored", "duplicate"]
+        .into_iter()
+        .chain(Reject::ALL.iter().map(|r| r.name()))
+    {
+        counter!(CHUNKS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["registered"]
+        .into_iter()
+        .chain(Reject::ALL.iter().map(|r| r.name()))
+    {
+        counter!(DEK_REGISTRATIONS, "outcome" => outcome).increment(0);
+    }
+    for kind in ["conflicting_duplicate", "agent_mismatch"] {
+        counter!(SECURITY_EVENTS, "kind" => kind).increment(0);
+    }
+    for reason in ["handshake", "identity", "connection_cap"] {
+        counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
+    }
+    for name in [RECEIVED_BYTES, PUT_ERRORS, COMMIT_ERRORS] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        STORE_PENDING_BYTES,
+        CONNECTIONS_OPEN,
+        STREAMS_OPEN,
+        KEKS_ACTIVE,
+        KEY_QUEUE_DEPTH,
+    ] {
+        gauge!(name).increment(0.0);
+    }
 }
