@@ -58,7 +58,6 @@ def parse_chunk(r):
 
 def parse_segment(buf):
     body, checksum = buf[:-32], buf[-32:]
-    assert hashlib.sha256(body).digest() == checksum, "segment checksum"
     r = Reader(body)
     assert r.take(4) == b"SSSG" and r.u("B") == 1 and r.take(3) == b"\0\0\0"
     r.take(16)
@@ -66,6 +65,11 @@ def parse_segment(buf):
     count = r.u("I")
     chunks = [parse_chunk(r) for _ in range(count)]
     assert r.pos == len(body), "segment trailing bytes"
+    # checksum = SHA-256(36 header bytes || SHA-256(chunk 1) || ... || SHA-256(chunk n))
+    h = hashlib.sha256(body[:36])
+    for c in chunks:
+        h.update(hashlib.sha256(c["raw"]).digest())
+    assert h.digest() == checksum, "segment checksum"
     return chunks
 
 

@@ -91,21 +91,51 @@ impl SealedChunk {
         }
     }
 
-    /// Decode exactly one chunk occupying all of `bytes`.
+    /// Decode exactly one chunk occupying all of `bytes` (no copy: the chunk shares `bytes`).
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
-        let (chunk, used) = Self::decode_prefix(&bytes)?;
+        let (header, aad_len, used) = Self::parse(&bytes)?;
         if used != bytes.len() {
             return Err(DecodeError::TrailingBytes {
                 what: "chunk",
                 extra: bytes.len() - used,
             });
         }
-        Ok(chunk)
+        Ok(SealedChunk {
+            header,
+            bytes,
+            aad_len,
+        })
+    }
+
+    /// Decode the chunk at the start of `buf` without copying; returns it and its length.
+    pub fn decode_shared(buf: &Bytes) -> Result<(Self, usize), DecodeError> {
+        let (header, aad_len, used) = Self::parse(buf)?;
+        Ok((
+            SealedChunk {
+                header,
+                bytes: buf.slice(..used),
+                aad_len,
+            },
+            used,
+        ))
     }
 
     /// Decode the chunk at the start of `buf`; returns it and how many bytes it used.
     /// Lengths are checked against the limits before anything is copied.
     pub fn decode_prefix(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        let (header, aad_len, used) = Self::parse(buf)?;
+        Ok((
+            SealedChunk {
+                header,
+                bytes: Bytes::copy_from_slice(&buf[..used]),
+                aad_len,
+            },
+            used,
+        ))
+    }
+
+    /// Parse a chunk's header at the start of `buf`: (header, AAD length, whole length).
+    fn parse(buf: &[u8]) -> Result<(ChunkHeader, usize, usize), DecodeError> {
         let mut r = Reader::new("chunk", buf);
         r.magic(MAGIC)?;
         r.version()?;
@@ -144,14 +174,7 @@ impl SealedChunk {
             capture_time_us,
             agent,
         };
-        Ok((
-            SealedChunk {
-                header,
-                bytes: Bytes::copy_from_slice(&buf[..used]),
-                aad_len,
-            },
-            used,
-        ))
+        Ok((header, aad_len, used))
     }
 
     /// The whole chunk as it travels and is stored.

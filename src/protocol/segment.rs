@@ -3,7 +3,9 @@
 //!
 //! Layout (big-endian; docs/format.md "Segment object"):
 //! `"SSSG" | version u8 | reserved [3] = 0 | segment_id [16] | created_us i64 |
-//!  chunk_count u32 | chunks... | sha256 [32]` — the digest covers every byte before it.
+//!  chunk_count u32 | chunks... | checksum [32]`, where
+//! `checksum = SHA-256(the 36 header bytes | SHA-256(chunk 1) | ... | SHA-256(chunk n))`:
+//! each byte is hashed once, and the chunk digests double as the index's dedup digests.
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -28,6 +30,30 @@ pub struct Segment {
     pub chunks: Vec<SealedChunk>,
 }
 
+/// The SHA-256 of one chunk's bytes (its dedup digest and its checksum leaf).
+pub fn chunk_digest(chunk: &SealedChunk) -> [u8; 32] {
+    Sha256::digest(chunk.bytes()).into()
+}
+
+fn header(id: &[u8; 16], created_us: i64, count: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(MAGIC.as_bytes());
+    h[4] = VERSION;
+    h[8..24].copy_from_slice(id);
+    h[24..32].copy_from_slice(&created_us.to_be_bytes());
+    h[32..36].copy_from_slice(&(count as u32).to_be_bytes());
+    h
+}
+
+fn checksum(header: &[u8], digests: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(header);
+    for d in digests {
+        h.update(d);
+    }
+    h.finalize().into()
+}
+
 impl Segment {
     /// A new segment id: creation time in microseconds (so ids sort by time) and 8 random bytes.
     pub fn new_id(created_us: i64) -> [u8; 16] {
@@ -37,26 +63,34 @@ impl Segment {
         id
     }
 
-    /// Encode chunks into one object; returns the bytes and their SHA-256 (the trailer).
+    /// Encode chunks into one object; returns the bytes and the checksum (the trailer).
     pub fn encode(id: [u8; 16], created_us: i64, chunks: &[SealedChunk]) -> (Bytes, [u8; 32]) {
+        let digests: Vec<[u8; 32]> = chunks.iter().map(chunk_digest).collect();
+        Self::encode_with_digests(id, created_us, chunks, &digests)
+    }
+
+    /// `encode`, with each chunk's SHA-256 already known (the server computed it on arrival).
+    pub fn encode_with_digests(
+        id: [u8; 16],
+        created_us: i64,
+        chunks: &[SealedChunk],
+        digests: &[[u8; 32]],
+    ) -> (Bytes, [u8; 32]) {
+        assert_eq!(chunks.len(), digests.len(), "one digest per chunk");
         let body: usize = chunks.iter().map(SealedChunk::len).sum();
+        let head = header(&id, created_us, chunks.len());
         let mut out = Vec::with_capacity(HEADER_LEN + body + TRAILER_LEN);
-        out.extend_from_slice(MAGIC.as_bytes());
-        out.push(VERSION);
-        out.extend_from_slice(&[0; 3]);
-        out.extend_from_slice(&id);
-        out.extend_from_slice(&created_us.to_be_bytes());
-        out.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
+        out.extend_from_slice(&head);
         for c in chunks {
             out.extend_from_slice(c.bytes());
         }
-        let digest: [u8; 32] = Sha256::digest(&out).into();
-        out.extend_from_slice(&digest);
-        (Bytes::from(out), digest)
+        let sum = checksum(&head, digests);
+        out.extend_from_slice(&sum);
+        (Bytes::from(out), sum)
     }
 
-    /// Decode and verify a whole segment object.
-    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+    /// Decode and verify a whole segment object; the chunks share `buf` (no copy).
+    pub fn decode(buf: &Bytes) -> Result<Self, DecodeError> {
         if buf.len() > MAX_SEGMENT_LEN {
             return Err(DecodeError::OutOfRange {
                 what: "segment",
@@ -72,8 +106,9 @@ impl Segment {
                 have: buf.len(),
             });
         }
-        let (body, trailer) = buf.split_at(buf.len() - TRAILER_LEN);
-        let mut r = Reader::new("segment", body);
+        let body = buf.slice(..buf.len() - TRAILER_LEN);
+        let trailer = &buf[buf.len() - TRAILER_LEN..];
+        let mut r = Reader::new("segment", &body);
         r.magic(MAGIC)?;
         r.version()?;
         if r.array::<3>()? != [0; 3] {
@@ -82,24 +117,30 @@ impl Segment {
                 reason: "reserved bytes are not zero".into(),
             });
         }
-        if Sha256::digest(body).as_slice() != trailer {
-            return Err(DecodeError::SegmentChecksum);
-        }
         let id = r.array()?;
         let created_us = r.i64()?;
         let count = r.u32()?;
         // Each chunk takes at least FIXED_HEADER_LEN + 1 + 16 bytes, which bounds the count.
         let min_chunk = super::chunk::FIXED_HEADER_LEN + 1 + super::chunk::TAG_LEN;
         let limit = (r.remaining() / min_chunk).min(MAX_CHUNKS as usize) as u64;
-        let count = r.bounded("chunk_count", count.into(), 0, limit)?;
+        let count = match r.bounded("chunk_count", count.into(), 0, limit) {
+            Ok(c) => c,
+            // A corrupted count is corruption: say so rather than blame the limit.
+            Err(_) => return Err(DecodeError::SegmentChecksum),
+        };
         let mut chunks = Vec::with_capacity(count);
+        let mut digests = Vec::with_capacity(count);
         for _ in 0..count {
             let start = r.position();
-            let (chunk, used) = SealedChunk::decode_prefix(&body[start..])?;
+            let (chunk, used) = SealedChunk::decode_shared(&body.slice(start..))
+                .map_err(|_| DecodeError::SegmentChecksum)?;
             r.bytes(used)?;
+            digests.push(chunk_digest(&chunk));
             chunks.push(chunk);
         }
-        r.finish()?;
+        if r.remaining() != 0 || checksum(&body[..HEADER_LEN], &digests) != trailer {
+            return Err(DecodeError::SegmentChecksum);
+        }
         Ok(Segment {
             id,
             created_us,
@@ -133,12 +174,19 @@ mod tests {
         let chunks = vec![chunk(0), chunk(1), chunk(2)];
         let (bytes, digest) = Segment::encode([5; 16], 77, &chunks);
         assert_eq!(&bytes[bytes.len() - 32..], &digest);
+        let digests: Vec<_> = chunks.iter().map(chunk_digest).collect();
+        assert_eq!(
+            Segment::encode_with_digests([5; 16], 77, &chunks, &digests).0,
+            bytes
+        );
         let seg = Segment::decode(&bytes).unwrap();
         assert_eq!(seg.chunks, chunks);
         assert_eq!(seg.created_us, 77);
-        let mut bad = bytes.to_vec();
-        bad[HEADER_LEN + 70] ^= 1;
-        assert_eq!(Segment::decode(&bad), Err(DecodeError::SegmentChecksum));
+        for i in [0usize, 20, HEADER_LEN + 3, HEADER_LEN + 70, bytes.len() - 1] {
+            let mut bad = bytes.to_vec();
+            bad[i] ^= 1;
+            assert!(Segment::decode(&Bytes::from(bad)).is_err(), "flip at {i}");
+        }
     }
 
     #[test]
@@ -149,7 +197,7 @@ mod tests {
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = Segment::decode(&bytes);
+            let _ = Segment::decode(&Bytes::from(bytes));
         }
 
         #[test]
@@ -158,9 +206,9 @@ mod tests {
             let mut b = bytes.to_vec();
             b[32..36].copy_from_slice(&count.to_be_bytes());
             let n = b.len();
-            let digest = Sha256::digest(&b[..n - 32]);
-            b[n - 32..].copy_from_slice(&digest);
-            let res = Segment::decode(&b);
+            let sum = checksum(&b[..HEADER_LEN], &[chunk_digest(&chunk(0))]);
+            b[n - 32..].copy_from_slice(&sum);
+            let res = Segment::decode(&Bytes::from(b));
             prop_assert_eq!(res.is_ok(), count == 1);
         }
     }

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
@@ -483,7 +482,7 @@ async fn on_chunk(
             started,
         );
     }
-    let digest: [u8; 32] = Sha256::digest(chunk.bytes()).into();
+    let digest = crate::protocol::segment::chunk_digest(&chunk);
     match actor
         .send(Admit {
             header: h.clone(),

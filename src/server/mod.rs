@@ -64,6 +64,8 @@ impl Server {
         let metadata = Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?;
         ops::prometheus();
 
+        // Segments bypass object_store locally: direct I/O, fsync, hard link (storage::durable).
+        let segments = crate::storage::durable::LocalDir::new(&cfg.store_dir());
         let key = KeyActor::new(
             metadata.clone(),
             store.clone(),
@@ -74,7 +76,7 @@ impl Server {
         let mut stores = Vec::new();
         for _ in 0..cfg.segments.store_actors {
             let arb = Arbiter::new();
-            let (store, md) = (store.clone(), metadata.clone());
+            let (store, md) = (segments.clone(), metadata.clone());
             let (max_bytes, max_age) = (
                 cfg.segments.max_bytes,
                 Duration::from_millis(cfg.segments.max_age_ms),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::storage::durable::LocalDir;
 use actix::prelude::*;
-use object_store::ObjectStore;
 use tokio::sync::oneshot;
 
 use super::metrics as m;
@@ -16,7 +16,10 @@ use crate::crypto::now_us;
 use crate::metadata::{ChunkRow, Metadata, SegmentCommit, StreamUpdate};
 use crate::protocol::uplink::Reject;
 use crate::protocol::{SealedChunk, Segment};
-use crate::storage::{self, paths};
+use crate::storage::paths;
+
+/// Where segments go: a local directory (direct I/O, fsync).
+pub type SegmentStore = Arc<LocalDir>;
 
 struct Waiting {
     chunk: SealedChunk,
@@ -25,7 +28,7 @@ struct Waiting {
 }
 
 pub struct StoreActor {
-    store: Arc<dyn ObjectStore>,
+    store: SegmentStore,
     metadata: Metadata,
     max_bytes: usize,
     max_age: Duration,
@@ -36,7 +39,7 @@ pub struct StoreActor {
 
 impl StoreActor {
     pub fn new(
-        store: Arc<dyn ObjectStore>,
+        store: SegmentStore,
         metadata: Metadata,
         max_bytes: usize,
         max_age: Duration,
@@ -65,12 +68,13 @@ impl StoreActor {
 }
 
 /// Write one segment and index it, then answer every chunk in it.
-async fn write_segment(store: Arc<dyn ObjectStore>, md: Metadata, batch: Vec<Waiting>) {
+async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
     let started = Instant::now();
     let created = now_us();
     let id = Segment::new_id(created);
     let chunks: Vec<SealedChunk> = batch.iter().map(|w| w.chunk.clone()).collect();
-    let (bytes, sha256) = Segment::encode(id, created, &chunks);
+    let digests: Vec<[u8; 32]> = batch.iter().map(|w| w.digest).collect();
+    let (bytes, sha256) = Segment::encode_with_digests(id, created, &chunks, &digests);
     let path = paths::segment(created, &id);
     let size = bytes.len() as u64;
     let mut streams: BTreeMap<_, StreamUpdate> = BTreeMap::new();
@@ -102,7 +106,7 @@ async fn write_segment(store: Arc<dyn ObjectStore>, md: Metadata, batch: Vec<Wai
         })
         .collect();
     drop(chunks);
-    let result = match storage::put_new(store.as_ref(), &path, bytes).await {
+    let result = match store.put_new(&path, bytes).await {
         Err(e) => {
             metrics::counter!(m::PUT_ERRORS).increment(1);
             tracing::error!(error = %e, segment = %path, "segment write failed; agents will resend");

@@ -1,6 +1,7 @@
 //! The object store: opening it (local directory with fsync by default) and writing objects
 //! create-if-absent. Object keys are formatted only in `paths`.
 
+pub mod durable;
 pub mod paths;
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub enum StoreError {
     Open { dir: String, detail: String },
     #[error("object {path}: already exists with different bytes (refusing to overwrite)")]
     Conflict { path: String },
+    #[error("object {path}: {detail}")]
+    Local { path: String, detail: String },
     #[error("object {path}: {source}")]
     Backend {
         path: String,
