@@ -126,6 +126,17 @@ impl Prepared {
 
     /// Start the server and wait until it is ready (and the KEK registered).
     pub async fn start(&self, host: Host, bin: &Path) -> anyhow::Result<Running> {
+        if self.mode == Mode::Pipeline {
+            // Register the KEK before the server starts: no agent meets an unknown KEK.
+            let md = sealstream::metadata::Metadata::open("", &self.cfg.sqlite_path()).await?;
+            md.insert_kek(
+                true,
+                true,
+                &self.kek_public.display().to_string(),
+                &self.kek_private.display().to_string(),
+            )
+            .await?;
+        }
         let running = match host {
             Host::Spawn => {
                 let log = std::fs::File::create(self.dir.join("server.log"))?;
@@ -186,16 +197,6 @@ impl Prepared {
         };
         if self.mode == Mode::Pipeline {
             self.wait_ready().await?;
-            let md = sealstream::metadata::Metadata::open("", &self.cfg.sqlite_path()).await?;
-            md.insert_kek(
-                true,
-                true,
-                &self.kek_public.display().to_string(),
-                &self.kek_private.display().to_string(),
-            )
-            .await?;
-            // The server picks the row up within kek_poll_ms.
-            tokio::time::sleep(Duration::from_millis(400)).await;
         } else {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -370,7 +370,9 @@ async fn serve_stream(
     metrics::gauge!(m::STREAMS_OPEN).increment(1.0);
     let (tx, rx) = mpsc::channel(shared.limits.max_in_flight_per_stream);
     let writer = actix_rt::spawn(write_responses(send, rx, actor.clone()));
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grown while a message arrives, released when the stream is idle: 20,000 quiet streams
+    // must not each pin a buffer.
+    let mut buf = BytesMut::new();
     let mut bound: Option<StreamKey> = None;
     'read: loop {
         loop {
@@ -388,7 +390,12 @@ async fn serve_stream(
                         break 'read;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                    break;
+                }
                 Err(e) => {
                     // The framing is lost: answer once and stop reading this stream.
                     let r = if matches!(e, DecodeError::OutOfRange { .. }) {
@@ -407,7 +414,7 @@ async fn serve_stream(
                 }
             }
         }
-        match recv.read_chunk(256 * 1024, true).await {
+        match recv.read_chunk(64 * 1024, true).await {
             Ok(Some(c)) => {
                 metrics::counter!(m::RECEIVED_BYTES).increment(c.bytes.len() as u64);
                 buf.extend_from_slice(&c.bytes);
