@@ -208,6 +208,8 @@ pub struct AgentConfig {
     /// Chunks sent ahead of their acks on one stream.
     pub window: usize,
     pub reconnect_ms: u64,
+    /// A connection attempt not through its handshake by then is abandoned and retried.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -224,6 +226,7 @@ impl Default for AgentConfig {
             max_unacked_bytes: 64 * 1024 * 1024,
             window: 32,
             reconnect_ms: 500,
+            connect_timeout_ms: 3000,
         }
     }
 }

@@ -277,7 +277,13 @@ impl Agent {
                     .endpoint
                     .connect_with(self.client.clone(), self.server, &self.config.server_name)
                     .map_err(|e| e.to_string())?;
-                connecting.await.map_err(|e| e.to_string())
+                // A handshake to a server that is down retransmits with growing backoff; start
+                // over instead, so agents reconnect within a few seconds of the server's return.
+                let limit = Duration::from_millis(self.config.connect_timeout_ms);
+                match tokio::time::timeout(limit, connecting).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no handshake within {limit:?}")),
+                }
             };
             match attempt.await {
                 Ok(conn) => {

@@ -77,7 +77,7 @@ impl Sink {
 }
 
 async fn discard(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     loop {
         out.clear();
@@ -98,14 +98,19 @@ async fn discard(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
                     }
                     .encode(&mut out);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                    break;
+                }
                 Err(_) => return,
             }
         }
         if !out.is_empty() && send.write_all(&out).await.is_err() {
             return;
         }
-        match recv.read_chunk(256 * 1024, true).await {
+        match recv.read_chunk(64 * 1024, true).await {
             Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
             _ => return,
         }
