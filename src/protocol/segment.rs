@@ -89,6 +89,25 @@ impl Segment {
         (Bytes::from(out), sum)
     }
 
+    /// The object as parts (header, each chunk's bytes, checksum) with no copy of the chunks,
+    /// for writers that gather; returns the parts, the checksum and the total length.
+    pub fn encode_parts(
+        id: [u8; 16],
+        created_us: i64,
+        chunks: &[SealedChunk],
+        digests: &[[u8; 32]],
+    ) -> (Vec<Bytes>, [u8; 32], usize) {
+        assert_eq!(chunks.len(), digests.len(), "one digest per chunk");
+        let head = header(&id, created_us, chunks.len());
+        let sum = checksum(&head, digests);
+        let mut parts = Vec::with_capacity(chunks.len() + 2);
+        parts.push(Bytes::copy_from_slice(&head));
+        parts.extend(chunks.iter().map(|c| c.bytes().clone()));
+        parts.push(Bytes::copy_from_slice(&sum));
+        let len = parts.iter().map(Bytes::len).sum();
+        (parts, sum, len)
+    }
+
     /// Decode and verify a whole segment object; the chunks share `buf` (no copy).
     pub fn decode(buf: &Bytes) -> Result<Self, DecodeError> {
         if buf.len() > MAX_SEGMENT_LEN {
@@ -178,6 +197,11 @@ mod tests {
         assert_eq!(
             Segment::encode_with_digests([5; 16], 77, &chunks, &digests).0,
             bytes
+        );
+        let (parts, sum, len) = Segment::encode_parts([5; 16], 77, &chunks, &digests);
+        assert_eq!(
+            (parts.concat(), sum, len),
+            (bytes.to_vec(), digest, bytes.len())
         );
         let seg = Segment::decode(&bytes).unwrap();
         assert_eq!(seg.chunks, chunks);

@@ -74,9 +74,9 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
     let id = Segment::new_id(created);
     let chunks: Vec<SealedChunk> = batch.iter().map(|w| w.chunk.clone()).collect();
     let digests: Vec<[u8; 32]> = batch.iter().map(|w| w.digest).collect();
-    let (bytes, sha256) = Segment::encode_with_digests(id, created, &chunks, &digests);
+    let (parts, sha256, size) = Segment::encode_parts(id, created, &chunks, &digests);
     let path = paths::segment(created, &id);
-    let size = bytes.len() as u64;
+    let size = size as u64;
     let mut streams: BTreeMap<_, StreamUpdate> = BTreeMap::new();
     let rows: Vec<ChunkRow> = batch
         .iter()
@@ -106,7 +106,7 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
         })
         .collect();
     drop(chunks);
-    let result = match store.put_new(&path, bytes).await {
+    let result = match store.put_new_parts(&path, parts).await {
         Err(e) => {
             metrics::counter!(m::PUT_ERRORS).increment(1);
             tracing::error!(error = %e, segment = %path, "segment write failed; agents will resend");

@@ -41,7 +41,7 @@ impl LocalDir {
         let me = self.clone();
         let key = path.to_string();
         let k = key.clone();
-        tokio::task::spawn_blocking(move || me.put_blocking(&k, &bytes))
+        tokio::task::spawn_blocking(move || me.put_blocking(&k, &[bytes]))
             .await
             .map_err(|e| StoreError::Local {
                 path: key.clone(),
@@ -56,7 +56,32 @@ impl LocalDir {
             })
     }
 
-    fn put_blocking(&self, key: &str, bytes: &[u8]) -> Result<PutOutcome, PutError> {
+    /// `put_new` of an object given as consecutive parts (a segment's header, chunks and
+    /// trailer), copied once, straight into the write buffer.
+    pub async fn put_new_parts(
+        self: &Arc<Self>,
+        path: &object_store::path::Path,
+        parts: Vec<Bytes>,
+    ) -> Result<PutOutcome, StoreError> {
+        let me = self.clone();
+        let key = path.to_string();
+        let k = key.clone();
+        tokio::task::spawn_blocking(move || me.put_blocking(&k, &parts))
+            .await
+            .map_err(|e| StoreError::Local {
+                path: key.clone(),
+                detail: e.to_string(),
+            })?
+            .map_err(|e| match e {
+                PutError::Conflict => StoreError::Conflict { path: key },
+                PutError::Io(e) => StoreError::Local {
+                    path: key,
+                    detail: e.to_string(),
+                },
+            })
+    }
+
+    fn put_blocking(&self, key: &str, parts: &[Bytes]) -> Result<PutOutcome, PutError> {
         let dest = self.root.join(key);
         let dir = dest
             .parent()
@@ -72,7 +97,7 @@ impl LocalDir {
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).expect("operating system random source failed");
         let staging = PathBuf::from(format!("{}#{}", dest.display(), u64::from_le_bytes(suffix)));
-        let written = self.write_file(&staging, bytes);
+        let written = self.write_file(&staging, parts);
         if let Err(e) = written {
             let _ = std::fs::remove_file(&staging);
             return Err(e.into());
@@ -85,7 +110,17 @@ impl LocalDir {
                 Ok(PutOutcome::Created)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if std::fs::read(&dest)? == bytes {
+                let existing = std::fs::read(&dest)?;
+                let same = existing.len() == parts.iter().map(Bytes::len).sum::<usize>()
+                    && parts
+                        .iter()
+                        .scan(0usize, |at, p| {
+                            let r = existing[*at..*at + p.len()] == p[..];
+                            *at += p.len();
+                            Some(r)
+                        })
+                        .all(|r| r);
+                if same {
                     Ok(PutOutcome::AlreadyPresent)
                 } else {
                     Err(PutError::Conflict)
@@ -95,7 +130,8 @@ impl LocalDir {
         }
     }
 
-    fn write_file(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fn write_file(&self, path: &Path, parts: &[Bytes]) -> std::io::Result<()> {
+        let len: usize = parts.iter().map(Bytes::len).sum();
         #[cfg(target_os = "linux")]
         if self.direct.load(Ordering::Relaxed) {
             use std::os::unix::fs::OpenOptionsExt;
@@ -106,11 +142,15 @@ impl LocalDir {
                 .open(path)
             {
                 Ok(mut f) => {
-                    let mut buf = AlignedBuf::new(bytes.len().div_ceil(ALIGN) * ALIGN);
-                    buf.as_mut()[..bytes.len()].copy_from_slice(bytes);
+                    let mut buf = AlignedBuf::new(len.div_ceil(ALIGN) * ALIGN);
+                    let mut at = 0;
+                    for p in parts {
+                        buf.as_mut()[at..at + p.len()].copy_from_slice(p);
+                        at += p.len();
+                    }
                     match f.write_all(buf.as_mut()) {
                         Ok(()) => {
-                            f.set_len(bytes.len() as u64)?;
+                            f.set_len(len as u64)?;
                             return f.sync_all();
                         }
                         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -131,7 +171,9 @@ impl LocalDir {
             .write(true)
             .create_new(true)
             .open(path)?;
-        f.write_all(bytes)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
         f.sync_all()
     }
 }
