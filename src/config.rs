@@ -210,6 +210,8 @@ pub struct AgentConfig {
     pub reconnect_ms: u64,
     /// A connection attempt not through its handshake by then is abandoned and retried.
     pub connect_timeout_ms: u64,
+    /// A connection silent this long (network cut) is dropped and a new one made.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -227,6 +229,7 @@ impl Default for AgentConfig {
             window: 32,
             reconnect_ms: 500,
             connect_timeout_ms: 3000,
+            idle_timeout_ms: 5_000,
         }
     }
 }

@@ -40,6 +40,9 @@ enum Command {
         /// Only the pipeline (no transport baseline, no ratio).
         #[arg(long)]
         pipeline_only: bool,
+        /// Keep the servers' data directories (stores can be many GB) after the run.
+        #[arg(long)]
+        keep_data: bool,
         /// Override the scenario's duration, agents or users per agent.
         #[arg(long)]
         duration: Option<f64>,
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             in_process,
             sealstream,
             pipeline_only,
+            keep_data,
             duration,
             agents,
             users,
@@ -122,7 +126,15 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(run(sc, out.clone(), host, bin, pipeline_only, command))?;
+            let report = rt.block_on(run(
+                sc,
+                out.clone(),
+                host,
+                bin,
+                pipeline_only,
+                keep_data,
+                command,
+            ))?;
             println!("{}", report::summary(&report));
             report::write(&report, &out)?;
             println!("report: {}/report.html and report.json", out.display());
@@ -142,6 +154,7 @@ async fn run(
     host: target::Host,
     bin: PathBuf,
     pipeline_only: bool,
+    keep_data: bool,
     command: String,
 ) -> anyhow::Result<report::Report> {
     use target::Mode;
@@ -191,6 +204,11 @@ async fn run(
             report.pipeline = Some(result);
         } else {
             report.transport = Some(result);
+        }
+        if !keep_data {
+            // The store of one throughput run is several GB: keep the log, drop the data.
+            let _ = std::fs::remove_dir_all(prepared.cfg.store_dir());
+            let _ = std::fs::remove_dir_all(dir.join("agents"));
         }
     }
     if let (Some(t), Some(p)) = (&report.transport, &report.pipeline) {

@@ -185,7 +185,10 @@ impl Agent {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let limits = Limits::default();
+        let limits = Limits {
+            idle_timeout_ms: config.idle_timeout_ms,
+            ..Limits::default()
+        };
         let client = transport::client_config(pins, certs, key, &limits)?;
         let server = std::net::ToSocketAddrs::to_socket_addrs(&config.server)
             .ok()

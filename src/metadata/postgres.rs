@@ -14,24 +14,41 @@ const BATCH: usize = 500;
 
 #[derive(Clone)]
 pub struct Pg {
+    url: Arc<str>,
     client: Arc<Mutex<Client>>,
 }
 
 impl Pg {
     pub async fn connect(url: &str) -> Result<Self, MetaError> {
+        Ok(Pg {
+            url: url.into(),
+            client: Arc::new(Mutex::new(Self::open(url).await?)),
+        })
+    }
+
+    async fn open(url: &str) -> Result<Client, MetaError> {
         let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::error!(error = %e, "PostgreSQL connection closed");
             }
         });
-        Ok(Pg {
-            client: Arc::new(Mutex::new(client)),
-        })
+        Ok(client)
+    }
+
+    /// The client, reconnected first if the database went away (a restart, a failover):
+    /// callers get an error while it is down and a working client once it is back.
+    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, MetaError> {
+        let mut guard = self.client.lock().await;
+        if guard.is_closed() {
+            *guard = Self::open(&self.url).await?;
+            tracing::info!("reconnected to PostgreSQL");
+        }
+        Ok(guard)
     }
 
     pub async fn migrate(&self) -> Result<(), MetaError> {
-        let mut c = self.client.lock().await;
+        let mut c = self.conn().await?;
         c.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
         )
@@ -62,15 +79,12 @@ impl Pg {
     }
 
     pub async fn ping(&self) -> Result<(), MetaError> {
-        self.client.lock().await.simple_query("SELECT 1").await?;
+        self.conn().await?.simple_query("SELECT 1").await?;
         Ok(())
     }
 
     pub async fn keks(&self) -> Result<Vec<KekRow>, MetaError> {
-        let rows = self
-            .client
-            .lock()
-            .await
+        let rows = self.conn().await?
             .query(
                 "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id FROM encryption_kek ORDER BY id",
                 &[],
@@ -91,9 +105,7 @@ impl Pg {
     }
 
     pub async fn set_kek_fingerprint(&self, id: i64, fp: &str) -> Result<(), MetaError> {
-        self.client
-            .lock()
-            .await
+        self.conn().await?
             .execute(
                 "UPDATE encryption_kek SET fingerprint = $2 WHERE id = $1 AND fingerprint IS DISTINCT FROM $2",
                 &[&id, &fp],
@@ -109,9 +121,7 @@ impl Pg {
         pubf: &str,
         privf: &str,
     ) -> Result<(), MetaError> {
-        self.client
-            .lock()
-            .await
+        self.conn().await?
             .execute(
                 "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values ($1, $2, $3, $4)",
                 &[&active, &enc, &pubf, &privf],
@@ -121,9 +131,7 @@ impl Pg {
     }
 
     pub async fn insert_dek(&self, r: &DekRecord, object_key: &str) -> Result<(), MetaError> {
-        self.client
-            .lock()
-            .await
+        self.conn().await?
             .execute(
                 "INSERT INTO encryption_dek (dek_id, kek_fingerprint, agent_id, agent_session, wrapped_dek, record, object_key) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dek_id) DO NOTHING",
@@ -143,9 +151,8 @@ impl Pg {
 
     pub async fn dek_agent(&self, dek_id: &[u8; 16]) -> Result<Option<String>, MetaError> {
         let row = self
-            .client
-            .lock()
-            .await
+            .conn()
+            .await?
             .query_opt(
                 "SELECT agent_id FROM encryption_dek WHERE dek_id = $1",
                 &[&&dek_id[..]],
@@ -160,10 +167,7 @@ impl Pg {
         session: SessionId,
         stream: StreamId,
     ) -> Result<Option<StreamRow>, MetaError> {
-        let row = self
-            .client
-            .lock()
-            .await
+        let row = self.conn().await?
             .query_opt(
                 "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3",
                 &[&agent.as_str(), &&session.0[..], &i64::from(stream.0)],
@@ -183,10 +187,7 @@ impl Pg {
         stream: StreamId,
         seq: u64,
     ) -> Result<Option<[u8; 32]>, MetaError> {
-        let row = self
-            .client
-            .lock()
-            .await
+        let row = self.conn().await?
             .query_opt(
                 "SELECT digest FROM chunks WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3 AND seq = $4",
                 &[&agent.as_str(), &&session.0[..], &i64::from(stream.0), &(seq as i64)],
@@ -201,7 +202,7 @@ impl Pg {
     }
 
     pub async fn commit_segment(&self, c: SegmentCommit) -> Result<(), MetaError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         tx.execute(
             "INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING",
@@ -263,9 +264,8 @@ impl Pg {
     }
 
     pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
-        self.client
-            .lock()
-            .await
+        self.conn()
+            .await?
             .execute(
                 "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
                 &[&actor, &action, &detail],
@@ -276,9 +276,8 @@ impl Pg {
 
     pub async fn count(&self, table: &str) -> Result<i64, MetaError> {
         let row = self
-            .client
-            .lock()
-            .await
+            .conn()
+            .await?
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await?;
         Ok(row.get(0))

@@ -7,7 +7,7 @@ mod key_actor;
 pub mod metrics;
 pub mod ops;
 pub mod sink;
-mod store_actor;
+pub mod store_actor;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -59,13 +59,25 @@ pub struct Server {
 impl Server {
     /// Start on the configured addresses. Call inside an actix `System`.
     pub async fn start(cfg: &ServeConfig) -> Result<Server, ServeError> {
+        Self::start_with(cfg, None).await
+    }
+
+    /// `start`, writing segments through `segments` instead of the configured directory
+    /// (fault-injection tests wrap the real writer).
+    pub async fn start_with(
+        cfg: &ServeConfig,
+        segments: Option<store_actor::SegmentStore>,
+    ) -> Result<Server, ServeError> {
         let pki = Pki::open_or_create(&cfg.data_dir)?;
         let store = storage::open_local(&cfg.store_dir())?;
         let metadata = Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?;
         ops::prometheus();
 
         // Segments bypass object_store locally: direct I/O, fsync, hard link (storage::durable).
-        let segments = crate::storage::durable::LocalDir::new(&cfg.store_dir());
+        let segments: store_actor::SegmentStore = match segments {
+            Some(s) => s,
+            None => Arc::new(crate::storage::durable::LocalDir::new(&cfg.store_dir())),
+        };
         let key = KeyActor::new(
             metadata.clone(),
             store.clone(),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::durable::LocalDir;
+use crate::storage::durable::SegmentWriter;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
@@ -18,8 +18,8 @@ use crate::protocol::uplink::Reject;
 use crate::protocol::{SealedChunk, Segment};
 use crate::storage::paths;
 
-/// Where segments go: a local directory (direct I/O, fsync).
-pub type SegmentStore = Arc<LocalDir>;
+/// Where segments go: a local directory (direct I/O, fsync), or a test's wrapper of one.
+pub type SegmentStore = Arc<dyn SegmentWriter>;
 
 struct Waiting {
     chunk: SealedChunk,
@@ -106,7 +106,7 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
         })
         .collect();
     drop(chunks);
-    let result = match store.put_new_parts(&path, parts).await {
+    let result = match store.put(path.clone(), parts).await {
         Err(e) => {
             metrics::counter!(m::PUT_ERRORS).increment(1);
             tracing::error!(error = %e, segment = %path, "segment write failed; agents will resend");

@@ -178,6 +178,27 @@ impl LocalDir {
     }
 }
 
+/// Where the store actors write segment objects. `LocalDir` is the production one; tests wrap
+/// it to inject failures and delays.
+pub trait SegmentWriter: Send + Sync + std::fmt::Debug + 'static {
+    fn put(
+        &self,
+        path: object_store::path::Path,
+        parts: Vec<Bytes>,
+    ) -> futures::future::BoxFuture<'static, Result<PutOutcome, StoreError>>;
+}
+
+impl SegmentWriter for Arc<LocalDir> {
+    fn put(
+        &self,
+        path: object_store::path::Path,
+        parts: Vec<Bytes>,
+    ) -> futures::future::BoxFuture<'static, Result<PutOutcome, StoreError>> {
+        let me = self.clone();
+        Box::pin(async move { me.put_new_parts(&path, parts).await })
+    }
+}
+
 enum PutError {
     Conflict,
     Io(std::io::Error),

@@ -1,0 +1,620 @@
+//! Fault injection: the server killed with SIGKILL at random moments, a failing and slow
+//! segment store, a store on a small tmpfs that fills up, the network cut and restored,
+//! PostgreSQL stopped and restarted. Each run ends with the checker: every chunk an agent had
+//! acked is in the export, byte for byte, nothing twice, and everything is delivered once the
+//! fault clears.
+//!
+//! `SEALSTREAM_FAULT_ROUNDS` sets the number of server kills (20 by default; `ops/soak.sh`
+//! runs longer).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::server::Env;
+use sealstream::agent::{self, AgentReport, Source, synthetic::SyntheticSpec};
+use sealstream::config::{AgentConfig, ServeConfig};
+use sealstream::export::{self, Status};
+use sealstream::metadata::{Metadata, Table};
+use sealstream::storage::{self, PutOutcome, StoreError, durable::SegmentWriter};
+use sha2::{Digest, Sha256};
+
+fn spec(users: usize, secs: f64) -> SyntheticSpec {
+    SyntheticSpec {
+        users,
+        duration: Duration::from_secs_f64(secs),
+        frame_interval: Duration::from_millis(150),
+        frame_size: 8 * 1024,
+        frame_size_spread: 0.5,
+        keystroke_interval: Duration::from_millis(400),
+        keystroke_events: 5,
+        seed: 7,
+    }
+}
+
+/// The checker: export `store` and compare with what the agents recorded. Returns the number
+/// of frames verified. Any acked-but-missing frame, altered byte or duplicate fails.
+async fn check(
+    store_dir: &Path,
+    key: &sealstream::keys::PrivateKeyFile,
+    reports: &[AgentReport],
+    out: &Path,
+) -> usize {
+    for r in reports {
+        assert_eq!(
+            r.unacked, 0,
+            "{}: {} chunks never acked",
+            r.agent, r.unacked
+        );
+        assert_eq!(r.duplicate_acks, 0);
+    }
+    let store = storage::open_local(store_dir).unwrap();
+    let report = export::export(store.as_ref(), std::slice::from_ref(key), None, out)
+        .await
+        .unwrap();
+    assert!(!report.tampered(), "{:?}", report.damaged_objects);
+    let mut frames = 0;
+    for r in reports {
+        for s in &r.sessions {
+            let base = out.join(r.agent.dir_name()).join(s.session.to_string());
+            let mut names: Vec<_> = std::fs::read_dir(base.join("frames"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            assert_eq!(
+                names.len(),
+                s.frames.len(),
+                "frames exported once each (no duplicates, none missing)"
+            );
+            for (name, digest) in &s.frames {
+                let got = std::fs::read(base.join("frames").join(name))
+                    .unwrap_or_else(|_| panic!("acked frame {name} missing"));
+                assert_eq!(Sha256::digest(&got).as_slice(), digest, "{name}");
+                frames += 1;
+            }
+            let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap();
+            assert_eq!(Sha256::digest(&ks).as_slice(), s.keystrokes_sha256);
+        }
+    }
+    let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
+    let exported: u64 = report.streams.iter().map(|s| s.chunks).sum();
+    assert_eq!(exported, sealed, "every sealed chunk exported exactly once");
+    for s in &report.streams {
+        assert_eq!(s.status, Status::Complete, "{s:?}");
+    }
+    frames
+}
+
+async fn run_agent(cfg: AgentConfig, spec: SyntheticSpec) -> AgentReport {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(180),
+        agent::run(cfg, Source::Synthetic(spec), rx, Duration::from_secs(5)),
+    )
+    .await
+    .expect("the agent delivers everything once the fault clears")
+    .unwrap()
+}
+
+/// A server as a child process, so it can be killed with SIGKILL.
+struct Child {
+    cfg: ServeConfig,
+    config_path: PathBuf,
+    proc: Option<std::process::Child>,
+}
+
+impl Child {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.cfg.data_dir.join("server.log"))
+            .unwrap();
+        self.proc = Some(
+            std::process::Command::new(env!("CARGO_BIN_EXE_sealstream"))
+                .args(["serve", "--config"])
+                .arg(&self.config_path)
+                .env("SEALSTREAM_LOG", "warn")
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill().unwrap(); // SIGKILL
+            p.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(p.id().to_string())
+                .status();
+            p.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_at_random_moments_loses_nothing_acked() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SEALSTREAM_LOG"))
+        .with_test_writer()
+        .try_init();
+    let rounds: usize = std::env::var("SEALSTREAM_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    let kek_pub = common::pubout(d, "keypair.pem", "publickey.crt", true);
+    let mut cfg = ServeConfig {
+        listen: free_udp(),
+        ops_listen: free_tcp(),
+        data_dir: d.join("server"),
+        kek_poll_ms: 100,
+        ..ServeConfig::default()
+    };
+    cfg.segments.max_age_ms = 30;
+    let config_path = d.join("serve.toml");
+    std::fs::write(
+        &config_path,
+        format!("listen = \"{}\"\nops_listen = \"{}\"\ndata_dir = \"server\"\nkek_poll_ms = 100\n[segments]\nmax_age_ms = 30\n", cfg.listen, cfg.ops_listen),
+    )
+    .unwrap();
+    let md = Metadata::open("", &cfg.sqlite_path()).await.unwrap();
+    md.insert_kek(
+        true,
+        true,
+        &kek_pub.display().to_string(),
+        &d.join("keypair.pem").display().to_string(),
+    )
+    .await
+    .unwrap();
+    drop(md);
+    let pki = sealstream::pki::Pki::open_or_create(&cfg.data_dir).unwrap();
+    let (cert, key) = pki
+        .issue_agent(&sealstream::protocol::AgentId::new("survivor").unwrap())
+        .unwrap();
+    std::fs::write(d.join("agent.crt"), cert).unwrap();
+    std::fs::write(d.join("agent.key"), key).unwrap();
+    let agent_cfg = AgentConfig {
+        server: cfg.listen.to_string(),
+        server_pins: vec![pki.server_pin().to_string()],
+        cert: d.join("agent.crt"),
+        key: d.join("agent.key"),
+        kek: kek_pub.clone(),
+        reconnect_ms: 50,
+        connect_timeout_ms: 1000,
+        // A killed server cannot tell the agent; the agent notices by its silence.
+        idle_timeout_ms: 1200,
+        ..AgentConfig::default()
+    };
+    let mut server = Child {
+        cfg: cfg.clone(),
+        config_path,
+        proc: None,
+    };
+    server.spawn();
+    let agent = tokio::spawn(run_agent(agent_cfg, spec(3, rounds as f64 * 1.25 + 1.0)));
+    let mut seed = 0x9e37_79b9_u64;
+    for _ in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Long enough for the agent to notice, reconnect and send; random within that.
+        tokio::time::sleep(Duration::from_millis(900 + seed % 700)).await;
+        server.kill9();
+        server.spawn();
+    }
+    let report = agent.await.unwrap();
+    server.stop();
+    assert!(
+        report.connects as usize > rounds / 2,
+        "the agent reconnected after the kills: {}",
+        report.connects
+    );
+    let key = sealstream::keys::load_private_key(&d.join("keypair.pem"), || {
+        Ok(sealstream::keys::Passphrase::new(
+            common::PASS.as_bytes().to_vec(),
+        ))
+    })
+    .unwrap();
+    let frames = check(
+        &cfg.store_dir(),
+        &key,
+        std::slice::from_ref(&report),
+        &d.join("export"),
+    )
+    .await;
+    let md = Metadata::open("", &cfg.sqlite_path()).await.unwrap();
+    assert_eq!(
+        md.count(Table::Chunks).await.unwrap() as u64,
+        report.chunks_sealed,
+        "each chunk indexed once"
+    );
+    eprintln!(
+        "{rounds} SIGKILL rounds, {} reconnects: {} chunks sealed and acked, {frames} frames verified, 0 missing, 0 duplicates",
+        report.connects, report.chunks_sealed
+    );
+}
+
+/// Fails every `fail_every`-th segment write and delays every write by `delay`.
+#[derive(Debug)]
+struct Faulty {
+    inner: Arc<dyn SegmentWriter>,
+    fail_every: u64,
+    delay: Duration,
+    calls: AtomicU64,
+    failed: Arc<AtomicU64>,
+    broken: Arc<AtomicBool>,
+}
+
+impl SegmentWriter for Faulty {
+    fn put(
+        &self,
+        path: object_store::path::Path,
+        parts: Vec<Bytes>,
+    ) -> futures::future::BoxFuture<'static, Result<PutOutcome, StoreError>> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let fail = self.broken.load(Ordering::Relaxed) || n.is_multiple_of(self.fail_every);
+        let (inner, delay, failed) = (self.inner.clone(), self.delay, self.failed.clone());
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fail {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Local {
+                    path: path.to_string(),
+                    detail: "injected failure".into(),
+                });
+            }
+            inner.put(path, parts).await
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn a_failing_and_slow_segment_store_loses_nothing() {
+    let mut env = Env::start(common::server::Backend::Sqlite, true).await;
+    env.server.take().unwrap().shutdown().await;
+    let failed = Arc::new(AtomicU64::new(0));
+    let broken = Arc::new(AtomicBool::new(false));
+    let faulty = Arc::new(Faulty {
+        inner: Arc::new(sealstream::storage::durable::LocalDir::new(
+            &env.cfg.store_dir(),
+        )),
+        fail_every: 3,
+        delay: Duration::from_millis(120),
+        calls: AtomicU64::new(0),
+        failed: failed.clone(),
+        broken: broken.clone(),
+    });
+    env.server = Some(
+        sealstream::server::Server::start_with(&env.cfg, Some(faulty))
+            .await
+            .unwrap(),
+    );
+    let cfg = env.enroll("stubborn");
+    let agent = tokio::spawn(run_agent(cfg, spec(2, 4.0)));
+    // An outage of the whole store for a second in the middle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broken.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    broken.store(false, Ordering::Relaxed);
+    let report = agent.await.unwrap();
+    assert!(failed.load(Ordering::Relaxed) >= 3, "faults were injected");
+    assert!(
+        report.rejected.get("retry_later").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.rejected
+    );
+    let frames = check(
+        &env.store_dir(),
+        &env.private_key(),
+        &[report],
+        &env.dir.path().join("export"),
+    )
+    .await;
+    eprintln!(
+        "failing/slow store: {} injected failures, {frames} frames verified",
+        failed.load(Ordering::Relaxed)
+    );
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_store_on_a_full_tmpfs_answers_retry_later_and_delivers_once_it_grows() {
+    let mut env = Env::start(common::server::Backend::Sqlite, true).await;
+    env.server.take().unwrap().shutdown().await;
+    let mnt = env.dir.path().join("small-store");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root (as on CI)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    env.cfg.store_dir = Some(mnt.clone());
+    env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
+    let cfg = env.enroll("filler");
+    let mut s = spec(2, 3.0);
+    s.frame_size = 64 * 1024;
+    s.frame_interval = Duration::from_millis(60);
+    let agent = tokio::spawn(run_agent(cfg, s));
+    // About 3 MB of frames: the 2 MiB tmpfs fills; then it is given room.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let report = agent.await.unwrap();
+    assert!(
+        report.rejected.get("retry_later").copied().unwrap_or(0) > 0,
+        "the disk did fill: {:?}",
+        report.rejected
+    );
+    let frames = check(
+        &mnt,
+        &env.private_key(),
+        &[report],
+        &env.dir.path().join("export"),
+    )
+    .await;
+    eprintln!("full tmpfs: {frames} frames verified after it grew");
+    env.stop().await;
+}
+
+/// A UDP relay between agent and server whose traffic can be cut.
+async fn relay(server: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut backs: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> =
+            Default::default();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let Ok((n, from)) = front.recv_from(&mut buf).await else {
+                return;
+            };
+            if cut.load(Ordering::Relaxed) {
+                continue;
+            }
+            let back = match backs.get(&from) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    b.connect(server).await.unwrap();
+                    let (b2, f2, c2) = (b.clone(), front.clone(), cut.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n) = b2.recv(&mut buf).await {
+                            if !c2.load(Ordering::Relaxed) {
+                                let _ = f2.send_to(&buf[..n], from).await;
+                            }
+                        }
+                    });
+                    backs.insert(from, b.clone());
+                    b
+                }
+            };
+            let _ = back.send(&buf[..n]).await;
+        }
+    });
+    addr
+}
+
+#[actix_rt::test]
+async fn the_network_cut_and_restored_the_agent_reconnects_by_itself() {
+    let env = Env::start(common::server::Backend::Sqlite, true).await;
+    let cut = Arc::new(AtomicBool::new(false));
+    let via = relay(env.server().quic_addr, cut.clone()).await;
+    let mut cfg = env.enroll("roamer");
+    cfg.server = via.to_string();
+    cfg.idle_timeout_ms = 1500;
+    let agent = tokio::spawn(run_agent(cfg, spec(2, 6.0)));
+    // A short cut (QUIC rides it out) and a long one (the connection times out; the agent
+    // makes a new one by itself).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cut.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cut.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cut.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    cut.store(false, Ordering::Relaxed);
+    let report = agent.await.unwrap();
+    assert!(
+        report.connects >= 2,
+        "reconnected after the long cut: {}",
+        report.connects
+    );
+    let frames = check(
+        &env.store_dir(),
+        &env.private_key(),
+        &[report],
+        &env.dir.path().join("export"),
+    )
+    .await;
+    eprintln!("network cuts: {frames} frames verified");
+    env.stop().await;
+}
+
+/// A private PostgreSQL cluster (initdb as user postgres) that the test may stop and start.
+struct PrivatePg {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PrivatePg {
+    fn bin(name: &str) -> PathBuf {
+        let v = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max()
+            .unwrap();
+        v.join("bin").join(name)
+    }
+
+    fn as_postgres(args: &[&std::ffi::OsStr]) -> std::process::ExitStatus {
+        std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .status()
+            .unwrap()
+    }
+
+    fn new(base: &Path) -> PrivatePg {
+        let dir = base.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(base)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let initdb = Self::bin("initdb");
+        let st = Self::as_postgres(&[
+            initdb.as_os_str(),
+            "-D".as_ref(),
+            dir.as_os_str(),
+            "--auth=trust".as_ref(),
+            "-U".as_ref(),
+            "postgres".as_ref(),
+        ]);
+        assert!(st.success(), "initdb");
+        let port = free_tcp().port();
+        let pg = PrivatePg { dir, port };
+        pg.start();
+        pg
+    }
+
+    fn start(&self) {
+        let pg_ctl = Self::bin("pg_ctl");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        let st = Self::as_postgres(&[
+            pg_ctl.as_os_str(),
+            "-D".as_ref(),
+            self.dir.as_os_str(),
+            "-o".as_ref(),
+            opts.as_ref(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+            "start".as_ref(),
+        ]);
+        assert!(st.success(), "pg_ctl start");
+    }
+
+    fn stop(&self) {
+        let pg_ctl = Self::bin("pg_ctl");
+        let st = Self::as_postgres(&[
+            pg_ctl.as_os_str(),
+            "-D".as_ref(),
+            self.dir.as_os_str(),
+            "-m".as_ref(),
+            "fast".as_ref(),
+            "-w".as_ref(),
+            "stop".as_ref(),
+        ]);
+        assert!(st.success(), "pg_ctl stop");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let pg_ctl = Self::bin("pg_ctl");
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_ctl)
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "stop"])
+            .status();
+    }
+}
+
+#[actix_rt::test]
+async fn postgresql_stopped_and_restarted_mid_run_loses_nothing() {
+    let mut env = Env::start(common::server::Backend::Sqlite, false).await;
+    env.server.take().unwrap().shutdown().await;
+    let pg = PrivatePg::new(&env.dir.path().join("pgbase"));
+    env.cfg.database_url = pg.url();
+    env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
+    env.register_kek().await;
+    let cfg = env.enroll("patient-pg");
+    let agent = tokio::spawn(run_agent(cfg, spec(2, 5.0)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    pg.start();
+    let report = agent.await.unwrap();
+    assert!(
+        report.rejected.get("retry_later").copied().unwrap_or(0) > 0,
+        "the outage was felt: {:?}",
+        report.rejected
+    );
+    assert_eq!(
+        env.server().metadata.count(Table::Chunks).await.unwrap() as u64,
+        report.chunks_sealed
+    );
+    let frames = check(
+        &env.store_dir(),
+        &env.private_key(),
+        &[report],
+        &env.dir.path().join("export"),
+    )
+    .await;
+    eprintln!("PostgreSQL restart: {frames} frames verified");
+    env.server.take().unwrap().shutdown().await;
+    drop(pg); // stop the private cluster before its directory goes
+    env.stop().await;
+}
