@@ -212,6 +212,14 @@ pub struct AgentConfig {
     pub connect_timeout_ms: u64,
     /// A connection silent this long (network cut) is dropped and a new one made.
     pub idle_timeout_ms: u64,
+    /// Disk spool: every chunk is written here before it is sent and kept until acked, so
+    /// an agent crash loses nothing. Unset: chunks wait for their ack in memory only.
+    pub spool_dir: Option<PathBuf>,
+    /// Spool size cap; when full, capture pauses until acks free space.
+    pub spool_max_bytes: u64,
+    /// fdatasync of the spool at most this often (a process crash loses nothing either way;
+    /// a power cut loses at most this much).
+    pub spool_sync_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -230,6 +238,9 @@ impl Default for AgentConfig {
             reconnect_ms: 500,
             connect_timeout_ms: 3000,
             idle_timeout_ms: 5_000,
+            spool_dir: None,
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_sync_ms: 100,
         }
     }
 }
@@ -243,6 +254,7 @@ impl AgentConfig {
         cfg.key = resolve(base, &cfg.key);
         cfg.kek = resolve(base, &cfg.kek);
         cfg.server_kek = cfg.server_kek.map(|p| resolve(base, &p));
+        cfg.spool_dir = cfg.spool_dir.map(|p| resolve(base, &p));
         cfg.validate(path)?;
         Ok(cfg)
     }

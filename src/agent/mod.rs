@@ -4,6 +4,7 @@
 //! in memory until the server acks it; after a reconnect, unacked chunks are resent oldest
 //! first with the same bytes. When the memory budget is full, capture waits.
 
+pub mod spool;
 pub mod synthetic;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +32,8 @@ use synthetic::{Rng, SyntheticSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -75,17 +78,21 @@ pub struct AgentReport {
     pub connects: u64,
     /// Acks for chunks already acked (should be 0).
     pub duplicate_acks: u64,
+    /// The disk spool at the end of the run (None without `spool_dir`).
+    pub spool: Option<spool::SpoolStats>,
 }
 
 struct Queue {
     state: Mutex<QueueState>,
     changed: Notify,
+    /// The DEK record this stream's chunks are sealed under, as a message.
+    dek_message: Bytes,
 }
 
 /// A chunk waiting for its ack.
 struct Entry {
     chunk: SealedChunk,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
     sent_at: Option<Instant>,
 }
 
@@ -104,6 +111,8 @@ struct QueueState {
     unacked: VecDeque<Entry>,
     /// How many of `unacked` were written on the current QUIC stream.
     sent: usize,
+    /// No more chunks will be added: the final one was sealed, or the stream was recovered
+    /// from the spool (its DEK is gone; what is there is all there will be).
     finished: bool,
 }
 
@@ -125,6 +134,7 @@ struct Agent {
     recorder: Recorder,
     kek: KekId,
     dek_message: Bytes,
+    spool: Option<Mutex<spool::Spool>>,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     server: SocketAddr,
@@ -175,6 +185,26 @@ impl Agent {
         let recorder = Recorder::new(identity.clone(), &kek);
         let mut msg = BytesMut::new();
         uplink::encode_message(MSG_DEK, &recorder.dek_record().encode(), &mut msg);
+        let mut recovered = Vec::new();
+        let spool = match &config.spool_dir {
+            Some(dir) => {
+                let (mut sp, rec) =
+                    spool::Spool::open(dir, Duration::from_millis(config.spool_sync_ms))?;
+                sp.set_dek(recorder.dek_record());
+                let st = sp.stats();
+                if st.recovered_chunks > 0 {
+                    tracing::info!(
+                        chunks = st.recovered_chunks,
+                        corrupt = st.corrupt_records,
+                        torn = st.torn_tails,
+                        "resending what the spool kept from the last run"
+                    );
+                }
+                recovered = rec;
+                Some(Mutex::new(sp))
+            }
+            None => None,
+        };
         let pins = config
             .server_pins
             .iter()
@@ -209,6 +239,7 @@ impl Agent {
             kek: kek.kek_id,
             recorder,
             dek_message: msg.freeze(),
+            spool,
             endpoint,
             client,
             server,
@@ -222,12 +253,33 @@ impl Agent {
             duplicate_acks: AtomicU64::new(0),
             observer,
         })
+        .map(|agent| {
+            // Streams left unacked by an earlier run: resent first, with their own DEK record.
+            for r in recovered {
+                let mut msg = BytesMut::new();
+                uplink::encode_message(MSG_DEK, &r.dek_record.encode(), &mut msg);
+                let q = agent.add_queue_with(msg.freeze());
+                let mut s = q.state.lock().expect("queue lock");
+                s.unacked.extend(r.chunks.into_iter().map(|chunk| Entry {
+                    chunk,
+                    _permit: None,
+                    sent_at: None,
+                }));
+                s.finished = true;
+            }
+            agent
+        })
     }
 
     fn add_queue(&self) -> Arc<Queue> {
+        self.add_queue_with(self.dek_message.clone())
+    }
+
+    fn add_queue_with(&self, dek_message: Bytes) -> Arc<Queue> {
         let q = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             changed: Notify::new(),
+            dek_message,
         });
         self.queues.lock().expect("queues lock").push(q.clone());
         self.new_queue.notify_one();
@@ -261,11 +313,28 @@ impl Agent {
         if let Some(o) = &self.observer {
             o.sealed(chunk.len());
         }
+        if let Some(sp) = &self.spool {
+            // Spool first: a chunk that is sent is on disk. A full spool pauses capture.
+            let mut warned = false;
+            while sp.lock().expect("spool lock").bytes() >= self.config.spool_max_bytes {
+                if !warned {
+                    tracing::warn!(
+                        max = self.config.spool_max_bytes,
+                        "spool full: capture paused until the server acks"
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Err(e) = sp.lock().expect("spool lock").append(&chunk) {
+                tracing::error!(error = %e, "cannot write the spool; this chunk is kept in memory only");
+            }
+        }
         {
             let mut s = q.state.lock().expect("queue lock");
             s.unacked.push_back(Entry {
                 chunk,
-                _permit: permit,
+                _permit: Some(permit),
                 sent_at: None,
             });
             s.finished |= last;
@@ -365,7 +434,7 @@ impl Agent {
         let (tx, mut responses) = mpsc::channel(4096);
         let reader = tokio::spawn(read_responses(recv, tx));
         let _stop_reader = AbortOnDrop(reader);
-        if send.write_all(&self.dek_message).await.is_err() {
+        if send.write_all(&q.dek_message).await.is_err() {
             return StreamEnd::Reopen(retry);
         }
         match responses.recv().await {
@@ -428,6 +497,12 @@ impl Agent {
                             let now = Instant::now();
                             while s.unacked.front().is_some_and(|e| e.chunk.header.seq <= resp.seq) {
                                 let e = s.unacked.pop_front().expect("checked");
+                                if let Some(sp) = &self.spool {
+                                    let h = &e.chunk.header;
+                                    if let Err(err) = sp.lock().expect("spool lock").ack(h.session, h.stream, h.seq) {
+                                        tracing::error!(error = %err, "cannot record an ack in the spool");
+                                    }
+                                }
                                 if let Some(o) = &self.observer {
                                     o.acked(e.chunk.len(), now.saturating_duration_since(e.sent_at.unwrap_or(now)));
                                 }
@@ -753,5 +828,9 @@ pub async fn run_observed(
         rejected: agent.rejected.lock().expect("rejected lock").clone(),
         connects: agent.connects.load(Ordering::Relaxed),
         duplicate_acks: agent.duplicate_acks.load(Ordering::Relaxed),
+        spool: agent
+            .spool
+            .as_ref()
+            .map(|s| s.lock().expect("spool lock").stats()),
     })
 }

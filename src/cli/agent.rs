@@ -60,6 +60,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         report.unacked,
         report.kek
     );
+    if let Some(sp) = &report.spool {
+        println!(
+            "  spool: {} chunks recovered from the last run, {} records and {} bytes still held, {} corrupt records and {} torn tails skipped",
+            sp.recovered_chunks, sp.records, sp.bytes, sp.corrupt_records, sp.torn_tails
+        );
+    }
     for (code, n) in &report.rejected {
         println!("  server answered {code}: {n} times");
     }
@@ -130,7 +136,8 @@ pub fn enroll(data_dir: &Path, name: &AgentId, out: &Path, server: &str) -> anyh
          server = {server:?}\nserver_name = \"sealstream\"\n\
          # The server's key, and room for a backup pin before you rotate it.\nserver_pins = [{pin:?}]\n\
          cert = \"agent.crt\"\nkey = \"agent.key\"\n\
-         # The customer's public key (the how-to's publickey.crt, renamed kek.pem).\ne2ee = true\nkek = \"kek.pem\"\n",
+         # The customer's public key (the how-to's publickey.crt, renamed kek.pem).\ne2ee = true\nkek = \"kek.pem\"\n\
+         # Chunks are kept here until the server acks them (ciphertext only).\nspool_dir = \"spool\"\n",
         name = name.as_str()
     );
     pki::write_file(&out.join("agent.toml"), toml.as_bytes(), 0o644)
