@@ -253,7 +253,7 @@ impl Agent {
             duplicate_acks: AtomicU64::new(0),
             observer,
         })
-        .map(|agent| {
+        .inspect(|agent| {
             // Streams left unacked by an earlier run: resent first, with their own DEK record.
             for r in recovered {
                 let mut msg = BytesMut::new();
@@ -267,7 +267,6 @@ impl Agent {
                 }));
                 s.finished = true;
             }
-            agent
         })
     }
 

@@ -222,10 +222,10 @@ impl Spool {
                     stats.corrupt_records += chunks.len() as u64;
                     for c in &chunks {
                         let key = (c.header.session, c.header.stream, c.header.seq);
-                        if let Some(n) = where_is.remove(&key) {
-                            if let Some(f) = files.get_mut(&n) {
-                                f.pending.remove(&key);
-                            }
+                        if let Some(n) = where_is.remove(&key)
+                            && let Some(f) = files.get_mut(&n)
+                        {
+                            f.pending.remove(&key);
                         }
                     }
                 }
