@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::crypto::{Dek, StreamKey};
 use crate::keys::PrivateKeyFile;
-use crate::protocol::payload::{Frame, keystroke_lines};
+use crate::protocol::payload::{Frame, Gap, keystroke_lines};
 use crate::protocol::{AgentId, DekId, DekRecord, Kind, SealedChunk, Segment, SessionId, StreamId};
 use crate::storage::{self, StoreError, paths};
 
@@ -50,6 +50,8 @@ pub struct StreamReport {
     pub chunks: u64,
     pub bytes: u64,
     pub files: Vec<String>,
+    /// Chunks the agent dropped (its spool was full), as its gap records declare.
+    pub gaps: Vec<Gap>,
     #[serde(flatten)]
     pub status: Status,
 }
@@ -193,6 +195,7 @@ pub async fn export(
             chunks: 0,
             bytes: 0,
             files: Vec::new(),
+            gaps: Vec::new(),
             status: Status::Complete,
         };
         let mut problems = Vec::new();
@@ -209,8 +212,11 @@ pub async fn export(
                     "different chunks stored under sequence number {seq}"
                 ));
             }
-            if *seq != expected_seq {
-                problems.push(missing(expected_seq, *seq - 1));
+            // Numbers skipped before this chunk: tampering, unless this is the agent's own
+            // (authenticated) gap record declaring exactly them.
+            let hole = (*seq > expected_seq).then(|| (expected_seq, *seq - 1));
+            if let (Some((a, b)), false) = (hole, chunk.header.gap) {
+                problems.push(missing(a, b));
             }
             expected_seq = seq.saturating_add(1);
             if let Some(f) = final_seq {
@@ -219,17 +225,24 @@ pub async fn export(
             if chunk.header.last {
                 final_seq.get_or_insert(*seq);
             }
+            let unresolved = |problems: &mut Vec<String>| {
+                if let (Some((a, b)), true) = (hole, chunk.header.gap) {
+                    problems.push(missing(a, b));
+                }
+            };
             if chunk.header.kind != kind {
                 problems.push(format!(
                     "chunk {seq} is {} in a {} stream",
                     chunk.header.kind.name(),
                     kind.name()
                 ));
+                unresolved(&mut problems);
                 continue;
             }
             let dek_id = chunk.header.dek_id;
             let Some(record) = records.get(&dek_id) else {
                 problems.push(format!("chunk {seq}: no DEK record for DEK {dek_id}"));
+                unresolved(&mut problems);
                 continue;
             };
             if record.agent != agent {
@@ -237,6 +250,7 @@ pub async fn export(
                     "chunk {seq}: DEK {dek_id} belongs to agent {:?}",
                     record.agent.as_str()
                 ));
+                unresolved(&mut problems);
                 continue;
             }
             let Some(dek) = deks.get(&dek_id) else {
@@ -246,12 +260,25 @@ pub async fn export(
                 } else {
                     problems.push(format!("chunk {seq}: {why}"));
                 }
+                unresolved(&mut problems);
                 continue;
             };
             let key = keys_cache
                 .entry(dek_id)
                 .or_insert_with(|| StreamKey::for_chunk(dek, &chunk.header));
             match key.open(chunk) {
+                Ok(plain) if chunk.header.gap => match Gap::decode(&plain) {
+                    Ok(g) if hole == Some((g.first_seq, g.last_seq)) => {
+                        sr.chunks += 1;
+                        sr.gaps.push(g);
+                    }
+                    _ => {
+                        problems.push(format!(
+                            "chunk {seq}: gap record does not match the missing chunks"
+                        ));
+                        unresolved(&mut problems);
+                    }
+                },
                 Ok(plain) => match writer.write(*seq, &plain) {
                     Ok(Some(n)) => {
                         sr.chunks += 1;
@@ -262,7 +289,10 @@ pub async fn export(
                     )),
                     Err(e) => return Err(e),
                 },
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    unresolved(&mut problems);
+                }
             }
         }
         sr.files = writer.finish()?;

@@ -215,3 +215,67 @@ async fn duplicates_gaps_and_chunks_after_final_are_reported() {
         matches!(&report.streams[0].status, Status::Tampered(p) if p[0].contains("no DEK record"))
     );
 }
+
+#[tokio::test]
+async fn an_agents_gap_record_is_reported_as_a_gap_and_a_forged_one_as_tampering() {
+    use sealstream::protocol::payload::Gap;
+    use sealstream::protocol::{AgentId, Kind, SessionId, StreamId};
+    let v = vectors();
+    let dek = dek(&v);
+    let mut s = StreamSealer::new(
+        &dek,
+        AgentId::new("vector-agent").unwrap(),
+        SessionId([7; 16]),
+        StreamId(0),
+        Kind::Keystrokes,
+    );
+    let c0 = s.seal(b"{\"k\":0}\n", 10, false).unwrap();
+    let _dropped: Vec<_> = (1..3)
+        .map(|i| s.seal(b"{\"k\":1}\n", 10 + i, false).unwrap())
+        .collect();
+    let gap = Gap {
+        first_seq: 1,
+        last_seq: 2,
+        first_capture_us: 11,
+        last_capture_us: 12,
+        count: 2,
+    };
+    let g = s.seal_gap(&gap).unwrap();
+    assert!(g.header.gap && g.header.seq == 3);
+    let last = s.seal(b"{\"k\":4}\n", 14, true).unwrap();
+
+    let report = export_stream(&v, vec![c0.clone(), g.clone(), last.clone()]).await;
+    assert_eq!(report.streams[0].status, Status::Complete, "{report:?}");
+    assert_eq!(report.streams[0].gaps, vec![gap]);
+
+    // Without the gap record, the same hole is tampering.
+    let report = export_stream(&v, vec![c0.clone(), last.clone()]).await;
+    assert!(report.tampered());
+    // A gap record that does not match the hole (chunk 2 deleted as well) is tampering too.
+    let mut s2 = StreamSealer::new(
+        &dek,
+        AgentId::new("vector-agent").unwrap(),
+        SessionId([8; 16]),
+        StreamId(0),
+        Kind::Keystrokes,
+    );
+    let d0 = s2.seal(b"{\"k\":0}\n", 10, false).unwrap();
+    let _d1 = s2.seal(b"{\"k\":1}\n", 11, false).unwrap();
+    let g2 = s2
+        .seal_gap(&Gap {
+            first_seq: 1,
+            last_seq: 1,
+            first_capture_us: 11,
+            last_capture_us: 11,
+            count: 1,
+        })
+        .unwrap();
+    let d3 = s2.seal(b"{\"k\":3}\n", 13, true).unwrap();
+    let report = export_stream(&v, vec![d0.clone(), g2.clone(), d3.clone()]).await;
+    assert_eq!(report.streams[0].status, Status::Complete);
+    let report = export_stream(&v, vec![d0, d3]).await;
+    assert!(
+        report.tampered(),
+        "the store cannot hide a deletion without the agent's key"
+    );
+}

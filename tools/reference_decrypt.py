@@ -42,7 +42,7 @@ def parse_chunk(r):
     assert r.take(4) == b"SSCK", "chunk magic"
     assert r.u("B") == 1 and r.u("B") == 1, "chunk version/suite"
     kind, flags = r.u("B"), r.u("B")
-    assert kind in (1, 2) and flags & 0xFE == 0
+    assert kind in (1, 2) and flags & 0xFC == 0 and flags != 3
     dek_id, session, stream = r.take(16), r.take(16), r.u("I")
     seq, t = r.u("Q"), r.u("q")
     agent_len = r.u("H")
@@ -52,7 +52,7 @@ def parse_chunk(r):
     assert 16 <= ct_len <= 16 * 1024 * 1024 + 16
     aad = r.buf[start:r.pos]
     ct = r.take(ct_len)
-    return dict(kind=kind, final=flags & 1, dek_id=dek_id, session=session, stream=stream,
+    return dict(kind=kind, final=flags & 1, flags=flags, dek_id=dek_id, session=session, stream=stream,
                 seq=seq, agent=agent, aad=aad, ct=ct, raw=r.buf[start:r.pos])
 
 
@@ -123,7 +123,8 @@ def main(store, key_file, pass_file, out):
         for expect, seq in enumerate(sorted(by_seq)):
             copies = by_seq[seq]
             c = copies[0]
-            if seq != expect:
+            hole = (expect, seq - 1) if seq != expect else None
+            if hole and not c["flags"] & 2:
                 problems.append(f"gap before {seq}")
             if any(x["raw"] != c["raw"] for x in copies):
                 problems.append(f"conflicting copies of {seq}")
@@ -134,6 +135,11 @@ def main(store, key_file, pass_file, out):
             assert dek_agent == agent, "DEK belongs to another agent"
             nonce = b"\0\0\0" + struct.pack(">QB", seq, c["final"])
             plain = AESGCM(stream_key(dek, c["dek_id"], c)).decrypt(nonce, c["ct"], c["aad"])
+            if c["flags"] & 2:  # gap record: first, last, first time, last time, count
+                first, last, _, _, count = struct.unpack(">QQqqQ", plain)
+                if hole != (first, last) or count != last - first + 1:
+                    problems.append(f"gap record {seq} does not match the hole")
+                continue
             if c["kind"] == 1:
                 (name_len,) = struct.unpack(">H", plain[:2])
                 name = plain[2:2 + name_len].decode()

@@ -66,6 +66,16 @@ pub fn exit_code(report: &Report) -> ExitCode {
     }
 }
 
+fn utc(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{us} us"))
+}
+
 pub fn print_report(report: &Report) {
     println!(
         "{} segment(s), {} DEK record(s), {} stream(s)",
@@ -84,6 +94,20 @@ pub fn print_report(report: &Report) {
             "  agent {:?} session {} stream {} ({}): {} chunks, {} bytes: {status}",
             s.agent, s.session, s.stream, s.kind, s.chunks, s.bytes
         );
+    }
+    for s in &report.streams {
+        for g in &s.gaps {
+            println!(
+                "  GAP in session {} stream {}: {} chunks ({} to {}) dropped by the agent (spool full), captured {} to {}",
+                s.session,
+                s.stream,
+                g.count,
+                g.first_seq,
+                g.last_seq,
+                utc(g.first_capture_us),
+                utc(g.last_capture_us)
+            );
+        }
     }
     for d in &report.damaged_objects {
         println!("  DAMAGED OBJECT: {d}");

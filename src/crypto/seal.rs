@@ -196,6 +196,7 @@ impl StreamSealer {
         let header = ChunkHeader {
             kind: self.kind,
             last,
+            gap: false,
             dek_id: self.key.dek_id,
             session: self.session,
             stream: self.stream,
@@ -206,6 +207,35 @@ impl StreamSealer {
         self.next_seq += 1;
         self.finished = last;
         Ok(self.key.seal(header, plaintext))
+    }
+
+    /// Seal a gap record saying the chunks `gap.first_seq..=gap.last_seq` (the ones sealed just
+    /// before, which must end at `next_seq - 1`) were dropped and will never be sent.
+    pub fn seal_gap(
+        &mut self,
+        gap: &crate::protocol::payload::Gap,
+    ) -> Result<SealedChunk, SealError> {
+        if self.finished {
+            return Err(SealError::Finished(self.stream));
+        }
+        assert_eq!(
+            gap.last_seq + 1,
+            self.next_seq,
+            "a gap ends right before the gap record"
+        );
+        let header = ChunkHeader {
+            kind: self.kind,
+            last: false,
+            gap: true,
+            dek_id: self.key.dek_id,
+            session: self.session,
+            stream: self.stream,
+            seq: self.next_seq,
+            capture_time_us: gap.last_capture_us,
+            agent: self.agent.clone(),
+        };
+        self.next_seq += 1;
+        Ok(self.key.seal(header, &gap.encode()))
     }
 }
 

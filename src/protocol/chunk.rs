@@ -14,6 +14,9 @@ use super::{SUITE_AES256GCM_HKDF_OAEP, VERSION};
 pub const MAGIC: &str = "SSCK";
 /// Flag bit 0: this is the last chunk of its stream.
 pub const FLAG_FINAL: u8 = 0x01;
+/// Flag bit 1: a gap record — the agent dropped the chunks just before this one (its spool
+/// was full); the plaintext says which (see `payload::Gap`).
+pub const FLAG_GAP: u8 = 0x02;
 /// AES-GCM tag length; every ciphertext is at least this long.
 pub const TAG_LEN: usize = 16;
 /// Largest plaintext one chunk may carry (a 4K screenshot as PNG fits with room to spare).
@@ -30,6 +33,8 @@ pub const MAX_CHUNK_LEN: usize = FIXED_HEADER_LEN + AGENT_ID_MAX_BYTES + MAX_CIP
 pub struct ChunkHeader {
     pub kind: Kind,
     pub last: bool,
+    /// A gap record (never also final).
+    pub gap: bool,
     pub dek_id: DekId,
     pub session: SessionId,
     pub stream: StreamId,
@@ -47,7 +52,7 @@ impl ChunkHeader {
         out.push(VERSION);
         out.push(SUITE_AES256GCM_HKDF_OAEP);
         out.push(self.kind.code());
-        out.push(if self.last { FLAG_FINAL } else { 0 });
+        out.push(if self.last { FLAG_FINAL } else { 0 } | if self.gap { FLAG_GAP } else { 0 });
         out.extend_from_slice(&self.dek_id.0);
         out.extend_from_slice(&self.session.0);
         out.extend_from_slice(&self.stream.0.to_be_bytes());
@@ -143,7 +148,7 @@ impl SealedChunk {
         let kind_code = r.u8()?;
         let kind = Kind::from_code(kind_code).ok_or(DecodeError::UnknownKind(kind_code))?;
         let flags = r.u8()?;
-        if flags & !FLAG_FINAL != 0 {
+        if flags & !(FLAG_FINAL | FLAG_GAP) != 0 || flags == FLAG_FINAL | FLAG_GAP {
             return Err(DecodeError::UnknownFlags(flags));
         }
         let dek_id = DekId(r.array()?);
@@ -167,6 +172,7 @@ impl SealedChunk {
         let header = ChunkHeader {
             kind,
             last: flags & FLAG_FINAL != 0,
+            gap: flags & FLAG_GAP != 0,
             dek_id,
             session,
             stream,
@@ -218,6 +224,7 @@ mod tests {
         ChunkHeader {
             kind: Kind::Frame,
             last: false,
+            gap: false,
             dek_id: DekId([7; 16]),
             session: SessionId([9; 16]),
             stream: StreamId(3),
@@ -272,6 +279,7 @@ mod tests {
         assert!(matches!(mutate(5, 9), DecodeError::UnsupportedSuite { .. }));
         assert!(matches!(mutate(6, 3), DecodeError::UnknownKind(3)));
         assert!(matches!(mutate(7, 0x80), DecodeError::UnknownFlags(0x80)));
+        assert!(matches!(mutate(7, 0x03), DecodeError::UnknownFlags(0x03)));
         assert!(matches!(mutate(0, b'X'), DecodeError::BadMagic { .. }));
     }
 

@@ -53,6 +53,51 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// The plaintext of a gap record: which of the stream's chunks the agent dropped, and when they
+/// were captured. `first_seq u64 | last_seq u64 | first_capture_us i64 | last_capture_us i64 |
+/// count u64` (40 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Gap {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_capture_us: i64,
+    pub last_capture_us: i64,
+    pub count: u64,
+}
+
+impl Gap {
+    pub const LEN: usize = 40;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.first_seq.to_be_bytes());
+        out.extend_from_slice(&self.last_seq.to_be_bytes());
+        out.extend_from_slice(&self.first_capture_us.to_be_bytes());
+        out.extend_from_slice(&self.last_capture_us.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new("gap record", buf);
+        let g = Gap {
+            first_seq: r.u64()?,
+            last_seq: r.u64()?,
+            first_capture_us: r.i64()?,
+            last_capture_us: r.i64()?,
+            count: r.u64()?,
+        };
+        r.finish()?;
+        if g.last_seq < g.first_seq || g.count != g.last_seq - g.first_seq + 1 {
+            return Err(DecodeError::Invalid {
+                what: "gap record",
+                reason: "range and count disagree".into(),
+            });
+        }
+        Ok(g)
+    }
+}
+
 /// Split a keystroke batch into its lines (without the `\n`), checking each is a JSON object.
 pub fn keystroke_lines(buf: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
     if buf.is_empty() {

@@ -178,6 +178,7 @@ mod tests {
         let h = ChunkHeader {
             kind: Kind::Keystrokes,
             last: false,
+            gap: false,
             dek_id: DekId([1; 16]),
             session: SessionId([2; 16]),
             stream: StreamId(1),

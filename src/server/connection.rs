@@ -201,7 +201,7 @@ impl Handler<Admit> for ConnectionActor {
                             })
                     }
                 };
-                match state.check(h.kind, h.seq, h.last, msg.digest) {
+                match state.check_chunk(h.kind, h.seq, h.last, h.gap, msg.digest) {
                     Verdict::AskStored => {
                         let md = act.shared.metadata.clone();
                         let agent = act.agent.clone();

@@ -56,6 +56,19 @@ impl StreamState {
     }
 
     pub fn check(&mut self, kind: Kind, seq: u64, last: bool, digest: [u8; 32]) -> Verdict {
+        self.check_chunk(kind, seq, last, false, digest)
+    }
+
+    /// `check` for any chunk: a gap record (`gap`) may skip ahead, since the agent declares
+    /// (under its key) that the numbers in between were dropped.
+    pub fn check_chunk(
+        &mut self,
+        kind: Kind,
+        seq: u64,
+        last: bool,
+        gap: bool,
+        digest: [u8; 32],
+    ) -> Verdict {
         if kind != self.kind {
             return Verdict::Reject(Reject::StreamMismatch);
         }
@@ -70,7 +83,7 @@ impl StreamState {
         if self.final_seq.is_some() {
             return Verdict::Reject(Reject::AfterFinal);
         }
-        if seq > self.next_seq {
+        if seq > self.next_seq && !gap {
             return Verdict::Reject(Reject::SequenceGap);
         }
         self.next_seq = seq + 1;
@@ -169,6 +182,22 @@ mod tests {
             s.check(Kind::Frame, 2, false, A),
             Verdict::Reject(Reject::AfterFinal)
         );
+    }
+
+    #[test]
+    fn a_gap_record_may_skip_ahead_and_nothing_else_may() {
+        let mut s = StreamState::new(Kind::Frame);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        assert_eq!(
+            s.check_chunk(Kind::Frame, 5, false, false, A),
+            Verdict::Reject(Reject::SequenceGap)
+        );
+        assert_eq!(
+            s.check_chunk(Kind::Frame, 5, false, true, B),
+            Verdict::Accept
+        );
+        assert_eq!(s.check(Kind::Frame, 6, false, A), Verdict::Accept);
+        assert_eq!(s.check(Kind::Frame, 3, false, A), Verdict::AskStored);
     }
 
     #[test]
