@@ -185,6 +185,14 @@ impl ServeConfig {
     }
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFull {
+    #[default]
+    Pause,
+    DropOldest,
+}
+
 /// `sealstream agent` configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,8 +223,11 @@ pub struct AgentConfig {
     /// Disk spool: every chunk is written here before it is sent and kept until acked, so
     /// an agent crash loses nothing. Unset: chunks wait for their ack in memory only.
     pub spool_dir: Option<PathBuf>,
-    /// Spool size cap; when full, capture pauses until acks free space.
+    /// Spool size cap.
     pub spool_max_bytes: u64,
+    /// What a full spool does: `pause` capture until acks free space, or `drop_oldest` (the
+    /// oldest stream's unsent backlog, with a gap record the export reports).
+    pub spool_full: SpoolFull,
     /// fdatasync of the spool at most this often (a process crash loses nothing either way;
     /// a power cut loses at most this much).
     pub spool_sync_ms: u64,
@@ -240,6 +251,7 @@ impl Default for AgentConfig {
             idle_timeout_ms: 5_000,
             spool_dir: None,
             spool_max_bytes: 1024 * 1024 * 1024,
+            spool_full: SpoolFull::Pause,
             spool_sync_ms: 100,
         }
     }

@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::config::{AgentConfig, Limits};
+use crate::config::{AgentConfig, Limits, SpoolFull};
 use crate::crypto::{StreamSealer, now_us};
 use crate::keys::{self, KeyError};
 use crate::protocol::payload::Frame;
@@ -80,11 +80,17 @@ pub struct AgentReport {
     pub duplicate_acks: u64,
     /// The disk spool at the end of the run (None without `spool_dir`).
     pub spool: Option<spool::SpoolStats>,
+    /// Chunks dropped because the spool was full (`spool_full = "drop_oldest"`), and the gap
+    /// records sealed for them.
+    pub dropped_chunks: u64,
+    pub gap_records: u64,
 }
 
 struct Queue {
     state: Mutex<QueueState>,
     changed: Notify,
+    /// Seals this stream's chunks (None for a stream recovered from the spool: its DEK is gone).
+    sealer: Mutex<Option<StreamSealer>>,
     /// The DEK record this stream's chunks are sealed under, as a message.
     dek_message: Bytes,
 }
@@ -147,6 +153,8 @@ struct Agent {
     connects: AtomicU64,
     rejected: Mutex<BTreeMap<String, u64>>,
     duplicate_acks: AtomicU64,
+    dropped: AtomicU64,
+    gaps: AtomicU64,
     observer: Option<Arc<dyn Observer>>,
 }
 
@@ -251,6 +259,8 @@ impl Agent {
             connects: AtomicU64::new(0),
             rejected: Mutex::new(BTreeMap::new()),
             duplicate_acks: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
             observer,
         })
         .inspect(|agent| {
@@ -258,7 +268,7 @@ impl Agent {
             for r in recovered {
                 let mut msg = BytesMut::new();
                 uplink::encode_message(MSG_DEK, &r.dek_record.encode(), &mut msg);
-                let q = agent.add_queue_with(msg.freeze());
+                let q = agent.add_queue_with(msg.freeze(), None);
                 let mut s = q.state.lock().expect("queue lock");
                 s.unacked.extend(r.chunks.into_iter().map(|chunk| Entry {
                     chunk,
@@ -270,14 +280,15 @@ impl Agent {
         })
     }
 
-    fn add_queue(&self) -> Arc<Queue> {
-        self.add_queue_with(self.dek_message.clone())
+    fn add_stream(&self, sealer: StreamSealer) -> Arc<Queue> {
+        self.add_queue_with(self.dek_message.clone(), Some(sealer))
     }
 
-    fn add_queue_with(&self, dek_message: Bytes) -> Arc<Queue> {
+    fn add_queue_with(&self, dek_message: Bytes, sealer: Option<StreamSealer>) -> Arc<Queue> {
         let q = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             changed: Notify::new(),
+            sealer: Mutex::new(sealer),
             dek_message,
         });
         self.queues.lock().expect("queues lock").push(q.clone());
@@ -286,36 +297,15 @@ impl Agent {
     }
 
     /// Seal `plaintext` on `sealer` and queue it; waits while the memory budget is full.
-    async fn push(
-        &self,
-        q: &Queue,
-        sealer: &mut StreamSealer,
-        plaintext: &[u8],
-        captured: i64,
-        last: bool,
-    ) {
-        let chunk = sealer
-            .seal(plaintext, captured, last)
-            .expect("captures stay within the chunk limit");
-        let want = (chunk.len() as u32)
-            .min(self.config.max_unacked_bytes as u32)
-            .max(1);
-        let permit = self
-            .memory
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .expect("semaphore never closed");
-        self.sealed.fetch_add(1, Ordering::Relaxed);
-        self.sealed_bytes
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if let Some(o) = &self.observer {
-            o.sealed(chunk.len());
-        }
+    async fn push(&self, q: &Queue, plaintext: &[u8], captured: i64, last: bool) {
+        // Room first (the spool, then memory), so that sealing, spooling and queueing happen
+        // together: a chunk's sequence number is taken only when it can be kept.
         if let Some(sp) = &self.spool {
-            // Spool first: a chunk that is sent is on disk. A full spool pauses capture.
             let mut warned = false;
             while sp.lock().expect("spool lock").bytes() >= self.config.spool_max_bytes {
+                if self.config.spool_full == SpoolFull::DropOldest && self.drop_oldest() {
+                    continue;
+                }
                 if !warned {
                     tracing::warn!(
                         max = self.config.spool_max_bytes,
@@ -325,6 +315,33 @@ impl Agent {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        let estimate = plaintext.len() + crate::protocol::chunk::FIXED_HEADER_LEN + 256 + 16;
+        let want = (estimate as u32)
+            .min(self.config.max_unacked_bytes as u32)
+            .max(1);
+        let permit = self
+            .memory
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .expect("semaphore never closed");
+        let chunk = q
+            .sealer
+            .lock()
+            .expect("sealer lock")
+            .as_mut()
+            .expect("live streams have a sealer")
+            .seal(plaintext, captured, last)
+            .expect("captures stay within the chunk limit");
+        self.sealed.fetch_add(1, Ordering::Relaxed);
+        self.sealed_bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if let Some(o) = &self.observer {
+            o.sealed(chunk.len());
+        }
+        if let Some(sp) = &self.spool {
+            // Spooled before it can be sent.
             if let Err(e) = sp.lock().expect("spool lock").append(&chunk) {
                 tracing::error!(error = %e, "cannot write the spool; this chunk is kept in memory only");
             }
@@ -534,6 +551,77 @@ impl Agent {
         }
     }
 
+    /// Spool full under `drop_oldest`: drop the unsent backlog of the stream whose next unsent
+    /// chunk is oldest, and seal a gap record in its place. False if nothing can be dropped
+    /// (everything is in flight).
+    fn drop_oldest(&self) -> bool {
+        let queues: Vec<Arc<Queue>> = self.queues.lock().expect("queues lock").clone();
+        let victim = queues
+            .iter()
+            .filter_map(|q| {
+                if q.sealer.lock().expect("sealer lock").is_none() {
+                    return None;
+                }
+                let s = q.state.lock().expect("queue lock");
+                let e = s.unacked.get(s.sent)?;
+                (!s.finished && !e.chunk.header.gap)
+                    .then_some((e.chunk.header.capture_time_us, q.clone()))
+            })
+            .min_by_key(|(t, _)| *t)
+            .map(|(_, q)| q);
+        let Some(q) = victim else {
+            return false;
+        };
+        let mut sealer = q.sealer.lock().expect("sealer lock");
+        let Some(sealer) = sealer.as_mut() else {
+            return false;
+        };
+        let mut s = q.state.lock().expect("queue lock");
+        let from = s.sent;
+        let dropped: Vec<Entry> = s.unacked.drain(from..).collect();
+        let (Some(first), Some(last)) = (dropped.first(), dropped.last()) else {
+            return false;
+        };
+        let gap = crate::protocol::payload::Gap {
+            first_seq: first.chunk.header.seq,
+            last_seq: last.chunk.header.seq,
+            first_capture_us: first.chunk.header.capture_time_us,
+            last_capture_us: last.chunk.header.capture_time_us,
+            count: dropped.len() as u64,
+        };
+        let record = sealer
+            .seal_gap(&gap)
+            .expect("a live stream takes a gap record");
+        if let Some(sp) = &self.spool {
+            let mut sp = sp.lock().expect("spool lock");
+            for e in &dropped {
+                let h = &e.chunk.header;
+                if let Err(err) = sp.ack(h.session, h.stream, h.seq) {
+                    tracing::error!(error = %err, "cannot drop a chunk from the spool");
+                }
+            }
+            if let Err(err) = sp.append(&record) {
+                tracing::error!(error = %err, "cannot spool a gap record");
+            }
+        }
+        tracing::warn!(
+            session = %record.header.session,
+            stream = %record.header.stream,
+            chunks = gap.count,
+            "spool full: dropped the oldest unsent chunks of a stream and recorded the gap"
+        );
+        self.dropped.fetch_add(gap.count, Ordering::Relaxed);
+        self.gaps.fetch_add(1, Ordering::Relaxed);
+        s.unacked.push_back(Entry {
+            chunk: record,
+            _permit: None,
+            sent_at: None,
+        });
+        drop(s);
+        q.changed.notify_one();
+        true
+    }
+
     fn all_done(&self) -> bool {
         self.queues
             .lock()
@@ -587,8 +675,8 @@ async fn read_responses(mut recv: quinn::RecvStream, tx: mpsc::Sender<Response>)
 /// One user session being recorded.
 struct User {
     report: SessionReport,
-    frames: (Arc<Queue>, StreamSealer),
-    keys: (Arc<Queue>, StreamSealer),
+    frames: Arc<Queue>,
+    keys: Arc<Queue>,
     keys_hash: Sha256,
 }
 
@@ -603,27 +691,23 @@ impl User {
                 keystrokes_sha256: [0; 32],
                 plaintext_bytes: 0,
             },
-            frames: (
-                agent.add_queue(),
-                agent
-                    .recorder
-                    .open_stream(session, FRAMES_STREAM, Kind::Frame),
-            ),
-            keys: (
-                agent.add_queue(),
-                agent
-                    .recorder
-                    .open_stream(session, KEYSTROKES_STREAM, Kind::Keystrokes),
-            ),
+            frames: agent.add_stream(agent.recorder.open_stream(
+                session,
+                FRAMES_STREAM,
+                Kind::Frame,
+            )),
+            keys: agent.add_stream(agent.recorder.open_stream(
+                session,
+                KEYSTROKES_STREAM,
+                Kind::Keystrokes,
+            )),
             keys_hash: Sha256::new(),
         }
     }
 
     async fn frame(&mut self, agent: &Agent, name: &str, image: &[u8], captured: i64) {
         let plain = Frame { name, image }.encode();
-        agent
-            .push(&self.frames.0, &mut self.frames.1, &plain, captured, false)
-            .await;
+        agent.push(&self.frames, &plain, captured, false).await;
         self.report
             .frames
             .push((name.to_owned(), Sha256::digest(image).into()));
@@ -631,21 +715,15 @@ impl User {
     }
 
     async fn keystrokes(&mut self, agent: &Agent, batch: &[u8]) {
-        agent
-            .push(&self.keys.0, &mut self.keys.1, batch, now_us(), false)
-            .await;
+        agent.push(&self.keys, batch, now_us(), false).await;
         self.keys_hash.update(batch);
         self.report.plaintext_bytes += batch.len() as u64;
     }
 
     /// End both streams with an empty final chunk.
     async fn finish(mut self, agent: &Agent) -> SessionReport {
-        agent
-            .push(&self.frames.0, &mut self.frames.1, &[], now_us(), true)
-            .await;
-        agent
-            .push(&self.keys.0, &mut self.keys.1, &[], now_us(), true)
-            .await;
+        agent.push(&self.frames, &[], now_us(), true).await;
+        agent.push(&self.keys, &[], now_us(), true).await;
         self.report.keystrokes_sha256 = self.keys_hash.finalize().into();
         self.report
     }
@@ -831,5 +909,7 @@ pub async fn run_observed(
             .spool
             .as_ref()
             .map(|s| s.lock().expect("spool lock").stats()),
+        dropped_chunks: agent.dropped.load(Ordering::Relaxed),
+        gap_records: agent.gaps.load(Ordering::Relaxed),
     })
 }

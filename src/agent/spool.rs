@@ -378,8 +378,12 @@ impl Spool {
             f.pending.remove(&key);
             f.pending.is_empty()
         });
-        let is_current = self.current.as_ref().is_some_and(|(c, _)| *c == n);
-        if done && !is_current {
+        if done {
+            // The current file too: the next append starts a new one (so space frees even
+            // while everything fits in one file).
+            if self.current.as_ref().is_some_and(|(c, _)| *c == n) {
+                self.current = None;
+            }
             self.files.remove(&n);
             let path = self.dir.join(file_name(n));
             std::fs::remove_file(&path).map_err(err(&path))?;

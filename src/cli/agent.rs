@@ -66,6 +66,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             sp.recovered_chunks, sp.records, sp.bytes, sp.corrupt_records, sp.torn_tails
         );
     }
+    if report.dropped_chunks > 0 {
+        println!(
+            "  spool was full: dropped {} chunks, recorded as {} gap records (export reports them)",
+            report.dropped_chunks, report.gap_records
+        );
+    }
     for (code, n) in &report.rejected {
         println!("  server answered {code}: {n} times");
     }
