@@ -228,6 +228,8 @@ pub struct AgentConfig {
     /// What a full spool does: `pause` capture until acks free space, or `drop_oldest` (the
     /// oldest stream's unsent backlog, with a gap record the export reports).
     pub spool_full: SpoolFull,
+    /// Serve Prometheus metrics (spool bytes, records, oldest unacked age, drops) here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// fdatasync of the spool at most this often (a process crash loses nothing either way;
     /// a power cut loses at most this much).
     pub spool_sync_ms: u64,
@@ -253,6 +255,7 @@ impl Default for AgentConfig {
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_full: SpoolFull::Pause,
             spool_sync_ms: 100,
+            metrics_listen: None,
         }
     }
 }

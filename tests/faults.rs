@@ -741,6 +741,8 @@ async fn a_full_spool_under_drop_oldest_records_gaps_that_export_reports() {
     cfg.spool_full = sealstream::config::SpoolFull::DropOldest;
     cfg.spool_sync_ms = 0;
     cfg.connect_timeout_ms = 500;
+    let metrics_addr = free_tcp();
+    cfg.metrics_listen = Some(metrics_addr);
     // The server is down while the agent records about 4 MB: its 1 MiB spool overflows.
     let addr = env.server().quic_addr;
     env.server.take().unwrap().shutdown().await;
@@ -750,6 +752,25 @@ async fn a_full_spool_under_drop_oldest_records_gaps_that_export_reports() {
     s.frame_interval = Duration::from_millis(60);
     let agent = tokio::spawn(run_agent(cfg, s));
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The agent's own metrics show the spool filling and the drops.
+    let text = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from the agent's /metrics:\n{text}"))
+    };
+    assert!(value("sealstream_agent_spool_bytes") > 0.0);
+    assert!(value("sealstream_agent_spool_records") > 0.0);
+    assert!(value("sealstream_agent_oldest_unacked_age_seconds") > 0.5);
+    assert!(value("sealstream_agent_dropped_chunks_total") > 0.0);
     env.cfg.listen = addr;
     env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
     let report = agent.await.unwrap();

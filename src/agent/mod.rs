@@ -672,6 +672,80 @@ async fn read_responses(mut recv: quinn::RecvStream, tx: mpsc::Sender<Response>)
     }
 }
 
+pub const SPOOL_BYTES: &str = "sealstream_agent_spool_bytes";
+pub const SPOOL_RECORDS: &str = "sealstream_agent_spool_records";
+pub const OLDEST_UNACKED_AGE: &str = "sealstream_agent_oldest_unacked_age_seconds";
+pub const UNACKED_CHUNKS: &str = "sealstream_agent_unacked_chunks";
+pub const DROPPED_CHUNKS: &str = "sealstream_agent_dropped_chunks_total";
+
+/// The agent's /metrics listener, and a task refreshing its gauges every second.
+async fn start_metrics(
+    agent: Arc<Agent>,
+    addr: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Credentials {
+                path: format!("metrics_listen {addr}").into(),
+                detail: e.to_string(),
+            })?;
+    crate::server::ops::prometheus();
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the agent's disk spool.");
+    describe_gauge!(
+        SPOOL_RECORDS,
+        "Chunks in the agent's disk spool, not yet acked."
+    );
+    describe_gauge!(
+        OLDEST_UNACKED_AGE,
+        Unit::Seconds,
+        "Age of the oldest chunk not yet acked (by capture time)."
+    );
+    describe_gauge!(UNACKED_CHUNKS, "Chunks waiting for the server's ack.");
+    describe_counter!(
+        DROPPED_CHUNKS,
+        "Chunks dropped because the spool was full (reported as gaps)."
+    );
+    let state = crate::server::ops::OpsState {
+        metadata: None,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let serve = tokio::spawn(crate::server::ops::serve(listener, state));
+    Ok(tokio::spawn(async move {
+        let _serve = AbortOnDrop(serve);
+        let mut dropped = 0;
+        loop {
+            if let Some(sp) = &agent.spool {
+                let st = sp.lock().expect("spool lock").stats();
+                metrics::gauge!(SPOOL_BYTES).set(st.bytes as f64);
+                metrics::gauge!(SPOOL_RECORDS).set(st.records as f64);
+            }
+            let oldest = agent
+                .queues
+                .lock()
+                .expect("queues lock")
+                .iter()
+                .filter_map(|q| {
+                    q.state
+                        .lock()
+                        .expect("queue lock")
+                        .unacked
+                        .front()
+                        .map(|e| e.chunk.header.capture_time_us)
+                })
+                .min();
+            let age = oldest.map_or(0.0, |t| ((now_us() - t).max(0) as f64) / 1e6);
+            metrics::gauge!(OLDEST_UNACKED_AGE).set(age);
+            metrics::gauge!(UNACKED_CHUNKS).set(agent.unacked() as f64);
+            let d = agent.dropped.load(Ordering::Relaxed);
+            metrics::counter!(DROPPED_CHUNKS).increment(d - dropped);
+            dropped = d;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}
+
 /// One user session being recorded.
 struct User {
     report: SessionReport,
@@ -862,6 +936,10 @@ pub async fn run_observed(
     let agent = Arc::new(Agent::new(config, observer)?);
     tracing::info!(agent = %agent.identity, kek = %agent.kek, server = %agent.server, "agent starting; DEK made in memory");
     let conn = tokio::spawn(agent.clone().connection_loop());
+    let metrics = match agent.config.metrics_listen {
+        Some(addr) => Some(start_metrics(agent.clone(), addr).await?),
+        None => None,
+    };
     let sessions = match &source {
         Source::Synthetic(spec) => synthetic(&agent, spec, stop.clone()).await,
         Source::Replay(paths) => replay(&agent, paths).await?,
@@ -884,6 +962,9 @@ pub async fn run_observed(
         }
     }
     conn.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     agent
         .endpoint
         .close(quinn::VarInt::from_u32(0), b"agent stopping");

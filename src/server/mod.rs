@@ -141,7 +141,7 @@ impl Server {
         let mut tasks = vec![actix_rt::spawn(ops::serve(
             ops_listener,
             ops::OpsState {
-                metadata: metadata.clone(),
+                metadata: Some(metadata.clone()),
                 ready: ready.clone(),
             },
         ))];

@@ -39,7 +39,8 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 
 #[derive(Clone)]
 pub struct OpsState {
-    pub metadata: Metadata,
+    /// Checked by /readyz (the agent has none).
+    pub metadata: Option<Metadata>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -51,7 +52,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: OpsState) {
             continue;
         };
         let (state, handle) = (state.clone(), handle.clone());
-        actix_rt::spawn(async move {
+        tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (state, handle) = (state.clone(), handle.clone());
                 async move {
@@ -90,7 +91,10 @@ async fn route(
             if !state.ready.load(Ordering::Relaxed) {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
             }
-            match state.metadata.ping().await {
+            let Some(md) = &state.metadata else {
+                return text(StatusCode::OK, "ready\n".into());
+            };
+            match md.ping().await {
                 Ok(()) => text(StatusCode::OK, "ready\n".into()),
                 Err(e) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
