@@ -151,6 +151,21 @@ impl Drop for Child {
     }
 }
 
+/// A process's resident memory in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn free_udp() -> SocketAddr {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -229,16 +244,24 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
     server.spawn();
     let agent = tokio::spawn(run_agent(agent_cfg, spec(3, rounds as f64 * 1.25 + 1.0)));
     let mut seed = 0x9e37_79b9_u64;
+    let mut max_rss = 0u64;
     for _ in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         // Long enough for the agent to notice, reconnect and send; random within that.
         tokio::time::sleep(Duration::from_millis(900 + seed % 700)).await;
+        if let Some(p) = &server.proc {
+            max_rss = max_rss.max(rss_kib(p.id()));
+        }
         server.kill9();
         server.spawn();
     }
     let report = agent.await.unwrap();
+    assert!(
+        max_rss > 0 && max_rss < 512 * 1024,
+        "server memory stayed bounded: {max_rss} KiB"
+    );
     server.stop();
     assert!(
         report.connects as usize > rounds / 2,
@@ -265,7 +288,7 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
         "each chunk indexed once"
     );
     eprintln!(
-        "{rounds} SIGKILL rounds, {} reconnects: {} chunks sealed and acked, {frames} frames verified, 0 missing, 0 duplicates",
+        "{rounds} SIGKILL rounds, {} reconnects: {} chunks sealed and acked, {frames} frames verified, 0 missing, 0 duplicates, server RSS max {max_rss} KiB",
         report.connects, report.chunks_sealed
     );
 }

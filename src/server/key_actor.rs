@@ -229,10 +229,18 @@ impl Handler<RegisterDek> for KeyActor {
                 }
                 storage::put_new(store.as_ref(), &path, Bytes::from(rec.encode()))
                     .await
-                    .map_err(|e| {
-                        metrics::counter!(m::PUT_ERRORS).increment(1);
-                        tracing::error!(error = %e, "cannot store DEK record");
-                        (Reject::RetryLater, "object store unavailable".to_string())
+                    .map_err(|e| match e {
+                        storage::StoreError::Conflict { path } => {
+                            // Another record already sits under this DEK's name.
+                            metrics::counter!(m::SECURITY_EVENTS, "kind" => "conflicting_duplicate").increment(1);
+                            tracing::error!(%path, "SECURITY: a different DEK record is stored under this DEK id");
+                            (Reject::ConflictingDuplicate, "a different DEK record exists under this id".to_string())
+                        }
+                        e => {
+                            metrics::counter!(m::PUT_ERRORS).increment(1);
+                            tracing::error!(error = %e, "cannot store DEK record");
+                            (Reject::RetryLater, "object store unavailable".to_string())
+                        }
                     })?;
                 md.insert_dek(&rec, path.as_ref()).await.map_err(|e| {
                     tracing::error!(error = %e, "cannot insert into encryption_dek");

@@ -107,6 +107,13 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
         .collect();
     drop(chunks);
     let result = match store.put(path.clone(), parts).await {
+        Err(crate::storage::StoreError::Conflict { path }) => {
+            // Segment ids are random: an object already there with other bytes was not
+            // written by us. Refuse it loudly; the chunks go into a new segment on resend.
+            metrics::counter!(m::SECURITY_EVENTS, "kind" => "conflicting_duplicate").increment(1);
+            tracing::error!(segment = %path, "SECURITY: a different object exists under a new segment's name");
+            Err(Reject::RetryLater)
+        }
         Err(e) => {
             metrics::counter!(m::PUT_ERRORS).increment(1);
             tracing::error!(error = %e, segment = %path, "segment write failed; agents will resend");
