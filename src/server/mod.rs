@@ -43,6 +43,28 @@ pub enum ServeError {
     },
 }
 
+/// The QUIC endpoint on `cfg.listen` with the server's TLS settings (shared with the sink).
+pub(crate) fn bind_endpoint(
+    cfg: &ServeConfig,
+    pki: &Pki,
+) -> Result<(quinn::Endpoint, SocketAddr), ServeError> {
+    let socket = transport::udp_socket(cfg.listen, cfg.limits.udp_buffer_bytes)?;
+    let server_cfg = transport::server_config(
+        pki.ca_cert.clone(),
+        pki.server_cert.clone(),
+        pki.server_key(),
+        &cfg.limits,
+    )?;
+    let endpoint = transport::endpoint(socket, Some(server_cfg))?;
+    let quic_addr = endpoint
+        .local_addr()
+        .map_err(|source| TransportError::Socket {
+            addr: cfg.listen,
+            source,
+        })?;
+    Ok((endpoint, quic_addr))
+}
+
 /// A running server. Dropping it does not stop it: call `shutdown`.
 pub struct Server {
     pub quic_addr: SocketAddr,
@@ -110,20 +132,7 @@ impl Server {
         ));
         let ingest: Vec<Arbiter> = (0..cfg.ingest_threads()).map(|_| Arbiter::new()).collect();
 
-        let socket = transport::udp_socket(cfg.listen, cfg.limits.udp_buffer_bytes)?;
-        let server_cfg = transport::server_config(
-            pki.ca_cert.clone(),
-            pki.server_cert.clone(),
-            pki.server_key(),
-            &cfg.limits,
-        )?;
-        let endpoint = transport::endpoint(socket, Some(server_cfg))?;
-        let quic_addr = endpoint
-            .local_addr()
-            .map_err(|source| TransportError::Socket {
-                addr: cfg.listen,
-                source,
-            })?;
+        let (endpoint, quic_addr) = bind_endpoint(cfg, &pki)?;
 
         let ops_listener = tokio::net::TcpListener::bind(cfg.ops_listen)
             .await

@@ -13,7 +13,6 @@ use crate::config::ServeConfig;
 use crate::pki::Pki;
 use crate::protocol::KekId;
 use crate::protocol::uplink::{self, MSG_CHUNK, Response};
-use crate::transport::{self, TransportError};
 
 pub struct Sink {
     pub quic_addr: SocketAddr,
@@ -27,20 +26,7 @@ impl Sink {
     /// Start on `cfg.listen`. Call inside an actix `System`.
     pub async fn start(cfg: &ServeConfig) -> Result<Sink, ServeError> {
         let pki = Pki::open_or_create(&cfg.data_dir)?;
-        let socket = transport::udp_socket(cfg.listen, cfg.limits.udp_buffer_bytes)?;
-        let server_cfg = transport::server_config(
-            pki.ca_cert.clone(),
-            pki.server_cert.clone(),
-            pki.server_key(),
-            &cfg.limits,
-        )?;
-        let endpoint = transport::endpoint(socket, Some(server_cfg))?;
-        let quic_addr = endpoint
-            .local_addr()
-            .map_err(|source| TransportError::Socket {
-                addr: cfg.listen,
-                source,
-            })?;
+        let (endpoint, quic_addr) = super::bind_endpoint(cfg, &pki)?;
         let arbiters: Vec<Arbiter> = (0..cfg.ingest_threads()).map(|_| Arbiter::new()).collect();
         let handles: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
         let ep = endpoint.clone();
