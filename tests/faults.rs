@@ -522,6 +522,7 @@ impl PrivatePg {
         std::process::Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .args(args)
+            .stdout(std::process::Stdio::null())
             .status()
             .unwrap()
     }
