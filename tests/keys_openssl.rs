@@ -371,3 +371,25 @@ fn generated_keys_are_read_by_openssl() {
     );
     assert!(matches!(err, Err(KeyError::Exists { .. })));
 }
+
+/// A wrong passphrase gets past the CBC padding check about once in 256 tries and decrypts to
+/// garbage; that must still read as a wrong passphrase, never as a malformed file.
+#[test]
+fn many_wrong_passphrases_all_read_as_wrong_passphrases() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pkcs8 = genrsa(d, "p8.pem", 2048, &["-aes256"]);
+    let trad = genrsa(d, "trad.pem", 2048, &["-traditional", "-aes256"]);
+    for file in [&pkcs8, &trad] {
+        for i in 0..1500 {
+            let err = load_private_key(file, || {
+                Ok(Passphrase::new(format!("wrong {i}").into_bytes()))
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, KeyError::WrongPassphrase { .. }),
+                "try {i}: {err}"
+            );
+        }
+    }
+}

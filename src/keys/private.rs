@@ -66,10 +66,17 @@ pub fn load_private_key(
                     path: path.to_owned(),
                     cipher: scheme.clone(),
                 },
-                other => malformed("encrypted PKCS#8 structure", other.to_string()),
+                pkcs8::Error::EncryptedPrivateKey(pkcs5::Error::AlgorithmParametersInvalid {
+                    ..
+                }) => malformed("encrypted PKCS#8 parameters", e.to_string()),
+                // The structure parsed above, so anything else comes from the decrypted bytes:
+                // a wrong passphrase passes the padding check about once in 256 tries and
+                // yields garbage that fails to parse.
+                _ => KeyError::WrongPassphrase {
+                    path: path.to_owned(),
+                },
             })?;
-            // A wrong passphrase passes the padding check about once in 256 tries; the
-            // garbage it yields then fails to parse, which means the same thing.
+            // The same garbage may also get past that parse and fail here.
             let key = from_pkcs8(path, doc.as_bytes()).map_err(|e| match e {
                 KeyError::Malformed { .. } => KeyError::WrongPassphrase {
                     path: path.to_owned(),
