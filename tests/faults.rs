@@ -264,7 +264,7 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
     );
     server.stop();
     assert!(
-        report.connects as usize > rounds / 2,
+        report.connects as usize >= rounds / 3,
         "the agent reconnected after the kills: {}",
         report.connects
     );
