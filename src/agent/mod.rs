@@ -1,10 +1,15 @@
 //! `sealstream agent`: captures (synthetic or replayed), seals each chunk under a DEK made in
 //! memory at start-up and wrapped under the KEK, and streams over one QUIC connection (server
 //! key pinned, client certificate) with one stream per (user session, kind). Every chunk stays
-//! in memory until the server acks it; after a reconnect, unacked chunks are resent oldest
-//! first with the same bytes. When the memory budget is full, capture waits.
+//! queued (and, with `spool_dir`, on disk) until the server acks it; after a reconnect or a
+//! crash, unacked chunks are resent oldest first with the same bytes. When the memory budget or
+//! the spool is full, capture waits (or, under `drop_oldest`, the oldest backlog is dropped and
+//! a gap record sealed).
 
+mod capture;
+mod metrics;
 pub mod spool;
+mod stream;
 pub mod synthetic;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,18 +22,16 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::{AgentConfig, Limits, SpoolFull};
-use crate::crypto::{StreamSealer, now_us};
+use crate::crypto::StreamSealer;
 use crate::keys::{self, KeyError};
-use crate::protocol::payload::Frame;
-use crate::protocol::uplink::{self, MSG_CHUNK, MSG_DEK, Reject, Response};
-use crate::protocol::{AgentId, KekId, Kind, SealedChunk, SessionId};
-use crate::recorder::{self, FRAMES_STREAM, KEYSTROKES_STREAM, KeystrokeBatcher, Recorder};
+use crate::protocol::uplink::{self, MSG_DEK, Reject};
+use crate::protocol::{AgentId, KekId, SealedChunk, SessionId};
+use crate::recorder::{self, Recorder};
 use crate::transport::{self, TransportError};
-use synthetic::{Rng, SyntheticSpec};
+use synthetic::SyntheticSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -127,11 +130,6 @@ impl Queue {
         let s = self.state.lock().expect("queue lock");
         s.finished && s.unacked.is_empty()
     }
-}
-
-enum StreamEnd {
-    Done,
-    Reopen(Duration),
 }
 
 struct Agent {
@@ -358,199 +356,6 @@ impl Agent {
         q.changed.notify_one();
     }
 
-    async fn connection_loop(self: Arc<Self>) {
-        loop {
-            let attempt = async {
-                let connecting = self
-                    .endpoint
-                    .connect_with(self.client.clone(), self.server, &self.config.server_name)
-                    .map_err(|e| e.to_string())?;
-                // A handshake to a server that is down retransmits with growing backoff; start
-                // over instead, so agents reconnect within a few seconds of the server's return.
-                let limit = Duration::from_millis(self.config.connect_timeout_ms);
-                match tokio::time::timeout(limit, connecting).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no handshake within {limit:?}")),
-                }
-            };
-            match attempt.await {
-                Ok(conn) => {
-                    self.connects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(server = %self.server, agent = %self.identity, "connected");
-                    self.clone().serve_connection(conn).await;
-                }
-                Err(e) => {
-                    tracing::warn!(server = %self.server, error = %e, "cannot connect; retrying")
-                }
-            }
-            for q in self.queues.lock().expect("queues lock").iter() {
-                q.state.lock().expect("queue lock").sent = 0;
-            }
-            tokio::time::sleep(Duration::from_millis(self.config.reconnect_ms)).await;
-        }
-    }
-
-    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut started = 0;
-        loop {
-            let queues: Vec<Arc<Queue>> =
-                self.queues.lock().expect("queues lock")[started..].to_vec();
-            started += queues.len();
-            for q in queues {
-                let (me, c) = (self.clone(), conn.clone());
-                tasks.spawn(async move {
-                    let end = me.serve_stream(&c, &q).await;
-                    (q, end)
-                });
-            }
-            tokio::select! {
-                _ = self.new_queue.notified() => {}
-                reason = conn.closed() => {
-                    tracing::warn!(%reason, "connection lost; unacked chunks will be resent");
-                    break;
-                }
-                Some(Ok((q, end))) = tasks.join_next() => {
-                    if let StreamEnd::Reopen(delay) = end {
-                        q.state.lock().expect("queue lock").sent = 0;
-                        let (me, c) = (self.clone(), conn.clone());
-                        tasks.spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let end = me.serve_stream(&c, &q).await;
-                            (q, end)
-                        });
-                    }
-                }
-            }
-        }
-        tasks.abort_all();
-    }
-
-    fn count_reject(&self, r: Reject) {
-        if let Some(o) = &self.observer {
-            o.rejected(r);
-        }
-        *self
-            .rejected
-            .lock()
-            .expect("rejected lock")
-            .entry(r.name().to_owned())
-            .or_default() += 1;
-    }
-
-    /// One QUIC stream for one queue: the DEK record, then every unacked chunk from the oldest.
-    async fn serve_stream(&self, conn: &quinn::Connection, q: &Queue) -> StreamEnd {
-        let retry = Duration::from_millis(self.config.reconnect_ms.max(100));
-        if q.done() {
-            return StreamEnd::Done;
-        }
-        let Ok((mut send, recv)) = conn.open_bi().await else {
-            return StreamEnd::Reopen(retry);
-        };
-        let (tx, mut responses) = mpsc::channel(4096);
-        let reader = tokio::spawn(read_responses(recv, tx));
-        let _stop_reader = AbortOnDrop(reader);
-        if send.write_all(&q.dek_message).await.is_err() {
-            return StreamEnd::Reopen(retry);
-        }
-        match responses.recv().await {
-            Some(Response {
-                outcome: Ok(()), ..
-            }) => {}
-            Some(Response {
-                outcome: Err(r),
-                reason,
-                ..
-            }) => {
-                self.count_reject(r);
-                tracing::warn!(outcome = r.name(), %reason, "server refused our DEK; keeping all data and retrying");
-                return StreamEnd::Reopen(retry.max(Duration::from_millis(500)));
-            }
-            None => return StreamEnd::Reopen(retry),
-        }
-        q.state.lock().expect("queue lock").sent = 0;
-        let mut out = BytesMut::new();
-        loop {
-            let batch: Vec<Bytes> = {
-                let mut s = q.state.lock().expect("queue lock");
-                let room = self.config.window.saturating_sub(s.sent);
-                let end = (s.sent + room).min(s.unacked.len());
-                let now = Instant::now();
-                let start = s.sent;
-                let batch = s
-                    .unacked
-                    .range_mut(start..end)
-                    .map(|e| {
-                        e.sent_at = Some(now);
-                        e.chunk.bytes().clone()
-                    })
-                    .collect();
-                s.sent = end;
-                batch
-            };
-            for b in batch {
-                out.clear();
-                uplink::encode_message(MSG_CHUNK, &b, &mut out);
-                if send.write_all(&out).await.is_err() {
-                    return StreamEnd::Reopen(retry);
-                }
-            }
-            if q.done() {
-                let _ = send.finish();
-                return StreamEnd::Done;
-            }
-            tokio::select! {
-                _ = q.changed.notified() => {}
-                resp = responses.recv() => {
-                    let Some(resp) = resp else { return StreamEnd::Reopen(retry) };
-                    if resp.kind != MSG_CHUNK {
-                        continue;
-                    }
-                    match resp.outcome {
-                        Ok(()) => {
-                            let mut s = q.state.lock().expect("queue lock");
-                            let mut n = 0;
-                            let now = Instant::now();
-                            while s.unacked.front().is_some_and(|e| e.chunk.header.seq <= resp.seq) {
-                                let e = s.unacked.pop_front().expect("checked");
-                                if let Some(sp) = &self.spool {
-                                    let h = &e.chunk.header;
-                                    if let Err(err) = sp.lock().expect("spool lock").ack(h.session, h.stream, h.seq) {
-                                        tracing::error!(error = %err, "cannot record an ack in the spool");
-                                    }
-                                }
-                                if let Some(o) = &self.observer {
-                                    o.acked(e.chunk.len(), now.saturating_duration_since(e.sent_at.unwrap_or(now)));
-                                }
-                                n += 1;
-                            }
-                            if n == 0 {
-                                self.duplicate_acks.fetch_add(1, Ordering::Relaxed);
-                            }
-                            s.sent = s.sent.saturating_sub(n);
-                            self.acked.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        Err(r) if r.retryable() => {
-                            self.count_reject(r);
-                            tracing::info!(outcome = r.name(), reason = %resp.reason, seq = resp.seq, "chunk deferred by the server; resending later");
-                            return StreamEnd::Reopen(retry);
-                        }
-                        Err(r) => {
-                            // The server will never take this chunk: drop it, say so, go on.
-                            self.count_reject(r);
-                            tracing::error!(outcome = r.name(), reason = %resp.reason, seq = resp.seq, "chunk refused by the server; dropped");
-                            let mut s = q.state.lock().expect("queue lock");
-                            if let Some(i) = s.unacked.iter().position(|e| e.chunk.header.seq == resp.seq) {
-                                s.unacked.remove(i);
-                            }
-                            return StreamEnd::Reopen(Duration::ZERO);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Spool full under `drop_oldest`: drop the unsent backlog of the stream whose next unsent
     /// chunk is oldest, and seal a gap record in its place. False if nothing can be dropped
     /// (everything is in flight).
@@ -640,280 +445,6 @@ impl Agent {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn read_responses(mut recv: quinn::RecvStream, tx: mpsc::Sender<Response>) {
-    let mut buf = BytesMut::new();
-    loop {
-        loop {
-            match Response::decode(&mut buf) {
-                Ok(Some(r)) => {
-                    if tx.send(r).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "malformed response from the server");
-                    return;
-                }
-            }
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-            _ => return,
-        }
-    }
-}
-
-pub const SPOOL_BYTES: &str = "sealstream_agent_spool_bytes";
-pub const SPOOL_RECORDS: &str = "sealstream_agent_spool_records";
-pub const OLDEST_UNACKED_AGE: &str = "sealstream_agent_oldest_unacked_age_seconds";
-pub const UNACKED_CHUNKS: &str = "sealstream_agent_unacked_chunks";
-pub const DROPPED_CHUNKS: &str = "sealstream_agent_dropped_chunks_total";
-
-/// The agent's /metrics listener, and a task refreshing its gauges every second.
-async fn start_metrics(
-    agent: Arc<Agent>,
-    addr: SocketAddr,
-) -> Result<tokio::task::JoinHandle<()>, AgentError> {
-    use metrics::{Unit, describe_counter, describe_gauge};
-    let listener =
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| AgentError::Credentials {
-                path: format!("metrics_listen {addr}").into(),
-                detail: e.to_string(),
-            })?;
-    crate::server::ops::prometheus();
-    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the agent's disk spool.");
-    describe_gauge!(
-        SPOOL_RECORDS,
-        "Chunks in the agent's disk spool, not yet acked."
-    );
-    describe_gauge!(
-        OLDEST_UNACKED_AGE,
-        Unit::Seconds,
-        "Age of the oldest chunk not yet acked (by capture time)."
-    );
-    describe_gauge!(UNACKED_CHUNKS, "Chunks waiting for the server's ack.");
-    describe_counter!(
-        DROPPED_CHUNKS,
-        "Chunks dropped because the spool was full (reported as gaps)."
-    );
-    let state = crate::server::ops::OpsState {
-        metadata: None,
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    };
-    let serve = tokio::spawn(crate::server::ops::serve(listener, state));
-    Ok(tokio::spawn(async move {
-        let _serve = AbortOnDrop(serve);
-        let mut dropped = 0;
-        loop {
-            if let Some(sp) = &agent.spool {
-                let st = sp.lock().expect("spool lock").stats();
-                metrics::gauge!(SPOOL_BYTES).set(st.bytes as f64);
-                metrics::gauge!(SPOOL_RECORDS).set(st.records as f64);
-            }
-            let oldest = agent
-                .queues
-                .lock()
-                .expect("queues lock")
-                .iter()
-                .filter_map(|q| {
-                    q.state
-                        .lock()
-                        .expect("queue lock")
-                        .unacked
-                        .front()
-                        .map(|e| e.chunk.header.capture_time_us)
-                })
-                .min();
-            let age = oldest.map_or(0.0, |t| ((now_us() - t).max(0) as f64) / 1e6);
-            metrics::gauge!(OLDEST_UNACKED_AGE).set(age);
-            metrics::gauge!(UNACKED_CHUNKS).set(agent.unacked() as f64);
-            let d = agent.dropped.load(Ordering::Relaxed);
-            metrics::counter!(DROPPED_CHUNKS).increment(d - dropped);
-            dropped = d;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }))
-}
-
-/// One user session being recorded.
-struct User {
-    report: SessionReport,
-    frames: Arc<Queue>,
-    keys: Arc<Queue>,
-    keys_hash: Sha256,
-}
-
-impl User {
-    fn new(agent: &Agent, label: String) -> Self {
-        let session = SessionId::random();
-        User {
-            report: SessionReport {
-                session,
-                user: label,
-                frames: Vec::new(),
-                keystrokes_sha256: [0; 32],
-                plaintext_bytes: 0,
-            },
-            frames: agent.add_stream(agent.recorder.open_stream(
-                session,
-                FRAMES_STREAM,
-                Kind::Frame,
-            )),
-            keys: agent.add_stream(agent.recorder.open_stream(
-                session,
-                KEYSTROKES_STREAM,
-                Kind::Keystrokes,
-            )),
-            keys_hash: Sha256::new(),
-        }
-    }
-
-    async fn frame(&mut self, agent: &Agent, name: &str, image: &[u8], captured: i64) {
-        let plain = Frame { name, image }.encode();
-        agent.push(&self.frames, &plain, captured, false).await;
-        self.report
-            .frames
-            .push((name.to_owned(), Sha256::digest(image).into()));
-        self.report.plaintext_bytes += image.len() as u64;
-    }
-
-    async fn keystrokes(&mut self, agent: &Agent, batch: &[u8]) {
-        agent.push(&self.keys, batch, now_us(), false).await;
-        self.keys_hash.update(batch);
-        self.report.plaintext_bytes += batch.len() as u64;
-    }
-
-    /// End both streams with an empty final chunk.
-    async fn finish(mut self, agent: &Agent) -> SessionReport {
-        agent.push(&self.frames, &[], now_us(), true).await;
-        agent.push(&self.keys, &[], now_us(), true).await;
-        self.report.keystrokes_sha256 = self.keys_hash.finalize().into();
-        self.report
-    }
-}
-
-async fn synthetic(
-    agent: &Agent,
-    spec: &SyntheticSpec,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<SessionReport> {
-    let mut rng = Rng::new(spec.seed);
-    let start = Instant::now();
-    let mut users: Vec<(User, Instant, Instant, u64)> = (0..spec.users)
-        .map(|i| {
-            let jitter =
-                Duration::from_millis(rng.below(spec.frame_interval.as_millis().max(1) as u64));
-            (
-                User::new(agent, format!("user{i:03}")),
-                start + jitter,
-                start + jitter / 2,
-                0,
-            )
-        })
-        .collect();
-    while start.elapsed() < spec.duration && !*stop.borrow() {
-        let now = Instant::now();
-        for (user, next_frame, next_keys, n) in users.iter_mut() {
-            if now >= *next_frame {
-                let (name, image) =
-                    synthetic::frame(&mut rng, spec.frame_size, spec.frame_size_spread, *n);
-                user.frame(agent, &name, &image, now_us()).await;
-                *n += 1;
-                let half = spec.frame_interval / 2;
-                *next_frame = now
-                    + half
-                    + Duration::from_millis(rng.below(spec.frame_interval.as_millis() as u64 + 1));
-            }
-            if now >= *next_keys {
-                let idx: usize = user.report.user[4..].parse().unwrap_or(0);
-                let lines =
-                    synthetic::keystrokes(&mut rng, idx, spec.keystroke_events, now_us() / 1000);
-                let mut batch = Vec::new();
-                for l in lines {
-                    batch.extend_from_slice(&l);
-                    batch.push(b'\n');
-                }
-                user.keystrokes(agent, &batch).await;
-                *next_keys = now + spec.keystroke_interval;
-            }
-        }
-        let next = users
-            .iter()
-            .map(|(_, f, k, _)| (*f).min(*k))
-            .min()
-            .unwrap_or(now)
-            .min(start + spec.duration);
-        tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => {}
-            _ = stop.changed() => {}
-        }
-    }
-    let mut out = Vec::new();
-    for (u, ..) in users {
-        out.push(u.finish(agent).await);
-    }
-    out
-}
-
-async fn replay(agent: &Agent, paths: &[PathBuf]) -> Result<Vec<SessionReport>, AgentError> {
-    let inputs = recorder::scan_inputs(paths)?;
-    let mut user = User::new(agent, "replay".into());
-    let mut batcher = KeystrokeBatcher::default();
-    for input in &inputs {
-        match input {
-            recorder::Input::Frame(path) => {
-                let image = std::fs::read(path).map_err(|source| recorder::InputError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("frame.png")
-                    .to_owned();
-                user.frame(agent, &name, &image, now_us()).await;
-            }
-            recorder::Input::Keystrokes(path) => {
-                let text = std::fs::read(path).map_err(|source| recorder::InputError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                for (n, line) in text.split(|b| *b == b'\n').enumerate() {
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let full =
-                        batcher
-                            .push(line)
-                            .map_err(|reason| recorder::InputError::Invalid {
-                                path: path.clone(),
-                                reason: format!("line {}: {reason}", n + 1),
-                            })?;
-                    if let Some(b) = full {
-                        user.keystrokes(agent, &b).await;
-                    }
-                }
-            }
-        }
-    }
-    if let Some(b) = batcher.take() {
-        user.keystrokes(agent, &b).await;
-    }
-    Ok(vec![user.finish(agent).await])
-}
-
 /// Run an agent until its source ends and every chunk is acked, or until `stop` turns true
 /// (then it seals the streams' final chunks and waits up to `drain` for their acks).
 pub async fn run(
@@ -937,12 +468,12 @@ pub async fn run_observed(
     tracing::info!(agent = %agent.identity, kek = %agent.kek, server = %agent.server, "agent starting; DEK made in memory");
     let conn = tokio::spawn(agent.clone().connection_loop());
     let metrics = match agent.config.metrics_listen {
-        Some(addr) => Some(start_metrics(agent.clone(), addr).await?),
+        Some(addr) => Some(metrics::start_metrics(agent.clone(), addr).await?),
         None => None,
     };
     let sessions = match &source {
-        Source::Synthetic(spec) => synthetic(&agent, spec, stop.clone()).await,
-        Source::Replay(paths) => replay(&agent, paths).await?,
+        Source::Synthetic(spec) => capture::synthetic(&agent, spec, stop.clone()).await,
+        Source::Replay(paths) => capture::replay(&agent, paths).await?,
     };
     let mut stop = stop;
     let mut deadline = stop.borrow().then(|| Instant::now() + drain);

@@ -1,0 +1,245 @@
+//! The agent's uplink: one QUIC connection (made again whenever it drops), one stream per
+//! queue, the DEK record first, then every unacked chunk from the oldest, acks and refusals
+//! read back in order.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::{Agent, Queue};
+use crate::protocol::uplink::{self, MSG_CHUNK, Reject, Response};
+
+enum StreamEnd {
+    Done,
+    Reopen(Duration),
+}
+
+impl Agent {
+    pub(super) async fn connection_loop(self: Arc<Self>) {
+        loop {
+            let attempt = async {
+                let connecting = self
+                    .endpoint
+                    .connect_with(self.client.clone(), self.server, &self.config.server_name)
+                    .map_err(|e| e.to_string())?;
+                // A handshake to a server that is down retransmits with growing backoff; start
+                // over instead, so agents reconnect within a few seconds of the server's return.
+                let limit = Duration::from_millis(self.config.connect_timeout_ms);
+                match tokio::time::timeout(limit, connecting).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no handshake within {limit:?}")),
+                }
+            };
+            match attempt.await {
+                Ok(conn) => {
+                    self.connects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(server = %self.server, agent = %self.identity, "connected");
+                    self.clone().serve_connection(conn).await;
+                }
+                Err(e) => {
+                    tracing::warn!(server = %self.server, error = %e, "cannot connect; retrying")
+                }
+            }
+            for q in self.queues.lock().expect("queues lock").iter() {
+                q.state.lock().expect("queue lock").sent = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(self.config.reconnect_ms)).await;
+        }
+    }
+
+    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut started = 0;
+        loop {
+            let queues: Vec<Arc<Queue>> =
+                self.queues.lock().expect("queues lock")[started..].to_vec();
+            started += queues.len();
+            for q in queues {
+                let (me, c) = (self.clone(), conn.clone());
+                tasks.spawn(async move {
+                    let end = me.serve_stream(&c, &q).await;
+                    (q, end)
+                });
+            }
+            tokio::select! {
+                _ = self.new_queue.notified() => {}
+                reason = conn.closed() => {
+                    tracing::warn!(%reason, "connection lost; unacked chunks will be resent");
+                    break;
+                }
+                Some(Ok((q, end))) = tasks.join_next() => {
+                    if let StreamEnd::Reopen(delay) = end {
+                        q.state.lock().expect("queue lock").sent = 0;
+                        let (me, c) = (self.clone(), conn.clone());
+                        tasks.spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let end = me.serve_stream(&c, &q).await;
+                            (q, end)
+                        });
+                    }
+                }
+            }
+        }
+        tasks.abort_all();
+    }
+
+    fn count_reject(&self, r: Reject) {
+        if let Some(o) = &self.observer {
+            o.rejected(r);
+        }
+        *self
+            .rejected
+            .lock()
+            .expect("rejected lock")
+            .entry(r.name().to_owned())
+            .or_default() += 1;
+    }
+
+    /// One QUIC stream for one queue: the DEK record, then every unacked chunk from the oldest.
+    async fn serve_stream(&self, conn: &quinn::Connection, q: &Queue) -> StreamEnd {
+        let retry = Duration::from_millis(self.config.reconnect_ms.max(100));
+        if q.done() {
+            return StreamEnd::Done;
+        }
+        let Ok((mut send, recv)) = conn.open_bi().await else {
+            return StreamEnd::Reopen(retry);
+        };
+        let (tx, mut responses) = mpsc::channel(4096);
+        let reader = tokio::spawn(read_responses(recv, tx));
+        let _stop_reader = AbortOnDrop(reader);
+        if send.write_all(&q.dek_message).await.is_err() {
+            return StreamEnd::Reopen(retry);
+        }
+        match responses.recv().await {
+            Some(Response {
+                outcome: Ok(()), ..
+            }) => {}
+            Some(Response {
+                outcome: Err(r),
+                reason,
+                ..
+            }) => {
+                self.count_reject(r);
+                tracing::warn!(outcome = r.name(), %reason, "server refused our DEK; keeping all data and retrying");
+                return StreamEnd::Reopen(retry.max(Duration::from_millis(500)));
+            }
+            None => return StreamEnd::Reopen(retry),
+        }
+        q.state.lock().expect("queue lock").sent = 0;
+        let mut out = BytesMut::new();
+        loop {
+            let batch: Vec<Bytes> = {
+                let mut s = q.state.lock().expect("queue lock");
+                let room = self.config.window.saturating_sub(s.sent);
+                let end = (s.sent + room).min(s.unacked.len());
+                let now = Instant::now();
+                let start = s.sent;
+                let batch = s
+                    .unacked
+                    .range_mut(start..end)
+                    .map(|e| {
+                        e.sent_at = Some(now);
+                        e.chunk.bytes().clone()
+                    })
+                    .collect();
+                s.sent = end;
+                batch
+            };
+            for b in batch {
+                out.clear();
+                uplink::encode_message(MSG_CHUNK, &b, &mut out);
+                if send.write_all(&out).await.is_err() {
+                    return StreamEnd::Reopen(retry);
+                }
+            }
+            if q.done() {
+                let _ = send.finish();
+                return StreamEnd::Done;
+            }
+            tokio::select! {
+                _ = q.changed.notified() => {}
+                resp = responses.recv() => {
+                    let Some(resp) = resp else { return StreamEnd::Reopen(retry) };
+                    if resp.kind != MSG_CHUNK {
+                        continue;
+                    }
+                    match resp.outcome {
+                        Ok(()) => {
+                            let mut s = q.state.lock().expect("queue lock");
+                            let mut n = 0;
+                            let now = Instant::now();
+                            while s.unacked.front().is_some_and(|e| e.chunk.header.seq <= resp.seq) {
+                                let e = s.unacked.pop_front().expect("checked");
+                                if let Some(sp) = &self.spool {
+                                    let h = &e.chunk.header;
+                                    if let Err(err) = sp.lock().expect("spool lock").ack(h.session, h.stream, h.seq) {
+                                        tracing::error!(error = %err, "cannot record an ack in the spool");
+                                    }
+                                }
+                                if let Some(o) = &self.observer {
+                                    o.acked(e.chunk.len(), now.saturating_duration_since(e.sent_at.unwrap_or(now)));
+                                }
+                                n += 1;
+                            }
+                            if n == 0 {
+                                self.duplicate_acks.fetch_add(1, Ordering::Relaxed);
+                            }
+                            s.sent = s.sent.saturating_sub(n);
+                            self.acked.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(r) if r.retryable() => {
+                            self.count_reject(r);
+                            tracing::info!(outcome = r.name(), reason = %resp.reason, seq = resp.seq, "chunk deferred by the server; resending later");
+                            return StreamEnd::Reopen(retry);
+                        }
+                        Err(r) => {
+                            // The server will never take this chunk: drop it, say so, go on.
+                            self.count_reject(r);
+                            tracing::error!(outcome = r.name(), reason = %resp.reason, seq = resp.seq, "chunk refused by the server; dropped");
+                            let mut s = q.state.lock().expect("queue lock");
+                            if let Some(i) = s.unacked.iter().position(|e| e.chunk.header.seq == resp.seq) {
+                                s.unacked.remove(i);
+                            }
+                            return StreamEnd::Reopen(Duration::ZERO);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(super) async fn read_responses(mut recv: quinn::RecvStream, tx: mpsc::Sender<Response>) {
+    let mut buf = BytesMut::new();
+    loop {
+        loop {
+            match Response::decode(&mut buf) {
+                Ok(Some(r)) => {
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "malformed response from the server");
+                    return;
+                }
+            }
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+            _ => return,
+        }
+    }
+}
