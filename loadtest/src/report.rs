@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::runner::{RunResult, Sample};
 use crate::scenario::Scenario;
+use crate::target::Mode;
 
 #[derive(Serialize)]
 pub struct Report {
@@ -183,58 +184,23 @@ fn rate(samples: &[Sample], f: impl Fn(&Sample) -> u64, scale: f64) -> Vec<(f64,
 
 fn html(r: &Report) -> String {
     let runs: Vec<&RunResult> = [&r.transport, &r.pipeline].into_iter().flatten().collect();
-    let colour = |m: &RunResult| {
-        if format!("{:?}", m.mode) == "Pipeline" {
-            "#c0392b"
-        } else {
-            "#2471a3"
-        }
+    // One line per run for a sample series.
+    let series = |f: &dyn Fn(&RunResult) -> Vec<(f64, f64)>| -> Vec<Series<'_>> {
+        runs.iter()
+            .map(|m| match m.mode {
+                Mode::Pipeline => ("pipeline", "#c0392b", f(m)),
+                Mode::Transport => ("transport", "#2471a3", f(m)),
+            })
+            .collect()
     };
-    let tput: Vec<_> = runs
-        .iter()
-        .map(|m| {
-            (
-                if colour(m) == "#c0392b" {
-                    "pipeline"
-                } else {
-                    "transport"
-                },
-                colour(m),
-                rate(&m.samples, |s| s.acked_bytes, 1e6),
-            )
-        })
-        .collect();
-    let rss: Vec<_> = runs
-        .iter()
-        .map(|m| {
-            (
-                if colour(m) == "#c0392b" {
-                    "pipeline"
-                } else {
-                    "transport"
-                },
-                colour(m),
-                m.samples
-                    .iter()
-                    .map(|s| (s.t, s.rss_bytes as f64 / 1048576.0))
-                    .collect(),
-            )
-        })
-        .collect();
-    let cpu: Vec<_> = runs
-        .iter()
-        .map(|m| {
-            (
-                if colour(m) == "#c0392b" {
-                    "pipeline"
-                } else {
-                    "transport"
-                },
-                colour(m),
-                m.samples.iter().map(|s| (s.t, s.cpu_pct)).collect(),
-            )
-        })
-        .collect();
+    let tput = series(&|m| rate(&m.samples, |s| s.acked_bytes, 1e6));
+    let rss = series(&|m| {
+        m.samples
+            .iter()
+            .map(|s| (s.t, s.rss_bytes as f64 / 1048576.0))
+            .collect()
+    });
+    let cpu = series(&|m| m.samples.iter().map(|s| (s.t, s.cpu_pct)).collect());
     let mut lat = String::from(
         "<h3>Ack latency (ms)</h3><table border=\"1\" cellpadding=\"4\"><tr><th>run</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>",
     );

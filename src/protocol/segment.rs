@@ -91,18 +91,18 @@ impl Segment {
 
     /// The object as parts (header, each chunk's bytes, checksum) with no copy of the chunks,
     /// for writers that gather; returns the parts, the checksum and the total length.
-    pub fn encode_parts(
+    pub fn encode_parts<'a>(
         id: [u8; 16],
         created_us: i64,
-        chunks: &[SealedChunk],
+        chunks: impl IntoIterator<Item = &'a SealedChunk>,
         digests: &[[u8; 32]],
     ) -> (Vec<Bytes>, [u8; 32], usize) {
-        assert_eq!(chunks.len(), digests.len(), "one digest per chunk");
-        let head = header(&id, created_us, chunks.len());
+        let head = header(&id, created_us, digests.len());
         let sum = checksum(&head, digests);
-        let mut parts = Vec::with_capacity(chunks.len() + 2);
+        let mut parts = Vec::with_capacity(digests.len() + 2);
         parts.push(Bytes::copy_from_slice(&head));
-        parts.extend(chunks.iter().map(|c| c.bytes().clone()));
+        parts.extend(chunks.into_iter().map(|c| c.bytes().clone()));
+        assert_eq!(parts.len(), digests.len() + 1, "one digest per chunk");
         parts.push(Bytes::copy_from_slice(&sum));
         let len = parts.iter().map(Bytes::len).sum();
         (parts, sum, len)

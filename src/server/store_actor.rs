@@ -72,9 +72,9 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
     let started = Instant::now();
     let created = now_us();
     let id = Segment::new_id(created);
-    let chunks: Vec<SealedChunk> = batch.iter().map(|w| w.chunk.clone()).collect();
     let digests: Vec<[u8; 32]> = batch.iter().map(|w| w.digest).collect();
-    let (parts, sha256, size) = Segment::encode_parts(id, created, &chunks, &digests);
+    let (parts, sha256, size) =
+        Segment::encode_parts(id, created, batch.iter().map(|w| &w.chunk), &digests);
     let path = paths::segment(created, &id);
     let size = size as u64;
     let mut streams: BTreeMap<_, StreamUpdate> = BTreeMap::new();
@@ -105,7 +105,6 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
             }
         })
         .collect();
-    drop(chunks);
     let result = match store.put(path.clone(), parts).await {
         Err(crate::storage::StoreError::Conflict { path }) => {
             // Segment ids are random: an object already there with other bytes was not

@@ -31,33 +31,10 @@ impl LocalDir {
         })
     }
 
-    /// Write `bytes` at `path` unless an object is there (same bytes: success; other bytes:
-    /// conflict). Returns once the file and its directory entry are on stable storage.
-    pub async fn put_new(
-        self: &Arc<Self>,
-        path: &object_store::path::Path,
-        bytes: Bytes,
-    ) -> Result<PutOutcome, StoreError> {
-        let me = self.clone();
-        let key = path.to_string();
-        let k = key.clone();
-        tokio::task::spawn_blocking(move || me.put_blocking(&k, &[bytes]))
-            .await
-            .map_err(|e| StoreError::Local {
-                path: key.clone(),
-                detail: e.to_string(),
-            })?
-            .map_err(|e| match e {
-                PutError::Conflict => StoreError::Conflict { path: key },
-                PutError::Io(e) => StoreError::Local {
-                    path: key,
-                    detail: e.to_string(),
-                },
-            })
-    }
-
-    /// `put_new` of an object given as consecutive parts (a segment's header, chunks and
-    /// trailer), copied once, straight into the write buffer.
+    /// Write the object made of `parts` (a segment's header, chunks and trailer, copied once,
+    /// straight into the write buffer) at `path` unless an object is there: the same bytes are
+    /// success, other bytes a conflict. Returns once the file and its directory entry are on
+    /// stable storage.
     pub async fn put_new_parts(
         self: &Arc<Self>,
         path: &object_store::path::Path,
@@ -263,15 +240,16 @@ mod tests {
         let p = object_store::path::Path::from("v1/segments/2026-11-27/ab.seg");
         let data = Bytes::from(vec![7u8; 10_000]);
         assert_eq!(
-            w.put_new(&p, data.clone()).await.unwrap(),
+            w.put_new_parts(&p, vec![data.clone()]).await.unwrap(),
             PutOutcome::Created
         );
         assert_eq!(
-            w.put_new(&p, data.clone()).await.unwrap(),
+            w.put_new_parts(&p, vec![data.clone()]).await.unwrap(),
             PutOutcome::AlreadyPresent
         );
         assert!(matches!(
-            w.put_new(&p, Bytes::from_static(b"other")).await,
+            w.put_new_parts(&p, vec![Bytes::from_static(b"other")])
+                .await,
             Err(StoreError::Conflict { .. })
         ));
         let store = super::super::open_local(dir.path()).unwrap();
