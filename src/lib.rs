@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod crypto;
 pub mod export;
+pub mod fsutil;
 pub mod keys;
 pub mod metadata;
 pub mod pki;

@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use x509_cert::der::{Decode, Encode};
 
+use crate::fsutil::write_new;
 use crate::protocol::{AgentId, KekId};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,12 @@ pub enum PkiError {
     Generate(String),
     #[error("agent name: {0}")]
     AgentName(String),
+}
+
+/// An enrolled agent's credential files.
+pub struct AgentFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The server side of the PKI, loaded (or created on first use) from a data directory.
@@ -125,6 +132,21 @@ impl Pki {
         spki_pin(&self.server_cert).expect("our own certificate parses")
     }
 
+    /// Issue a certificate for agent `name` and write `agent.crt` (0644) and `agent.key`
+    /// (0600) into `dir` (created if absent; existing files are never overwritten).
+    pub fn enroll_agent(&self, name: &AgentId, dir: &Path) -> Result<AgentFiles, PkiError> {
+        let (cert, key) = self.issue_agent(name)?;
+        let io = |path: PathBuf| move |source| PkiError::Io { path, source };
+        std::fs::create_dir_all(dir).map_err(io(dir.to_owned()))?;
+        let files = AgentFiles {
+            cert: dir.join("agent.crt"),
+            key: dir.join("agent.key"),
+        };
+        write_new(&files.key, key.as_bytes(), 0o600).map_err(io(files.key.clone()))?;
+        write_new(&files.cert, cert.as_bytes(), 0o644).map_err(io(files.cert.clone()))?;
+        Ok(files)
+    }
+
     /// Issue a client certificate for agent `name`; returns (certificate PEM, key PEM).
     pub fn issue_agent(&self, name: &AgentId) -> Result<(String, String), PkiError> {
         let issuer = Issuer::from_ca_cert_der(&self.ca_cert, &self.ca_key).map_err(gen_err)?;
@@ -183,26 +205,9 @@ fn load_or_make(
         return Ok((c, k));
     }
     let (c, k) = make()?;
-    write_file(key, k.as_bytes(), 0o600).map_err(io(key))?;
-    write_file(cert, c.as_bytes(), 0o644).map_err(io(cert))?;
+    write_new(key, k.as_bytes(), 0o600).map_err(io(key))?;
+    write_new(cert, c.as_bytes(), 0o644).map_err(io(cert))?;
     Ok((c, k))
-}
-
-/// Create a file with `mode` and flush it.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

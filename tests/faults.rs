@@ -9,176 +9,19 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::agents::{check, free_tcp, free_udp, http_get, rss_kib, run_agent, spec};
+use common::faults::{Child, Faulty, PrivatePg, relay};
 use common::server::Env;
-use sealstream::agent::{self, AgentReport, Source, synthetic::SyntheticSpec};
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::export::{self, Status};
 use sealstream::metadata::{Metadata, Table};
-use sealstream::storage::{self, PutOutcome, StoreError, durable::SegmentWriter};
+use sealstream::storage;
 use sha2::{Digest, Sha256};
-
-fn spec(users: usize, secs: f64) -> SyntheticSpec {
-    SyntheticSpec {
-        users,
-        duration: Duration::from_secs_f64(secs),
-        frame_interval: Duration::from_millis(150),
-        frame_size: 8 * 1024,
-        frame_size_spread: 0.5,
-        keystroke_interval: Duration::from_millis(400),
-        keystroke_events: 5,
-        seed: 7,
-    }
-}
-
-/// The checker: export `store` and compare with what the agents recorded. Returns the number
-/// of frames verified. Any acked-but-missing frame, altered byte or duplicate fails.
-async fn check(
-    store_dir: &Path,
-    key: &sealstream::keys::PrivateKeyFile,
-    reports: &[AgentReport],
-    out: &Path,
-) -> usize {
-    for r in reports {
-        assert_eq!(
-            r.unacked, 0,
-            "{}: {} chunks never acked",
-            r.agent, r.unacked
-        );
-        assert_eq!(r.duplicate_acks, 0);
-    }
-    let store = storage::open_local(store_dir).unwrap();
-    let report = export::export(store.as_ref(), std::slice::from_ref(key), None, out)
-        .await
-        .unwrap();
-    assert!(!report.tampered(), "{:?}", report.damaged_objects);
-    let mut frames = 0;
-    for r in reports {
-        for s in &r.sessions {
-            let base = out.join(r.agent.dir_name()).join(s.session.to_string());
-            let mut names: Vec<_> = std::fs::read_dir(base.join("frames"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            names.sort();
-            assert_eq!(
-                names.len(),
-                s.frames.len(),
-                "frames exported once each (no duplicates, none missing)"
-            );
-            for (name, digest) in &s.frames {
-                let got = std::fs::read(base.join("frames").join(name))
-                    .unwrap_or_else(|_| panic!("acked frame {name} missing"));
-                assert_eq!(Sha256::digest(&got).as_slice(), digest, "{name}");
-                frames += 1;
-            }
-            let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap();
-            assert_eq!(Sha256::digest(&ks).as_slice(), s.keystrokes_sha256);
-        }
-    }
-    let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
-    let exported: u64 = report.streams.iter().map(|s| s.chunks).sum();
-    assert_eq!(exported, sealed, "every sealed chunk exported exactly once");
-    for s in &report.streams {
-        assert_eq!(s.status, Status::Complete, "{s:?}");
-    }
-    frames
-}
-
-async fn run_agent(cfg: AgentConfig, spec: SyntheticSpec) -> AgentReport {
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(180),
-        agent::run(cfg, Source::Synthetic(spec), rx, Duration::from_secs(5)),
-    )
-    .await
-    .expect("the agent delivers everything once the fault clears")
-    .unwrap()
-}
-
-/// A server as a child process, so it can be killed with SIGKILL.
-struct Child {
-    cfg: ServeConfig,
-    config_path: PathBuf,
-    proc: Option<std::process::Child>,
-}
-
-impl Child {
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.cfg.data_dir.join("server.log"))
-            .unwrap();
-        self.proc = Some(
-            std::process::Command::new(env!("CARGO_BIN_EXE_sealstream"))
-                .args(["serve", "--config"])
-                .arg(&self.config_path)
-                .env("SEALSTREAM_LOG", "warn")
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill().unwrap(); // SIGKILL
-            p.wait().unwrap();
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(p.id().to_string())
-                .status();
-            p.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A process's resident memory in KiB (Linux).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_killed_at_random_moments_loses_nothing_acked() {
@@ -219,16 +62,14 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
     .unwrap();
     drop(md);
     let pki = sealstream::pki::Pki::open_or_create(&cfg.data_dir).unwrap();
-    let (cert, key) = pki
-        .issue_agent(&sealstream::protocol::AgentId::new("survivor").unwrap())
+    let files = pki
+        .enroll_agent(&sealstream::protocol::AgentId::new("survivor").unwrap(), d)
         .unwrap();
-    std::fs::write(d.join("agent.crt"), cert).unwrap();
-    std::fs::write(d.join("agent.key"), key).unwrap();
     let agent_cfg = AgentConfig {
         server: cfg.listen.to_string(),
         server_pins: vec![pki.server_pin().to_string()],
-        cert: d.join("agent.crt"),
-        key: d.join("agent.key"),
+        cert: files.cert,
+        key: files.key,
         kek: kek_pub.clone(),
         reconnect_ms: 50,
         connect_timeout_ms: 1000,
@@ -291,40 +132,6 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
         "{rounds} SIGKILL rounds, {} reconnects: {} chunks sealed and acked, {frames} frames verified, 0 missing, 0 duplicates, server RSS max {max_rss} KiB",
         report.connects, report.chunks_sealed
     );
-}
-
-/// Fails every `fail_every`-th segment write and delays every write by `delay`.
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<dyn SegmentWriter>,
-    fail_every: u64,
-    delay: Duration,
-    calls: AtomicU64,
-    failed: Arc<AtomicU64>,
-    broken: Arc<AtomicBool>,
-}
-
-impl SegmentWriter for Faulty {
-    fn put(
-        &self,
-        path: object_store::path::Path,
-        parts: Vec<Bytes>,
-    ) -> futures::future::BoxFuture<'static, Result<PutOutcome, StoreError>> {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let fail = self.broken.load(Ordering::Relaxed) || n.is_multiple_of(self.fail_every);
-        let (inner, delay, failed) = (self.inner.clone(), self.delay, self.failed.clone());
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            if fail {
-                failed.fetch_add(1, Ordering::Relaxed);
-                return Err(StoreError::Local {
-                    path: path.to_string(),
-                    detail: "injected failure".into(),
-                });
-            }
-            inner.put(path, parts).await
-        })
-    }
 }
 
 #[actix_rt::test]
@@ -427,45 +234,6 @@ async fn a_store_on_a_full_tmpfs_answers_retry_later_and_delivers_once_it_grows(
     env.stop().await;
 }
 
-/// A UDP relay between agent and server whose traffic can be cut.
-async fn relay(server: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
-    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let addr = front.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut backs: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> =
-            Default::default();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let Ok((n, from)) = front.recv_from(&mut buf).await else {
-                return;
-            };
-            if cut.load(Ordering::Relaxed) {
-                continue;
-            }
-            let back = match backs.get(&from) {
-                Some(b) => b.clone(),
-                None => {
-                    let b = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-                    b.connect(server).await.unwrap();
-                    let (b2, f2, c2) = (b.clone(), front.clone(), cut.clone());
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 65536];
-                        while let Ok(n) = b2.recv(&mut buf).await {
-                            if !c2.load(Ordering::Relaxed) {
-                                let _ = f2.send_to(&buf[..n], from).await;
-                            }
-                        }
-                    });
-                    backs.insert(from, b.clone());
-                    b
-                }
-            };
-            let _ = back.send(&buf[..n]).await;
-        }
-    });
-    addr
-}
-
 #[actix_rt::test]
 async fn the_network_cut_and_restored_the_agent_reconnects_by_itself() {
     let env = Env::start(common::server::Backend::Sqlite, true).await;
@@ -500,110 +268,6 @@ async fn the_network_cut_and_restored_the_agent_reconnects_by_itself() {
     .await;
     eprintln!("network cuts: {frames} frames verified");
     env.stop().await;
-}
-
-/// A private PostgreSQL cluster (initdb as user postgres) that the test may stop and start.
-struct PrivatePg {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl PrivatePg {
-    fn bin(name: &str) -> PathBuf {
-        let v = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .max()
-            .unwrap();
-        v.join("bin").join(name)
-    }
-
-    fn as_postgres(args: &[&std::ffi::OsStr]) -> std::process::ExitStatus {
-        std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap()
-    }
-
-    fn new(base: &Path) -> PrivatePg {
-        let dir = base.join("pg");
-        std::fs::create_dir_all(&dir).unwrap();
-        let chown = std::process::Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(base)
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let initdb = Self::bin("initdb");
-        let st = Self::as_postgres(&[
-            initdb.as_os_str(),
-            "-D".as_ref(),
-            dir.as_os_str(),
-            "--auth=trust".as_ref(),
-            "-U".as_ref(),
-            "postgres".as_ref(),
-        ]);
-        assert!(st.success(), "initdb");
-        let port = free_tcp().port();
-        let pg = PrivatePg { dir, port };
-        pg.start();
-        pg
-    }
-
-    fn start(&self) {
-        let pg_ctl = Self::bin("pg_ctl");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("log");
-        let st = Self::as_postgres(&[
-            pg_ctl.as_os_str(),
-            "-D".as_ref(),
-            self.dir.as_os_str(),
-            "-o".as_ref(),
-            opts.as_ref(),
-            "-l".as_ref(),
-            log.as_os_str(),
-            "-w".as_ref(),
-            "start".as_ref(),
-        ]);
-        assert!(st.success(), "pg_ctl start");
-    }
-
-    fn stop(&self) {
-        let pg_ctl = Self::bin("pg_ctl");
-        let st = Self::as_postgres(&[
-            pg_ctl.as_os_str(),
-            "-D".as_ref(),
-            self.dir.as_os_str(),
-            "-m".as_ref(),
-            "fast".as_ref(),
-            "-w".as_ref(),
-            "stop".as_ref(),
-        ]);
-        assert!(st.success(), "pg_ctl stop");
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let pg_ctl = Self::bin("pg_ctl");
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(pg_ctl)
-            .arg("-D")
-            .arg(&self.dir)
-            .args(["-m", "immediate", "stop"])
-            .status();
-    }
 }
 
 #[actix_rt::test]
@@ -777,14 +441,7 @@ async fn a_full_spool_under_drop_oldest_records_gaps_that_export_reports() {
     let agent = tokio::spawn(run_agent(cfg, s));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // The agent's own metrics show the spool filling and the drops.
-    let text = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut c = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
-        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).await.unwrap();
-        out
-    };
+    let (_, text) = http_get(metrics_addr, "/metrics").await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name) && !l.starts_with('#'))

@@ -6,71 +6,17 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::agents::{check, http_get, run_agent, spec};
 use common::server::{Backend, Env, RawStream, raw_connect};
 use sealstream::agent::{self, AgentReport, Source, synthetic};
 use sealstream::crypto::Dek;
-use sealstream::export::{self, Status};
+use sealstream::export;
 use sealstream::keys;
 use sealstream::metadata::Table;
 use sealstream::protocol::uplink::{MSG_CHUNK, MSG_DEK, Reject};
 use sealstream::protocol::{AgentId, KekId, Kind, Segment, SessionId, StreamId};
 use sealstream::recorder::Recorder;
 use sealstream::storage::{self, paths};
-use sha2::{Digest, Sha256};
-
-fn spec(users: usize, secs: u64) -> synthetic::SyntheticSpec {
-    synthetic::SyntheticSpec {
-        users,
-        duration: Duration::from_secs(secs),
-        frame_interval: Duration::from_millis(300),
-        frame_size: 8 * 1024,
-        frame_size_spread: 0.75,
-        keystroke_interval: Duration::from_millis(500),
-        keystroke_events: 5,
-        seed: 42,
-    }
-}
-
-async fn run_agent(
-    cfg: sealstream::config::AgentConfig,
-    spec: synthetic::SyntheticSpec,
-) -> AgentReport {
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        agent::run(cfg, Source::Synthetic(spec), rx, Duration::from_secs(5)),
-    )
-    .await
-    .expect("agent finishes")
-    .expect("agent runs")
-}
-
-/// Export the env's store and check every frame and keystroke of `reports` came back.
-async fn export_and_compare(env: &Env, reports: &[AgentReport]) -> usize {
-    let store = storage::open_local(&env.store_dir()).unwrap();
-    let out = env.dir.path().join("export");
-    let report = export::export(store.as_ref(), &[env.private_key()], None, &out)
-        .await
-        .unwrap();
-    assert!(!report.tampered() && !report.missing_keys(), "{report:?}");
-    let mut files = 0;
-    for a in reports {
-        for s in &a.sessions {
-            let base = out.join(a.agent.dir_name()).join(s.session.to_string());
-            for (name, digest) in &s.frames {
-                let got = std::fs::read(base.join("frames").join(name)).unwrap();
-                assert_eq!(Sha256::digest(&got).as_slice(), digest, "{name}");
-                files += 1;
-            }
-            let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap();
-            assert_eq!(Sha256::digest(&ks).as_slice(), s.keystrokes_sha256);
-        }
-    }
-    for s in &report.streams {
-        assert_eq!(s.status, Status::Complete, "{s:?}");
-    }
-    files
-}
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
@@ -96,7 +42,7 @@ fn assert_no_plaintext(dir: &std::path::Path) {
 async fn several_agents_and_users(backend: Backend) {
     let env = Env::start(backend, true).await;
     let names = ["ts-01", "ts-02", "vdi host 3"];
-    let runs = names.iter().map(|n| run_agent(env.enroll(n), spec(3, 2)));
+    let runs = names.iter().map(|n| run_agent(env.enroll(n), spec(3, 2.0)));
     let reports: Vec<AgentReport> = futures::future::join_all(runs).await;
     for r in &reports {
         assert_eq!(r.unacked, 0, "{r:?}");
@@ -116,7 +62,13 @@ async fn several_agents_and_users(backend: Backend) {
         3,
         "one DEK per agent start-up"
     );
-    let files = export_and_compare(&env, &reports).await;
+    let files = check(
+        &env.store_dir(),
+        &env.private_key(),
+        &reports,
+        &env.dir.path().join("export"),
+    )
+    .await;
     assert!(files >= 9 * 5, "{files} frames");
     assert_no_plaintext(&env.cfg.data_dir);
     env.stop().await;
@@ -135,7 +87,7 @@ async fn several_agents_and_users_round_trip_on_postgresql() {
 #[actix_rt::test]
 async fn postgresql_rows_hold_no_plaintext_and_the_howto_query_works() {
     let env = Env::start(Backend::Postgres, true).await;
-    let r = run_agent(env.enroll("pg-agent"), spec(2, 1)).await;
+    let r = run_agent(env.enroll("pg-agent"), spec(2, 1.0)).await;
     assert_eq!(r.unacked, 0);
     let db = env.pg_db.clone().unwrap();
     let (client, conn) = tokio_postgres::connect(
@@ -178,7 +130,7 @@ async fn postgresql_rows_hold_no_plaintext_and_the_howto_query_works() {
 async fn unknown_kek_then_accepted(backend: Backend) {
     let env = Env::start(backend, false).await;
     let cfg = env.enroll("late-kek");
-    let agent = tokio::spawn(async move { run_agent(cfg, spec(1, 2)).await });
+    let agent = tokio::spawn(async move { run_agent(cfg, spec(1, 2.0)).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         env.server().metadata.count(Table::Chunks).await.unwrap(),
@@ -215,7 +167,13 @@ async fn unknown_kek_then_accepted(backend: Backend) {
         "{:?}",
         report.rejected
     );
-    export_and_compare(&env, &[report]).await;
+    check(
+        &env.store_dir(),
+        &env.private_key(),
+        &[report],
+        &env.dir.path().join("export"),
+    )
+    .await;
     env.stop().await;
 }
 
@@ -256,7 +214,7 @@ async fn each_malformed_envelope_gets_its_code_and_other_agents_carry_on() {
     let env = Env::start(Backend::Sqlite, true).await;
     let good = {
         let cfg = env.enroll("bystander");
-        tokio::spawn(async move { run_agent(cfg, spec(2, 2)).await })
+        tokio::spawn(async move { run_agent(cfg, spec(2, 2.0)).await })
     };
     let (_ep, conn, mut s, rec) = registered(&env, "mallory").await;
     let session = SessionId::random();
@@ -364,7 +322,7 @@ async fn each_malformed_envelope_gets_its_code_and_other_agents_carry_on() {
     assert_eq!(bystander.unacked, 0);
     assert!(bystander.rejected.is_empty(), "{:?}", bystander.rejected);
     // The rejections were counted by outcome.
-    let metrics = reqwest_metrics(env.server().ops_addr).await;
+    let metrics = metrics_text(env.server().ops_addr).await;
     for name in [
         "sequence_gap",
         "conflicting_duplicate",
@@ -383,17 +341,11 @@ async fn each_malformed_envelope_gets_its_code_and_other_agents_carry_on() {
     env.stop().await;
 }
 
-/// GET /metrics over plain HTTP/1.1.
-async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
+/// /metrics, which must answer 200.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let (line, text) = http_get(addr, "/metrics").await;
+    assert!(line.contains(" 200 "), "{line}");
+    text
 }
 
 #[actix_rt::test]
@@ -435,17 +387,15 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
     // A certificate from another deployment's CA, with a valid name.
     let other = tempfile::tempdir().unwrap();
     let foreign = sealstream::pki::Pki::open_or_create(other.path()).unwrap();
-    let (cert, key) = foreign
-        .issue_agent(&AgentId::new("intruder").unwrap())
+    let intruder = foreign
+        .enroll_agent(&AgentId::new("intruder").unwrap(), other.path())
         .unwrap();
-    std::fs::write(other.path().join("c.pem"), cert).unwrap();
-    std::fs::write(other.path().join("k.pem"), key).unwrap();
     let refused = async {
         let (_ep, conn) = raw_connect(
             env.server().quic_addr,
             vec![env.server().pin],
-            &other.path().join("c.pem"),
-            &other.path().join("k.pem"),
+            &intruder.cert,
+            &intruder.key,
         )
         .await?;
         let mut s = RawStream::open(&conn).await?;
@@ -613,7 +563,7 @@ async fn a_duplicate_resent_after_reconnect_is_acked_and_stored_once() {
 async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
     let mut env = Env::start(Backend::Sqlite, true).await;
     let cfg = env.enroll("patient");
-    let agent = tokio::spawn(async move { run_agent(cfg, spec(2, 3)).await });
+    let agent = tokio::spawn(async move { run_agent(cfg, spec(2, 3.0)).await });
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // Restart the server on the same address and data directory mid-recording.
     let addr = env.server().quic_addr;
@@ -628,7 +578,13 @@ async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
         env.server().metadata.count(Table::Chunks).await.unwrap() as u64,
         report.chunks_sealed
     );
-    export_and_compare(&env, &[report]).await;
+    check(
+        &env.store_dir(),
+        &env.private_key(),
+        &[report],
+        &env.dir.path().join("export"),
+    )
+    .await;
     env.stop().await;
 }
 
@@ -719,32 +675,19 @@ async fn replayed_captures_under_a_server_held_kek_round_trip() {
 
 #[actix_rt::test]
 async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = Env::start(Backend::Sqlite, true).await;
     for (path, status, body) in [
         ("/healthz", "200", "ok"),
         ("/readyz", "200", "ready"),
         ("/nope", "404", "not found"),
     ] {
-        let mut s = tokio::net::TcpStream::connect(env.server().ops_addr)
-            .await
-            .unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(
-            out.starts_with(&format!("HTTP/1.1 {status}")),
-            "{path}: {out}"
-        );
-        assert!(out.contains(body), "{path}: {out}");
+        let (line, text) = http_get(env.server().ops_addr, path).await;
+        assert!(line.contains(&format!(" {status} ")), "{path}: {line}");
+        assert!(text.contains(body), "{path}: {text}");
     }
-    let r = run_agent(env.enroll("metered"), spec(1, 1)).await;
+    let r = run_agent(env.enroll("metered"), spec(1, 1.0)).await;
     assert_eq!(r.unacked, 0);
-    let m = reqwest_metrics(env.server().ops_addr).await;
+    let m = metrics_text(env.server().ops_addr).await;
     for name in [
         "sealstream_ingest_received_bytes_total",
         "sealstream_ingest_chunks_total{outcome=\"stored\"}",

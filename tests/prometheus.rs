@@ -22,15 +22,6 @@ fn promtool() -> Option<&'static str> {
         .map(|_| "promtool")
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
 /// Metric names (without _bucket/_sum/_count) a PromQL expression uses.
 fn names_in(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -66,7 +57,7 @@ async fn the_exposition_alerts_and_dashboard_agree_and_pass_promtool() {
     .await
     .unwrap();
     assert_eq!(r.unacked, 0);
-    let text = scrape(env.server().ops_addr).await;
+    let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
 
     let mut used = Vec::new();

@@ -104,16 +104,13 @@ impl Prepared {
             .map(|i| {
                 let name = format!("lt-agent-{i:04}");
                 let dir = self.dir.join("agents").join(&name);
-                std::fs::create_dir_all(&dir)?;
-                let (cert, key) =
-                    pki.issue_agent(&AgentId::new(name).map_err(anyhow::Error::msg)?)?;
-                std::fs::write(dir.join("agent.crt"), cert)?;
-                std::fs::write(dir.join("agent.key"), key)?;
+                let files =
+                    pki.enroll_agent(&AgentId::new(name).map_err(anyhow::Error::msg)?, &dir)?;
                 Ok(AgentConfig {
                     server: self.cfg.listen.to_string(),
                     server_pins: vec![pin.clone()],
-                    cert: dir.join("agent.crt"),
-                    key: dir.join("agent.key"),
+                    cert: files.cert,
+                    key: files.key,
                     kek: self.kek_public.clone(),
                     window: scenario.agent.window,
                     max_unacked_bytes: scenario.agent.max_unacked_bytes,

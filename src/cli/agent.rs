@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sealstream::agent::{self, Source, synthetic::SyntheticSpec};
 use sealstream::config::{AgentConfig, ServeConfig};
-use sealstream::pki::{self, Pki};
+use sealstream::pki::Pki;
 use sealstream::protocol::AgentId;
 
 #[derive(clap::Args, Debug)]
@@ -132,10 +132,7 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
 /// Write the agent's certificate, key and configuration into `out`; returns the server pin.
 pub fn enroll(data_dir: &Path, name: &AgentId, out: &Path, server: &str) -> anyhow::Result<String> {
     let pki = Pki::open_or_create(data_dir)?;
-    let (cert, key) = pki.issue_agent(name)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    pki::write_file(&out.join("agent.key"), key.as_bytes(), 0o600).context("writing agent.key")?;
-    pki::write_file(&out.join("agent.crt"), cert.as_bytes(), 0o644).context("writing agent.crt")?;
+    pki.enroll_agent(name, out)?;
     let pin = pki.server_pin().to_string();
     let toml = format!(
         "# Written by `sealstream agents enroll` for agent {name:?}. See config/agent.toml for every setting.\n\
@@ -146,7 +143,7 @@ pub fn enroll(data_dir: &Path, name: &AgentId, out: &Path, server: &str) -> anyh
          # Chunks are kept here until the server acks them (ciphertext only).\nspool_dir = \"spool\"\n",
         name = name.as_str()
     );
-    pki::write_file(&out.join("agent.toml"), toml.as_bytes(), 0o644)
+    sealstream::fsutil::write_new(&out.join("agent.toml"), toml.as_bytes(), 0o644)
         .context("writing agent.toml")?;
     Ok(pin)
 }

@@ -50,7 +50,7 @@ async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<Ex
     getrandom::fill(&mut raw).context("reading the OS random source")?;
     let pass_text = zeroize::Zeroizing::new(Base64::encode_string(&raw));
     let pass_file = dir.join("passphrase.txt");
-    sealstream::pki::write_file(&pass_file, format!("{}\n", *pass_text).as_bytes(), 0o600)?;
+    sealstream::fsutil::write_new(&pass_file, format!("{}\n", *pass_text).as_bytes(), 0o600)?;
     let generated = keys::generate_keypair(
         &keys_dir,
         2048,

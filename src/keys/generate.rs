@@ -2,7 +2,6 @@
 //! PBKDF2-HMAC-SHA256 at many more rounds than openssl's 2048, AES-256-CBC; `openssl rsa`
 //! reads it) and `publickey.crt` (SPKI PEM, as the how-to names it).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pkcs8::der::Decode;
@@ -70,9 +69,10 @@ pub fn generate_keypair(dir: &Path, bits: usize, pass: &Passphrase) -> Result<Ge
         .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
         .map_err(|e| encode_err(&private_path, e.to_string()))?;
 
-    write_new(&private_path, pem.as_bytes(), 0o600).map_err(write_err(&private_path))?;
+    crate::fsutil::write_new(&private_path, pem.as_bytes(), 0o600)
+        .map_err(write_err(&private_path))?;
     let public = key.to_public_key();
-    write_new(&public_path, public_key_pem(&public).as_bytes(), 0o644)
+    crate::fsutil::write_new(&public_path, public_key_pem(&public).as_bytes(), 0o644)
         .map_err(write_err(&public_path))?;
     Ok(Generated {
         private_path,
@@ -87,20 +87,4 @@ fn encode_err(path: &Path, detail: String) -> KeyError {
         what: "generated key encoding",
         detail,
     }
-}
-
-/// Create a file that must not exist yet, with `mode`, and flush it to disk.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }

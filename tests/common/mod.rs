@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod agents;
+pub mod faults;
 pub mod server;
 
 use std::path::{Path, PathBuf};

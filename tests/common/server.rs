@@ -109,17 +109,18 @@ impl Env {
 
     /// Enroll agent `name`; its config points at this server with the right pin.
     pub fn enroll(&self, name: &str) -> AgentConfig {
-        let out = self.dir.path().join("agents").join(name);
-        std::fs::create_dir_all(&out).unwrap();
         let pki = Pki::open_or_create(&self.cfg.data_dir).unwrap();
-        let (cert, key) = pki.issue_agent(&AgentId::new(name).unwrap()).unwrap();
-        std::fs::write(out.join("agent.crt"), cert).unwrap();
-        std::fs::write(out.join("agent.key"), key).unwrap();
+        let files = pki
+            .enroll_agent(
+                &AgentId::new(name).unwrap(),
+                &self.dir.path().join("agents").join(name),
+            )
+            .unwrap();
         AgentConfig {
             server: self.server().quic_addr.to_string(),
             server_pins: vec![self.server().pin.to_string()],
-            cert: out.join("agent.crt"),
-            key: out.join("agent.key"),
+            cert: files.cert,
+            key: files.key,
             kek: self.kek_pub.clone(),
             reconnect_ms: 100,
             ..AgentConfig::default()

@@ -1,0 +1,136 @@
+//! Agents in tests: a small synthetic load, running one to the end, and the checker that
+//! compares an export with what the agents recorded. Plus small network helpers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use sealstream::agent::{self, AgentReport, Source, synthetic::SyntheticSpec};
+use sealstream::config::AgentConfig;
+use sealstream::export::{self, Status};
+use sealstream::storage;
+use sha2::{Digest, Sha256};
+
+/// A few frames a second of 8 KiB and a keystroke batch every 400 ms per user.
+pub fn spec(users: usize, secs: f64) -> SyntheticSpec {
+    SyntheticSpec {
+        users,
+        duration: Duration::from_secs_f64(secs),
+        frame_interval: Duration::from_millis(150),
+        frame_size: 8 * 1024,
+        frame_size_spread: 0.5,
+        keystroke_interval: Duration::from_millis(400),
+        keystroke_events: 5,
+        seed: 7,
+    }
+}
+
+/// The checker: export `store` and compare with what the agents recorded. Returns the number
+/// of frames verified. Any acked-but-missing frame, altered byte or duplicate fails.
+pub async fn check(
+    store_dir: &Path,
+    key: &sealstream::keys::PrivateKeyFile,
+    reports: &[AgentReport],
+    out: &Path,
+) -> usize {
+    for r in reports {
+        assert_eq!(
+            r.unacked, 0,
+            "{}: {} chunks never acked",
+            r.agent, r.unacked
+        );
+        assert_eq!(r.duplicate_acks, 0);
+    }
+    let store = storage::open_local(store_dir).unwrap();
+    let report = export::export(store.as_ref(), std::slice::from_ref(key), None, out)
+        .await
+        .unwrap();
+    assert!(!report.tampered(), "{:?}", report.damaged_objects);
+    let mut frames = 0;
+    for r in reports {
+        for s in &r.sessions {
+            let base = out.join(r.agent.dir_name()).join(s.session.to_string());
+            let mut names: Vec<_> = std::fs::read_dir(base.join("frames"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            assert_eq!(
+                names.len(),
+                s.frames.len(),
+                "frames exported once each (no duplicates, none missing)"
+            );
+            for (name, digest) in &s.frames {
+                let got = std::fs::read(base.join("frames").join(name))
+                    .unwrap_or_else(|_| panic!("acked frame {name} missing"));
+                assert_eq!(Sha256::digest(&got).as_slice(), digest, "{name}");
+                frames += 1;
+            }
+            let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap();
+            assert_eq!(Sha256::digest(&ks).as_slice(), s.keystrokes_sha256);
+        }
+    }
+    let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
+    let exported: u64 = report.streams.iter().map(|s| s.chunks).sum();
+    assert_eq!(exported, sealed, "every sealed chunk exported exactly once");
+    for s in &report.streams {
+        assert_eq!(s.status, Status::Complete, "{s:?}");
+    }
+    frames
+}
+
+pub async fn run_agent(cfg: AgentConfig, spec: SyntheticSpec) -> AgentReport {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(180),
+        agent::run(cfg, Source::Synthetic(spec), rx, Duration::from_secs(5)),
+    )
+    .await
+    .expect("the agent delivers everything (once any fault clears)")
+    .unwrap()
+}
+
+/// A process's resident memory in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+pub fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// GET `path` over plain HTTP/1.0; returns (status line, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
