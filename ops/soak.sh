@@ -10,6 +10,6 @@ iterations=${1:-5}
 rounds=${2:-200}
 for i in $(seq 1 "$iterations"); do
   echo "== soak iteration $i/$iterations: $rounds server kills"
-  SEALSTREAM_FAULT_ROUNDS=$rounds cargo test --release --test faults -- --nocapture --test-threads=1 2>&1 \
+  SEALSTREAM_FAULT_ROUNDS=$rounds cargo test --test faults -- --nocapture --test-threads=1 2>&1 \
     | grep -E "^test |verified|SIGKILL|panicked|test result"
 done
