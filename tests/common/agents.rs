@@ -134,3 +134,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
         body.to_owned(),
     )
 }
+
+/// The body of `/metrics` at `addr`, which must answer 200.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    let (line, text) = http_get(addr, "/metrics").await;
+    assert!(line.contains(" 200 "), "{line}");
+    text
+}

@@ -10,6 +10,7 @@ use sealstream::config::{AgentConfig, Limits, ServeConfig};
 use sealstream::pki::Pki;
 use sealstream::protocol::uplink::{self, Response};
 use sealstream::protocol::{AgentId, KekId};
+use sealstream::recorder::Recorder;
 use sealstream::server::Server;
 
 use super::{PASS, genrsa, pass_file, pubout};
@@ -125,6 +126,30 @@ impl Env {
             reconnect_ms: 100,
             ..AgentConfig::default()
         }
+    }
+
+    /// A raw stream for agent `name` that has registered its DEK.
+    pub async fn registered(
+        &self,
+        name: &str,
+    ) -> (quinn::Endpoint, quinn::Connection, RawStream, Recorder) {
+        let cfg = self.enroll(name);
+        let (ep, conn) = raw_connect(
+            self.server().quic_addr,
+            vec![self.server().pin],
+            &cfg.cert,
+            &cfg.key,
+        )
+        .await
+        .unwrap();
+        let kek = sealstream::keys::load_public_key(&self.kek_pub).unwrap();
+        let rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
+        let mut s = RawStream::open(&conn).await.unwrap();
+        s.send(uplink::MSG_DEK, &rec.dek_record().encode())
+            .await
+            .unwrap();
+        assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+        (ep, conn, s, rec)
     }
 
     pub fn store_dir(&self) -> PathBuf {
