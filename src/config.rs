@@ -44,6 +44,34 @@ pub struct ServeConfig {
     pub ingest_threads: usize,
     pub limits: Limits,
     pub segments: Segments,
+    pub database: Database,
+    pub watchdog: Watchdog,
+}
+
+/// PostgreSQL connection pools (ignored for the embedded SQLite file).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// Connections for segment index commits and stream lookups.
+    pub index_connections: usize,
+    /// Connections kept for the key actor, the KEK registry and the audit log, so key work
+    /// never queues behind segment commits.
+    pub key_connections: usize,
+    /// Longest wait for a free connection before the request is answered `retry_later`.
+    pub acquire_timeout_ms: u64,
+    /// Connecting to PostgreSQL gives up after this long.
+    pub connect_timeout_ms: u64,
+    /// PostgreSQL's `statement_timeout` on every connection; 0 leaves the server's setting.
+    pub statement_timeout_ms: u64,
+}
+
+/// The progress watchdog: a stage (keys, segment writes, index commits) with work waiting and
+/// nothing completed for `stall_after_ms` is reported stuck: `/readyz` answers 503, the
+/// `sealstream_pipeline_stalled{stage}` gauge is 1, and one log line names the stage.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Watchdog {
+    pub stall_after_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -83,6 +111,28 @@ impl Default for ServeConfig {
             ingest_threads: 0,
             limits: Limits::default(),
             segments: Segments::default(),
+            database: Database::default(),
+            watchdog: Watchdog::default(),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            index_connections: 8,
+            key_connections: 2,
+            acquire_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog {
+            stall_after_ms: 30_000,
         }
     }
 }
@@ -162,6 +212,21 @@ impl ServeConfig {
         }
         if self.kek_poll_ms == 0 {
             return bad("kek_poll_ms", "must be at least 1");
+        }
+        if self.database.index_connections == 0 || self.database.key_connections == 0 {
+            return bad(
+                "database",
+                "index_connections and key_connections must be at least 1",
+            );
+        }
+        if self.database.acquire_timeout_ms == 0 || self.database.connect_timeout_ms == 0 {
+            return bad(
+                "database",
+                "acquire_timeout_ms and connect_timeout_ms must be at least 1",
+            );
+        }
+        if self.watchdog.stall_after_ms < 100 {
+            return bad("watchdog.stall_after_ms", "must be at least 100");
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! measures the sealing pipeline against bare AES-256-GCM. Every figure is a ratio against a
 //! baseline in the same run, because these machines are shared and absolute numbers drift.
 
+mod pg;
 mod report;
 mod runner;
 mod scenario;
@@ -50,6 +51,19 @@ enum Command {
         agents: Option<usize>,
         #[arg(long)]
         users: Option<usize>,
+        /// Run the pipeline on PostgreSQL: a server the harness may create a database on
+        /// (e.g. postgres://postgres@127.0.0.1:5432/postgres); the run's own database is
+        /// dropped afterwards. Overrides the scenario's `server.database_url`.
+        #[arg(long, env = "SEALSTREAM_LOADTEST_DATABASE_URL")]
+        database_url: Option<String>,
+        /// With a PostgreSQL pipeline, also run the pipeline on the embedded SQLite file in
+        /// the same invocation and report PostgreSQL / SQLite throughput.
+        #[arg(long)]
+        compare_sqlite: bool,
+        /// Repeat the whole comparison this many times (the databases' order alternating) and
+        /// report the medians: these machines are shared and one run can be off by 10%.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Sealing pipeline throughput as a ratio of bare AES-256-GCM throughput.
     Seal {
@@ -89,6 +103,9 @@ fn main() -> anyhow::Result<()> {
             duration,
             agents,
             users,
+            database_url,
+            compare_sqlite,
+            rounds,
         } => {
             let mut sc = scenario::Scenario::load(&scenario)?;
             if let Some(d) = duration {
@@ -100,6 +117,13 @@ fn main() -> anyhow::Result<()> {
             if let Some(u) = users {
                 sc.users_per_agent = u;
             }
+            if let Some(url) = database_url {
+                sc.server.database_url = url;
+            }
+            anyhow::ensure!(
+                !compare_sqlite || !sc.server.database_url.is_empty(),
+                "--compare-sqlite compares with a PostgreSQL pipeline: give --database-url too"
+            );
             let secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
@@ -126,93 +150,214 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(run(
+            anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
+            let setup = Setup {
                 sc,
-                out.clone(),
+                out: out.clone(),
                 host,
                 bin,
-                pipeline_only,
                 keep_data,
-                command,
-            ))?;
+            };
+            let report = rt.block_on(run(setup, pipeline_only, compare_sqlite, rounds, command))?;
             println!("{}", report::summary(&report));
             report::write(&report, &out)?;
             println!("report: {}/report.html and report.json", out.display());
-            let bad = [&report.transport, &report.pipeline]
-                .into_iter()
-                .flatten()
-                .any(|r| r.lost > 0 || r.duplicates > 0);
-            anyhow::ensure!(!bad, "chunks were lost or acked twice (see above)");
+            for p in &report.problems {
+                eprintln!("error: {p}");
+            }
+            anyhow::ensure!(
+                report.problems.is_empty(),
+                "chunks were lost, acked twice or not indexed exactly once (see above)"
+            );
             Ok(())
         }
     }
 }
 
-async fn run(
+/// How a run is made: the scenario, where results go, where the server runs.
+struct Setup {
     sc: scenario::Scenario,
     out: PathBuf,
     host: target::Host,
     bin: PathBuf,
-    pipeline_only: bool,
     keep_data: bool,
+}
+
+/// One measurement: a fresh server of `mode` (on `admin`'s PostgreSQL when given, else
+/// SQLite), the scenario's agents against it, the index counted afterwards.
+async fn measure(
+    setup: &Setup,
+    mode: target::Mode,
+    admin: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<runner::RunResult> {
+    use target::Mode;
+    let sc = &setup.sc;
+    let database = match mode {
+        Mode::Transport => None,
+        Mode::Pipeline if admin.is_empty() => Some("sqlite"),
+        Mode::Pipeline => Some("postgresql"),
+    };
+    let label = match database {
+        None => "transport".to_string(),
+        Some(db) => format!("pipeline-{db}"),
+    };
+    let dir = dir.join(&label);
+    let temp_db = if admin.is_empty() {
+        None
+    } else {
+        Some(pg::TempDatabase::create(admin, &sc.name.replace('-', "_")).await?)
+    };
+    let server_url = temp_db.as_ref().map(|d| d.url.clone()).unwrap_or_default();
+    let prepared = target::Prepared::new(mode, &dir, sc, &server_url)?;
+    let agents = prepared.enroll(sc.agents, sc)?;
+    let expected = sc.ramp_up_s + sc.duration_s + sc.outage_s;
+    let pb = indicatif::ProgressBar::new((expected * 10.0) as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+            .expect("valid template"),
+    );
+    let p = &prepared;
+    let bin = &setup.bin;
+    let host = setup.host;
+    let outcome = runner::run(
+        sc,
+        mode,
+        &label,
+        agents,
+        || async move {
+            let r = p.start(host, bin).await?;
+            let pid = r.pid();
+            Ok((r, pid))
+        },
+        &pb,
+    )
+    .await;
+    pb.finish_and_clear();
+    let measured = match outcome {
+        Ok((mut result, running)) => {
+            running.stop().await;
+            result.database = database.map(str::to_owned);
+            if mode == Mode::Pipeline {
+                let md =
+                    sealstream::metadata::Metadata::open(&server_url, &prepared.cfg.sqlite_path())
+                        .await?;
+                result.stored_chunks = Some(md.count(sealstream::metadata::Table::Chunks).await?);
+            }
+            Ok(result)
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(db) = temp_db
+        && let Err(e) = db.drop_now().await
+    {
+        eprintln!("warning: could not drop the run's database: {e:#}");
+    }
+    if !setup.keep_data {
+        // The store of one throughput run is several GB: keep the log, drop the data.
+        let _ = std::fs::remove_dir_all(prepared.cfg.store_dir());
+        let _ = std::fs::remove_dir_all(dir.join("agents"));
+    }
+    measured
+}
+
+/// The transport baseline and the pipeline on each database, `rounds` times; the order of the
+/// two databases alternates between rounds so that drift on a shared machine favours neither.
+async fn run(
+    setup: Setup,
+    pipeline_only: bool,
+    compare_sqlite: bool,
+    rounds: usize,
     command: String,
 ) -> anyhow::Result<report::Report> {
     use target::Mode;
-    let modes: &[Mode] = if pipeline_only {
-        &[Mode::Pipeline]
-    } else {
-        &[Mode::Transport, Mode::Pipeline]
-    };
+    let sc = &setup.sc;
+    let pg = sc.server.database_url.clone();
     let mut report = report::Report {
         scenario: sc.clone(),
         machine: report::Machine::read(),
         command,
+        database: if pg.is_empty() {
+            "sqlite"
+        } else {
+            "postgresql"
+        }
+        .into(),
         transport: None,
         pipeline: None,
+        pipeline_sqlite: None,
         ratio: None,
-        stored_chunks: None,
+        postgres_to_sqlite: None,
+        rounds: Vec::new(),
+        problems: Vec::new(),
+        median_ratio: None,
+        median_postgres_to_sqlite: None,
     };
-    for &mode in modes {
-        let dir = out.join(format!("{mode:?}").to_lowercase());
-        let prepared = target::Prepared::new(mode, &dir, &sc)?;
-        let agents = prepared.enroll(sc.agents, &sc)?;
-        let expected = sc.ramp_up_s + sc.duration_s + sc.outage_s;
-        let pb = indicatif::ProgressBar::new((expected * 10.0) as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
-                .expect("valid template"),
-        );
-        let p = &prepared;
-        let bin = &bin;
-        let (result, running) = runner::run(
-            &sc,
-            mode,
-            agents,
-            || async move {
-                let r = p.start(host, bin).await?;
-                let pid = r.pid();
-                Ok((r, pid))
-            },
-            &pb,
-        )
-        .await?;
-        pb.finish_and_clear();
-        running.stop().await;
-        if mode == Mode::Pipeline {
-            let md = sealstream::metadata::Metadata::open("", &prepared.cfg.sqlite_path()).await?;
-            report.stored_chunks = Some(md.count(sealstream::metadata::Table::Chunks).await?);
-            report.pipeline = Some(result);
+    for round in 0..rounds {
+        // (mode, PostgreSQL admin URL or "" for SQLite), in the order they run.
+        let mut plan: Vec<(Mode, String)> = Vec::new();
+        if !pipeline_only {
+            plan.push((Mode::Transport, String::new()));
+        }
+        let mut pipelines = vec![pg.clone()];
+        if compare_sqlite {
+            pipelines.insert(0, String::new());
+            if round % 2 == 1 {
+                pipelines.reverse();
+            }
+        }
+        plan.extend(pipelines.into_iter().map(|db| (Mode::Pipeline, db)));
+        let dir = if rounds > 1 {
+            setup.out.join(format!("round-{}", round + 1))
         } else {
-            report.transport = Some(result);
+            setup.out.clone()
+        };
+        report.transport = None;
+        report.pipeline = None;
+        report.pipeline_sqlite = None;
+        for (mode, admin) in plan {
+            let result = measure(&setup, mode, &admin, &dir).await?;
+            let stored_wrong = result
+                .stored_chunks
+                .is_some_and(|n| n as u64 != result.acked_chunks);
+            if result.lost > 0 || result.duplicates > 0 || stored_wrong {
+                report.problems.push(format!(
+                    "round {}, {:?} on {}: {} lost, {} acked twice, {} index rows for {} acked chunks",
+                    report.rounds.len() + 1,
+                    mode,
+                    result.database.as_deref().unwrap_or("the sink"),
+                    result.lost,
+                    result.duplicates,
+                    result.stored_chunks.unwrap_or(-1),
+                    result.acked_chunks
+                ));
+            }
+            match (mode, result.database.as_deref()) {
+                (Mode::Transport, _) => report.transport = Some(result),
+                (Mode::Pipeline, Some("sqlite")) if !pg.is_empty() => {
+                    report.pipeline_sqlite = Some(result)
+                }
+                (Mode::Pipeline, _) => report.pipeline = Some(result),
+            }
         }
-        if !keep_data {
-            // The store of one throughput run is several GB: keep the log, drop the data.
-            let _ = std::fs::remove_dir_all(prepared.cfg.store_dir());
-            let _ = std::fs::remove_dir_all(dir.join("agents"));
+        let transport = report.transport.as_ref().map(|t| t.mb_per_s.max(1e-9));
+        for p in [&mut report.pipeline, &mut report.pipeline_sqlite]
+            .into_iter()
+            .flatten()
+        {
+            p.ratio_to_transport = transport.map(|t| p.mb_per_s / t);
         }
+        report.ratio = report.pipeline.as_ref().and_then(|p| p.ratio_to_transport);
+        report.postgres_to_sqlite = match (&report.pipeline, &report.pipeline_sqlite) {
+            (Some(p), Some(s)) => Some(p.mb_per_s / s.mb_per_s.max(1e-9)),
+            _ => None,
+        };
+        let round = report::Round::of(&report);
+        println!("round {}: {}", report.rounds.len() + 1, round.line());
+        report.rounds.push(round);
     }
-    if let (Some(t), Some(p)) = (&report.transport, &report.pipeline) {
-        report.ratio = Some(p.mb_per_s / t.mb_per_s.max(1e-9));
-    }
+    report.median_ratio = report::median(report.rounds.iter().filter_map(|r| r.ratio));
+    report.median_postgres_to_sqlite =
+        report::median(report.rounds.iter().filter_map(|r| r.postgres_to_sqlite));
     Ok(report)
 }

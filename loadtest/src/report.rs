@@ -15,12 +15,100 @@ pub struct Report {
     pub scenario: Scenario,
     pub machine: Machine,
     pub command: String,
+    /// The metadata database of `pipeline`: "sqlite" or "postgresql".
+    pub database: String,
     pub transport: Option<RunResult>,
+    /// The pipeline on `database`.
     pub pipeline: Option<RunResult>,
+    /// With `--compare-sqlite`: the pipeline on the embedded SQLite file, same invocation.
+    pub pipeline_sqlite: Option<RunResult>,
     /// pipeline throughput / transport-only throughput, measured side by side.
     pub ratio: Option<f64>,
-    /// Stored chunk rows in the pipeline's index after the run (each chunk once).
-    pub stored_chunks: Option<i64>,
+    /// PostgreSQL pipeline throughput / SQLite pipeline throughput, same invocation.
+    pub postgres_to_sqlite: Option<f64>,
+    /// Every round's figures (`--rounds`); the runs above are the last round's.
+    pub rounds: Vec<Round>,
+    /// Runs that lost a chunk, acked one twice or indexed one other than once.
+    pub problems: Vec<String>,
+    pub median_ratio: Option<f64>,
+    pub median_postgres_to_sqlite: Option<f64>,
+}
+
+/// One round's figures.
+#[derive(Serialize)]
+pub struct Round {
+    pub transport_mb_per_s: Option<f64>,
+    pub pipeline_mb_per_s: Option<f64>,
+    pub pipeline_p99_ms: Option<f64>,
+    pub pipeline_sqlite_mb_per_s: Option<f64>,
+    pub pipeline_sqlite_p99_ms: Option<f64>,
+    pub ratio: Option<f64>,
+    pub sqlite_ratio: Option<f64>,
+    pub postgres_to_sqlite: Option<f64>,
+}
+
+impl Round {
+    pub fn of(r: &Report) -> Round {
+        Round {
+            transport_mb_per_s: r.transport.as_ref().map(|t| t.mb_per_s),
+            pipeline_mb_per_s: r.pipeline.as_ref().map(|p| p.mb_per_s),
+            pipeline_p99_ms: r.pipeline.as_ref().map(|p| p.ack_latency_ms.p99),
+            pipeline_sqlite_mb_per_s: r.pipeline_sqlite.as_ref().map(|p| p.mb_per_s),
+            pipeline_sqlite_p99_ms: r.pipeline_sqlite.as_ref().map(|p| p.ack_latency_ms.p99),
+            ratio: r.ratio,
+            sqlite_ratio: r
+                .pipeline_sqlite
+                .as_ref()
+                .and_then(|p| p.ratio_to_transport),
+            postgres_to_sqlite: r.postgres_to_sqlite,
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+        format!(
+            "transport {} MB/s | pipeline {} MB/s p99 {} ms (ratio {}) | sqlite {} MB/s p99 {} ms (ratio {}) | postgresql / sqlite {}",
+            f(self.transport_mb_per_s, 1),
+            f(self.pipeline_mb_per_s, 1),
+            f(self.pipeline_p99_ms, 0),
+            f(self.ratio, 3),
+            f(self.pipeline_sqlite_mb_per_s, 1),
+            f(self.pipeline_sqlite_p99_ms, 0),
+            f(self.sqlite_ratio, 3),
+            f(self.postgres_to_sqlite, 3),
+        )
+    }
+}
+
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+impl Report {
+    /// Every run, in the order they ran.
+    pub fn runs(&self) -> impl Iterator<Item = &RunResult> {
+        [&self.transport, &self.pipeline_sqlite, &self.pipeline]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// "transport", "pipeline (sqlite)", "pipeline (postgresql)".
+fn run_name(run: &RunResult) -> String {
+    match &run.database {
+        Some(db) => format!("pipeline ({db})"),
+        None => format!("{:?}", run.mode).to_lowercase(),
+    }
 }
 
 #[derive(Serialize)]
@@ -74,12 +162,12 @@ pub fn summary(r: &Report) -> String {
         sc.keystrokes.events,
         sc.keystrokes.interval_ms
     );
-    for run in [&r.transport, &r.pipeline].into_iter().flatten() {
+    for run in r.runs() {
         let l = &run.ack_latency_ms;
         let _ = writeln!(
             s,
-            "  {:<9?} {:8.1} MB/s {:9.0} chunks/s | ack ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} | server RSS max {} MiB, CPU {:.0}% | sealed {} acked {} lost {} duplicates {}{}",
-            run.mode,
+            "  {:<21} {:8.1} MB/s {:9.0} chunks/s | ack ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} | longest without an ack {:.0} ms | server RSS max {} MiB, CPU {:.0}% | sealed {} acked {} lost {} duplicates {}{}{}",
+            run_name(run),
             run.mb_per_s,
             run.chunks_per_s,
             l.p50,
@@ -87,12 +175,16 @@ pub fn summary(r: &Report) -> String {
             l.p99,
             l.p999,
             l.max,
+            run.longest_ack_gap_ms,
             run.max_rss_bytes / (1024 * 1024),
             run.mean_cpu_pct,
             run.sealed_chunks,
             run.acked_chunks,
             run.lost,
             run.duplicates,
+            run.stored_chunks
+                .map(|n| format!(" index rows {n}"))
+                .unwrap_or_default(),
             run.drain_s
                 .map(|d| format!(
                     " | backlog {} chunks drained in {d:.1} s",
@@ -104,15 +196,32 @@ pub fn summary(r: &Report) -> String {
             let _ = writeln!(s, "            rejections: {:?}", run.rejections);
         }
     }
-    if let Some(ratio) = r.ratio {
-        let _ = writeln!(s, "  pipeline / transport throughput = {ratio:.3}");
+    for p in [&r.pipeline_sqlite, &r.pipeline].into_iter().flatten() {
+        if let Some(ratio) = p.ratio_to_transport {
+            let _ = writeln!(
+                s,
+                "  pipeline / transport throughput = {ratio:.3} ({})",
+                p.database.as_deref().unwrap_or("?")
+            );
+        }
     }
-    if let (Some(stored), Some(p)) = (r.stored_chunks, &r.pipeline) {
-        let _ = writeln!(
-            s,
-            "  index rows {stored} for {} acked chunks",
-            p.acked_chunks
-        );
+    if let Some(x) = r.postgres_to_sqlite {
+        let _ = writeln!(s, "  postgresql / sqlite pipeline throughput = {x:.3}");
+    }
+    if r.rounds.len() > 1 {
+        let _ = writeln!(s, "  {} rounds:", r.rounds.len());
+        for (i, round) in r.rounds.iter().enumerate() {
+            let _ = writeln!(s, "    {}: {}", i + 1, round.line());
+        }
+        if let Some(m) = r.median_ratio {
+            let _ = writeln!(s, "  median pipeline / transport throughput = {m:.3}");
+        }
+        if let Some(m) = r.median_postgres_to_sqlite {
+            let _ = writeln!(
+                s,
+                "  median postgresql / sqlite pipeline throughput = {m:.3}"
+            );
+        }
     }
     s
 }
@@ -183,13 +292,19 @@ fn rate(samples: &[Sample], f: impl Fn(&Sample) -> u64, scale: f64) -> Vec<(f64,
 }
 
 fn html(r: &Report) -> String {
-    let runs: Vec<&RunResult> = [&r.transport, &r.pipeline].into_iter().flatten().collect();
+    let runs: Vec<&RunResult> = r.runs().collect();
+    let names: Vec<String> = runs.iter().map(|m| run_name(m)).collect();
     // One line per run for a sample series.
     let series = |f: &dyn Fn(&RunResult) -> Vec<(f64, f64)>| -> Vec<Series<'_>> {
         runs.iter()
-            .map(|m| match m.mode {
-                Mode::Pipeline => ("pipeline", "#c0392b", f(m)),
-                Mode::Transport => ("transport", "#2471a3", f(m)),
+            .zip(&names)
+            .map(|(m, name)| {
+                let colour = match (m.mode, m.database.as_deref()) {
+                    (Mode::Transport, _) => "#2471a3",
+                    (Mode::Pipeline, Some("postgresql")) => "#7d3c98",
+                    (Mode::Pipeline, _) => "#c0392b",
+                };
+                (name.as_str(), colour, f(m))
             })
             .collect()
     };
@@ -208,8 +323,13 @@ fn html(r: &Report) -> String {
         let l = &m.ack_latency_ms;
         let _ = write!(
             lat,
-            "<tr><td>{:?}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
-            m.mode, l.p50, l.p90, l.p99, l.p999, l.max
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            run_name(m),
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max
         );
     }
     lat.push_str("</table>");

@@ -22,6 +22,11 @@ pub struct Collector {
     acked_chunks: AtomicU64,
     sealed_chunks: AtomicU64,
     rejections: Mutex<BTreeMap<String, u64>>,
+    /// Microseconds since `epoch` of the latest ack (0 before the first), and the longest
+    /// time between two acks: a pipeline that stops for a while shows here.
+    epoch: Instant,
+    last_ack_us: AtomicU64,
+    longest_gap_us: AtomicU64,
 }
 
 impl Collector {
@@ -34,6 +39,9 @@ impl Collector {
             acked_chunks: AtomicU64::new(0),
             sealed_chunks: AtomicU64::new(0),
             rejections: Mutex::new(BTreeMap::new()),
+            epoch: Instant::now(),
+            last_ack_us: AtomicU64::new(0),
+            longest_gap_us: AtomicU64::new(0),
         }
     }
 }
@@ -44,6 +52,12 @@ impl Observer for Collector {
         self.acked_chunks.fetch_add(1, Ordering::Relaxed);
         let us = (latency.as_micros() as u64).clamp(1, 600_000_000);
         let _ = self.latency_us.lock().expect("histogram lock").record(us);
+        let now = self.epoch.elapsed().as_micros() as u64 + 1;
+        let prev = self.last_ack_us.swap(now, Ordering::Relaxed);
+        if prev != 0 {
+            self.longest_gap_us
+                .fetch_max(now.saturating_sub(prev), Ordering::Relaxed);
+        }
     }
 
     fn rejected(&self, code: Reject) {
@@ -83,6 +97,16 @@ pub struct Percentiles {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
     pub mode: Mode,
+    /// The metadata database the pipeline ran on ("sqlite" or "postgresql"); none for the
+    /// transport-only sink.
+    pub database: Option<String>,
+    /// Index rows in the pipeline's database after the run (each acked chunk once).
+    pub stored_chunks: Option<i64>,
+    /// This run's throughput / the transport-only run's, measured side by side.
+    pub ratio_to_transport: Option<f64>,
+    /// The longest time between two acks, anywhere, while agents were sending: a pipeline
+    /// that stalls for a second shows a second here even when throughput averages well.
+    pub longest_ack_gap_ms: f64,
     /// The steady window (after ramp-up, before the agents stop) the rates are measured over.
     pub window_s: f64,
     pub mb_per_s: f64,
@@ -126,6 +150,7 @@ const TICKS_PER_S: f64 = 100.0;
 pub async fn run<F, Fut, T>(
     scenario: &Scenario,
     mode: Mode,
+    label: &str,
     agents: Vec<AgentConfig>,
     start_target: F,
     progress: &indicatif::ProgressBar,
@@ -201,8 +226,8 @@ where
         });
         progress.set_position((t.min(expected_end) * 10.0) as u64);
         progress.set_message(format!(
-            "{:?}: {:.1} MB acked, {} chunks, server RSS {} MiB",
-            mode,
+            "{}: {:.1} MB acked, {} chunks, server RSS {} MiB",
+            label,
             acked_bytes as f64 / 1e6,
             acked_chunks,
             rss / (1024 * 1024)
@@ -244,6 +269,10 @@ where
         .collect();
     let result = RunResult {
         mode,
+        database: None,
+        stored_chunks: None,
+        ratio_to_transport: None,
+        longest_ack_gap_ms: collector.longest_gap_us.load(Ordering::Relaxed) as f64 / 1000.0,
         window_s: window,
         mb_per_s: (s1.acked_bytes - s0.acked_bytes) as f64 / window / 1e6,
         chunks_per_s: (s1.acked_chunks - s0.acked_chunks) as f64 / window,

@@ -74,6 +74,11 @@ pub struct ServerTuning {
     pub segment_max_bytes: usize,
     pub segment_max_age_ms: u64,
     pub store_actors: usize,
+    /// A PostgreSQL server the harness may create databases on (e.g.
+    /// `postgres://postgres@127.0.0.1:5432/postgres`): the pipeline then runs on PostgreSQL,
+    /// in a database of its own that is dropped afterwards. Empty: the embedded SQLite file.
+    /// `--database-url` overrides it.
+    pub database_url: String,
 }
 
 impl Default for ServerTuning {
@@ -82,6 +87,7 @@ impl Default for ServerTuning {
             segment_max_bytes: 8 * 1024 * 1024,
             segment_max_age_ms: 200,
             store_actors: 2,
+            database_url: String::new(),
         }
     }
 }

@@ -61,9 +61,16 @@ fn free_tcp_port() -> anyhow::Result<SocketAddr> {
 }
 
 impl Prepared {
-    pub fn new(mode: Mode, dir: &Path, scenario: &Scenario) -> anyhow::Result<Prepared> {
+    /// `database_url` is the pipeline server's (empty: the embedded SQLite file).
+    pub fn new(
+        mode: Mode,
+        dir: &Path,
+        scenario: &Scenario,
+        database_url: &str,
+    ) -> anyhow::Result<Prepared> {
         std::fs::create_dir_all(dir)?;
         let mut cfg = ServeConfig {
+            database_url: database_url.to_owned(),
             listen: free_udp_port()?,
             ops_listen: free_tcp_port()?,
             data_dir: dir.join("server"),
@@ -75,9 +82,10 @@ impl Prepared {
         cfg.segments.store_actors = scenario.server.store_actors;
         let config_path = dir.join("serve.toml");
         let toml = format!(
-            "listen = \"{}\"\nops_listen = \"{}\"\ndata_dir = \"server\"\nkek_poll_ms = 200\n[segments]\nmax_bytes = {}\nmax_age_ms = {}\nstore_actors = {}\n",
+            "listen = \"{}\"\nops_listen = \"{}\"\ndata_dir = \"server\"\nkek_poll_ms = 200\ndatabase_url = {}\n[segments]\nmax_bytes = {}\nmax_age_ms = {}\nstore_actors = {}\n",
             cfg.listen,
             cfg.ops_listen,
+            toml::Value::String(cfg.database_url.clone()),
             cfg.segments.max_bytes,
             cfg.segments.max_age_ms,
             cfg.segments.store_actors
@@ -125,7 +133,11 @@ impl Prepared {
     pub async fn start(&self, host: Host, bin: &Path) -> anyhow::Result<Running> {
         if self.mode == Mode::Pipeline {
             // Register the KEK before the server starts: no agent meets an unknown KEK.
-            let md = sealstream::metadata::Metadata::open("", &self.cfg.sqlite_path()).await?;
+            let md = sealstream::metadata::Metadata::open(
+                &self.cfg.database_url,
+                &self.cfg.sqlite_path(),
+            )
+            .await?;
             md.insert_kek(
                 true,
                 true,

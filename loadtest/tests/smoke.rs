@@ -1,5 +1,6 @@
-//! The harness end to end on a tiny scenario: both targets run, every chunk is acked once,
-//! and the reports are written.
+//! The harness end to end on a tiny scenario: the transport-only sink and the pipeline on
+//! both databases (SQLite and a PostgreSQL database the harness creates and drops) run, every
+//! chunk is acked once and indexed once, and the reports are written.
 
 use std::process::Command;
 
@@ -7,9 +8,13 @@ use std::process::Command;
 fn the_smoke_scenario_runs_against_sink_and_pipeline() {
     let out = tempfile::tempdir().unwrap();
     let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let admin = std::env::var("SEALSTREAM_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
     let run = Command::new(env!("CARGO_BIN_EXE_sealstream-loadtest"))
-        .args(["run", "--in-process", "--scenario"])
+        .args(["run", "--in-process", "--compare-sqlite", "--scenario"])
         .arg(&scenario)
+        .arg("--database-url")
+        .arg(&admin)
         .arg("--out")
         .arg(out.path())
         .output()
@@ -24,9 +29,16 @@ fn the_smoke_scenario_runs_against_sink_and_pipeline() {
         stdout.contains("pipeline / transport throughput"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("postgresql / sqlite pipeline throughput"),
+        "{stdout}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
-    for run in ["transport", "pipeline"] {
+    assert_eq!(report["database"], "postgresql");
+    assert_eq!(report["pipeline"]["database"], "postgresql");
+    assert_eq!(report["pipeline_sqlite"]["database"], "sqlite");
+    for run in ["transport", "pipeline", "pipeline_sqlite"] {
         let r = &report[run];
         assert_eq!(r["lost"], 0, "{run}");
         assert_eq!(r["duplicates"], 0, "{run}");
@@ -34,11 +46,31 @@ fn the_smoke_scenario_runs_against_sink_and_pipeline() {
         assert_eq!(r["acked_chunks"], r["sealed_chunks"], "{run}");
         assert!(r["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     }
-    assert_eq!(
-        report["stored_chunks"], report["pipeline"]["acked_chunks"],
-        "each acked chunk indexed once"
-    );
+    for run in ["pipeline", "pipeline_sqlite"] {
+        assert_eq!(
+            report[run]["stored_chunks"], report[run]["acked_chunks"],
+            "{run}: each acked chunk indexed once"
+        );
+        assert!(report[run]["ratio_to_transport"].as_f64().unwrap() > 0.0);
+    }
     assert!(report["ratio"].as_f64().unwrap() > 0.0);
+    assert!(report["postgres_to_sqlite"].as_f64().unwrap() > 0.0);
+    // The harness dropped the database it made.
+    let left = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'sealstream_lt_smoke_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    });
+    assert_eq!(left, 0, "the run's PostgreSQL database was dropped");
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Acked throughput"));
 }

@@ -48,6 +48,7 @@ pub(super) async fn start_metrics(
     let state = crate::server::ops::OpsState {
         metadata: None,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        progress: None,
     };
     let serve = tokio::spawn(crate::server::ops::serve(listener, state));
     Ok(tokio::spawn(async move {

@@ -26,6 +26,27 @@ pub const EXIT_MISSING_KEY: u8 = 4;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SEALSTREAM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// Without `SEALSTREAM_LOG`: the long-running services log their lifecycle (listening, KEKs
+    /// loaded or refused, agents connected, refused or replaced) at `info`; one-shot commands
+    /// print their own results and log warnings only.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Serve { .. } | Command::Agent(_) => "info,quinn=warn,rustls=warn",
+            _ => "warn",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,14 +5,17 @@
 mod postgres;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("PostgreSQL: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// `target` is `host:port/database`; `detail` the server's or the driver's words, once.
+    #[error("PostgreSQL at {target}: {detail}")]
+    Postgres { target: String, detail: String },
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("metadata worker stopped: {0}")]
@@ -71,6 +74,34 @@ pub struct SegmentCommit {
     pub streams: Vec<StreamUpdate>,
 }
 
+/// PostgreSQL pool settings (the embedded SQLite file has one connection).
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    pub index_connections: usize,
+    pub key_connections: usize,
+    pub acquire_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        Self::from(&crate::config::Database::default())
+    }
+}
+
+impl From<&crate::config::Database> for DbSettings {
+    fn from(d: &crate::config::Database) -> Self {
+        DbSettings {
+            index_connections: d.index_connections,
+            key_connections: d.key_connections,
+            acquire_timeout: Duration::from_millis(d.acquire_timeout_ms),
+            connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(d.statement_timeout_ms),
+        }
+    }
+}
+
 /// The metadata store.
 #[derive(Clone)]
 pub enum Metadata {
@@ -81,10 +112,19 @@ pub enum Metadata {
 impl Metadata {
     /// Connect (PostgreSQL URL, or the SQLite file when `url` is empty) and apply migrations.
     pub async fn open(url: &str, sqlite_file: &Path) -> Result<Self, MetaError> {
+        Self::open_with(url, sqlite_file, &DbSettings::default()).await
+    }
+
+    /// `open` with explicit PostgreSQL pool settings.
+    pub async fn open_with(
+        url: &str,
+        sqlite_file: &Path,
+        settings: &DbSettings,
+    ) -> Result<Self, MetaError> {
         let m = if url.is_empty() {
             Metadata::Sqlite(sqlite::Lite::open(sqlite_file).await?)
         } else {
-            Metadata::Postgres(postgres::Pg::connect(url).await?)
+            Metadata::Postgres(postgres::Pg::connect(url, settings).await?)
         };
         m.migrate().await?;
         Ok(m)
@@ -125,19 +165,22 @@ impl Metadata {
         }
     }
 
-    /// Record a wrapped DEK (idempotent).
-    pub async fn insert_dek(&self, record: &DekRecord, object_key: &str) -> Result<(), MetaError> {
+    /// Record wrapped DEKs with their object keys, in one statement (idempotent per DEK id).
+    pub async fn insert_deks(&self, records: Vec<(DekRecord, String)>) -> Result<(), MetaError> {
         match self {
-            Metadata::Postgres(p) => p.insert_dek(record, object_key).await,
-            Metadata::Sqlite(s) => s.insert_dek(record, object_key).await,
+            Metadata::Postgres(p) => p.insert_deks(records).await,
+            Metadata::Sqlite(s) => s.insert_deks(records).await,
         }
     }
 
-    /// The agent a registered DEK belongs to.
-    pub async fn dek_agent(&self, dek_id: &[u8; 16]) -> Result<Option<String>, MetaError> {
+    /// The agents that registered these DEK ids, for those registered at all.
+    pub async fn dek_owners(
+        &self,
+        dek_ids: Vec<[u8; 16]>,
+    ) -> Result<HashMap<[u8; 16], String>, MetaError> {
         match self {
-            Metadata::Postgres(p) => p.dek_agent(dek_id).await,
-            Metadata::Sqlite(s) => s.dek_agent(dek_id).await,
+            Metadata::Postgres(p) => p.dek_owners(dek_ids).await,
+            Metadata::Sqlite(s) => s.dek_owners(dek_ids).await,
         }
     }
 

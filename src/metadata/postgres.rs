@@ -1,117 +1,274 @@
-//! PostgreSQL through tokio-postgres. One client; writes that must be atomic take the
-//! transaction lock.
+//! PostgreSQL through tokio-postgres and deadpool-postgres.
+//!
+//! Every connection lives on a runtime of its own (one thread, `sealstream-pg`), and every
+//! operation runs there as a task that owns its pooled connection from checkout to return.
+//! Callers (actors, stream tasks) only await the task's result: whatever they do meanwhile (an
+//! actor suspended by `ctx.wait`, a dropped future), the operation runs to its end and gives the
+//! connection back, so no connection is ever held by code that can wait on another one.
+//!
+//! Two pools: `index` for segment commits and stream lookups, `keys` for the key actor, the KEK
+//! registry and the audit log, so key work never queues behind segment commits. Statements are
+//! prepared once per connection (`prepare_cached`); a segment's rows go in one statement (its
+//! segment row, every chunk row and every stream position, through `unnest` arrays).
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
-use super::{KekRow, MIGRATIONS, MetaError, SegmentCommit, StreamRow};
+use super::{DbSettings, KekRow, MIGRATIONS, MetaError, SegmentCommit, StreamRow};
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
 
-/// Rows per multi-row INSERT.
-const BATCH: usize = 500;
+type Op<T> = Pin<Box<dyn Future<Output = Result<T, MetaError>> + Send>>;
+type Param = Box<dyn ToSql + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Pg {
-    url: Arc<str>,
-    client: Arc<Mutex<Client>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rt: tokio::runtime::Handle,
+    index: Pool,
+    keys: Pool,
+    /// `host:port/database`, for error messages.
+    target: Arc<str>,
+    acquire_timeout: Duration,
+    /// Dropped with the last `Pg`: ends the runtime's thread (and its connections).
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Index,
+    Keys,
+}
+
+/// `host:port/database` of a connection string, without user or password.
+fn describe(cfg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("postgres"))
+}
+
+/// The text of a tokio-postgres error, once (its `Display` already includes its cause).
+fn pg_err(target: &str, e: tokio_postgres::Error) -> MetaError {
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    };
+    MetaError::Postgres {
+        target: target.to_owned(),
+        detail,
+    }
 }
 
 impl Pg {
-    pub async fn connect(url: &str) -> Result<Self, MetaError> {
-        Ok(Pg {
-            url: url.into(),
-            client: Arc::new(Mutex::new(Self::open(url).await?)),
-        })
-    }
-
-    async fn open(url: &str) -> Result<Client, MetaError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "PostgreSQL connection closed");
-            }
-        });
-        Ok(client)
-    }
-
-    /// The client, reconnected first if the database went away (a restart, a failover):
-    /// callers get an error while it is down and a working client once it is back.
-    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, MetaError> {
-        let mut guard = self.client.lock().await;
-        if guard.is_closed() {
-            *guard = Self::open(&self.url).await?;
-            tracing::info!("reconnected to PostgreSQL");
+    pub async fn connect(url: &str, settings: &DbSettings) -> Result<Self, MetaError> {
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Postgres {
+            target: "database_url".into(),
+            detail: format!("cannot parse the connection string: {e}"),
+        })?;
+        let target: Arc<str> = describe(&pg).into();
+        pg.connect_timeout(settings.connect_timeout);
+        pg.application_name("sealstream");
+        if !settings.statement_timeout.is_zero() {
+            pg.options(format!(
+                "-c statement_timeout={}",
+                settings.statement_timeout.as_millis()
+            ));
         }
-        Ok(guard)
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sealstream-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| MetaError::Worker(format!("starting the PostgreSQL runtime: {e}")))?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sealstream-pg-owner".into())
+            .spawn(move || {
+                // Runs until every `Pg` is dropped; the runtime is dropped here, off any
+                // async context.
+                let _ = stopped.recv();
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(|e| MetaError::Worker(format!("starting the PostgreSQL thread: {e}")))?;
+        let pool = |size: usize| {
+            let mgr = Manager::from_config(
+                pg.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(mgr)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(settings.acquire_timeout))
+                .create_timeout(Some(settings.connect_timeout))
+                .recycle_timeout(Some(settings.connect_timeout))
+                .build()
+                .map_err(|e| MetaError::Worker(format!("PostgreSQL pool: {e}")))
+        };
+        let p = Pg {
+            inner: Arc::new(Inner {
+                rt: handle,
+                index: pool(settings.index_connections)?,
+                keys: pool(settings.key_connections)?,
+                target,
+                acquire_timeout: settings.acquire_timeout,
+                _stop: stop,
+            }),
+        };
+        // Fail now, naming the server, if it cannot be reached.
+        p.ping().await?;
+        Ok(p)
+    }
+
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// Run `f` with a pooled connection, on the PostgreSQL runtime, to its end.
+    async fn run<T: Send + 'static>(
+        &self,
+        which: Which,
+        f: impl FnOnce(Object, Arc<str>) -> Op<T> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let pool = match which {
+            Which::Index => self.inner.index.clone(),
+            Which::Keys => self.inner.keys.clone(),
+        };
+        let target = self.inner.target.clone();
+        let wait = self.inner.acquire_timeout;
+        let task = self.inner.rt.spawn(async move {
+            let client = pool.get().await.map_err(|e| {
+                use deadpool_postgres::PoolError;
+                let detail = match e {
+                    PoolError::Timeout(_) => format!(
+                        "no connection free or made within {} ms (database.acquire_timeout_ms)",
+                        wait.as_millis()
+                    ),
+                    PoolError::Backend(e) => return pg_err(&target, e),
+                    e => e.to_string(),
+                };
+                MetaError::Postgres {
+                    target: target.to_string(),
+                    detail,
+                }
+            })?;
+            f(client, target).await
+        });
+        task.await
+            .map_err(|e| MetaError::Worker(format!("PostgreSQL task: {e}")))?
     }
 
     pub async fn migrate(&self) -> Result<(), MetaError> {
-        let mut c = self.conn().await?;
-        c.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        )
-        .await?;
-        for (version, pg, _) in MIGRATIONS {
-            let tx = c.transaction().await?;
-            // Serialise concurrent starters on the same database.
-            tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
-                .await?;
-            let done = tx
-                .query_opt(
-                    "SELECT 1 FROM schema_migrations WHERE version = $1",
-                    &[version],
+        self.run(Which::Keys, |mut c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                c.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
                 )
-                .await?
-                .is_some();
-            if !done {
-                tx.batch_execute(pg).await?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version) VALUES ($1)",
-                    &[version],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
+                .await
+                .map_err(e)?;
+                for (version, pg, _) in MIGRATIONS {
+                    let tx = c.transaction().await.map_err(e)?;
+                    // Serialise concurrent starters on the same database.
+                    tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                        .await
+                        .map_err(e)?;
+                    let done = tx
+                        .query_opt(
+                            "SELECT 1 FROM schema_migrations WHERE version = $1",
+                            &[version],
+                        )
+                        .await
+                        .map_err(e)?
+                        .is_some();
+                    if !done {
+                        tx.batch_execute(pg).await.map_err(e)?;
+                        tx.execute(
+                            "INSERT INTO schema_migrations (version) VALUES ($1)",
+                            &[version],
+                        )
+                        .await
+                        .map_err(e)?;
+                    }
+                    tx.commit().await.map_err(e)?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn ping(&self) -> Result<(), MetaError> {
-        self.conn().await?.simple_query("SELECT 1").await?;
-        Ok(())
+        self.run(Which::Keys, |c, t| {
+            Box::pin(async move {
+                c.simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn keks(&self) -> Result<Vec<KekRow>, MetaError> {
-        let rows = self.conn().await?
-            .query(
-                "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id FROM encryption_kek ORDER BY id",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| KekRow {
-                id: r.get(0),
-                active: r.get(1),
-                priv_encrypted: r.get(2),
-                pub_datafile: r.get(3),
-                priv_datafile: r.get(4),
-                fingerprint: r.get(5),
-                agent_id: r.get(6),
+        self.run(Which::Keys, |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                let st = c
+                    .prepare_cached(
+                        "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id FROM encryption_kek ORDER BY id",
+                    )
+                    .await
+                    .map_err(e)?;
+                let rows = c.query(&st, &[]).await.map_err(e)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| KekRow {
+                        id: r.get(0),
+                        active: r.get(1),
+                        priv_encrypted: r.get(2),
+                        pub_datafile: r.get(3),
+                        priv_datafile: r.get(4),
+                        fingerprint: r.get(5),
+                        agent_id: r.get(6),
+                    })
+                    .collect())
             })
-            .collect())
+        })
+        .await
     }
 
     pub async fn set_kek_fingerprint(&self, id: i64, fp: &str) -> Result<(), MetaError> {
-        self.conn().await?
-            .execute(
-                "UPDATE encryption_kek SET fingerprint = $2 WHERE id = $1 AND fingerprint IS DISTINCT FROM $2",
-                &[&id, &fp],
-            )
-            .await?;
-        Ok(())
+        let fp = fp.to_owned();
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE encryption_kek SET fingerprint = $2 WHERE id = $1 AND fingerprint IS DISTINCT FROM $2",
+                    &[&id, &fp],
+                )
+                .await
+                .map_err(|e| pg_err(&t, e))?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn insert_kek(
@@ -121,44 +278,105 @@ impl Pg {
         pubf: &str,
         privf: &str,
     ) -> Result<(), MetaError> {
-        self.conn().await?
-            .execute(
-                "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values ($1, $2, $3, $4)",
-                &[&active, &enc, &pubf, &privf],
-            )
-            .await?;
-        Ok(())
+        let (pubf, privf) = (pubf.to_owned(), privf.to_owned());
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                c.execute(
+                    "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values ($1, $2, $3, $4)",
+                    &[&active, &enc, &pubf, &privf],
+                )
+                .await
+                .map_err(|e| pg_err(&t, e))?;
+                Ok(())
+            })
+        })
+        .await
     }
 
-    pub async fn insert_dek(&self, r: &DekRecord, object_key: &str) -> Result<(), MetaError> {
-        self.conn().await?
-            .execute(
-                "INSERT INTO encryption_dek (dek_id, kek_fingerprint, agent_id, agent_session, wrapped_dek, record, object_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dek_id) DO NOTHING",
-                &[
-                    &&r.dek_id.0[..],
-                    &r.kek_id.to_string(),
-                    &r.agent.as_str(),
-                    &&r.agent_session.0[..],
-                    &r.wrapped,
-                    &r.encode(),
-                    &object_key,
-                ],
-            )
-            .await?;
-        Ok(())
+    /// Record wrapped DEKs, one statement for the whole batch (idempotent per DEK id).
+    pub async fn insert_deks(&self, records: Vec<(DekRecord, String)>) -> Result<(), MetaError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                let ids: Vec<&[u8]> = records.iter().map(|(r, _)| &r.dek_id.0[..]).collect();
+                let keks: Vec<String> = records.iter().map(|(r, _)| r.kek_id.to_string()).collect();
+                let agents: Vec<&str> = records.iter().map(|(r, _)| r.agent.as_str()).collect();
+                let sessions: Vec<&[u8]> =
+                    records.iter().map(|(r, _)| &r.agent_session.0[..]).collect();
+                let wrapped: Vec<&[u8]> = records.iter().map(|(r, _)| &r.wrapped[..]).collect();
+                let encoded: Vec<Vec<u8>> = records.iter().map(|(r, _)| r.encode()).collect();
+                let keys: Vec<&str> = records.iter().map(|(_, k)| k.as_str()).collect();
+                let st = c
+                    .prepare_cached(
+                        "INSERT INTO encryption_dek (dek_id, kek_fingerprint, agent_id, agent_session, wrapped_dek, record, object_key) \
+                         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[], $7::text[]) \
+                         ON CONFLICT (dek_id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(e)?;
+                c.execute(
+                    &st,
+                    &[&ids, &keks, &agents, &sessions, &wrapped, &encoded, &keys],
+                )
+                .await
+                .map_err(e)?;
+                Ok(())
+            })
+        })
+        .await
     }
 
-    pub async fn dek_agent(&self, dek_id: &[u8; 16]) -> Result<Option<String>, MetaError> {
-        let row = self
-            .conn()
-            .await?
-            .query_opt(
-                "SELECT agent_id FROM encryption_dek WHERE dek_id = $1",
-                &[&&dek_id[..]],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+    /// The agents that registered these DEK ids (those registered at all).
+    pub async fn dek_owners(
+        &self,
+        dek_ids: Vec<[u8; 16]>,
+    ) -> Result<HashMap<[u8; 16], String>, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                let ids: Vec<&[u8]> = dek_ids.iter().map(|d| &d[..]).collect();
+                let st = c
+                    .prepare_cached(
+                        "SELECT dek_id, agent_id FROM encryption_dek WHERE dek_id = ANY($1::bytea[])",
+                    )
+                    .await
+                    .map_err(e)?;
+                let mut out = HashMap::new();
+                for r in c.query(&st, &[&ids]).await.map_err(e)? {
+                    let id: Vec<u8> = r.get(0);
+                    let id: [u8; 16] = id
+                        .try_into()
+                        .map_err(|_| MetaError::Row("dek_id is not 16 bytes".into()))?;
+                    out.insert(id, r.get(1));
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    /// At most one row of `sql` (prepared once per connection) on `which`'s pool.
+    async fn row(
+        &self,
+        which: Which,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Option<Row>, MetaError> {
+        self.run(which, move |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                let st = c.prepare_cached(sql).await.map_err(e)?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                c.query_opt(&st, &refs).await.map_err(e)
+            })
+        })
+        .await
     }
 
     pub async fn stream(
@@ -167,10 +385,15 @@ impl Pg {
         session: SessionId,
         stream: StreamId,
     ) -> Result<Option<StreamRow>, MetaError> {
-        let row = self.conn().await?
-            .query_opt(
+        let row = self
+            .row(
+                Which::Index,
                 "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3",
-                &[&agent.as_str(), &&session.0[..], &i64::from(stream.0)],
+                vec![
+                    Box::new(agent.as_str().to_owned()),
+                    Box::new(session.0.to_vec()),
+                    Box::new(i64::from(stream.0)),
+                ],
             )
             .await?;
         Ok(row.map(|r| StreamRow {
@@ -187,10 +410,16 @@ impl Pg {
         stream: StreamId,
         seq: u64,
     ) -> Result<Option<[u8; 32]>, MetaError> {
-        let row = self.conn().await?
-            .query_opt(
+        let row = self
+            .row(
+                Which::Index,
                 "SELECT digest FROM chunks WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3 AND seq = $4",
-                &[&agent.as_str(), &&session.0[..], &i64::from(stream.0), &(seq as i64)],
+                vec![
+                    Box::new(agent.as_str().to_owned()),
+                    Box::new(session.0.to_vec()),
+                    Box::new(i64::from(stream.0)),
+                    Box::new(seq as i64),
+                ],
             )
             .await?;
         row.map(|r| {
@@ -201,85 +430,108 @@ impl Pg {
         .transpose()
     }
 
-    pub async fn commit_segment(&self, c: SegmentCommit) -> Result<(), MetaError> {
-        let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING",
-            &[&&c.segment_id[..], &c.object_key, &(c.size as i64), &&c.sha256[..], &(c.chunks.len() as i32)],
-        )
-        .await?;
-        for batch in c.chunks.chunks(BATCH) {
-            let mut sql = String::from(
-                "INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) VALUES ",
-            );
-            let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
-                Vec::with_capacity(batch.len() * 6);
-            for (i, ch) in batch.iter().enumerate() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
-                params.push(Box::new(ch.agent.as_str().to_owned()));
-                params.push(Box::new(ch.session.0.to_vec()));
-                params.push(Box::new(i64::from(ch.stream.0)));
-                params.push(Box::new(ch.seq as i64));
-                params.push(Box::new(c.segment_id.to_vec()));
-                params.push(Box::new(ch.digest.to_vec()));
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING");
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            tx.execute(sql.as_str(), &refs).await?;
-        }
-        for s in &c.streams {
-            tx.execute(
-                "INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
-                 next_seq = GREATEST(streams.next_seq, EXCLUDED.next_seq), final_seq = COALESCE(streams.final_seq, EXCLUDED.final_seq)",
-                &[
-                    &s.agent.as_str(),
-                    &&s.session.0[..],
-                    &i64::from(s.stream.0),
-                    &i16::from(s.kind),
-                    &(s.next_seq as i64),
-                    &s.final_seq.map(|v| v as i64),
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// The segment row, its chunk rows and its streams' positions in one statement (so one
+    /// round trip and one implicit transaction). Stream rows are updated in key order, so two
+    /// segments of the same streams committing at once cannot deadlock.
+    pub async fn commit_segment(&self, s: SegmentCommit) -> Result<(), MetaError> {
+        self.run(Which::Index, move |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                let st = c
+                    .prepare_cached(
+                        "WITH seg AS ( \
+                           INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) \
+                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING \
+                         ), ch AS ( \
+                           INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) \
+                           SELECT a, s, st, q, $1, d \
+                           FROM unnest($6::text[], $7::bytea[], $8::int8[], $9::int8[], $10::bytea[]) AS u(a, s, st, q, d) \
+                           ON CONFLICT DO NOTHING \
+                         ) \
+                         INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) \
+                         SELECT * FROM unnest($11::text[], $12::bytea[], $13::int8[], $14::int2[], $15::int8[], $16::int8[]) \
+                         ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
+                         next_seq = GREATEST(streams.next_seq, EXCLUDED.next_seq), \
+                         final_seq = COALESCE(streams.final_seq, EXCLUDED.final_seq)",
+                    )
+                    .await
+                    .map_err(e)?;
+                let ch = &s.chunks;
+                let c_agent: Vec<&str> = ch.iter().map(|r| r.agent.as_str()).collect();
+                let c_session: Vec<&[u8]> = ch.iter().map(|r| &r.session.0[..]).collect();
+                let c_stream: Vec<i64> = ch.iter().map(|r| i64::from(r.stream.0)).collect();
+                let c_seq: Vec<i64> = ch.iter().map(|r| r.seq as i64).collect();
+                let c_digest: Vec<&[u8]> = ch.iter().map(|r| &r.digest[..]).collect();
+                let mut streams: Vec<_> = s.streams.iter().collect();
+                streams.sort_by(|a, b| {
+                    (a.agent.as_str(), a.session.0, a.stream.0).cmp(&(
+                        b.agent.as_str(),
+                        b.session.0,
+                        b.stream.0,
+                    ))
+                });
+                let s_agent: Vec<&str> = streams.iter().map(|u| u.agent.as_str()).collect();
+                let s_session: Vec<&[u8]> = streams.iter().map(|u| &u.session.0[..]).collect();
+                let s_stream: Vec<i64> = streams.iter().map(|u| i64::from(u.stream.0)).collect();
+                let s_kind: Vec<i16> = streams.iter().map(|u| i16::from(u.kind)).collect();
+                let s_next: Vec<i64> = streams.iter().map(|u| u.next_seq as i64).collect();
+                let s_final: Vec<Option<i64>> =
+                    streams.iter().map(|u| u.final_seq.map(|v| v as i64)).collect();
+                c.execute(
+                    &st,
+                    &[
+                        &&s.segment_id[..],
+                        &s.object_key,
+                        &(s.size as i64),
+                        &&s.sha256[..],
+                        &(s.chunks.len() as i32),
+                        &c_agent,
+                        &c_session,
+                        &c_stream,
+                        &c_seq,
+                        &c_digest,
+                        &s_agent,
+                        &s_session,
+                        &s_stream,
+                        &s_kind,
+                        &s_next,
+                        &s_final,
+                    ],
+                )
+                .await
+                .map_err(e)?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
-        self.conn()
-            .await?
-            .execute(
-                "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
-                &[&actor, &action, &detail],
-            )
-            .await?;
-        Ok(())
+        let (a, b, d) = (actor.to_owned(), action.to_owned(), detail.to_owned());
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
+                    &[&a, &b, &d],
+                )
+                .await
+                .map_err(|e| pg_err(&t, e))?;
+                Ok(())
+            })
+        })
+        .await
     }
 
-    pub async fn count(&self, table: &str) -> Result<i64, MetaError> {
-        let row = self
-            .conn()
-            .await?
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await?;
-        Ok(row.get(0))
+    pub async fn count(&self, table: &'static str) -> Result<i64, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(row.get(0))
+            })
+        })
+        .await
     }
 }

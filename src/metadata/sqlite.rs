@@ -1,6 +1,7 @@
 //! The embedded SQLite file: one connection behind a mutex, used from the blocking pool.
 //! WAL with `synchronous = FULL`, so a committed index row survives a crash.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -131,28 +132,41 @@ impl Lite {
         .await
     }
 
-    pub async fn insert_dek(&self, r: &DekRecord, object_key: &str) -> Result<(), MetaError> {
-        let (r, key) = (r.clone(), object_key.to_owned());
+    pub async fn insert_deks(&self, records: Vec<(DekRecord, String)>) -> Result<(), MetaError> {
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO encryption_dek (dek_id, kek_fingerprint, agent_id, agent_session, wrapped_dek, record, object_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dek_id) DO NOTHING",
-                params![&r.dek_id.0[..], r.kek_id.to_string(), r.agent.as_str(), &r.agent_session.0[..], r.wrapped, r.encode(), key],
-            )?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO encryption_dek (dek_id, kek_fingerprint, agent_id, agent_session, wrapped_dek, record, object_key) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dek_id) DO NOTHING",
+                )?;
+                for (r, key) in &records {
+                    st.execute(params![&r.dek_id.0[..], r.kek_id.to_string(), r.agent.as_str(), &r.agent_session.0[..], r.wrapped, r.encode(), key])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    pub async fn dek_agent(&self, dek_id: &[u8; 16]) -> Result<Option<String>, MetaError> {
-        let id = *dek_id;
+    pub async fn dek_owners(
+        &self,
+        dek_ids: Vec<[u8; 16]>,
+    ) -> Result<HashMap<[u8; 16], String>, MetaError> {
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT agent_id FROM encryption_dek WHERE dek_id = ?1",
-                [&id[..]],
-                |r| r.get(0),
-            )
-            .optional()?)
+            let mut st =
+                c.prepare_cached("SELECT agent_id FROM encryption_dek WHERE dek_id = ?1")?;
+            let mut out = HashMap::new();
+            for id in dek_ids {
+                if let Some(agent) = st
+                    .query_row([&id[..]], |r| r.get::<_, String>(0))
+                    .optional()?
+                {
+                    out.insert(id, agent);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -146,31 +146,35 @@ struct Admit {
     digest: [u8; 32],
 }
 
+/// Admission never suspends the actor (no `ctx.wait`): a database lookup for one stream must
+/// not hold up the chunks of the agent's other streams. Chunks of one stream arrive one after
+/// another (its QUIC stream is read in order), and the state is checked again when a lookup
+/// returns, so an answer that arrives late cannot undo what happened meanwhile.
 impl Handler<Admit> for ConnectionActor {
-    type Result = AtomicResponse<Self, Result<Verdict, (Reject, String)>>;
+    type Result = ResponseActFuture<Self, Result<Verdict, (Reject, String)>>;
 
     fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
         let h = msg.header;
         if h.agent != self.agent {
-            return AtomicResponse::new(Box::pin(fut::ready(Err((
+            return Box::pin(fut::ready(Err((
                 Reject::AgentMismatch,
                 format!("chunk names agent {:?}", h.agent.as_str()),
-            )))));
+            ))));
         }
         if !self.deks.contains(&h.dek_id) {
-            return AtomicResponse::new(Box::pin(fut::ready(Err((
+            return Box::pin(fut::ready(Err((
                 Reject::UnknownDek,
                 format!(
                     "DEK {} not registered on this connection; send its record first",
                     h.dek_id
                 ),
-            )))));
+            ))));
         }
         let key = (h.session, h.stream);
         let md = self.shared.metadata.clone();
         let agent = self.agent.clone();
         let known = self.streams.contains_key(&key);
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move {
                 if known {
                     return Ok(None);
@@ -214,7 +218,15 @@ impl Handler<Admit> for ConnectionActor {
                                 }
                                 Ok(stored) => {
                                     let state = act.streams.get_mut(&key).expect("inserted above");
-                                    verdict(state.resolve(h.seq, h.last, msg.digest, stored))
+                                    // Checked again: the stream may have moved meanwhile.
+                                    match state
+                                        .check_chunk(h.kind, h.seq, h.last, h.gap, msg.digest)
+                                    {
+                                        Verdict::AskStored => verdict(
+                                            state.resolve(h.seq, h.last, msg.digest, stored),
+                                        ),
+                                        v => verdict(v),
+                                    }
                                 }
                             })
                             .boxed_local()
@@ -222,7 +234,7 @@ impl Handler<Admit> for ConnectionActor {
                     v => fut::ready(verdict(v)).boxed_local(),
                 }
             }),
-        ))
+        )
     }
 }
 

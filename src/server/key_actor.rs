@@ -1,15 +1,24 @@
 //! The key actor: the single writer of key records. It keeps the KEK registry (re-read from
 //! `encryption_kek` on a timer, so rows are picked up without a restart) and registers DEKs:
-//! the record goes to the object store and to `encryption_dek`.
+//! the record goes to the object store and to `encryption_dek`, in batches.
+//!
+//! The actor only keeps state: every database query and object write runs as a task of its
+//! own, and the actor's futures just wait for their answers. So nothing the actor suspends
+//! (a reload, a batch) can hold a connection another of its futures waits for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::ObjectStore;
+use tokio::sync::oneshot;
+
+use super::watchdog::{Progress, Stage};
 
 use super::metrics as m;
 use crate::metadata::{KekRow, Metadata};
@@ -33,11 +42,38 @@ pub struct KeyActor {
     broken: HashMap<i64, String>,
     deks: HashMap<DekId, AgentId>,
     queue: Arc<std::sync::atomic::AtomicI64>,
+    /// Records accepted by the checks in memory, waiting to be written (oldest first), each
+    /// once however many streams sent it: the waiters of one DEK id share one write.
+    waiting: VecDeque<DekId>,
+    pending: HashMap<DekId, Waiting>,
+    writing: bool,
+    reloading: bool,
+    progress: Arc<Progress>,
+}
+
+/// DEK records written per batch.
+const DEK_BATCH: usize = 256;
+
+type DekResult = Result<(), (Reject, String)>;
+
+struct Waiting {
+    record: DekRecord,
+    replies: Vec<oneshot::Sender<DekResult>>,
 }
 
 impl KeyActor {
-    pub fn new(metadata: Metadata, store: Arc<dyn ObjectStore>, poll: Duration) -> Self {
+    pub fn new(
+        metadata: Metadata,
+        store: Arc<dyn ObjectStore>,
+        poll: Duration,
+        progress: Arc<Progress>,
+    ) -> Self {
         KeyActor {
+            waiting: VecDeque::new(),
+            pending: HashMap::new(),
+            writing: false,
+            reloading: false,
+            progress,
             metadata,
             store,
             poll,
@@ -94,24 +130,81 @@ impl KeyActor {
         fingerprints
     }
 
-    fn reload(&mut self, ctx: &mut Context<Self>) {
+    /// Re-read `encryption_kek`. The query runs as a task of its own; the actor only waits for
+    /// its answer, holding nothing another message needs.
+    fn reload(&mut self, ctx: &mut Context<Self>) -> Option<SpawnHandle> {
+        if self.reloading {
+            return None;
+        }
+        self.reloading = true;
         let md = self.metadata.clone();
-        ctx.wait(
-            async move { md.keks().await }
+        let rows = actix_rt::spawn(async move { md.keks().await });
+        Some(ctx.spawn(
+            rows
                 .into_actor(self)
-                .map(|res, act, _| match res {
-                    Ok(rows) => {
-                        let fps = act.apply(rows);
-                        let md = act.metadata.clone();
-                        actix::spawn(async move {
-                            for (id, fp) in fps {
-                                if let Err(e) = md.set_kek_fingerprint(id, &fp).await {
-                                    tracing::warn!(error = %e, "cannot record KEK fingerprint");
+                .map(|res, act, _| {
+                    act.reloading = false;
+                    match res {
+                        Ok(Ok(rows)) => {
+                            let fps = act.apply(rows);
+                            let md = act.metadata.clone();
+                            actix_rt::spawn(async move {
+                                for (id, fp) in fps {
+                                    if let Err(e) = md.set_kek_fingerprint(id, &fp).await {
+                                        tracing::warn!(error = %e, "cannot record KEK fingerprint");
+                                    }
                                 }
-                            }
-                        });
+                            });
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "cannot read encryption_kek; keeping the KEKs already loaded"),
+                        Err(e) => tracing::error!(error = %e, "KEK reload task failed; keeping the KEKs already loaded"),
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot read encryption_kek; keeping the KEKs already loaded"),
+                }),
+        ))
+    }
+
+    /// Write the waiting DEK records (up to `DEK_BATCH`) as one batch: one owner lookup, the
+    /// objects, one insert. The writing is a task of its own; the actor takes the results.
+    fn write_batch(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.waiting.is_empty() {
+            return;
+        }
+        self.writing = true;
+        let n = self.waiting.len().min(DEK_BATCH);
+        let batch: Vec<Waiting> = self
+            .waiting
+            .drain(..n)
+            .filter_map(|id| self.pending.remove(&id))
+            .collect();
+        let records: Vec<DekRecord> = batch.iter().map(|w| w.record.clone()).collect();
+        let (md, store) = (self.metadata.clone(), self.store.clone());
+        let task = actix_rt::spawn(write_deks(md, store, records));
+        ctx.spawn(
+            task
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.writing = false;
+                    let results = res.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "DEK write task failed");
+                        vec![Err((Reject::RetryLater, "key actor unavailable".into())); batch.len()]
+                    });
+                    let ok = results.iter().filter(|r| r.is_ok()).count();
+                    act.progress.finish(Stage::Keys, ok, batch.len() - ok);
+                    for (w, r) in batch.into_iter().zip(results) {
+                        let Waiting { record, replies } = w;
+                        if r.is_ok()
+                            && act
+                                .deks
+                                .insert(record.dek_id, record.agent.clone())
+                                .is_none()
+                        {
+                            tracing::info!(agent = %record.agent, dek = %record.dek_id, kek = %record.kek_id, "DEK registered");
+                        }
+                        for reply in replies {
+                            let _ = reply.send(r.clone());
+                        }
+                    }
+                    act.write_batch(ctx);
                 }),
         );
     }
@@ -128,7 +221,9 @@ impl Actor for KeyActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         self.reload(ctx);
-        ctx.run_interval(self.poll, |act, ctx| act.reload(ctx));
+        ctx.run_interval(self.poll, |act, ctx| {
+            act.reload(ctx);
+        });
     }
 }
 
@@ -138,10 +233,21 @@ impl Actor for KeyActor {
 pub struct ReloadKeks;
 
 impl Handler<ReloadKeks> for KeyActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: ReloadKeks, ctx: &mut Context<Self>) {
-        self.reload(ctx);
+    /// Answered once the registry holds what `encryption_kek` held when the message arrived.
+    fn handle(&mut self, _: ReloadKeks, _: &mut Context<Self>) -> Self::Result {
+        let md = self.metadata.clone();
+        let rows = actix_rt::spawn(async move { md.keks().await });
+        Box::pin(
+            fut::wrap_future::<_, Self>(rows).map(|res, act, _| match res {
+                Ok(Ok(rows)) => {
+                    act.apply(rows);
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot read encryption_kek; keeping the KEKs already loaded"),
+                Err(e) => tracing::error!(error = %e, "KEK reload task failed"),
+            }),
+        )
     }
 }
 
@@ -154,114 +260,169 @@ pub struct RegisterDek {
 }
 
 impl Handler<RegisterDek> for KeyActor {
-    type Result = ResponseActFuture<Self, Result<(), (Reject, String)>>;
+    type Result = ResponseFuture<DekResult>;
 
-    fn handle(&mut self, msg: RegisterDek, _: &mut Context<Self>) -> Self::Result {
-        let queue = self.queue.clone();
-        queue.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!(m::KEY_QUEUE_DEPTH).increment(1.0);
-        let done = move |r: Result<(), (Reject, String)>| {
-            queue.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::gauge!(m::KEY_QUEUE_DEPTH).decrement(1.0);
-            let outcome = match &r {
-                Ok(()) => "registered",
-                Err((r, _)) => r.name(),
-            };
-            metrics::counter!(m::DEK_REGISTRATIONS, "outcome" => outcome).increment(1);
-            r
-        };
+    fn handle(&mut self, msg: RegisterDek, ctx: &mut Context<Self>) -> Self::Result {
         let RegisterDek { agent, record } = msg;
-        if record.agent != agent {
-            return Box::pin(fut::ready(done(Err((
+        let checked = self.check(&agent, &record);
+        let outcome = |r: &DekResult| match r {
+            Ok(()) => "registered",
+            Err((r, _)) => r.name(),
+        };
+        match checked {
+            Some(r) => {
+                metrics::counter!(m::DEK_REGISTRATIONS, "outcome" => outcome(&r)).increment(1);
+                Box::pin(std::future::ready(r))
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                self.queue.fetch_add(1, Ordering::Relaxed);
+                metrics::gauge!(m::KEY_QUEUE_DEPTH).increment(1.0);
+                match self.pending.get_mut(&record.dek_id) {
+                    Some(w) if w.record == record => w.replies.push(tx),
+                    Some(_) => {
+                        let _ = tx.send(Err((
+                            Reject::RetryLater,
+                            "another record under this DEK id is being registered".into(),
+                        )));
+                    }
+                    None => {
+                        self.progress.begin(Stage::Keys, 1);
+                        self.waiting.push_back(record.dek_id);
+                        self.pending.insert(
+                            record.dek_id,
+                            Waiting {
+                                record,
+                                replies: vec![tx],
+                            },
+                        );
+                        self.write_batch(ctx);
+                    }
+                }
+                let queue = self.queue.clone();
+                Box::pin(async move {
+                    let r = rx
+                        .await
+                        .unwrap_or_else(|_| Err((Reject::RetryLater, "key actor stopped".into())));
+                    queue.fetch_sub(1, Ordering::Relaxed);
+                    metrics::gauge!(m::KEY_QUEUE_DEPTH).decrement(1.0);
+                    metrics::counter!(m::DEK_REGISTRATIONS, "outcome" => outcome(&r)).increment(1);
+                    r
+                })
+            }
+        }
+    }
+}
+
+impl KeyActor {
+    /// The answer the registry in memory gives at once, or `None` when the record must be
+    /// written.
+    fn check(&self, agent: &AgentId, record: &DekRecord) -> Option<DekResult> {
+        if record.agent != *agent {
+            return Some(Err((
                 Reject::AgentMismatch,
                 format!("DEK record names agent {:?}", record.agent.as_str()),
-            )))));
+            )));
         }
         match self.deks.get(&record.dek_id) {
-            Some(owner) if *owner == agent => return Box::pin(fut::ready(done(Ok(())))),
+            Some(owner) if owner == agent => return Some(Ok(())),
             Some(_) => {
-                return Box::pin(fut::ready(done(Err((
+                return Some(Err((
                     Reject::AgentMismatch,
                     "DEK id already registered by another agent".into(),
-                )))));
+                )));
             }
             None => {}
         }
         match self.keks.get(&record.kek_id) {
-            None => {
-                return Box::pin(fut::ready(done(Err((
-                    Reject::UnknownKek,
-                    format!(
-                        "KEK {} is not in encryption_kek; keep the data and resend",
-                        record.kek_id
-                    ),
-                )))));
-            }
-            Some(k) if !k.active => {
-                return Box::pin(fut::ready(done(Err((
-                    Reject::InactiveKek,
-                    format!("KEK {} is deactivated", record.kek_id),
-                )))));
-            }
-            Some(k) if k.agent.as_deref().is_some_and(|a| a != agent.as_str()) => {
-                return Box::pin(fut::ready(done(Err((
-                    Reject::UnknownKek,
-                    format!("KEK {} is bound to another agent", record.kek_id),
-                )))));
-            }
-            Some(_) => {}
+            None => Some(Err((
+                Reject::UnknownKek,
+                format!(
+                    "KEK {} is not in encryption_kek; keep the data and resend",
+                    record.kek_id
+                ),
+            ))),
+            Some(k) if !k.active => Some(Err((
+                Reject::InactiveKek,
+                format!("KEK {} is deactivated", record.kek_id),
+            ))),
+            Some(k) if k.agent.as_deref().is_some_and(|a| a != agent.as_str()) => Some(Err((
+                Reject::UnknownKek,
+                format!("KEK {} is bound to another agent", record.kek_id),
+            ))),
+            Some(_) => None,
         }
-        let (md, store) = (self.metadata.clone(), self.store.clone());
-        let path = paths::dek_record(&record.agent, record.dek_id);
-        let rec = record.clone();
-        Box::pin(
-            async move {
-                // A DEK id already taken by another agent is refused, whoever asks.
-                let owner = md.dek_agent(&rec.dek_id.0).await.map_err(|e| {
-                    tracing::error!(error = %e, "cannot read encryption_dek");
-                    (Reject::RetryLater, "metadata unavailable".to_string())
-                })?;
-                if owner.is_some_and(|o| o != rec.agent.as_str()) {
-                    return Err((
-                        Reject::AgentMismatch,
-                        "DEK id registered by another agent".to_string(),
-                    ));
-                }
-                storage::put_new(store.as_ref(), &path, Bytes::from(rec.encode()))
-                    .await
-                    .map_err(|e| match e {
-                        storage::StoreError::Conflict { path } => {
-                            // Another record already sits under this DEK's name.
-                            metrics::counter!(m::SECURITY_EVENTS, "kind" => "conflicting_duplicate").increment(1);
-                            tracing::error!(%path, "SECURITY: a different DEK record is stored under this DEK id");
-                            (Reject::ConflictingDuplicate, "a different DEK record exists under this id".to_string())
-                        }
-                        e => {
-                            metrics::counter!(m::PUT_ERRORS).increment(1);
-                            tracing::error!(error = %e, "cannot store DEK record");
-                            (Reject::RetryLater, "object store unavailable".to_string())
-                        }
-                    })?;
-                md.insert_dek(&rec, path.as_ref()).await.map_err(|e| {
-                    tracing::error!(error = %e, "cannot insert into encryption_dek");
-                    (Reject::RetryLater, "metadata unavailable".to_string())
-                })?;
-                Ok(())
-            }
-            .into_actor(self)
-            .map(move |res, act, _| {
-                if res.is_ok() {
-                    let (dek, kek) = (record.dek_id, record.kek_id);
-                    if act
-                        .deks
-                        .insert(record.dek_id, record.agent.clone())
-                        .is_none()
-                    {
-                        tracing::info!(agent = %record.agent, %dek, %kek, "DEK registered");
-                    }
-                }
-                done(res)
-            }),
-        )
     }
+}
+
+/// Write a batch of DEK records: refuse ids another agent owns, put each record's object
+/// (create-if-absent), then insert the rows in one statement. One answer per record, in order.
+async fn write_deks(
+    md: Metadata,
+    store: Arc<dyn ObjectStore>,
+    records: Vec<DekRecord>,
+) -> Vec<DekResult> {
+    let unavailable = |what: &str| Err((Reject::RetryLater, format!("{what} unavailable")));
+    let ids: Vec<[u8; 16]> = records.iter().map(|r| r.dek_id.0).collect();
+    let owners = match md.dek_owners(ids).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read encryption_dek");
+            return records.iter().map(|_| unavailable("metadata")).collect();
+        }
+    };
+    let puts = records.iter().map(|rec| {
+        let owner = owners.get(&rec.dek_id.0);
+        let store = store.clone();
+        async move {
+            // A DEK id already taken by another agent is refused, whoever asks.
+            if owner.is_some_and(|o| o != rec.agent.as_str()) {
+                return Err((
+                    Reject::AgentMismatch,
+                    "DEK id registered by another agent".to_string(),
+                ));
+            }
+            let path = paths::dek_record(&rec.agent, rec.dek_id);
+            match storage::put_new(store.as_ref(), &path, Bytes::from(rec.encode())).await {
+                Ok(_) => Ok(path.to_string()),
+                Err(storage::StoreError::Conflict { path }) => {
+                    // Another record already sits under this DEK's name.
+                    metrics::counter!(m::SECURITY_EVENTS, "kind" => "conflicting_duplicate")
+                        .increment(1);
+                    tracing::error!(%path, "SECURITY: a different DEK record is stored under this DEK id");
+                    Err((
+                        Reject::ConflictingDuplicate,
+                        "a different DEK record exists under this id".to_string(),
+                    ))
+                }
+                Err(e) => {
+                    metrics::counter!(m::PUT_ERRORS).increment(1);
+                    tracing::error!(error = %e, "cannot store DEK record");
+                    Err((Reject::RetryLater, "object store unavailable".to_string()))
+                }
+            }
+        }
+    });
+    let puts: Vec<Result<String, (Reject, String)>> =
+        futures::stream::iter(puts).buffered(16).collect().await;
+    let mut rows = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (rec, put) in records.iter().zip(&puts) {
+        if let Ok(key) = put
+            && seen.insert(rec.dek_id)
+        {
+            rows.push((rec.clone(), key.clone()));
+        }
+    }
+    let inserted = md.insert_deks(rows).await;
+    if let Err(e) = &inserted {
+        tracing::error!(error = %e, "cannot insert into encryption_dek");
+    }
+    puts.into_iter()
+        .map(|p| match (p, &inserted) {
+            (Ok(_), Ok(())) => Ok(()),
+            (Ok(_), Err(_)) => unavailable("metadata"),
+            (Err(e), _) => Err(e),
+        })
+        .collect()
 }

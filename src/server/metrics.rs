@@ -16,6 +16,8 @@ pub const STREAMS_OPEN: &str = "sealstream_quic_streams_open";
 pub const DEK_REGISTRATIONS: &str = "sealstream_keys_dek_registrations_total";
 pub const KEKS_ACTIVE: &str = "sealstream_keys_keks_active";
 pub const KEY_QUEUE_DEPTH: &str = "sealstream_keys_queue_depth";
+pub const PIPELINE_PENDING: &str = "sealstream_pipeline_pending";
+pub const PIPELINE_STALLED: &str = "sealstream_pipeline_stalled";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -66,6 +68,14 @@ pub fn describe() {
     describe_counter!(DEK_REGISTRATIONS, "DEK registrations, by outcome.");
     describe_gauge!(KEKS_ACTIVE, "Active KEKs loaded from encryption_kek.");
     describe_gauge!(KEY_QUEUE_DEPTH, "Requests waiting for the key actor.");
+    describe_gauge!(
+        PIPELINE_PENDING,
+        "Items waiting in a pipeline stage (keys: DEK records; store, index: chunks)."
+    );
+    describe_gauge!(
+        PIPELINE_STALLED,
+        "1 while a pipeline stage has had work waiting and completed none for watchdog.stall_after_ms."
+    );
     register_zeros();
 }
 
@@ -91,6 +101,10 @@ fn register_zeros() {
     }
     for reason in ["handshake", "identity", "connection_cap"] {
         counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
+    }
+    for stage in ["keys", "store", "index"] {
+        gauge!(PIPELINE_PENDING, "stage" => stage).increment(0.0);
+        gauge!(PIPELINE_STALLED, "stage" => stage).increment(0.0);
     }
     for name in [RECEIVED_BYTES, PUT_ERRORS, COMMIT_ERRORS] {
         counter!(name).increment(0);

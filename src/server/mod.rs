@@ -9,6 +9,7 @@ pub mod ops;
 pub mod sink;
 pub mod store_actor;
 pub mod verify;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,15 @@ pub(crate) fn bind_endpoint(
     pki: &Pki,
 ) -> Result<(quinn::Endpoint, SocketAddr), ServeError> {
     let socket = transport::udp_socket(cfg.listen, cfg.limits.udp_buffer_bytes)?;
+    endpoint_on(socket, cfg, pki)
+}
+
+/// The QUIC endpoint on an already bound `socket`.
+pub(crate) fn endpoint_on(
+    socket: std::net::UdpSocket,
+    cfg: &ServeConfig,
+    pki: &Pki,
+) -> Result<(quinn::Endpoint, SocketAddr), ServeError> {
     let server_cfg = transport::server_config(
         pki.ca_cert.clone(),
         pki.server_cert.clone(),
@@ -71,6 +81,7 @@ pub struct Server {
     pub ops_addr: SocketAddr,
     pub pin: KekId,
     pub metadata: Metadata,
+    pub progress: Arc<watchdog::Progress>,
     key: Addr<KeyActor>,
     endpoint: quinn::Endpoint,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
@@ -90,10 +101,38 @@ impl Server {
         cfg: &ServeConfig,
         segments: Option<store_actor::SegmentStore>,
     ) -> Result<Server, ServeError> {
+        // What can fail for want of a port or a database comes first, so that a failed start
+        // leaves no CA, server key, store or SQLite file behind.
+        let socket = transport::udp_socket(cfg.listen, cfg.limits.udp_buffer_bytes)?;
+        let ops_listener = tokio::net::TcpListener::bind(cfg.ops_listen)
+            .await
+            .map_err(|source| ServeError::Ops {
+                addr: cfg.ops_listen,
+                source,
+            })?;
+        let postgres = if cfg.database_url.is_empty() {
+            None
+        } else {
+            Some(
+                Metadata::open_with(
+                    &cfg.database_url,
+                    &cfg.sqlite_path(),
+                    &(&cfg.database).into(),
+                )
+                .await?,
+            )
+        };
         let pki = Pki::open_or_create(&cfg.data_dir)?;
         let store = storage::open_local(&cfg.store_dir())?;
-        let metadata = Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?;
+        let metadata = match postgres {
+            Some(pg) => pg,
+            None => Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?,
+        };
         ops::prometheus();
+        metrics::describe();
+        let progress = Arc::new(watchdog::Progress::new(Duration::from_millis(
+            cfg.watchdog.stall_after_ms,
+        )));
 
         // Segments bypass object_store locally: direct I/O, fsync, hard link (storage::durable).
         let segments: store_actor::SegmentStore = match segments {
@@ -104,20 +143,21 @@ impl Server {
             metadata.clone(),
             store.clone(),
             Duration::from_millis(cfg.kek_poll_ms),
+            progress.clone(),
         )
         .start();
         let mut arbiters = Vec::new();
         let mut stores = Vec::new();
         for _ in 0..cfg.segments.store_actors {
             let arb = Arbiter::new();
-            let (store, md) = (segments.clone(), metadata.clone());
+            let (store, md, progress) = (segments.clone(), metadata.clone(), progress.clone());
             let (max_bytes, max_age) = (
                 cfg.segments.max_bytes,
                 Duration::from_millis(cfg.segments.max_age_ms),
             );
             stores.push(store_actor::StoreActor::start_in_arbiter(
                 &arb.handle(),
-                move |_| store_actor::StoreActor::new(store, md, max_bytes, max_age),
+                move |_| store_actor::StoreActor::new(store, md, max_bytes, max_age, progress),
             ));
             arbiters.push(arb);
         }
@@ -132,14 +172,7 @@ impl Server {
         ));
         let ingest: Vec<Arbiter> = (0..cfg.ingest_threads()).map(|_| Arbiter::new()).collect();
 
-        let (endpoint, quic_addr) = bind_endpoint(cfg, &pki)?;
-
-        let ops_listener = tokio::net::TcpListener::bind(cfg.ops_listen)
-            .await
-            .map_err(|source| ServeError::Ops {
-                addr: cfg.ops_listen,
-                source,
-            })?;
+        let (endpoint, quic_addr) = endpoint_on(socket, cfg, &pki)?;
         let ops_addr = ops_listener
             .local_addr()
             .map_err(|source| ServeError::Ops {
@@ -152,8 +185,10 @@ impl Server {
             ops::OpsState {
                 metadata: Some(metadata.clone()),
                 ready: ready.clone(),
+                progress: Some(progress.clone()),
             },
         ))];
+        tasks.push(actix_rt::spawn(progress.clone().watch()));
 
         let max = cfg.limits.max_connections;
         let ep = endpoint.clone();
@@ -182,6 +217,7 @@ impl Server {
             ops_addr,
             pin,
             metadata,
+            progress,
             key,
             endpoint,
             tasks,

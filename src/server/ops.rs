@@ -31,7 +31,6 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
-            super::metrics::describe();
             Some(handle)
         })
         .clone()
@@ -42,6 +41,8 @@ pub struct OpsState {
     /// Checked by /readyz (the agent has none).
     pub metadata: Option<Metadata>,
     pub ready: Arc<AtomicBool>,
+    /// The server's progress watchdog: a stuck stage makes /readyz unready.
+    pub progress: Option<Arc<super::watchdog::Progress>>,
 }
 
 /// Serve the ops endpoints on `listener` until the task is dropped.
@@ -90,6 +91,19 @@ async fn route(
         "/readyz" => {
             if !state.ready.load(Ordering::Relaxed) {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
+            }
+            if let Some(p) = &state.progress {
+                let stuck = p.stalled_stages();
+                if !stuck.is_empty() {
+                    let names: Vec<&str> = stuck.iter().map(|s| s.name()).collect();
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "pipeline stalled in stage {}: work waiting and none completed (see the server log)\n",
+                            names.join(", ")
+                        ),
+                    );
+                }
             }
             let Some(md) = &state.metadata else {
                 return text(StatusCode::OK, "ready\n".into());

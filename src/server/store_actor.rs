@@ -12,6 +12,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::metrics as m;
+use super::watchdog::{Progress, Stage};
 use crate::crypto::now_us;
 use crate::metadata::{ChunkRow, Metadata, SegmentCommit, StreamUpdate};
 use crate::protocol::uplink::Reject;
@@ -35,6 +36,7 @@ pub struct StoreActor {
     batch: Vec<Waiting>,
     batch_bytes: usize,
     oldest: Option<Instant>,
+    progress: Arc<Progress>,
 }
 
 impl StoreActor {
@@ -43,8 +45,10 @@ impl StoreActor {
         metadata: Metadata,
         max_bytes: usize,
         max_age: Duration,
+        progress: Arc<Progress>,
     ) -> Self {
         StoreActor {
+            progress,
             store,
             metadata,
             max_bytes,
@@ -63,12 +67,18 @@ impl StoreActor {
         self.batch_bytes = 0;
         self.oldest = None;
         let (store, md) = (self.store.clone(), self.metadata.clone());
-        actix::spawn(write_segment(store, md, batch));
+        actix::spawn(write_segment(store, md, batch, self.progress.clone()));
     }
 }
 
 /// Write one segment and index it, then answer every chunk in it.
-async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
+async fn write_segment(
+    store: SegmentStore,
+    md: Metadata,
+    batch: Vec<Waiting>,
+    progress: Arc<Progress>,
+) {
+    let n = batch.len();
     let started = Instant::now();
     let created = now_us();
     let id = Segment::new_id(created);
@@ -105,7 +115,13 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
             }
         })
         .collect();
-    let result = match store.put(path.clone(), parts).await {
+    let put = store.put(path.clone(), parts).await;
+    progress.finish(
+        Stage::Store,
+        put.is_ok() as usize * n,
+        put.is_err() as usize * n,
+    );
+    let result = match put {
         Err(crate::storage::StoreError::Conflict { path }) => {
             // Segment ids are random: an object already there with other bytes was not
             // written by us. Refuse it loudly; the chunks go into a new segment on resend.
@@ -127,7 +143,14 @@ async fn write_segment(store: SegmentStore, md: Metadata, batch: Vec<Waiting>) {
                 chunks: rows,
                 streams: streams.into_values().collect(),
             };
-            match md.commit_segment(commit).await {
+            progress.begin(Stage::Index, n);
+            let committed = md.commit_segment(commit).await;
+            progress.finish(
+                Stage::Index,
+                committed.is_ok() as usize * n,
+                committed.is_err() as usize * n,
+            );
+            match committed {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     metrics::counter!(m::COMMIT_ERRORS).increment(1);
@@ -180,6 +203,7 @@ impl Handler<StoreChunk> for StoreActor {
         let (tx, rx) = oneshot::channel();
         self.batch_bytes += msg.chunk.len();
         metrics::gauge!(m::STORE_PENDING_BYTES).increment(msg.chunk.len() as f64);
+        self.progress.begin(Stage::Store, 1);
         self.oldest.get_or_insert_with(Instant::now);
         self.batch.push(Waiting {
             chunk: msg.chunk,

@@ -50,6 +50,15 @@ async fn pg_exec(sql: &str) {
 impl Env {
     /// A server with the KEK registered (`register_kek`) or not.
     pub async fn start(backend: Backend, register_kek: bool) -> Env {
+        Self::start_tuned(backend, register_kek, |_| {}).await
+    }
+
+    /// `start` with the configuration adjusted by `tune` before the server starts.
+    pub async fn start_tuned(
+        backend: Backend,
+        register_kek: bool,
+        tune: impl FnOnce(&mut ServeConfig),
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         genrsa(d, "keypair.pem", 2048, &["-aes256"]);
@@ -72,6 +81,7 @@ impl Env {
             pg_exec(&format!("CREATE DATABASE {db}")).await;
             cfg.database_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
         }
+        tune(&mut cfg);
         let server = Server::start(&cfg).await.expect("server starts");
         let env = Env {
             kek_priv: d.join("keypair.pem"),
