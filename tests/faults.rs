@@ -362,7 +362,7 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("0 unacked"), "{stdout}");
+    assert!(stdout.contains("0 not acked yet"), "{stdout}");
     let recovered: u64 = stdout
         .split("spool: ")
         .nth(1)

@@ -388,3 +388,123 @@ async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
     }
     env.stop().await;
 }
+
+/// The runbook's KEK retirement, whole: an agent holds a spooled backlog sealed under KEK A
+/// when A is retired the how-to's way (`active = false`) and KEK B registered; the agent gets
+/// B as kek.pem and restarts. Its backlog under A is still taken (it is ciphertext A's holder
+/// can read), its new sessions go under B, and an agent still on A with a new DEK is refused
+/// `inactive_kek` and keeps its data. Export with both keys gives everything back.
+#[actix_rt::test]
+async fn retiring_a_kek_the_runbooks_way_loses_nothing_and_new_sessions_use_the_new_kek() {
+    let mut env = Env::start(Backend::Postgres, true).await;
+    let d = env.dir.path().to_owned();
+    let mut cfg = env.enroll("retiree");
+    cfg.spool_dir = Some(d.join("retiree-spool"));
+    cfg.reconnect_ms = 100;
+    cfg.connect_timeout_ms = 300;
+    let stale = env.enroll("stale");
+    let quic = env.server().quic_addr;
+    // The server goes away: the agent records 1 s and keeps it all in its spool.
+    env.server.take().unwrap().shutdown().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let run1 = tokio::spawn(agent::run(
+        cfg.clone(),
+        Source::Synthetic(spec(2, 1.0)),
+        rx,
+        Duration::from_millis(200),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tx.send(true).unwrap();
+    let first = run1.await.unwrap().unwrap();
+    assert!(first.unacked > 0 && first.unacked == first.chunks_sealed);
+
+    // Retire A as the how-to would, register B, hand the agent B.
+    common::genrsa(&d, "keypair-b.pem", 2048, &["-aes256"]);
+    let kek_b = common::pubout(&d, "keypair-b.pem", "publickey-b.crt", true);
+    let url = env.cfg.database_url.clone();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "update encryption_kek set active = false where pub_datafile = '{a}';\n\
+             insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) \
+             values (true, true, '{b}', '{bp}');",
+            a = env.kek_pub.display(),
+            b = kek_b.display(),
+            bp = d.join("keypair-b.pem").display()
+        ))
+        .await
+        .unwrap();
+    env.cfg.listen = quic;
+    env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
+    env.server().reload_keks().await;
+
+    // An agent still on A, with a new DEK made after the retirement: refused, data kept.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stale_run = tokio::spawn(agent::run(
+        stale,
+        Source::Synthetic(spec(1, 0.5)),
+        rx,
+        Duration::from_millis(200),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = tx.send(true);
+    let stale_report = stale_run.await.unwrap().unwrap();
+    assert!(
+        stale_report
+            .rejected
+            .get("inactive_kek")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        stale_report.rejected
+    );
+    assert_eq!(stale_report.chunks_acked, 0);
+
+    // The retiree restarts with B: backlog under A taken, new sessions under B.
+    cfg.kek = kek_b.clone();
+    let second = run_agent(cfg, spec(2, 1.0)).await;
+    assert_eq!(second.unacked, 0, "{:?}", second.rejected);
+    assert_eq!(
+        second.kek.to_string(),
+        keys::load_public_key(&kek_b).unwrap().kek_id.to_string()
+    );
+    assert_eq!(
+        second.chunks_acked,
+        second.chunks_sealed + first.chunks_sealed,
+        "the backlog sealed under the retired KEK was delivered"
+    );
+    let md = &env.server().metadata;
+    assert_eq!(
+        md.count(Table::Chunks).await.unwrap() as u64,
+        first.chunks_sealed + second.chunks_sealed
+    );
+
+    // Both keys read everything back; nothing is missing or damaged.
+    let key_b = keys::load_private_key(&d.join("keypair-b.pem"), || {
+        Ok(keys::Passphrase::new(common::PASS.as_bytes().to_vec()))
+    })
+    .unwrap();
+    let store = storage::open_local(&env.store_dir()).unwrap();
+    let report = export::export(
+        store.as_ref(),
+        &[env.private_key(), key_b],
+        None,
+        &d.join("out"),
+    )
+    .await
+    .unwrap();
+    assert!(!report.tampered(), "{:?}", report.damaged_objects);
+    let exported: u64 = report.streams.iter().map(|s| s.chunks).sum();
+    assert_eq!(exported, first.chunks_sealed + second.chunks_sealed);
+    assert!(
+        report
+            .streams
+            .iter()
+            .all(|s| s.status == export::Status::Complete)
+    );
+    env.stop().await;
+}

@@ -40,8 +40,10 @@ pub struct Round {
     pub transport_mb_per_s: Option<f64>,
     pub pipeline_mb_per_s: Option<f64>,
     pub pipeline_p99_ms: Option<f64>,
+    pub pipeline_rss_mib: Option<u64>,
     pub pipeline_sqlite_mb_per_s: Option<f64>,
     pub pipeline_sqlite_p99_ms: Option<f64>,
+    pub pipeline_sqlite_rss_mib: Option<u64>,
     pub ratio: Option<f64>,
     pub sqlite_ratio: Option<f64>,
     pub postgres_to_sqlite: Option<f64>,
@@ -53,8 +55,10 @@ impl Round {
             transport_mb_per_s: r.transport.as_ref().map(|t| t.mb_per_s),
             pipeline_mb_per_s: r.pipeline.as_ref().map(|p| p.mb_per_s),
             pipeline_p99_ms: r.pipeline.as_ref().map(|p| p.ack_latency_ms.p99),
+            pipeline_rss_mib: r.pipeline.as_ref().map(|p| p.max_rss_bytes >> 20),
             pipeline_sqlite_mb_per_s: r.pipeline_sqlite.as_ref().map(|p| p.mb_per_s),
             pipeline_sqlite_p99_ms: r.pipeline_sqlite.as_ref().map(|p| p.ack_latency_ms.p99),
+            pipeline_sqlite_rss_mib: r.pipeline_sqlite.as_ref().map(|p| p.max_rss_bytes >> 20),
             ratio: r.ratio,
             sqlite_ratio: r
                 .pipeline_sqlite
@@ -67,13 +71,16 @@ impl Round {
     pub fn line(&self) -> String {
         let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
         format!(
-            "transport {} MB/s | pipeline {} MB/s p99 {} ms (ratio {}) | sqlite {} MB/s p99 {} ms (ratio {}) | postgresql / sqlite {}",
+            "transport {} MB/s | pipeline {} MB/s p99 {} ms RSS {} MiB (ratio {}) | sqlite {} MB/s p99 {} ms RSS {} MiB (ratio {}) | postgresql / sqlite {}",
             f(self.transport_mb_per_s, 1),
             f(self.pipeline_mb_per_s, 1),
             f(self.pipeline_p99_ms, 0),
+            self.pipeline_rss_mib.map_or("-".into(), |v| v.to_string()),
             f(self.ratio, 3),
             f(self.pipeline_sqlite_mb_per_s, 1),
             f(self.pipeline_sqlite_p99_ms, 0),
+            self.pipeline_sqlite_rss_mib
+                .map_or("-".into(), |v| v.to_string()),
             f(self.sqlite_ratio, 3),
             f(self.postgres_to_sqlite, 3),
         )

@@ -7,6 +7,7 @@
 //! a gap record sealed).
 
 mod capture;
+pub mod link;
 mod metrics;
 pub mod spool;
 mod stream;
@@ -54,6 +55,8 @@ pub enum Source {
     Synthetic(SyntheticSpec),
     /// Image files as frames and `.jsonl` keystroke files, as one user session.
     Replay(Vec<PathBuf>),
+    /// Nothing new: send what the spool holds from earlier runs, then stop (`agent --drain`).
+    SpoolOnly,
 }
 
 /// What one user session sent, for checking an export against it.
@@ -154,6 +157,7 @@ struct Agent {
     dropped: AtomicU64,
     gaps: AtomicU64,
     observer: Option<Arc<dyn Observer>>,
+    uplink: link::Uplink,
 }
 
 fn read_credentials(
@@ -239,6 +243,7 @@ impl Agent {
         .expect("valid");
         let endpoint = transport::endpoint(transport::udp_socket(bind, 4 * 1024 * 1024)?, None)?;
         Ok(Agent {
+            uplink: link::Uplink::new(Duration::from_millis(config.reconnect_ms)),
             memory: Arc::new(Semaphore::new(config.max_unacked_bytes)),
             config,
             identity,
@@ -474,6 +479,14 @@ pub async fn run_observed(
     let sessions = match &source {
         Source::Synthetic(spec) => capture::synthetic(&agent, spec, stop.clone()).await,
         Source::Replay(paths) => capture::replay(&agent, paths).await?,
+        Source::SpoolOnly => {
+            let held = agent.unacked();
+            tracing::info!(
+                chunks = held,
+                "draining the spool: sending what earlier runs left, then stopping"
+            );
+            Vec::new()
+        }
     };
     let mut stop = stop;
     let mut deadline = stop.borrow().then(|| Instant::now() + drain);
@@ -500,11 +513,29 @@ pub async fn run_observed(
         .endpoint
         .close(quinn::VarInt::from_u32(0), b"agent stopping");
     let unacked = agent.unacked();
+    let spooled = agent
+        .spool
+        .as_ref()
+        .map_or(0, |s| s.lock().expect("spool lock").stats().records);
     if unacked > 0 {
-        tracing::error!(
-            unacked,
-            "stopping with chunks the server has not acked: they are lost (the disk spool is not built yet)"
-        );
+        match &agent.config.spool_dir {
+            Some(dir) if spooled >= unacked => tracing::warn!(
+                unacked,
+                spool = %dir.display(),
+                "stopping with {unacked} chunks the server has not acked yet: all are held in the spool and will be sent at the next start (or with `sealstream agent --drain`)"
+            ),
+            Some(dir) => tracing::error!(
+                unacked,
+                spooled,
+                spool = %dir.display(),
+                "stopping with {unacked} chunks the server has not acked: {spooled} are held in the spool and will be sent at the next start; {} could not be written to the spool and are lost",
+                unacked - spooled
+            ),
+            None => tracing::error!(
+                unacked,
+                "stopping with {unacked} chunks the server has not acked and no spool_dir in the agent's configuration: they are lost"
+            ),
+        }
     }
     Ok(AgentReport {
         agent: agent.identity.clone(),

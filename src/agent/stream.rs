@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::link::State;
 use super::{Agent, Queue};
 use crate::protocol::uplink::{self, MSG_CHUNK, Reject, Response};
 
@@ -33,24 +34,29 @@ impl Agent {
                     Err(_) => Err(format!("no handshake within {limit:?}")),
                 }
             };
-            match attempt.await {
+            let wait = match attempt.await {
                 Ok(conn) => {
                     self.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(server = %self.server, agent = %self.identity, "connected");
-                    self.clone().serve_connection(conn).await;
+                    let reason = self.clone().serve_connection(conn).await;
+                    match State::of_connection_error(&reason) {
+                        // Our certificate is refused after the handshake, when the server
+                        // checks it: the connection closes at once with that reason.
+                        s if s.needs_a_person() => self.uplink.failed(s, &reason),
+                        _ => Duration::from_millis(self.config.reconnect_ms),
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(server = %self.server, error = %e, "cannot connect; retrying")
-                }
-            }
+                Err(e) => self.uplink.failed(State::of_connection_error(&e), &e),
+            };
             for q in self.queues.lock().expect("queues lock").iter() {
                 q.state.lock().expect("queue lock").sent = 0;
             }
-            tokio::time::sleep(Duration::from_millis(self.config.reconnect_ms)).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {
+    /// Serve `conn` until it closes; returns why it closed.
+    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) -> String {
         let mut tasks = tokio::task::JoinSet::new();
         let mut started = 0;
         loop {
@@ -68,7 +74,8 @@ impl Agent {
                 _ = self.new_queue.notified() => {}
                 reason = conn.closed() => {
                     tracing::warn!(%reason, "connection lost; unacked chunks will be resent");
-                    break;
+                    tasks.abort_all();
+                    return reason.to_string();
                 }
                 Some(Ok((q, end))) = tasks.join_next() => {
                     if let StreamEnd::Reopen(delay) = end {
@@ -83,7 +90,6 @@ impl Agent {
                 }
             }
         }
-        tasks.abort_all();
     }
 
     fn count_reject(&self, r: Reject) {
@@ -123,11 +129,23 @@ impl Agent {
                 ..
             }) => {
                 self.count_reject(r);
-                tracing::warn!(outcome = r.name(), %reason, "server refused our DEK; keeping all data and retrying");
-                return StreamEnd::Reopen(retry.max(Duration::from_millis(500)));
+                let refusal = match r {
+                    Reject::UnknownKek => Some(State::KekUnknown),
+                    Reject::InactiveKek => Some(State::KekInactive),
+                    _ => None,
+                };
+                return match refusal {
+                    // Logged once per change of state, with what to do; backs off.
+                    Some(state) => StreamEnd::Reopen(self.uplink.failed(state, &reason)),
+                    None => {
+                        tracing::info!(outcome = r.name(), %reason, "server deferred our DEK record; keeping all data and retrying");
+                        StreamEnd::Reopen(retry.max(Duration::from_millis(500)))
+                    }
+                };
             }
             None => return StreamEnd::Reopen(retry),
         }
+        self.uplink.ok();
         q.state.lock().expect("queue lock").sent = 0;
         let mut out = BytesMut::new();
         loop {

@@ -15,9 +15,16 @@ pub struct AgentArgs {
     /// Agent configuration (`sealstream agents enroll` writes one).
     #[arg(long)]
     config: PathBuf,
-    /// Replay captures instead of generating them: image files as frames and .jsonl keystrokes.
-    #[arg(long, num_args = 1..)]
+    /// Replay captures instead of generating them, as one user session: files, and
+    /// directories read one level deep (not recursively), each sorted by name; image files
+    /// (png, jpg, jpeg, gif, bmp, webp, tif, tiff, ppm) become frames, .jsonl files keystroke
+    /// batches; other files in a directory are skipped.
+    #[arg(long, num_args = 1.., conflicts_with = "drain")]
     replay: Vec<PathBuf>,
+    /// Record nothing: send what the spool (spool_dir) holds from earlier runs, and exit once
+    /// the server has acked all of it (exit 0), or on Ctrl-C with what is left still spooled.
+    #[arg(long)]
+    drain: bool,
     /// Synthetic source: user sessions to simulate.
     #[arg(long, default_value_t = 5)]
     users: usize,
@@ -31,7 +38,15 @@ pub struct AgentArgs {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let cfg = AgentConfig::load(&args.config)?;
-    let source = if args.replay.is_empty() {
+    if args.drain && cfg.spool_dir.is_none() {
+        anyhow::bail!(
+            "{}: --drain sends what the spool holds, but this configuration has no spool_dir",
+            args.config.display()
+        );
+    }
+    let source = if args.drain {
+        Source::SpoolOnly
+    } else if args.replay.is_empty() {
         Source::Synthetic(SyntheticSpec {
             users: args.users,
             duration: Duration::from_secs(args.duration),
@@ -51,7 +66,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         agent::run(cfg, source, rx, Duration::from_secs(10)).await
     })?;
     println!(
-        "agent {:?}: {} sessions, {} chunks sealed ({} bytes), {} acked, {} unacked; KEK {}",
+        "agent {:?}: {} sessions, {} chunks sealed ({} bytes), {} acked, {} not acked yet; KEK {}",
         report.agent.as_str(),
         report.sessions.len(),
         report.chunks_sealed,
@@ -60,11 +75,31 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         report.unacked,
         report.kek
     );
+    let spooled = report.spool.as_ref().map_or(0, |s| s.records);
     if let Some(sp) = &report.spool {
         println!(
-            "  spool: {} chunks recovered from the last run, {} records and {} bytes still held, {} corrupt records and {} torn tails skipped",
+            "  spool: {} chunks recovered from the last run, {} chunks ({} bytes) held for the next start, {} corrupt records and {} torn tails skipped",
             sp.recovered_chunks, sp.records, sp.bytes, sp.corrupt_records, sp.torn_tails
         );
+    }
+    let lost = report.unacked.saturating_sub(spooled);
+    if report.unacked > 0 {
+        if lost == 0 {
+            println!(
+                "  the {} chunks not acked yet are held in the spool: `sealstream agent --drain --config {}` (or the next start) sends them",
+                report.unacked,
+                args.config.display()
+            );
+        } else {
+            println!(
+                "  {lost} chunks not acked were not in a spool and are lost{}",
+                if report.spool.is_none() {
+                    " (set spool_dir in the agent's configuration to keep them)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     if report.dropped_chunks > 0 {
         println!(
@@ -75,7 +110,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     for (code, n) in &report.rejected {
         println!("  server answered {code}: {n} times");
     }
-    Ok(if report.unacked == 0 {
+    // Success when nothing is lost: every chunk acked, or held in the spool for later.
+    Ok(if lost == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -109,13 +145,14 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
     } = cmd;
     let serve = ServeConfig::load(&config)?;
     let name = AgentId::new(name).map_err(|e| anyhow::anyhow!("agent name: {e}"))?;
-    let server = server.unwrap_or_else(|| {
-        let mut a = serve.listen;
-        if a.ip().is_unspecified() {
-            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    let server = match server {
+        Some(s) => s,
+        None => {
+            let (addr, note) = default_server_address(serve.listen);
+            eprintln!("{note}");
+            addr
         }
-        a.to_string()
-    });
+    };
     let pin = enroll(&serve.data_dir, &name, &out, &server)?;
     println!("{pin}");
     eprintln!(
@@ -127,6 +164,46 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The address to write into agent.toml when `--server` is not given, and what to tell the
+/// operator about it. A server on all interfaces is written as this machine's host name (an
+/// agent elsewhere cannot use 0.0.0.0 or 127.0.0.1); a loopback address only works for agents
+/// on this machine, which is said.
+fn default_server_address(listen: std::net::SocketAddr) -> (String, String) {
+    if listen.ip().is_unspecified() {
+        let host = host_name().unwrap_or_else(|| "localhost".into());
+        let addr = format!("{host}:{}", listen.port());
+        let note = format!(
+            "agent.toml: server = \"{addr}\" (this machine's host name: the server listens on {listen}, all interfaces); agents must resolve that name, else give --server NAME:{}",
+            listen.port()
+        );
+        (addr, note)
+    } else if listen.ip().is_loopback() {
+        let addr = listen.to_string();
+        let note = format!(
+            "agent.toml: server = \"{addr}\": the server listens on loopback only, so only agents on this machine can reach it (set listen and give --server for others)"
+        );
+        (addr, note)
+    } else {
+        let addr = listen.to_string();
+        (
+            addr.clone(),
+            format!("agent.toml: server = \"{addr}\" (the server's listen address)"),
+        )
+    }
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes a NUL-terminated name.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_owned();
+    (!name.is_empty()).then_some(name)
 }
 
 /// Write the agent's certificate, key and configuration into `out`; returns the server pin.

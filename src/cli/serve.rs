@@ -25,12 +25,22 @@ pub fn run(config: &Path, sink: bool) -> anyhow::Result<ExitCode> {
         let server = Server::start(&cfg)
             .await
             .with_context(|| format!("starting the server from {}", config.display()))?;
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+        let reach = if server.quic_addr.ip().is_unspecified() {
+            " (all interfaces: agents on other machines can connect)"
+        } else if server.quic_addr.ip().is_loopback() {
+            " (loopback only: agents on this machine only)"
+        } else {
+            ""
+        };
         eprintln!(
-            "sealstream serving QUIC on {} (ops on http://{}), metadata: {}, store: {}\nserver pin for agents: {}",
+            "sealstream serving QUIC on {}{reach}, ops on http://{}\n  state (agent CA, server key{}): {}\n  store: {}\n  metadata: {}\nserver pin for agents: {}",
             server.quic_addr,
             server.ops_addr,
-            server.metadata.kind(),
-            cfg.store_dir().display(),
+            if cfg.database_url.is_empty() { ", SQLite file" } else { "" },
+            abs(&cfg.data_dir).display(),
+            abs(&cfg.store_dir()).display(),
+            server.metadata.describe(),
             server.pin
         );
         wait_for_signal().await;

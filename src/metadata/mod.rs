@@ -34,6 +34,8 @@ pub struct KekRow {
     pub priv_datafile: Option<String>,
     pub fingerprint: Option<String>,
     pub agent_id: Option<String>,
+    /// When the row was retired (`active = false`), microseconds since the epoch.
+    pub retired_us: Option<i64>,
 }
 
 /// What is stored of a stream.
@@ -130,6 +132,14 @@ impl Metadata {
         Ok(m)
     }
 
+    /// "PostgreSQL at host:port/db" or "SQLite" (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Metadata::Postgres(p) => format!("PostgreSQL at {}", p.target()),
+            Metadata::Sqlite(_) => "SQLite (embedded, in the state directory)".into(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Metadata::Postgres(_) => "postgresql",
@@ -162,6 +172,15 @@ impl Metadata {
         match self {
             Metadata::Postgres(p) => p.set_kek_fingerprint(id, fingerprint).await,
             Metadata::Sqlite(s) => s.set_kek_fingerprint(id, fingerprint).await,
+        }
+    }
+
+    /// Note when an inactive row was retired, if nobody did (the how-to retires with
+    /// `active = false` alone).
+    pub async fn mark_kek_retired(&self, id: i64) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.mark_kek_retired(id).await,
+            Metadata::Sqlite(s) => s.mark_kek_retired(id).await,
         }
     }
 

@@ -61,11 +61,24 @@ fn describe(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or("postgres"))
 }
 
-/// The text of a tokio-postgres error, once (its `Display` already includes its cause).
+/// The text of a tokio-postgres error with its causes, each said once ("error connecting to
+/// server: Connection refused (os error 111)"), or the server's own words for a database error.
 fn pg_err(target: &str, e: tokio_postgres::Error) -> MetaError {
     let detail = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let t = c.to_string();
+                if !text.contains(&t) {
+                    text.push_str(": ");
+                    text.push_str(&t);
+                }
+                cause = c.source();
+            }
+            text
+        }
     };
     MetaError::Postgres {
         target: target.to_owned(),
@@ -233,7 +246,7 @@ impl Pg {
                 let e = |e| pg_err(&t, e);
                 let st = c
                     .prepare_cached(
-                        "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id FROM encryption_kek ORDER BY id",
+                        "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id, (extract(epoch FROM retired_at) * 1000000)::bigint FROM encryption_kek ORDER BY id",
                     )
                     .await
                     .map_err(e)?;
@@ -248,6 +261,7 @@ impl Pg {
                         priv_datafile: r.get(4),
                         fingerprint: r.get(5),
                         agent_id: r.get(6),
+                        retired_us: r.get(7),
                     })
                     .collect())
             })
@@ -262,6 +276,21 @@ impl Pg {
                 c.execute(
                     "UPDATE encryption_kek SET fingerprint = $2 WHERE id = $1 AND fingerprint IS DISTINCT FROM $2",
                     &[&id, &fp],
+                )
+                .await
+                .map_err(|e| pg_err(&t, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn mark_kek_retired(&self, id: i64) -> Result<(), MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE encryption_kek SET retired_at = now() WHERE id = $1 AND NOT active AND retired_at IS NULL",
+                    &[&id],
                 )
                 .await
                 .map_err(|e| pg_err(&t, e))?;

@@ -82,7 +82,7 @@ impl Lite {
     pub async fn keks(&self) -> Result<Vec<KekRow>, MetaError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id FROM encryption_kek ORDER BY id",
+                "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id, CAST(unixepoch(retired_at, 'subsec') * 1000000 AS INTEGER) FROM encryption_kek ORDER BY id",
             )?;
             let rows = st
                 .query_map([], |r| {
@@ -94,6 +94,7 @@ impl Lite {
                         priv_datafile: r.get(4)?,
                         fingerprint: r.get(5)?,
                         agent_id: r.get(6)?,
+                        retired_us: r.get(7)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -108,6 +109,17 @@ impl Lite {
             c.execute(
                 "UPDATE encryption_kek SET fingerprint = ?2 WHERE id = ?1 AND fingerprint IS NOT ?2",
                 params![id, fp],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn mark_kek_retired(&self, id: i64) -> Result<(), MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE encryption_kek SET retired_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = ?1 AND NOT active AND retired_at IS NULL",
+                params![id],
             )?;
             Ok(())
         })

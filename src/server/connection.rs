@@ -83,6 +83,10 @@ impl AgentRegistry {
             (entry.0.clone(), entry.1.replace(conn))
         };
         if let Some(old) = old {
+            tracing::info!(
+                old_remote = %old.remote_address(),
+                "an older connection of this agent is closed: replaced by this one"
+            );
             old.close(
                 quinn::VarInt::from_u32(2),
                 b"replaced by a newer connection of this agent",
@@ -282,7 +286,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
-            tracing::info!(conn = id, %remote, error = %e, "handshake failed");
+            tracing::info!(conn = id, %remote, error = %e, "connection refused: handshake failed");
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
             shared.open.fetch_sub(1, Ordering::Relaxed);
             return;

@@ -31,6 +31,10 @@ struct Kek {
     row: i64,
     active: bool,
     agent: Option<String>,
+    /// For an inactive KEK: when it was retired. DEK records made before then are still
+    /// taken (they wrap data already recorded, which the KEK's holder can read); later ones
+    /// are refused `inactive_kek`.
+    retired_us: Option<i64>,
 }
 
 pub struct KeyActor {
@@ -41,6 +45,10 @@ pub struct KeyActor {
     /// Rows whose public key file could not be read, with the error (logged once per change).
     broken: HashMap<i64, String>,
     deks: HashMap<DekId, AgentId>,
+    /// When an inactive KEK without `retired_at` was first seen inactive here.
+    retired_seen: HashMap<KekId, i64>,
+    /// (agent, KEK) pairs already warned about: still recording under a retired KEK.
+    warned_retired: std::collections::HashSet<(AgentId, KekId)>,
     queue: Arc<std::sync::atomic::AtomicI64>,
     /// Records accepted by the checks in memory, waiting to be written (oldest first), each
     /// once however many streams sent it: the waiters of one DEK id share one write.
@@ -80,13 +88,18 @@ impl KeyActor {
             keks: HashMap::new(),
             broken: HashMap::new(),
             deks: HashMap::new(),
+            retired_seen: HashMap::new(),
+            warned_retired: Default::default(),
             queue: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
     }
 
-    fn apply(&mut self, rows: Vec<KekRow>) -> Vec<(i64, String)> {
+    /// Take the table's rows; returns (rows whose fingerprint to record, inactive rows whose
+    /// retirement time to record).
+    fn apply(&mut self, rows: Vec<KekRow>) -> (Vec<(i64, String)>, Vec<i64>) {
         let mut keks = HashMap::new();
         let mut fingerprints = Vec::new();
+        let mut to_retire = Vec::new();
         for row in rows {
             match crate::keys::load_public_key(Path::new(&row.pub_datafile)) {
                 Ok(key) => {
@@ -104,16 +117,36 @@ impl KeyActor {
                     if row.fingerprint.as_deref() != Some(fp.as_str()) {
                         fingerprints.push((row.id, fp));
                     }
+                    if !row.active && row.retired_us.is_none() {
+                        to_retire.push(row.id);
+                    }
+                    // The earlier of the recorded time and when this server first saw the
+                    // row inactive (it records the latter when the row has none).
+                    let seen = self.retired_seen.get(&key.kek_id).copied();
+                    let retired = match (row.active, row.retired_us, seen) {
+                        (true, ..) => None,
+                        (false, Some(db), Some(seen)) => Some(db.min(seen)),
+                        (false, Some(db), None) => Some(db),
+                        (false, None, _) => Some(
+                            *self
+                                .retired_seen
+                                .entry(key.kek_id)
+                                .or_insert_with(crate::crypto::now_us),
+                        ),
+                    };
                     // If one public key appears in several rows, any active row makes it active.
                     let entry = keks.entry(key.kek_id).or_insert(Kek {
                         row: row.id,
                         active: false,
                         agent: row.agent_id.clone(),
+                        retired_us: None,
                     });
                     if row.active {
                         entry.active = true;
                         entry.row = row.id;
                         entry.agent = row.agent_id.clone();
+                    } else {
+                        entry.retired_us = entry.retired_us.max(retired);
                     }
                 }
                 Err(e) => {
@@ -127,7 +160,7 @@ impl KeyActor {
         }
         self.keks = keks;
         metrics::gauge!(m::KEKS_ACTIVE).set(self.keks.values().filter(|k| k.active).count() as f64);
-        fingerprints
+        (fingerprints, to_retire)
     }
 
     /// Re-read `encryption_kek`. The query runs as a task of its own; the actor only waits for
@@ -146,12 +179,17 @@ impl KeyActor {
                     act.reloading = false;
                     match res {
                         Ok(Ok(rows)) => {
-                            let fps = act.apply(rows);
+                            let (fps, retire) = act.apply(rows);
                             let md = act.metadata.clone();
                             actix_rt::spawn(async move {
                                 for (id, fp) in fps {
                                     if let Err(e) = md.set_kek_fingerprint(id, &fp).await {
                                         tracing::warn!(error = %e, "cannot record KEK fingerprint");
+                                    }
+                                }
+                                for id in retire {
+                                    if let Err(e) = md.mark_kek_retired(id).await {
+                                        tracing::warn!(error = %e, "cannot record when a KEK was retired");
                                     }
                                 }
                             });
@@ -265,6 +303,12 @@ impl Handler<RegisterDek> for KeyActor {
     fn handle(&mut self, msg: RegisterDek, ctx: &mut Context<Self>) -> Self::Result {
         let RegisterDek { agent, record } = msg;
         let checked = self.check(&agent, &record);
+        if checked.as_ref().is_none_or(|r| r.is_ok())
+            && self.keks.get(&record.kek_id).is_some_and(|k| !k.active)
+            && self.warned_retired.insert((agent.clone(), record.kek_id))
+        {
+            tracing::warn!(%agent, kek = %record.kek_id, "agent still records under a retired KEK (its DEK was made before the retirement, so its data is taken): give it the new KEK's public key as kek.pem and restart it");
+        }
         let outcome = |r: &DekResult| match r {
             Ok(()) => "registered",
             Err((r, _)) => r.name(),
@@ -342,10 +386,28 @@ impl KeyActor {
                     record.kek_id
                 ),
             ))),
-            Some(k) if !k.active => Some(Err((
-                Reject::InactiveKek,
-                format!("KEK {} is deactivated", record.kek_id),
-            ))),
+            Some(k) if !k.active => {
+                let retired = k.retired_us.unwrap_or(i64::MAX);
+                if record.created_us > retired {
+                    return Some(Err((
+                        Reject::InactiveKek,
+                        format!(
+                            "KEK {} is retired and this DEK record was made after that: give the agent the new KEK's public key as kek.pem",
+                            record.kek_id
+                        ),
+                    )));
+                }
+                if let Some(a) = k.agent.as_deref()
+                    && a != agent.as_str()
+                {
+                    return Some(Err((
+                        Reject::UnknownKek,
+                        format!("KEK {} is bound to another agent", record.kek_id),
+                    )));
+                }
+                // Made before the retirement: data already recorded, taken.
+                None
+            }
             Some(k) if k.agent.as_deref().is_some_and(|a| a != agent.as_str()) => Some(Err((
                 Reject::UnknownKek,
                 format!("KEK {} is bound to another agent", record.kek_id),

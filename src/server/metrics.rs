@@ -18,6 +18,7 @@ pub const KEKS_ACTIVE: &str = "sealstream_keys_keks_active";
 pub const KEY_QUEUE_DEPTH: &str = "sealstream_keys_queue_depth";
 pub const PIPELINE_PENDING: &str = "sealstream_pipeline_pending";
 pub const PIPELINE_STALLED: &str = "sealstream_pipeline_stalled";
+pub const READY: &str = "sealstream_ready";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -76,6 +77,10 @@ pub fn describe() {
         PIPELINE_STALLED,
         "1 while a pipeline stage has had work waiting and completed none for watchdog.stall_after_ms."
     );
+    describe_gauge!(
+        READY,
+        "1 when /readyz answers ready (listening, database answering, no stage stuck), else 0."
+    );
     register_zeros();
 }
 
@@ -115,6 +120,7 @@ fn register_zeros() {
         STREAMS_OPEN,
         KEKS_ACTIVE,
         KEY_QUEUE_DEPTH,
+        READY,
     ] {
         gauge!(name).increment(0.0);
     }

@@ -180,14 +180,15 @@ impl Server {
                 source,
             })?;
         let ready = Arc::new(AtomicBool::new(false));
-        let mut tasks = vec![actix_rt::spawn(ops::serve(
-            ops_listener,
-            ops::OpsState {
-                metadata: Some(metadata.clone()),
-                ready: ready.clone(),
-                progress: Some(progress.clone()),
-            },
-        ))];
+        let ops_state = ops::OpsState {
+            metadata: Some(metadata.clone()),
+            ready: ready.clone(),
+            progress: Some(progress.clone()),
+        };
+        let mut tasks = vec![
+            actix_rt::spawn(ops::serve(ops_listener, ops_state.clone())),
+            actix_rt::spawn(ops::export_readiness(ops_state, Duration::from_secs(5))),
+        ];
         tasks.push(actix_rt::spawn(progress.clone().watch()));
 
         let max = cfg.limits.max_connections;

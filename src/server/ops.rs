@@ -67,6 +67,40 @@ pub async fn serve(listener: tokio::net::TcpListener, state: OpsState) {
     }
 }
 
+/// What `/readyz` answers: ready, or why not (starting; the metadata database does not
+/// answer; a pipeline stage is stuck).
+pub async fn readiness(state: &OpsState) -> Result<(), String> {
+    if !state.ready.load(Ordering::Relaxed) {
+        return Err("starting".into());
+    }
+    if let Some(p) = &state.progress {
+        let stuck = p.stalled_stages();
+        if !stuck.is_empty() {
+            let names: Vec<&str> = stuck.iter().map(|s| s.name()).collect();
+            return Err(format!(
+                "pipeline stalled in stage {}: work waiting and none completed (see the server log)",
+                names.join(", ")
+            ));
+        }
+    }
+    if let Some(md) = &state.metadata {
+        md.ping()
+            .await
+            .map_err(|e| format!("metadata unavailable: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Keep `sealstream_ready` (1 or 0) equal to what `/readyz` would answer, so that Prometheus
+/// alerts on readiness, not only on the process being up.
+pub async fn export_readiness(state: OpsState, every: std::time::Duration) {
+    loop {
+        let ready = readiness(&state).await.is_ok();
+        metrics::gauge!(super::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn route(
     path: &str,
     state: &OpsState,
@@ -88,34 +122,10 @@ async fn route(
             ),
         },
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            if !state.ready.load(Ordering::Relaxed) {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
-            }
-            if let Some(p) = &state.progress {
-                let stuck = p.stalled_stages();
-                if !stuck.is_empty() {
-                    let names: Vec<&str> = stuck.iter().map(|s| s.name()).collect();
-                    return text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "pipeline stalled in stage {}: work waiting and none completed (see the server log)\n",
-                            names.join(", ")
-                        ),
-                    );
-                }
-            }
-            let Some(md) = &state.metadata else {
-                return text(StatusCode::OK, "ready\n".into());
-            };
-            match md.ping().await {
-                Ok(()) => text(StatusCode::OK, "ready\n".into()),
-                Err(e) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("metadata unavailable: {e}\n"),
-                ),
-            }
-        }
+        "/readyz" => match readiness(state).await {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /healthz or /readyz\n".into(),
