@@ -86,6 +86,16 @@ pub struct Limits {
     pub max_in_flight_per_stream: usize,
     /// SO_RCVBUF / SO_SNDBUF for the UDP socket (the kernel caps it at net.core.rmem_max).
     pub udp_buffer_bytes: usize,
+    /// New DEK records one agent may register per minute (and at once): an agent makes one
+    /// per start and per key rotation; more is refused `retry_later`.
+    pub dek_records_per_minute: u32,
+    /// Handshakes under way from addresses QUIC has not validated; beyond this, new ones get
+    /// a stateless Retry (so a spoofed or stalled flood costs no state) and only validated
+    /// addresses proceed. Handshakes do not count against `max_connections` until the client
+    /// certificate is seen.
+    pub max_handshakes: usize,
+    /// A handshake not finished by then is dropped.
+    pub handshake_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,6 +157,9 @@ impl Default for Limits {
             max_streams_per_connection: 512,
             max_in_flight_per_stream: 64,
             udp_buffer_bytes: 32 * 1024 * 1024,
+            dek_records_per_minute: 12,
+            max_handshakes: 128,
+            handshake_timeout_ms: 5_000,
         }
     }
 }
@@ -200,6 +213,15 @@ impl ServeConfig {
                 "limits.stream_receive_window",
                 "must be at least 64 KiB and at most connection_receive_window",
             );
+        }
+        if self.limits.max_handshakes == 0 || self.limits.handshake_timeout_ms == 0 {
+            return bad(
+                "limits",
+                "max_handshakes and handshake_timeout_ms must be at least 1",
+            );
+        }
+        if self.limits.dek_records_per_minute == 0 {
+            return bad("limits.dek_records_per_minute", "must be at least 1");
         }
         if self.limits.max_in_flight_per_stream == 0 {
             return bad("limits.max_in_flight_per_stream", "must be at least 1");

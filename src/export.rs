@@ -37,6 +37,9 @@ pub enum Status {
     Incomplete,
     /// Something is wrong that honest storage cannot cause; each problem is listed.
     Tampered(Vec<String>),
+    /// Every chunk is authentic (sealed by the agent, intact), but some payloads do not parse
+    /// as frames or keystrokes: an agent bug, not tampering. Each is listed.
+    Malformed(Vec<String>),
     /// The private key for this stream's DEK was not supplied.
     NoKey(String),
 }
@@ -72,6 +75,13 @@ impl Report {
                 .streams
                 .iter()
                 .any(|s| matches!(s.status, Status::Tampered(_)))
+    }
+
+    /// Authentic chunks whose payload does not parse (an agent bug, not tampering).
+    pub fn malformed(&self) -> bool {
+        self.streams
+            .iter()
+            .any(|s| matches!(s.status, Status::Malformed(_)))
     }
 
     pub fn missing_keys(&self) -> bool {
@@ -199,6 +209,7 @@ pub async fn export(
             status: Status::Complete,
         };
         let mut problems = Vec::new();
+        let mut malformed = Vec::new();
         let mut no_key = None;
         let mut writer = StreamWriter::new(dir, kind, stream, unique_kind);
         let mut expected_seq = 0u64;
@@ -284,8 +295,9 @@ pub async fn export(
                         sr.chunks += 1;
                         sr.bytes += n;
                     }
-                    Ok(None) => problems.push(format!(
-                        "chunk {seq}: authentic, but its payload is malformed"
+                    Ok(None) => malformed.push(format!(
+                        "chunk {seq}: authentic, but its {} payload does not parse (docs/format.md \"Payloads\")",
+                        chunk.header.kind.name()
                     )),
                     Err(e) => return Err(e),
                 },
@@ -298,6 +310,8 @@ pub async fn export(
         sr.files = writer.finish()?;
         sr.status = if !problems.is_empty() {
             Status::Tampered(problems)
+        } else if !malformed.is_empty() {
+            Status::Malformed(malformed)
         } else if let Some(why) = no_key {
             Status::NoKey(why)
         } else if final_seq.is_none() {

@@ -327,3 +327,107 @@ async fn connections_beyond_the_cap_are_refused() {
     assert!(second.is_err(), "the second connection must be refused");
     env.stop().await;
 }
+
+/// A flood of new DEK records from one agent: the first `dek_records_per_minute` are taken,
+/// the rest answered `retry_later` (the agent keeps its data); another agent is not affected.
+#[actix_rt::test]
+async fn an_agent_flooding_new_dek_records_is_limited_and_others_are_not() {
+    let env = Env::start_tuned(Backend::Sqlite, true, |cfg| {
+        cfg.limits.dek_records_per_minute = 5;
+    })
+    .await;
+    let kek = sealstream::keys::load_public_key(&env.kek_pub).unwrap();
+    let (_ep, conn, mut s, _rec) = env.registered("flooder").await;
+    let mut outcomes = Vec::new();
+    for _ in 0..10 {
+        let fresh = Recorder::new(AgentId::new("flooder").unwrap(), &kek);
+        s.send(MSG_DEK, &fresh.dek_record().encode()).await.unwrap();
+        outcomes.push(s.response().await.unwrap());
+    }
+    let taken = outcomes.iter().filter(|r| r.outcome.is_ok()).count();
+    // `registered` already used one of the five.
+    assert_eq!(taken, 4, "{outcomes:?}");
+    let limited = outcomes.iter().find(|r| r.outcome.is_err()).unwrap();
+    assert_eq!(limited.outcome, Err(Reject::RetryLater));
+    assert!(
+        limited.reason.contains("new DEK records a minute"),
+        "{limited:?}"
+    );
+    // Another agent still registers.
+    let (_ep2, _conn2, _s2, _rec2) = env.registered("bystander").await;
+    drop(conn);
+    let text = metrics_text(env.server().ops_addr).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sealstream_keys_dek_rate_limited_total") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    env.stop().await;
+}
+
+/// 40 handshakes that start and then stall (their network is cut after the first packets)
+/// against a server capped at 20 connections: handshakes do not count against the cap, the
+/// ones beyond the handshake budget get a stateless Retry, and each stalled one is dropped at
+/// the handshake timeout. An enrolled agent connecting meanwhile gets straight in.
+#[actix_rt::test]
+async fn stalled_handshakes_do_not_lock_enrolled_agents_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+    let env = Env::start_tuned(Backend::Sqlite, true, |cfg| {
+        cfg.limits.max_connections = 20;
+        cfg.limits.max_handshakes = 8;
+        cfg.limits.handshake_timeout_ms = 1500;
+    })
+    .await;
+    let cut = Arc::new(AtomicBool::new(false));
+    let front = common::faults::relay(env.server().quic_addr, cut.clone()).await;
+    let who = env.enroll("stalling");
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&who.cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&who.key).unwrap();
+        let client = sealstream::transport::client_config(
+            vec![env.server().pin],
+            certs,
+            key,
+            &sealstream::config::Limits::default(),
+        )
+        .unwrap();
+        let socket =
+            sealstream::transport::udp_socket("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let ep = sealstream::transport::endpoint(socket, None).unwrap();
+        let connecting = ep.connect_with(client, front, "sealstream").unwrap();
+        stalled.push((ep, actix_rt::spawn(connecting)));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    // An enrolled agent, directly: in at once, and its DEK registers.
+    let started = std::time::Instant::now();
+    let (_ep, _conn, _s, _rec) =
+        tokio::time::timeout(Duration::from_secs(5), env.registered("welcome"))
+            .await
+            .expect("the enrolled agent got in while 40 handshakes stalled");
+    eprintln!("enrolled agent in after {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let text = metrics_text(env.server().ops_addr).await;
+    let timed_out = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sealstream_quic_connections_refused_total{reason=\"handshake_timeout\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        timed_out >= 1.0,
+        "stalled handshakes were dropped at the timeout:\n{text}"
+    );
+    for (_, t) in stalled {
+        t.abort();
+    }
+    env.stop().await;
+}

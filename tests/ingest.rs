@@ -508,3 +508,35 @@ async fn retiring_a_kek_the_runbooks_way_loses_nothing_and_new_sessions_use_the_
     );
     env.stop().await;
 }
+
+/// An authentic chunk (sealed by the agent, intact) whose payload is not a frame: export says
+/// MALFORMED, an agent bug, and not TAMPERED.
+#[actix_rt::test]
+async fn an_authentic_but_malformed_payload_is_reported_as_malformed_not_tampered() {
+    let env = Env::start(Backend::Sqlite, true).await;
+    let (_ep, _conn, mut s, rec) = env.registered("buggy").await;
+    let session = SessionId::random();
+    let mut sealer = rec.open_stream(session, StreamId(0), Kind::Frame);
+    let chunk = sealer
+        .seal(b"not a frame payload", sealstream::crypto::now_us(), true)
+        .unwrap();
+    s.send(MSG_CHUNK, chunk.bytes()).await.unwrap();
+    assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+    let store = storage::open_local(&env.store_dir()).unwrap();
+    let report = export::export(
+        store.as_ref(),
+        &[env.private_key()],
+        None,
+        &env.dir.path().join("out"),
+    )
+    .await
+    .unwrap();
+    assert!(!report.tampered(), "{report:?}");
+    assert!(report.malformed(), "{report:?}");
+    let st = report.streams.iter().find(|s| s.agent == "buggy").unwrap();
+    match &st.status {
+        export::Status::Malformed(p) => assert!(p[0].contains("authentic"), "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+    env.stop().await;
+}

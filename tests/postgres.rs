@@ -22,7 +22,11 @@ use sealstream::server::watchdog::Stage;
 /// and many DEK records arriving at once, the old server stopped answering within a second.
 #[actix_rt::test]
 async fn dek_registrations_and_kek_reloads_never_deadlock_on_postgresql() {
-    let env = Env::start_tuned(Backend::Postgres, true, |cfg| cfg.kek_poll_ms = 1).await;
+    let env = Env::start_tuned(Backend::Postgres, true, |cfg| {
+        cfg.kek_poll_ms = 1;
+        cfg.limits.dek_records_per_minute = 1000;
+    })
+    .await;
     let kek = sealstream::keys::load_public_key(&env.kek_pub).unwrap();
     let mut agents = Vec::new();
     for a in 0..6 {

@@ -135,7 +135,9 @@ impl Uplink {
         self.inner.lock().expect("uplink lock").state
     }
 
-    fn export(&self, current: State) {
+    /// Set `sealstream_agent_uplink_state` for `current` (the metrics listener calls this
+    /// too, since the recorder may be installed after the state was first set).
+    pub fn export(&self, current: State) {
         for s in State::ALL {
             metrics::gauge!(UPLINK_STATE, "state" => s.name()).set(if s == current {
                 1.0

@@ -77,6 +77,7 @@ pub(super) async fn start_metrics(
             let age = oldest.map_or(0.0, |t| ((now_us() - t).max(0) as f64) / 1e6);
             metrics::gauge!(OLDEST_UNACKED_AGE).set(age);
             metrics::gauge!(UNACKED_CHUNKS).set(agent.unacked() as f64);
+            agent.uplink.export(agent.uplink.state());
             let d = agent.dropped.load(Ordering::Relaxed);
             metrics::counter!(DROPPED_CHUNKS).increment(d - dropped);
             dropped = d;

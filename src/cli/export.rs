@@ -9,7 +9,7 @@ use sealstream::keys::{self, PassphraseSource};
 use sealstream::protocol::SessionId;
 use sealstream::storage;
 
-use super::{EXIT_MISSING_KEY, EXIT_TAMPERED};
+use super::{EXIT_MALFORMED, EXIT_MISSING_KEY, EXIT_TAMPERED};
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -61,6 +61,8 @@ pub fn exit_code(report: &Report) -> ExitCode {
         ExitCode::from(EXIT_TAMPERED)
     } else if report.missing_keys() {
         ExitCode::from(EXIT_MISSING_KEY)
+    } else if report.malformed() {
+        ExitCode::from(EXIT_MALFORMED)
     } else {
         ExitCode::SUCCESS
     }
@@ -88,6 +90,10 @@ pub fn print_report(report: &Report) {
             Status::Complete => "complete".to_owned(),
             Status::Incomplete => "INCOMPLETE (no final chunk)".to_owned(),
             Status::Tampered(problems) => format!("TAMPERED: {}", problems.join("; ")),
+            Status::Malformed(problems) => format!(
+                "MALFORMED (authentic: the agent sealed these bytes; an agent bug, not tampering): {}",
+                problems.join("; ")
+            ),
             Status::NoKey(why) => format!("NOT DECRYPTED: {why}"),
         };
         println!(

@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_TAMPERED: u8 = 3;
 /// Exit code when an export lacked a private key for some streams.
 pub const EXIT_MISSING_KEY: u8 = 4;
+/// Exit code when every chunk was authentic but some payloads did not parse (an agent bug).
+pub const EXIT_MALFORMED: u8 = 5;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -88,7 +88,7 @@ impl Gap {
             count: r.u64()?,
         };
         r.finish()?;
-        if g.last_seq < g.first_seq || g.count != g.last_seq - g.first_seq + 1 {
+        if g.last_seq < g.first_seq || (g.last_seq - g.first_seq).checked_add(1) != Some(g.count) {
             return Err(DecodeError::Invalid {
                 what: "gap record",
                 reason: "range and count disagree".into(),

@@ -41,10 +41,16 @@ pub enum Reject {
     StreamMismatch,
     /// Storage or metadata is unavailable: nothing was stored; resend later.
     RetryLater,
+    /// A stream reached sequence number 2^64 - 1: nothing can follow it.
+    SequenceExhausted,
+    /// The same chunk is still being stored (sent twice): its answer comes to the first send.
+    InProgress,
+    /// A sequence number inside a range the stream's gap record declared dropped.
+    DeclaredDropped,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 14] = [
         Reject::AgentMismatch,
         Reject::Malformed,
         Reject::TooLarge,
@@ -56,6 +62,9 @@ impl Reject {
         Reject::AfterFinal,
         Reject::StreamMismatch,
         Reject::RetryLater,
+        Reject::SequenceExhausted,
+        Reject::InProgress,
+        Reject::DeclaredDropped,
     ];
 
     pub fn code(self) -> u8 {
@@ -71,6 +80,9 @@ impl Reject {
             Reject::AfterFinal => 9,
             Reject::StreamMismatch => 10,
             Reject::RetryLater => 11,
+            Reject::SequenceExhausted => 12,
+            Reject::InProgress => 13,
+            Reject::DeclaredDropped => 14,
         }
     }
 
@@ -92,6 +104,9 @@ impl Reject {
             Reject::AfterFinal => "after_final",
             Reject::StreamMismatch => "stream_mismatch",
             Reject::RetryLater => "retry_later",
+            Reject::SequenceExhausted => "sequence_exhausted",
+            Reject::InProgress => "in_progress",
+            Reject::DeclaredDropped => "declared_dropped",
         }
     }
 
@@ -99,7 +114,11 @@ impl Reject {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Reject::UnknownKek | Reject::InactiveKek | Reject::RetryLater | Reject::UnknownDek
+            Reject::UnknownKek
+                | Reject::InactiveKek
+                | Reject::RetryLater
+                | Reject::UnknownDek
+                | Reject::InProgress
         )
     }
 }

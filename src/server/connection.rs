@@ -35,7 +35,10 @@ pub struct Shared {
     pub memory: Arc<Semaphore>,
     pub memory_bytes: usize,
     pub agents: AgentRegistry,
+    /// Connections with an identified agent.
     pub open: AtomicUsize,
+    /// Handshakes under way (no certificate seen yet).
+    pub handshaking: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -56,6 +59,7 @@ impl Shared {
             memory_bytes,
             agents: AgentRegistry::default(),
             open: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         }
     }
@@ -255,7 +259,13 @@ fn reason(r: Reject) -> &'static str {
         Reject::ConflictingDuplicate => "different bytes under a sequence number already stored",
         Reject::AfterFinal => "the stream already ended with a final chunk",
         Reject::StreamMismatch => "chunk kind differs from the stream's",
-        Reject::RetryLater => "the same chunk is still being stored",
+        Reject::InProgress => {
+            "the same chunk is still being stored from an earlier send; its answer goes there"
+        }
+        Reject::SequenceExhausted => {
+            "sequence number 2^64-1: nothing can follow it; start a new stream"
+        }
+        Reject::DeclaredDropped => "this number lies in a range the stream's gap record dropped",
         _ => "refused",
     }
 }
@@ -283,12 +293,20 @@ impl Handler<Settle> for ConnectionActor {
 pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
+    let limit = std::time::Duration::from_millis(shared.limits.handshake_timeout_ms);
+    let handshake = tokio::time::timeout(limit, incoming).await;
+    shared.handshaking.fetch_sub(1, Ordering::Relaxed);
+    let conn = match handshake {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::info!(conn = id, %remote, error = %e, "connection refused: handshake failed");
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake").increment(1);
-            shared.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            // Dropping the handshake closes it: its state is freed now, not at idle timeout.
+            tracing::info!(conn = id, %remote, timeout_ms = limit.as_millis() as u64, "connection refused: handshake not finished in time");
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake_timeout").increment(1);
             return;
         }
     };
@@ -301,10 +319,19 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                 quinn::VarInt::from_u32(1),
                 b"client certificate has no usable agent name",
             );
-            shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
     };
+    if shared.open.fetch_add(1, Ordering::Relaxed) >= shared.limits.max_connections {
+        shared.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "connection_cap").increment(1);
+        tracing::warn!(conn = id, %remote, agent = %agent, "connection refused: limits.max_connections reached");
+        conn.close(
+            quinn::VarInt::from_u32(3),
+            b"server at its connection limit",
+        );
+        return;
+    }
     let span = tracing::info_span!("connection", conn = id, agent = %agent, %remote);
     async move {
         let guard = Arc::new(shared.agents.take_over(&agent, conn.clone()).await);
@@ -560,7 +587,7 @@ fn outcome(r: Reject, why: &str) {
             metrics::counter!(m::SECURITY_EVENTS, "kind" => r.name()).increment(1);
             tracing::warn!(outcome = r.name(), reason = why, "chunk refused");
         }
-        Reject::RetryLater | Reject::UnknownDek => {
+        Reject::RetryLater | Reject::UnknownDek | Reject::InProgress => {
             tracing::debug!(outcome = r.name(), reason = why, "chunk deferred")
         }
         _ => tracing::warn!(outcome = r.name(), reason = why, "chunk refused"),

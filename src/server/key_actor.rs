@@ -47,6 +47,10 @@ pub struct KeyActor {
     deks: HashMap<DekId, AgentId>,
     /// When an inactive KEK without `retired_at` was first seen inactive here.
     retired_seen: HashMap<KekId, i64>,
+    /// New DEK records each agent may register: a token bucket per agent.
+    /// (tokens, last refill, refusal already logged since the last success).
+    dek_budget: HashMap<AgentId, (f64, std::time::Instant, bool)>,
+    dek_per_minute: f64,
     /// (agent, KEK) pairs already warned about: still recording under a retired KEK.
     warned_retired: std::collections::HashSet<(AgentId, KekId)>,
     queue: Arc<std::sync::atomic::AtomicI64>,
@@ -75,6 +79,7 @@ impl KeyActor {
         store: Arc<dyn ObjectStore>,
         poll: Duration,
         progress: Arc<Progress>,
+        dek_records_per_minute: u32,
     ) -> Self {
         KeyActor {
             waiting: VecDeque::new(),
@@ -89,6 +94,8 @@ impl KeyActor {
             broken: HashMap::new(),
             deks: HashMap::new(),
             retired_seen: HashMap::new(),
+            dek_budget: HashMap::new(),
+            dek_per_minute: f64::from(dek_records_per_minute),
             warned_retired: Default::default(),
             queue: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
@@ -322,12 +329,28 @@ impl Handler<RegisterDek> for KeyActor {
                 let (tx, rx) = oneshot::channel();
                 self.queue.fetch_add(1, Ordering::Relaxed);
                 metrics::gauge!(m::KEY_QUEUE_DEPTH).increment(1.0);
-                match self.pending.get_mut(&record.dek_id) {
-                    Some(w) if w.record == record => w.replies.push(tx),
-                    Some(_) => {
+                let same = self.pending.get(&record.dek_id).map(|w| w.record == record);
+                match same {
+                    Some(true) => self
+                        .pending
+                        .get_mut(&record.dek_id)
+                        .expect("checked")
+                        .replies
+                        .push(tx),
+                    Some(false) => {
                         let _ = tx.send(Err((
                             Reject::RetryLater,
                             "another record under this DEK id is being registered".into(),
+                        )));
+                    }
+                    None if !self.take_dek_token(&agent) => {
+                        metrics::counter!(m::DEK_RATE_LIMITED).increment(1);
+                        let _ = tx.send(Err((
+                            Reject::RetryLater,
+                            format!(
+                                "more than {} new DEK records a minute from this agent; keep the data and resend later",
+                                self.dek_per_minute
+                            ),
                         )));
                     }
                     None => {
@@ -359,6 +382,29 @@ impl Handler<RegisterDek> for KeyActor {
 }
 
 impl KeyActor {
+    /// Take one of `agent`'s new-DEK tokens (refilled at `dek_per_minute`); false if none.
+    fn take_dek_token(&mut self, agent: &AgentId) -> bool {
+        let now = std::time::Instant::now();
+        let cap = self.dek_per_minute;
+        let (tokens, last, warned) = self
+            .dek_budget
+            .entry(agent.clone())
+            .or_insert((cap, now, false));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * cap / 60.0).min(cap);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            *warned = false;
+            true
+        } else {
+            if !*warned {
+                *warned = true;
+                tracing::warn!(%agent, per_minute = cap, "DEK records refused (retry_later): this agent registers new DEKs faster than the limit");
+            }
+            false
+        }
+    }
+
     /// The answer the registry in memory gives at once, or `None` when the record must be
     /// written.
     fn check(&self, agent: &AgentId, record: &DekRecord) -> Option<DekResult> {

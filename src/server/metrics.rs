@@ -19,6 +19,7 @@ pub const KEY_QUEUE_DEPTH: &str = "sealstream_keys_queue_depth";
 pub const PIPELINE_PENDING: &str = "sealstream_pipeline_pending";
 pub const PIPELINE_STALLED: &str = "sealstream_pipeline_stalled";
 pub const READY: &str = "sealstream_ready";
+pub const DEK_RATE_LIMITED: &str = "sealstream_keys_dek_rate_limited_total";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -77,6 +78,10 @@ pub fn describe() {
         PIPELINE_STALLED,
         "1 while a pipeline stage has had work waiting and completed none for watchdog.stall_after_ms."
     );
+    describe_counter!(
+        DEK_RATE_LIMITED,
+        "New DEK records refused (retry_later) because their agent exceeded the per-minute limit."
+    );
     describe_gauge!(
         READY,
         "1 when /readyz answers ready (listening, database answering, no stage stuck), else 0."
@@ -104,14 +109,20 @@ fn register_zeros() {
     for kind in ["conflicting_duplicate", "agent_mismatch"] {
         counter!(SECURITY_EVENTS, "kind" => kind).increment(0);
     }
-    for reason in ["handshake", "identity", "connection_cap"] {
+    for reason in [
+        "handshake",
+        "handshake_timeout",
+        "handshake_budget",
+        "identity",
+        "connection_cap",
+    ] {
         counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
     }
     for stage in ["keys", "store", "index"] {
         gauge!(PIPELINE_PENDING, "stage" => stage).increment(0.0);
         gauge!(PIPELINE_STALLED, "stage" => stage).increment(0.0);
     }
-    for name in [RECEIVED_BYTES, PUT_ERRORS, COMMIT_ERRORS] {
+    for name in [RECEIVED_BYTES, PUT_ERRORS, COMMIT_ERRORS, DEK_RATE_LIMITED] {
         counter!(name).increment(0);
     }
     for name in [

@@ -144,6 +144,7 @@ impl Server {
             store.clone(),
             Duration::from_millis(cfg.kek_poll_ms),
             progress.clone(),
+            cfg.limits.dek_records_per_minute,
         )
         .start();
         let mut arbiters = Vec::new();
@@ -191,7 +192,7 @@ impl Server {
         ];
         tasks.push(actix_rt::spawn(progress.clone().watch()));
 
-        let max = cfg.limits.max_connections;
+        let (max, max_handshakes) = (cfg.limits.max_connections, cfg.limits.max_handshakes);
         let ep = endpoint.clone();
         let handles: Vec<_> = ingest.iter().map(Arbiter::handle).collect();
         tasks.push(actix_rt::spawn(async move {
@@ -203,7 +204,20 @@ impl Server {
                     incoming.refuse();
                     continue;
                 }
-                shared.open.fetch_add(1, Ordering::Relaxed);
+                if shared.handshaking.load(Ordering::Relaxed) >= max_handshakes
+                    && !incoming.remote_address_validated()
+                {
+                    // Over the handshake budget: a stateless Retry. A real client answers it
+                    // and comes back validated; a spoofed or stalled one costs nothing more.
+                    ::metrics::counter!(metrics::CONNECTIONS_REFUSED, "reason" => "handshake_budget").increment(1);
+                    if incoming.may_retry() {
+                        let _ = incoming.retry();
+                    } else {
+                        incoming.refuse();
+                    }
+                    continue;
+                }
+                shared.handshaking.fetch_add(1, Ordering::Relaxed);
                 let arb = &handles[next % handles.len()];
                 next += 1;
                 arb.spawn(connection::serve_connection(incoming, shared.clone()));

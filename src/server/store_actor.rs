@@ -102,7 +102,7 @@ async fn write_segment(
                     next_seq: 0,
                     final_seq: None,
                 });
-            u.next_seq = u.next_seq.max(h.seq + 1);
+            u.next_seq = u.next_seq.max(h.seq.saturating_add(1));
             if h.last {
                 u.final_seq = Some(h.seq);
             }

@@ -34,7 +34,12 @@ pub struct StreamState {
     next_seq: u64,
     final_seq: Option<u64>,
     recent: BTreeMap<u64, Entry>,
+    /// Ranges gap records skipped (first, last), newest last; at most `SKIPPED` kept.
+    skipped: Vec<(u64, u64)>,
 }
+
+/// Gap-record ranges remembered per stream (an agent makes one per spool overflow).
+pub const SKIPPED: usize = 64;
 
 impl StreamState {
     pub fn new(kind: Kind) -> Self {
@@ -48,6 +53,7 @@ impl StreamState {
             next_seq,
             final_seq,
             recent: BTreeMap::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -73,9 +79,12 @@ impl StreamState {
             return Verdict::Reject(Reject::StreamMismatch);
         }
         if seq < self.next_seq {
+            if self.skipped.iter().any(|(a, b)| (*a..=*b).contains(&seq)) {
+                return Verdict::Reject(Reject::DeclaredDropped);
+            }
             return match self.recent.get(&seq) {
                 Some(Entry::Stored(d)) if *d == digest => Verdict::Duplicate,
-                Some(Entry::Pending(d)) if *d == digest => Verdict::Reject(Reject::RetryLater),
+                Some(Entry::Pending(d)) if *d == digest => Verdict::Reject(Reject::InProgress),
                 Some(_) => Verdict::Reject(Reject::ConflictingDuplicate),
                 None => Verdict::AskStored,
             };
@@ -86,7 +95,19 @@ impl StreamState {
         if seq > self.next_seq && !gap {
             return Verdict::Reject(Reject::SequenceGap);
         }
-        self.next_seq = seq + 1;
+        // 2^64 - 1 is the last number a stream has: nothing could follow it, and a stream
+        // that wrapped to 0 would take different bytes under numbers it already holds.
+        let Some(next) = seq.checked_add(1) else {
+            return Verdict::Reject(Reject::SequenceExhausted);
+        };
+        if seq > self.next_seq {
+            // A gap record: the numbers it skips were dropped by the agent, for good.
+            self.skipped.push((self.next_seq, seq - 1));
+            if self.skipped.len() > SKIPPED {
+                self.skipped.remove(0);
+            }
+        }
+        self.next_seq = next;
         if last {
             self.final_seq = Some(seq);
         }
@@ -132,8 +153,17 @@ impl StreamState {
                 if self.final_seq == Some(seq) {
                     self.final_seq = None;
                 }
-                if seq + 1 == self.next_seq {
+                if seq.checked_add(1) == Some(self.next_seq) {
                     self.next_seq = seq;
+                    // A gap record that was not stored will come again: so will its skip.
+                    if self
+                        .skipped
+                        .last()
+                        .is_some_and(|(_, b)| b.checked_add(1) == Some(seq))
+                    {
+                        let (a, _) = self.skipped.pop().expect("checked");
+                        self.next_seq = a;
+                    }
                 }
             }
             _ => {}
@@ -197,16 +227,22 @@ mod tests {
             Verdict::Accept
         );
         assert_eq!(s.check(Kind::Frame, 6, false, A), Verdict::Accept);
-        assert_eq!(s.check(Kind::Frame, 3, false, A), Verdict::AskStored);
+        // Inside the range the gap record skipped: dropped for good (it was AskStored, and
+        // then accepted as a hole to fill, before).
+        assert_eq!(
+            s.check(Kind::Frame, 3, false, A),
+            Verdict::Reject(Reject::DeclaredDropped)
+        );
     }
 
     #[test]
     fn duplicates_are_acked_once_stored_and_conflicts_refused() {
         let mut s = StreamState::new(Kind::Frame);
         assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        // Sent again while the first is being stored: its own code, not "storage down".
         assert_eq!(
             s.check(Kind::Frame, 0, false, A),
-            Verdict::Reject(Reject::RetryLater)
+            Verdict::Reject(Reject::InProgress)
         );
         s.settle(0, true);
         assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Duplicate);
@@ -256,5 +292,52 @@ mod tests {
             let expected: Vec<u64> = (0..accepted.len() as u64).collect();
             prop_assert_eq!(accepted, expected);
         }
+    }
+
+    #[test]
+    fn a_stream_never_wraps_past_the_last_sequence_number() {
+        // A gap record ending at 2^64 - 2 brings the stream to its last number; that number
+        // itself is refused, and 0 is still a stored number, not a new one.
+        let mut s = StreamState::new(Kind::Frame);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        s.settle(0, true);
+        assert_eq!(
+            s.check_chunk(Kind::Frame, u64::MAX - 1, false, true, B),
+            Verdict::Accept
+        );
+        assert_eq!(
+            s.check_chunk(Kind::Frame, u64::MAX, false, true, B),
+            Verdict::Reject(Reject::SequenceExhausted)
+        );
+        assert_eq!(
+            s.check(Kind::Frame, 0, false, B),
+            Verdict::Reject(Reject::ConflictingDuplicate)
+        );
+        let mut t = StreamState::new(Kind::Frame);
+        assert_eq!(
+            t.check_chunk(Kind::Frame, u64::MAX, true, true, A),
+            Verdict::Reject(Reject::SequenceExhausted)
+        );
+    }
+
+    #[test]
+    fn a_chunk_inside_a_range_a_gap_record_dropped_is_refused() {
+        let mut s = StreamState::new(Kind::Frame);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        // Chunks 1..=4 dropped by the agent; the gap record is 5.
+        assert_eq!(
+            s.check_chunk(Kind::Frame, 5, false, true, B),
+            Verdict::Accept
+        );
+        for seq in 1..=4 {
+            assert_eq!(
+                s.check(Kind::Frame, seq, false, A),
+                Verdict::Reject(Reject::DeclaredDropped)
+            );
+        }
+        // A gap record that was not stored takes its skip back with it.
+        s.settle(5, false);
+        assert_eq!(s.next_seq(), 1);
+        assert_eq!(s.check(Kind::Frame, 1, false, A), Verdict::Accept);
     }
 }
