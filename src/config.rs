@@ -96,6 +96,11 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// A handshake not finished by then is dropped.
     pub handshake_timeout_ms: u64,
+    /// Bytes of half-received messages one connection may have buffered in the server; more
+    /// waits (QUIC flow control then holds the peer back). At least one whole message.
+    pub partial_bytes_per_connection: usize,
+    /// The same, summed over all connections.
+    pub partial_bytes_total: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -160,6 +165,8 @@ impl Default for Limits {
             dek_records_per_minute: 12,
             max_handshakes: 128,
             handshake_timeout_ms: 5_000,
+            partial_bytes_per_connection: 48 * 1024 * 1024,
+            partial_bytes_total: 512 * 1024 * 1024,
         }
     }
 }
@@ -218,6 +225,15 @@ impl ServeConfig {
             return bad(
                 "limits",
                 "max_handshakes and handshake_timeout_ms must be at least 1",
+            );
+        }
+        let whole = crate::protocol::uplink::MAX_BODY + 5;
+        if self.limits.partial_bytes_per_connection < whole
+            || self.limits.partial_bytes_total < self.limits.partial_bytes_per_connection
+        {
+            return bad(
+                "limits.partial_bytes_per_connection",
+                "must hold one whole message (16 MiB + 5 bytes) and be at most partial_bytes_total",
             );
         }
         if self.limits.dek_records_per_minute == 0 {

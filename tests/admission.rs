@@ -431,3 +431,82 @@ async fn stalled_handshakes_do_not_lock_enrolled_agents_out() {
     }
     env.stop().await;
 }
+
+/// Half-sent messages: one connection declares eight 15 MiB messages and sends their bodies as
+/// fast as it can, never finishing one. The server holds at most its per-connection budget of
+/// them (then stops reading, and QUIC flow control stops the sender), and another agent is
+/// served meanwhile. Before the budget, the server buffered all 120 MiB.
+#[actix_rt::test]
+async fn half_sent_messages_are_bounded_by_the_partial_message_budget() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+    let budget = sealstream::protocol::uplink::MAX_BODY + 5;
+    let env = Env::start_tuned(Backend::Sqlite, true, |cfg| {
+        cfg.limits.partial_bytes_per_connection = budget;
+        cfg.limits.partial_bytes_total = 4 * budget;
+    })
+    .await;
+    let cfg = env.enroll("slowloris");
+    let (_ep, conn) = raw_connect(
+        env.server().quic_addr,
+        vec![env.server().pin],
+        &cfg.cert,
+        &cfg.key,
+    )
+    .await
+    .unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let body = 15 * 1024 * 1024u32;
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (conn, written) = (conn.clone(), written.clone());
+        writers.push(actix_rt::spawn(async move {
+            // Everything under one deadline: once the server stops reading, even a header
+            // can wait for flow-control credit that never comes.
+            let fill = async {
+                let mut s = RawStream::open(&conn).await?;
+                let mut header = vec![MSG_CHUNK];
+                header.extend_from_slice(&body.to_be_bytes());
+                s.send_bytes(&header).await?;
+                let piece = vec![0x5a; 256 * 1024];
+                for _ in 0..(body as usize / piece.len() - 1) {
+                    s.send_bytes(&piece).await?;
+                    written.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                }
+                Ok::<_, String>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(4), fill).await;
+        }));
+    }
+    // Meanwhile another agent registers a DEK and stores a chunk.
+    let (_ep2, _conn2, mut s2, rec) = env.registered("patient").await;
+    let mut sealer = rec.open_stream(SessionId::random(), StreamId(0), Kind::Frame);
+    let chunk = sealer
+        .seal(b"frame", sealstream::crypto::now_us(), true)
+        .unwrap();
+    s2.send(MSG_CHUNK, chunk.bytes()).await.unwrap();
+    assert_eq!(s2.response().await.unwrap().outcome, Ok(()));
+    for w in writers {
+        let _ = w.await;
+    }
+    let sent = written.load(Ordering::Relaxed);
+    let text = metrics_text(env.server().ops_addr).await;
+    let held: f64 = text
+        .lines()
+        .find(|l| l.starts_with("sealstream_ingest_partial_message_bytes "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    eprintln!(
+        "half-sent: {sent} bytes written by the peer, {held} held by the server, budget {budget}"
+    );
+    // The server holds no more than the budget (other tests in this binary add a little).
+    assert!(held <= (budget + 1024 * 1024) as f64, "{held}");
+    // The peer got no further than the budget plus the QUIC windows (8 MiB connection).
+    let windows = 8 * 1024 * 1024 + 8 * 2 * 1024 * 1024;
+    assert!(
+        sent <= (budget + windows + 4 * 1024 * 1024) as u64,
+        "{sent} bytes taken from one connection"
+    );
+    env.stop().await;
+}

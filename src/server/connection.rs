@@ -39,6 +39,8 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Handshakes under way (no certificate seen yet).
     pub handshaking: AtomicUsize,
+    /// Bytes of half-received messages buffered, server-wide (`limits.partial_bytes_total`).
+    pub partial: Arc<Semaphore>,
     next_id: AtomicU64,
 }
 
@@ -50,6 +52,7 @@ impl Shared {
         limits: Limits,
         memory_bytes: usize,
     ) -> Self {
+        let partial_total = limits.partial_bytes_total;
         Shared {
             key,
             stores,
@@ -60,6 +63,7 @@ impl Shared {
             agents: AgentRegistry::default(),
             open: AtomicUsize::new(0),
             handshaking: AtomicUsize::new(0),
+            partial: Arc::new(Semaphore::new(partial_total)),
             next_id: AtomicU64::new(1),
         }
     }
@@ -346,6 +350,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         .start();
         let mut tasks = Vec::new();
         let mut next = 0usize;
+        let partial = Arc::new(Semaphore::new(shared.limits.partial_bytes_per_connection));
         loop {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
@@ -359,6 +364,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                             actor.clone(),
                             store,
                             shared.clone(),
+                            Budget::new(partial.clone(), shared.partial.clone()),
                             guard.clone(),
                         )
                         .instrument(span),
@@ -408,6 +414,7 @@ async fn serve_stream(
     actor: Addr<ConnectionActor>,
     store: Addr<StoreActor>,
     shared: Arc<Shared>,
+    mut budget: Budget,
     _guard: Arc<tokio::sync::OwnedMutexGuard<()>>,
 ) {
     metrics::gauge!(m::STREAMS_OPEN).increment(1.0);
@@ -457,7 +464,12 @@ async fn serve_stream(
                 }
             }
         }
-        match recv.read_chunk(64 * 1024, true).await {
+        // What stays buffered is a message not yet whole: it is held against the connection's
+        // and the server's budgets. Reading more waits for room, so a peer that sends half
+        // messages is held back by QUIC flow control instead of by the server's memory.
+        budget.hold(buf.len());
+        let room = budget.room_for(64 * 1024).await;
+        match recv.read_chunk(room, true).await {
             Ok(Some(c)) => {
                 metrics::counter!(m::RECEIVED_BYTES).increment(c.bytes.len() as u64);
                 buf.extend_from_slice(&c.bytes);
@@ -472,6 +484,66 @@ async fn serve_stream(
     drop(tx);
     let _ = writer.await;
     metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
+}
+
+/// Room for half-received message bytes: taken from the connection's budget and the server's
+/// before a read, given back as messages complete.
+pub struct Budget {
+    connection: Arc<Semaphore>,
+    server: Arc<Semaphore>,
+    /// Bytes this stream holds of both.
+    held: usize,
+}
+
+impl Budget {
+    fn new(connection: Arc<Semaphore>, server: Arc<Semaphore>) -> Self {
+        Budget {
+            connection,
+            server,
+            held: 0,
+        }
+    }
+
+    /// Keep exactly `bytes` (what is buffered now), returning the rest.
+    fn hold(&mut self, bytes: usize) {
+        if bytes < self.held {
+            let back = self.held - bytes;
+            self.connection.add_permits(back);
+            self.server.add_permits(back);
+            metrics::gauge!(m::PARTIAL_BYTES).decrement(back as f64);
+            self.held = bytes;
+        }
+    }
+
+    /// Wait until `up_to` more bytes (at least 1) can be held; returns how many were taken.
+    async fn room_for(&mut self, up_to: usize) -> usize {
+        // As much as is free now (at least one byte, waiting for it if need be).
+        let take = |sem: &Semaphore, want: u32| want.min((sem.available_permits() as u32).max(1));
+        let want = up_to.max(1) as u32;
+        let Ok(conn) = self
+            .connection
+            .clone()
+            .acquire_many_owned(take(&self.connection, want))
+            .await
+        else {
+            return 1;
+        };
+        let n = conn.num_permits() as u32;
+        let Ok(server) = self.server.clone().acquire_many_owned(n).await else {
+            return 1;
+        };
+        conn.forget();
+        server.forget();
+        self.held += n as usize;
+        metrics::gauge!(m::PARTIAL_BYTES).increment(f64::from(n));
+        n as usize
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.hold(0);
+    }
 }
 
 async fn on_dek(actor: &Addr<ConnectionActor>, body: &[u8], started: Instant) -> Pending {

@@ -19,6 +19,7 @@ pub const KEY_QUEUE_DEPTH: &str = "sealstream_keys_queue_depth";
 pub const PIPELINE_PENDING: &str = "sealstream_pipeline_pending";
 pub const PIPELINE_STALLED: &str = "sealstream_pipeline_stalled";
 pub const READY: &str = "sealstream_ready";
+pub const PARTIAL_BYTES: &str = "sealstream_ingest_partial_message_bytes";
 pub const DEK_RATE_LIMITED: &str = "sealstream_keys_dek_rate_limited_total";
 
 pub fn describe() {
@@ -78,6 +79,11 @@ pub fn describe() {
         PIPELINE_STALLED,
         "1 while a pipeline stage has had work waiting and completed none for watchdog.stall_after_ms."
     );
+    describe_gauge!(
+        PARTIAL_BYTES,
+        Unit::Bytes,
+        "Bytes of half-received messages the server holds (bounded per connection and server-wide)."
+    );
     describe_counter!(
         DEK_RATE_LIMITED,
         "New DEK records refused (retry_later) because their agent exceeded the per-minute limit."
@@ -132,6 +138,7 @@ fn register_zeros() {
         KEKS_ACTIVE,
         KEY_QUEUE_DEPTH,
         READY,
+        PARTIAL_BYTES,
     ] {
         gauge!(name).increment(0.0);
     }
