@@ -465,11 +465,10 @@ async fn serve_stream(
             }
         }
         // What stays buffered is a message not yet whole: it is held against the connection's
-        // and the server's budgets. Reading more waits for room, so a peer that sends half
-        // messages is held back by QUIC flow control instead of by the server's memory.
-        budget.hold(buf.len());
-        let room = budget.room_for(64 * 1024).await;
-        match recv.read_chunk(room, true).await {
+        // and the server's budgets before reading on. With no room, this stream is not read
+        // and QUIC flow control holds the sender back. An idle stream holds nothing.
+        budget.hold(buf.len()).await;
+        match recv.read_chunk(64 * 1024, true).await {
             Ok(Some(c)) => {
                 metrics::counter!(m::RECEIVED_BYTES).increment(c.bytes.len() as u64);
                 buf.extend_from_slice(&c.bytes);
@@ -486,8 +485,8 @@ async fn serve_stream(
     metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
 }
 
-/// Room for half-received message bytes: taken from the connection's budget and the server's
-/// before a read, given back as messages complete.
+/// Room for half-received message bytes, taken from the connection's budget and the server's
+/// as a message arrives and given back once it is whole.
 pub struct Budget {
     connection: Arc<Semaphore>,
     server: Arc<Semaphore>,
@@ -504,45 +503,40 @@ impl Budget {
         }
     }
 
-    /// Keep exactly `bytes` (what is buffered now), returning the rest.
-    fn hold(&mut self, bytes: usize) {
-        if bytes < self.held {
-            let back = self.held - bytes;
+    fn give_back(&mut self, bytes: usize) {
+        let back = bytes.min(self.held);
+        if back > 0 {
             self.connection.add_permits(back);
             self.server.add_permits(back);
             metrics::gauge!(m::PARTIAL_BYTES).decrement(back as f64);
-            self.held = bytes;
+            self.held -= back;
         }
     }
 
-    /// Wait until `up_to` more bytes (at least 1) can be held; returns how many were taken.
-    async fn room_for(&mut self, up_to: usize) -> usize {
-        // As much as is free now (at least one byte, waiting for it if need be).
-        let take = |sem: &Semaphore, want: u32| want.min((sem.available_permits() as u32).max(1));
-        let want = up_to.max(1) as u32;
-        let Ok(conn) = self
-            .connection
-            .clone()
-            .acquire_many_owned(take(&self.connection, want))
-            .await
-        else {
-            return 1;
-        };
-        let n = conn.num_permits() as u32;
-        let Ok(server) = self.server.clone().acquire_many_owned(n).await else {
-            return 1;
+    /// Hold exactly `bytes`: give back what is no longer buffered, or wait for room for what
+    /// is newly buffered.
+    async fn hold(&mut self, bytes: usize) {
+        if bytes <= self.held {
+            self.give_back(self.held - bytes);
+            return;
+        }
+        let more = (bytes - self.held) as u32;
+        let (Ok(conn), Ok(server)) = (
+            self.connection.clone().acquire_many_owned(more).await,
+            self.server.clone().acquire_many_owned(more).await,
+        ) else {
+            return;
         };
         conn.forget();
         server.forget();
-        self.held += n as usize;
-        metrics::gauge!(m::PARTIAL_BYTES).increment(f64::from(n));
-        n as usize
+        self.held = bytes;
+        metrics::gauge!(m::PARTIAL_BYTES).increment(f64::from(more));
     }
 }
 
 impl Drop for Budget {
     fn drop(&mut self) {
-        self.hold(0);
+        self.give_back(self.held);
     }
 }
 
