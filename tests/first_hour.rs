@@ -317,6 +317,16 @@ fn lifecycle_events_are_logged_by_default_without_colour_and_as_json_on_request(
             "{event:?} not in the server log:\n{log}"
         );
     }
+    // Where its state lives, as an absolute path, and who can reach it.
+    let state = std::fs::canonicalize(d.join("state")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "state (agent CA, server key, SQLite file): {}",
+            state.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("loopback only"), "{log}");
     assert!(
         !log.contains('\u{1b}'),
         "colour codes in a log file:\n{log}"
