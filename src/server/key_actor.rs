@@ -170,42 +170,52 @@ impl KeyActor {
         (fingerprints, to_retire)
     }
 
-    /// Re-read `encryption_kek`. The query runs as a task of its own; the actor only waits for
-    /// its answer, holding nothing another message needs.
-    fn reload(&mut self, ctx: &mut Context<Self>) -> Option<SpawnHandle> {
+    /// Re-read `encryption_kek` unless a read is under way. The query runs as a task of its
+    /// own; the actor only waits for its answer, holding nothing another message needs.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
         if self.reloading {
-            return None;
+            return;
         }
         self.reloading = true;
-        let md = self.metadata.clone();
-        let rows = actix_rt::spawn(async move { md.keks().await });
-        Some(ctx.spawn(
-            rows
+        ctx.spawn(
+            read_keks(&self.metadata)
                 .into_actor(self)
                 .map(|res, act, _| {
                     act.reloading = false;
-                    match res {
-                        Ok(Ok(rows)) => {
-                            let (fps, retire) = act.apply(rows);
-                            let md = act.metadata.clone();
-                            actix_rt::spawn(async move {
-                                for (id, fp) in fps {
-                                    if let Err(e) = md.set_kek_fingerprint(id, &fp).await {
-                                        tracing::warn!(error = %e, "cannot record KEK fingerprint");
-                                    }
-                                }
-                                for id in retire {
-                                    if let Err(e) = md.mark_kek_retired(id).await {
-                                        tracing::warn!(error = %e, "cannot record when a KEK was retired");
-                                    }
-                                }
-                            });
-                        }
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot read encryption_kek; keeping the KEKs already loaded"),
-                        Err(e) => tracing::error!(error = %e, "KEK reload task failed; keeping the KEKs already loaded"),
-                    }
+                    act.take_rows(res);
                 }),
-        ))
+        );
+    }
+
+    /// Take a read of `encryption_kek`: the registry, then (in the background) the
+    /// fingerprints and retirement times the table lacks.
+    fn take_rows(&mut self, res: KekRead) {
+        let rows = match res {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                return tracing::error!(error = %e, "cannot read encryption_kek; keeping the KEKs already loaded");
+            }
+            Err(e) => {
+                return tracing::error!(error = %e, "KEK reload task failed; keeping the KEKs already loaded");
+            }
+        };
+        let (fps, retire) = self.apply(rows);
+        if fps.is_empty() && retire.is_empty() {
+            return;
+        }
+        let md = self.metadata.clone();
+        actix_rt::spawn(async move {
+            for (id, fp) in fps {
+                if let Err(e) = md.set_kek_fingerprint(id, &fp).await {
+                    tracing::warn!(error = %e, "cannot record KEK fingerprint");
+                }
+            }
+            for id in retire {
+                if let Err(e) = md.mark_kek_retired(id).await {
+                    tracing::warn!(error = %e, "cannot record when a KEK was retired");
+                }
+            }
+        });
     }
 
     /// Write the waiting DEK records (up to `DEK_BATCH`) as one batch: one owner lookup, the
@@ -272,6 +282,16 @@ impl Actor for KeyActor {
     }
 }
 
+type KekRead = Result<Result<Vec<KekRow>, crate::metadata::MetaError>, actix_rt::task::JoinError>;
+
+/// `encryption_kek`, read by a task of its own.
+fn read_keks(
+    md: &Metadata,
+) -> actix_rt::task::JoinHandle<Result<Vec<KekRow>, crate::metadata::MetaError>> {
+    let md = md.clone();
+    actix_rt::spawn(async move { md.keks().await })
+}
+
 /// Load the KEK registry now (start-up, and tests that just inserted a row).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -280,18 +300,13 @@ pub struct ReloadKeks;
 impl Handler<ReloadKeks> for KeyActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    /// Answered once the registry holds what `encryption_kek` held when the message arrived.
+    /// Answered once the registry holds what `encryption_kek` held when the message arrived
+    /// (a timer reload under way may have read it earlier, so this one reads again).
     fn handle(&mut self, _: ReloadKeks, _: &mut Context<Self>) -> Self::Result {
-        let md = self.metadata.clone();
-        let rows = actix_rt::spawn(async move { md.keks().await });
         Box::pin(
-            fut::wrap_future::<_, Self>(rows).map(|res, act, _| match res {
-                Ok(Ok(rows)) => {
-                    act.apply(rows);
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot read encryption_kek; keeping the KEKs already loaded"),
-                Err(e) => tracing::error!(error = %e, "KEK reload task failed"),
-            }),
+            read_keks(&self.metadata)
+                .into_actor(self)
+                .map(|res, act, _| act.take_rows(res)),
         )
     }
 }
