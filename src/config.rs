@@ -183,8 +183,13 @@ impl Default for Segments {
 
 impl ServeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read(path)?;
-        let mut cfg: ServeConfig = parse(path, &text)?;
+        Self::from_text(path, &read(path)?)
+    }
+
+    /// Parse and check a config file's text; `path` names it in errors and anchors its
+    /// relative paths.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut cfg: ServeConfig = parse(path, text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = resolve(base, &cfg.data_dir);
         cfg.store_dir = cfg.store_dir.map(|p| resolve(base, &p));
@@ -365,8 +370,13 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read(path)?;
-        let mut cfg: AgentConfig = parse(path, &text)?;
+        Self::from_text(path, &read(path)?)
+    }
+
+    /// Parse and check a config file's text; `path` names it in errors and anchors its
+    /// relative paths.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut cfg: AgentConfig = parse(path, text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.cert = resolve(base, &cfg.cert);
         cfg.key = resolve(base, &cfg.key);

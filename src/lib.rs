@@ -9,6 +9,8 @@ pub mod config;
 pub mod crypto;
 pub mod export;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod metadata;
 pub mod pki;

@@ -29,7 +29,7 @@ pub const FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// The largest record: a whole chunk plus its type byte.
 const MAX_RECORD: usize = crate::protocol::chunk::MAX_CHUNK_LEN + 1;
 
-type ChunkKey = (SessionId, StreamId, u64);
+pub type ChunkKey = (SessionId, StreamId, u64);
 
 /// What recovery found and what the spool holds now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,6 +87,71 @@ fn file_name(n: u64) -> String {
     format!("{n:012}.spool")
 }
 
+/// What one spool file holds: its valid DEK records and chunks, how many damaged records were
+/// skipped, and whether it ends in a torn (half-written) record.
+#[derive(Default)]
+pub struct FileScan {
+    pub deks: Vec<DekRecord>,
+    pub chunks: Vec<SealedChunk>,
+    pub corrupt: u64,
+    pub torn: bool,
+}
+
+/// Decode a spool file's bytes, skipping whatever is damaged (never failing).
+pub fn scan_file(bytes: &[u8]) -> FileScan {
+    let (records, corrupt, torn) = read_records(bytes);
+    let mut scan = FileScan {
+        corrupt,
+        torn,
+        ..FileScan::default()
+    };
+    for (kind, body) in records {
+        match kind {
+            TYPE_DEK => match DekRecord::decode(body) {
+                Ok(r) => scan.deks.push(r),
+                Err(_) => scan.corrupt += 1,
+            },
+            TYPE_CHUNK => match SealedChunk::decode(Bytes::copy_from_slice(body)) {
+                Ok(c) => scan.chunks.push(c),
+                Err(_) => scan.corrupt += 1,
+            },
+            _ => scan.corrupt += 1,
+        }
+    }
+    scan
+}
+
+/// What the ack ledger holds: the acked chunk keys, damaged records skipped, a torn tail.
+pub struct LedgerScan {
+    pub acked: HashSet<ChunkKey>,
+    pub corrupt: u64,
+    pub torn: bool,
+}
+
+/// Decode the ack ledger's bytes, skipping damaged records (never failing).
+pub fn scan_ledger(bytes: &[u8]) -> LedgerScan {
+    let mut scan = LedgerScan {
+        acked: HashSet::new(),
+        corrupt: 0,
+        torn: false,
+    };
+    for rec in bytes.chunks(LEDGER_RECORD) {
+        if rec.len() < LEDGER_RECORD {
+            scan.torn = true;
+            break;
+        }
+        if crc32c::crc32c(&rec[4..]) != u32::from_be_bytes(rec[0..4].try_into().expect("4 bytes")) {
+            scan.corrupt += 1;
+            continue;
+        }
+        let session = SessionId(rec[4..20].try_into().expect("16 bytes"));
+        let stream = StreamId(u32::from_be_bytes(rec[20..24].try_into().expect("4 bytes")));
+        let seq = u64::from_be_bytes(rec[24..32].try_into().expect("8 bytes"));
+        scan.acked.insert((session, stream, seq));
+    }
+    scan
+}
+
 /// Read every valid record of a spool file; returns (records, corrupt skipped, torn tail).
 fn read_records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, u64, bool) {
     let mut out = Vec::new();
@@ -130,22 +195,10 @@ impl Spool {
         if let Ok(mut f) = File::open(&ledger_path) {
             let mut buf = Vec::new();
             f.read_to_end(&mut buf).map_err(err(&ledger_path))?;
-            for rec in buf.chunks(LEDGER_RECORD) {
-                if rec.len() < LEDGER_RECORD {
-                    stats.torn_tails += 1;
-                    break;
-                }
-                if crc32c::crc32c(&rec[4..])
-                    != u32::from_be_bytes(rec[0..4].try_into().expect("4 bytes"))
-                {
-                    stats.corrupt_records += 1;
-                    continue;
-                }
-                let session = SessionId(rec[4..20].try_into().expect("16 bytes"));
-                let stream = StreamId(u32::from_be_bytes(rec[20..24].try_into().expect("4 bytes")));
-                let seq = u64::from_be_bytes(rec[24..32].try_into().expect("8 bytes"));
-                acked.insert((session, stream, seq));
-            }
+            let ledger = scan_ledger(&buf);
+            acked = ledger.acked;
+            stats.corrupt_records += ledger.corrupt;
+            stats.torn_tails += u64::from(ledger.torn);
         }
         let mut numbers: Vec<u64> = std::fs::read_dir(dir)
             .map_err(err(dir))?
@@ -167,30 +220,19 @@ impl Spool {
         for n in &numbers {
             let path = dir.join(file_name(*n));
             let bytes = std::fs::read(&path).map_err(err(&path))?;
-            let (records, corrupt, torn) = read_records(&bytes);
-            stats.corrupt_records += corrupt;
-            stats.torn_tails += u64::from(torn);
+            let scan = scan_file(&bytes);
+            stats.corrupt_records += scan.corrupt;
+            stats.torn_tails += u64::from(scan.torn);
             let mut pending = HashSet::new();
-            for (kind, body) in records {
-                match kind {
-                    TYPE_DEK => match DekRecord::decode(body) {
-                        Ok(r) => {
-                            deks.insert(r.dek_id, r);
-                        }
-                        Err(_) => stats.corrupt_records += 1,
-                    },
-                    TYPE_CHUNK => match SealedChunk::decode(Bytes::copy_from_slice(body)) {
-                        Ok(c) => {
-                            let key = (c.header.session, c.header.stream, c.header.seq);
-                            if !acked.contains(&key) {
-                                pending.insert(key);
-                                where_is.insert(key, *n);
-                                streams.entry((key.0, key.1)).or_default().insert(key.2, c);
-                            }
-                        }
-                        Err(_) => stats.corrupt_records += 1,
-                    },
-                    _ => stats.corrupt_records += 1,
+            for r in scan.deks {
+                deks.insert(r.dek_id, r);
+            }
+            for c in scan.chunks {
+                let key = (c.header.session, c.header.stream, c.header.seq);
+                if !acked.contains(&key) {
+                    pending.insert(key);
+                    where_is.insert(key, *n);
+                    streams.entry((key.0, key.1)).or_default().insert(key.2, c);
                 }
             }
             if pending.is_empty() {

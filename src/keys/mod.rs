@@ -21,8 +21,8 @@ use crate::protocol::KekId;
 
 pub use generate::{GENERATED_PBKDF2_ITERATIONS, generate_keypair};
 pub use passphrase::{Passphrase, PassphraseSource};
-pub use private::{PrivateKeyFile, load_private_key};
-pub use public::{PublicKeyFile, load_public_key};
+pub use private::{PrivateKeyFile, load_private_key, parse_private_key};
+pub use public::{PublicKeyFile, load_public_key, parse_public_key};
 
 /// Smallest RSA modulus accepted for a KEK.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -152,13 +152,22 @@ pub(crate) fn read_pem(path: &Path, expected: &'static str) -> Result<Vec<pem::B
         path: path.to_owned(),
         source,
     })?);
+    pem_blocks(path, &raw, expected)
+}
+
+/// The PEM blocks of a key file's bytes, `path` naming it in errors.
+pub(crate) fn pem_blocks(
+    path: &Path,
+    raw: &[u8],
+    expected: &'static str,
+) -> Result<Vec<pem::Block>, KeyError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(KeyError::Empty {
             path: path.to_owned(),
             expected,
         });
     }
-    let text = std::str::from_utf8(&raw).map_err(|_| KeyError::NotPem {
+    let text = std::str::from_utf8(raw).map_err(|_| KeyError::NotPem {
         path: path.to_owned(),
         expected,
     })?;

@@ -10,7 +10,7 @@ use rsa::PrivateKey;
 
 use super::passphrase::Passphrase;
 use super::pem::Block;
-use super::{KeyError, bits_of, check_size, fingerprint, read_pem, traditional};
+use super::{KeyError, bits_of, check_size, fingerprint, pem_blocks, read_pem, traditional};
 use crate::protocol::KekId;
 
 const EXPECTED: &str = "an RSA private key in PEM (\"BEGIN ENCRYPTED PRIVATE KEY\", \"BEGIN PRIVATE KEY\" or \"BEGIN RSA PRIVATE KEY\")";
@@ -42,7 +42,24 @@ pub fn load_private_key(
     path: &Path,
     passphrase: impl FnOnce() -> Result<Passphrase, KeyError>,
 ) -> Result<PrivateKeyFile, KeyError> {
-    let block = private_block(path, read_pem(path, EXPECTED)?)?;
+    from_blocks(path, read_pem(path, EXPECTED)?, passphrase)
+}
+
+/// Read a private key from a file's bytes already in memory; `path` names it in errors.
+pub fn parse_private_key(
+    path: &Path,
+    raw: &[u8],
+    passphrase: impl FnOnce() -> Result<Passphrase, KeyError>,
+) -> Result<PrivateKeyFile, KeyError> {
+    from_blocks(path, pem_blocks(path, raw, EXPECTED)?, passphrase)
+}
+
+fn from_blocks(
+    path: &Path,
+    blocks: Vec<Block>,
+    passphrase: impl FnOnce() -> Result<Passphrase, KeyError>,
+) -> Result<PrivateKeyFile, KeyError> {
+    let block = private_block(path, blocks)?;
     let malformed = |what, detail: String| KeyError::Malformed {
         path: path.to_owned(),
         what,

@@ -9,7 +9,7 @@ use rsa::PublicKey;
 use spki::SubjectPublicKeyInfoRef;
 
 use super::private::{algorithm_name, not_rsa};
-use super::{KeyError, bits_of, check_size, fingerprint, read_pem};
+use super::{KeyError, bits_of, check_size, fingerprint, pem_blocks, read_pem};
 use crate::protocol::KekId;
 
 const EXPECTED: &str = "an RSA public key in PEM (\"BEGIN PUBLIC KEY\", \"BEGIN RSA PUBLIC KEY\" or \"BEGIN CERTIFICATE\")";
@@ -24,7 +24,15 @@ pub struct PublicKeyFile {
 }
 
 pub fn load_public_key(path: &Path) -> Result<PublicKeyFile, KeyError> {
-    let blocks = read_pem(path, EXPECTED)?;
+    from_blocks(path, read_pem(path, EXPECTED)?)
+}
+
+/// Read a public key from a file's bytes already in memory; `path` names it in errors.
+pub fn parse_public_key(path: &Path, raw: &[u8]) -> Result<PublicKeyFile, KeyError> {
+    from_blocks(path, pem_blocks(path, raw, EXPECTED)?)
+}
+
+fn from_blocks(path: &Path, blocks: Vec<super::pem::Block>) -> Result<PublicKeyFile, KeyError> {
     let malformed = |what, detail: String| KeyError::Malformed {
         path: path.to_owned(),
         what,

@@ -1,0 +1,3 @@
+#![no_main]
+// Arbitrary bytes into sealstream::fuzzing::payload (see src/fuzzing.rs for what it checks).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sealstream::fuzzing::payload(data));

@@ -1,0 +1,3 @@
+#![no_main]
+// Arbitrary bytes into sealstream::fuzzing::private_key (see src/fuzzing.rs for what it checks).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sealstream::fuzzing::private_key(data));
