@@ -174,6 +174,16 @@ pub fn decode_message(buf: &mut BytesMut) -> Result<Option<Message>, DecodeError
     Ok(Some(Message { kind, body }))
 }
 
+/// What of `reason` a response carries: at most `MAX_REASON` bytes, cut at a character
+/// boundary so the agent reads valid UTF-8.
+pub fn wire_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// The server's answer to one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
@@ -185,7 +195,7 @@ pub struct Response {
 
 impl Response {
     pub fn encode(&self, out: &mut BytesMut) {
-        let reason = &self.reason.as_bytes()[..self.reason.len().min(MAX_REASON)];
+        let reason = wire_reason(&self.reason).as_bytes();
         out.put_u8(self.kind);
         out.put_u8(match self.outcome {
             Ok(()) => 0,
@@ -237,6 +247,22 @@ impl Response {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character_boundary() {
+        // Found by the `uplink` fuzz target: a cut inside a character sent invalid UTF-8.
+        let r = Response {
+            kind: MSG_CHUNK,
+            seq: 9,
+            outcome: Err(Reject::RetryLater),
+            reason: "é".repeat(MAX_REASON),
+        };
+        let mut out = BytesMut::new();
+        r.encode(&mut out);
+        let back = Response::decode(&mut out).unwrap().unwrap();
+        assert_eq!(back.reason, "é".repeat(MAX_REASON / 2));
+        assert!(!back.reason.contains('\u{fffd}'));
+    }
 
     #[test]
     fn messages_arrive_whole_or_not_at_all() {
