@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub store_dir: Option<PathBuf>,
     /// How often the key actor re-reads `encryption_kek`, in milliseconds.
     pub kek_poll_ms: u64,
+    /// How often agent_credential/agent_account are read again (revocations, disables), in
+    /// milliseconds; connections they now refuse are closed then.
+    pub access_poll_ms: u64,
     /// Threads running connection actors; 0 means one per core.
     pub ingest_threads: usize,
     pub limits: Limits,
@@ -123,6 +126,7 @@ impl Default for ServeConfig {
             database_url: String::new(),
             store_dir: None,
             kek_poll_ms: 1000,
+            access_poll_ms: 2000,
             ingest_threads: 0,
             limits: Limits::default(),
             segments: Segments::default(),
@@ -252,6 +256,9 @@ impl ServeConfig {
         }
         if self.segments.max_age_ms == 0 || self.segments.store_actors == 0 {
             return bad("segments", "max_age_ms and store_actors must be at least 1");
+        }
+        if self.access_poll_ms == 0 {
+            return bad("access_poll_ms", "must be at least 1");
         }
         if self.kek_poll_ms == 0 {
             return bad("kek_poll_ms", "must be at least 1");

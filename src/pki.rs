@@ -32,10 +32,24 @@ pub enum PkiError {
     AgentName(String),
 }
 
-/// An enrolled agent's credential files.
+/// Days an agent certificate is valid by default; renew with `sealstream agents renew`.
+pub const DEFAULT_AGENT_DAYS: u32 = 90;
+
+/// An enrolled agent's credential files and the certificate's registry facts.
 pub struct AgentFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub issued: IssuedCert,
+}
+
+/// A certificate just issued: PEM texts and what `agent_credential` records of it.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// `sha256:<hex>` of the certificate's DER bytes.
+    pub fingerprint: String,
+    pub issued_us: i64,
+    pub not_after_us: i64,
 }
 
 /// The server side of the PKI, loaded (or created on first use) from a data directory.
@@ -135,20 +149,56 @@ impl Pki {
     /// Issue a certificate for agent `name` and write `agent.crt` (0644) and `agent.key`
     /// (0600) into `dir` (created if absent; existing files are never overwritten).
     pub fn enroll_agent(&self, name: &AgentId, dir: &Path) -> Result<AgentFiles, PkiError> {
-        let (cert, key) = self.issue_agent(name)?;
+        self.enroll_agent_for(name, dir, DEFAULT_AGENT_DAYS)
+    }
+
+    /// `enroll_agent` with a certificate valid for `days`.
+    pub fn enroll_agent_for(
+        &self,
+        name: &AgentId,
+        dir: &Path,
+        days: u32,
+    ) -> Result<AgentFiles, PkiError> {
+        let issued = self.issue_agent_for(name, days)?;
         let io = |path: PathBuf| move |source| PkiError::Io { path, source };
         std::fs::create_dir_all(dir).map_err(io(dir.to_owned()))?;
-        let files = AgentFiles {
-            cert: dir.join("agent.crt"),
-            key: dir.join("agent.key"),
-        };
-        write_new(&files.key, key.as_bytes(), 0o600).map_err(io(files.key.clone()))?;
-        write_new(&files.cert, cert.as_bytes(), 0o644).map_err(io(files.cert.clone()))?;
-        Ok(files)
+        let (cert, key) = (dir.join("agent.crt"), dir.join("agent.key"));
+        write_new(&key, issued.key_pem.as_bytes(), 0o600).map_err(io(key.clone()))?;
+        write_new(&cert, issued.cert_pem.as_bytes(), 0o644).map_err(io(cert.clone()))?;
+        Ok(AgentFiles { cert, key, issued })
+    }
+
+    /// A new key and certificate for agent `name` replacing `agent.crt` and `agent.key` in
+    /// `dir` (each written beside and renamed over the old, so a reader sees old or new).
+    pub fn renew_agent(
+        &self,
+        name: &AgentId,
+        dir: &Path,
+        days: u32,
+    ) -> Result<AgentFiles, PkiError> {
+        let issued = self.issue_agent_for(name, days)?;
+        let io = |path: PathBuf| move |source| PkiError::Io { path, source };
+        let (cert, key) = (dir.join("agent.crt"), dir.join("agent.key"));
+        for (path, text, mode) in [
+            (&key, issued.key_pem.as_bytes(), 0o600),
+            (&cert, issued.cert_pem.as_bytes(), 0o644),
+        ] {
+            let tmp = path.with_extension("renewing");
+            let _ = std::fs::remove_file(&tmp);
+            write_new(&tmp, text, mode).map_err(io(tmp.clone()))?;
+            std::fs::rename(&tmp, path).map_err(io(path.clone()))?;
+        }
+        Ok(AgentFiles { cert, key, issued })
     }
 
     /// Issue a client certificate for agent `name`; returns (certificate PEM, key PEM).
     pub fn issue_agent(&self, name: &AgentId) -> Result<(String, String), PkiError> {
+        let issued = self.issue_agent_for(name, DEFAULT_AGENT_DAYS)?;
+        Ok((issued.cert_pem, issued.key_pem.to_string()))
+    }
+
+    /// Issue a client certificate for agent `name` valid for `days` (at least 1).
+    pub fn issue_agent_for(&self, name: &AgentId, days: u32) -> Result<IssuedCert, PkiError> {
         let issuer = Issuer::from_ca_cert_der(&self.ca_cert, &self.ca_key).map_err(gen_err)?;
         let key = KeyPair::generate().map_err(gen_err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
@@ -157,13 +207,21 @@ impl Pki {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = time_now();
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(825);
+        let not_after = now + time::Duration::days(i64::from(days.max(1)));
+        params.not_after = not_after;
         let mut serial = [0u8; 16];
         getrandom::fill(&mut serial).expect("operating system random source failed");
         serial[0] &= 0x7f;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        let micros = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1000) as i64;
+        Ok(IssuedCert {
+            fingerprint: crate::server::access::fingerprint(cert.der()),
+            cert_pem: cert.pem(),
+            key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
+            issued_us: micros(now),
+            not_after_us: micros(not_after),
+        })
     }
 }
 

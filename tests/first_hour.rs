@@ -577,3 +577,66 @@ fn a_wrong_server_pin_backs_off_says_so_once_and_shows_in_the_metric() {
         .unwrap();
     assert!(attempts <= 10.0, "{attempts} handshakes in 6 s");
 }
+
+/// `agents list|revoke|disable|enable|renew` through the binary, on the embedded database:
+/// each says what it did, and the list shows each state.
+#[test]
+fn agents_are_listed_revoked_disabled_enabled_and_renewed_from_the_command_line() {
+    let dep = Deployment::new("ts-01");
+    let agents = |args: &[&str]| {
+        let mut c = bin();
+        c.arg("agents").args(args).arg("--config").arg(&dep.cfg);
+        let (code, out, err) = finish(c);
+        assert_eq!(code, 0, "agents {args:?}: {err}");
+        (out, err)
+    };
+    let row = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("ts-01 "))
+            .unwrap_or_else(|| panic!("no ts-01 in {out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (out, _) = agents(&["list"]);
+    let enrolled = row(&out);
+    assert_eq!(enrolled[1], "enabled", "{out}");
+    // 90 days by default: the expiry is a date about three months out.
+    assert!(
+        enrolled[2].len() == 10 && enrolled[2].starts_with("20"),
+        "{out}"
+    );
+
+    let (_, err) = agents(&["revoke", "ts-01", "--reason", "laptop stolen"]);
+    assert!(err.contains("1 certificate(s) revoked"), "{err}");
+    assert_eq!(row(&agents(&["list"]).0)[1], "revoked");
+
+    let agent_dir = dep.agent.parent().unwrap().to_str().unwrap().to_owned();
+    let (_, err) = agents(&["renew", "ts-01", "--dir", &agent_dir, "--days", "30"]);
+    assert!(err.contains("renewed agent \"ts-01\""), "{err}");
+    let renewed = row(&agents(&["list"]).0);
+    assert_eq!(renewed[1], "enabled");
+    assert_eq!(renewed[3..], ["1", "current,", "1", "revoked"]);
+
+    let (_, err) = agents(&["disable", "ts-01"]);
+    assert!(err.contains("disabled: servers refuse it"), "{err}");
+    assert!(agents(&["disable", "ts-01"]).1.contains("already disabled"));
+    assert_eq!(row(&agents(&["list"]).0)[1], "disabled");
+    agents(&["enable", "ts-01"]);
+    assert_eq!(row(&agents(&["list"]).0)[1], "enabled");
+
+    // A renewal of a directory holding another agent's certificate is refused.
+    let mut c = bin();
+    c.args([
+        "agents",
+        "renew",
+        "other-name",
+        "--dir",
+        &agent_dir,
+        "--config",
+    ])
+    .arg(&dep.cfg);
+    let (code, _, err) = finish(c);
+    assert_ne!(code, 0);
+    assert!(err.contains("belongs to agent \"ts-01\""), "{err}");
+}

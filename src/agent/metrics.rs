@@ -1,5 +1,5 @@
 //! The agent's own Prometheus metrics (`metrics_listen`): spool bytes and records, the age of
-//! the oldest unacked chunk, unacked and dropped chunks.
+//! the oldest unacked chunk, unacked and dropped chunks, the certificate's expiry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub const SPOOL_RECORDS: &str = "sealstream_agent_spool_records";
 pub const OLDEST_UNACKED_AGE: &str = "sealstream_agent_oldest_unacked_age_seconds";
 pub const UNACKED_CHUNKS: &str = "sealstream_agent_unacked_chunks";
 pub const DROPPED_CHUNKS: &str = "sealstream_agent_dropped_chunks_total";
+pub const CERT_EXPIRY: &str = "sealstream_agent_certificate_expiry_timestamp_seconds";
 
 /// The agent's /metrics listener, and a task refreshing its gauges every second.
 pub(super) async fn start_metrics(
@@ -41,6 +42,11 @@ pub(super) async fn start_metrics(
         "Age of the oldest chunk not yet acked (by capture time)."
     );
     describe_gauge!(UNACKED_CHUNKS, "Chunks waiting for the server's ack.");
+    describe_gauge!(
+        CERT_EXPIRY,
+        Unit::Seconds,
+        "When the agent's certificate expires (notAfter, Unix time); renew before then."
+    );
     describe_counter!(
         DROPPED_CHUNKS,
         "Chunks dropped because the spool was full (reported as gaps)."
@@ -78,6 +84,7 @@ pub(super) async fn start_metrics(
             metrics::gauge!(OLDEST_UNACKED_AGE).set(age);
             metrics::gauge!(UNACKED_CHUNKS).set(agent.unacked() as f64);
             agent.uplink.export(agent.uplink.state());
+            metrics::gauge!(CERT_EXPIRY).set(agent.certificate_not_after() as f64);
             let d = agent.dropped.load(Ordering::Relaxed);
             metrics::counter!(DROPPED_CHUNKS).increment(d - dropped);
             dropped = d;

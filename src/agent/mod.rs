@@ -143,7 +143,7 @@ struct Agent {
     dek_message: Bytes,
     spool: Option<Mutex<spool::Spool>>,
     endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
+    client: Mutex<Client>,
     server: SocketAddr,
     queues: Mutex<Vec<Arc<Queue>>>,
     new_queue: Notify,
@@ -158,6 +158,51 @@ struct Agent {
     gaps: AtomicU64,
     observer: Option<Arc<dyn Observer>>,
     uplink: link::Uplink,
+}
+
+/// The QUIC client config and which credential files it was made from, so that a renewed
+/// certificate (`sealstream agents renew`) is picked up at the next connection.
+struct Client {
+    config: quinn::ClientConfig,
+    pins: Vec<KekId>,
+    limits: Limits,
+    /// Modification times of (cert, key) when they were read.
+    stamp: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    /// The certificate's notAfter, seconds since the epoch.
+    not_after: i64,
+}
+
+fn stamp(config: &AgentConfig) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let m = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(&config.cert)?, m(&config.key)?))
+}
+
+/// A certificate's notAfter in seconds since the epoch (0 if it cannot be read).
+fn not_after(cert: &[u8]) -> i64 {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(cert)
+        .map(|c| {
+            c.tbs_certificate()
+                .validity()
+                .not_after
+                .to_unix_duration()
+                .as_secs() as i64
+        })
+        .unwrap_or(0)
+}
+
+/// Warn when the certificate has less than this left.
+const EXPIRY_WARNING_SECS: i64 = 14 * 24 * 3600;
+
+fn check_expiry(path: &std::path::Path, not_after: i64) {
+    let left = not_after - crate::crypto::now_us() / 1_000_000;
+    if left < EXPIRY_WARNING_SECS {
+        tracing::warn!(
+            cert = %path.display(),
+            days_left = left / 86_400,
+            "the agent certificate expires soon (or has): renew it with `sealstream agents renew NAME --dir DIR --config serve.toml`"
+        );
+    }
 }
 
 fn read_credentials(
@@ -184,6 +229,56 @@ fn read_credentials(
 }
 
 impl Agent {
+    /// The client config for the next connection: made again from the credential files when
+    /// they changed since they were read (a renewal), else the one in use. A renewal that
+    /// cannot be read, or names another agent, is logged and the old files' config kept.
+    fn client_config(&self) -> quinn::ClientConfig {
+        let mut client = self.client.lock().expect("client lock");
+        let now = stamp(&self.config);
+        if now.is_some() && now != client.stamp {
+            let reloaded = read_credentials(&self.config).and_then(|(certs, key)| {
+                let who = crate::pki::agent_identity(&certs[0]).map_err(|detail| {
+                    AgentError::Credentials {
+                        path: self.config.cert.clone(),
+                        detail,
+                    }
+                })?;
+                if who != self.identity {
+                    return Err(AgentError::Credentials {
+                        path: self.config.cert.clone(),
+                        detail: format!(
+                            "now names agent {:?}, not {:?}; restart the agent to change its identity",
+                            who.as_str(),
+                            self.identity.as_str()
+                        ),
+                    });
+                }
+                let after = not_after(&certs[0]);
+                let config =
+                    transport::client_config(client.pins.clone(), certs, key, &client.limits)?;
+                Ok((config, after))
+            });
+            client.stamp = now;
+            match reloaded {
+                Ok((config, after)) => {
+                    tracing::info!(cert = %self.config.cert.display(), "agent certificate changed on disk: using the new one");
+                    check_expiry(&self.config.cert, after);
+                    client.config = config;
+                    client.not_after = after;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent certificate changed on disk but cannot be used; keeping the old one")
+                }
+            }
+        }
+        client.config.clone()
+    }
+
+    /// The current certificate's notAfter, seconds since the epoch.
+    fn certificate_not_after(&self) -> i64 {
+        self.client.lock().expect("client lock").not_after
+    }
+
     fn new(config: AgentConfig, observer: Option<Arc<dyn Observer>>) -> Result<Self, AgentError> {
         let (certs, key) = read_credentials(&config)?;
         let identity =
@@ -229,7 +324,16 @@ impl Agent {
             idle_timeout_ms: config.idle_timeout_ms,
             ..Limits::default()
         };
-        let client = transport::client_config(pins, certs, key, &limits)?;
+        let client_stamp = stamp(&config);
+        let cert_not_after = not_after(&certs[0]);
+        check_expiry(&config.cert, cert_not_after);
+        let client = Client {
+            config: transport::client_config(pins.clone(), certs, key, &limits)?,
+            pins,
+            limits: limits.clone(),
+            stamp: client_stamp,
+            not_after: cert_not_after,
+        };
         let server = std::net::ToSocketAddrs::to_socket_addrs(&config.server)
             .ok()
             .and_then(|mut a| a.next())
@@ -252,7 +356,7 @@ impl Agent {
             dek_message: msg.freeze(),
             spool,
             endpoint,
-            client,
+            client: Mutex::new(client),
             server,
             queues: Mutex::new(Vec::new()),
             new_queue: Notify::new(),

@@ -24,7 +24,7 @@ impl Agent {
             let attempt = async {
                 let connecting = self
                     .endpoint
-                    .connect_with(self.client.clone(), self.server, &self.config.server_name)
+                    .connect_with(self.client_config(), self.server, &self.config.server_name)
                     .map_err(|e| e.to_string())?;
                 // A handshake to a server that is down retransmits with growing backoff; start
                 // over instead, so agents reconnect within a few seconds of the server's return.

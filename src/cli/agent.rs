@@ -1,4 +1,4 @@
-//! `sealstream agent` and `sealstream agents enroll`.
+//! `sealstream agent` and `sealstream agents enroll|renew|revoke|disable|enable|list`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sealstream::agent::{self, Source, synthetic::SyntheticSpec};
 use sealstream::config::{AgentConfig, ServeConfig};
-use sealstream::pki::Pki;
+use sealstream::metadata::{AccessChange, AccessOutcome, AccessRows, Credential, Metadata};
+use sealstream::pki::{IssuedCert, Pki};
 use sealstream::protocol::AgentId;
 
 #[derive(clap::Args, Debug)]
@@ -120,50 +121,186 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AgentsCommand {
-    /// Issue a client certificate for agent NAME and write a ready agent.toml.
+    /// Issue a client certificate for agent NAME and write a ready agent.toml. Enrolling a
+    /// name again revokes its earlier certificates.
     Enroll {
         /// The agent's name: printable text up to 64 characters (its identity on the server).
         name: String,
         /// Directory for agent.crt, agent.key and agent.toml.
         #[arg(long)]
         out: PathBuf,
-        /// The server's configuration (for its data directory, where the agent CA lives).
+        /// The server's configuration (its data directory holds the agent CA; its database
+        /// records the certificate).
         #[arg(long)]
         config: PathBuf,
         /// The address agents connect to; default: the server's listen address.
         #[arg(long)]
         server: Option<String>,
+        /// Days the certificate is valid; renew before then with `agents renew`.
+        #[arg(long, default_value_t = sealstream::pki::DEFAULT_AGENT_DAYS)]
+        days: u32,
+    },
+    /// Replace agent NAME's certificate and key in DIR (its agent.crt and agent.key) with new
+    /// ones; the old certificate is revoked, so a running agent is disconnected and comes
+    /// back with the new files on its next connection.
+    Renew {
+        name: String,
+        /// The agent's directory (where agent.crt and agent.key are).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = sealstream::pki::DEFAULT_AGENT_DAYS)]
+        days: u32,
+    },
+    /// Revoke every certificate agent NAME holds: refused at the next handshake, open
+    /// connections closed within access_poll_ms. Enrol the name again to let it back.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// Why, for the audit log and the agent's refusal message.
+        #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
+    },
+    /// Refuse agent NAME (every certificate) until `agents enable`; open connections close.
+    Disable {
+        name: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Accept agent NAME again after `agents disable`.
+    Enable {
+        name: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Every agent with a registered certificate: state, certificates, expiry.
+    List {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
 pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
-    let AgentsCommand::Enroll {
-        name,
-        out,
-        config,
-        server,
-    } = cmd;
-    let serve = ServeConfig::load(&config)?;
-    let name = AgentId::new(name).map_err(|e| anyhow::anyhow!("agent name: {e}"))?;
-    let server = match server {
-        Some(s) => s,
-        None => {
-            let (addr, note) = default_server_address(serve.listen);
-            eprintln!("{note}");
-            addr
+    match cmd {
+        AgentsCommand::Enroll {
+            name,
+            out,
+            config,
+            server,
+            days,
+        } => {
+            let serve = ServeConfig::load(&config)?;
+            let name = agent_name(name)?;
+            let server = match server {
+                Some(s) => s,
+                None => {
+                    let (addr, note) = default_server_address(serve.listen);
+                    eprintln!("{note}");
+                    addr
+                }
+            };
+            let (pin, issued) = enroll(&serve.data_dir, &name, &out, &server, days)?;
+            let outcome = super::runtime()?.block_on(async {
+                let md = metadata(&serve).await?;
+                record_issue(&md, &name, &issued).await
+            })?;
+            println!("{pin}");
+            eprintln!(
+                "enrolled agent {:?}: {}/agent.crt (valid until {}), agent.key and agent.toml; server pin {pin}{}\n\
+                 copy the customer's public key (publickey.crt) to {}/kek.pem, then run: sealstream agent --config {}/agent.toml",
+                name.as_str(),
+                out.display(),
+                date(issued.not_after_us),
+                superseded_note(&outcome.revoked),
+                out.display(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
-    };
-    let pin = enroll(&serve.data_dir, &name, &out, &server)?;
-    println!("{pin}");
-    eprintln!(
-        "enrolled agent {:?}: {}/agent.crt, agent.key and agent.toml; server pin {pin}\n\
-         copy the customer's public key (publickey.crt) to {}/kek.pem, then run: sealstream agent --config {}/agent.toml",
-        name.as_str(),
-        out.display(),
-        out.display(),
-        out.display()
-    );
-    Ok(ExitCode::SUCCESS)
+        AgentsCommand::Renew {
+            name,
+            dir,
+            config,
+            days,
+        } => {
+            let serve = ServeConfig::load(&config)?;
+            let name = agent_name(name)?;
+            for f in ["agent.crt", "agent.key"] {
+                anyhow::ensure!(
+                    dir.join(f).is_file(),
+                    "{}: no {f}; renew an enrolled agent's directory (or enrol it with `agents enroll`)",
+                    dir.display()
+                );
+            }
+            let current = std::fs::read_to_string(dir.join("agent.crt"))
+                .with_context(|| format!("reading {}/agent.crt", dir.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            let pem = rustls::pki_types::CertificateDer::from_pem_slice(current.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{}/agent.crt: {e}", dir.display()))?;
+            let holder = sealstream::pki::agent_identity(&pem)
+                .map_err(|e| anyhow::anyhow!("{}/agent.crt: {e}", dir.display()))?;
+            anyhow::ensure!(
+                holder == name,
+                "{}/agent.crt belongs to agent {:?}, not {:?}",
+                dir.display(),
+                holder.as_str(),
+                name.as_str()
+            );
+            let pki = Pki::open_or_create(&serve.data_dir)?;
+            let files = pki.renew_agent(&name, &dir, days)?;
+            let outcome = super::runtime()?.block_on(async {
+                let md = metadata(&serve).await?;
+                record_issue(&md, &name, &files.issued).await
+            })?;
+            eprintln!(
+                "renewed agent {:?}: {} and {} replaced (valid until {}){}; the agent reconnects with them",
+                name.as_str(),
+                files.cert.display(),
+                files.key.display(),
+                date(files.issued.not_after_us),
+                superseded_note(&outcome.revoked)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Revoke {
+            name,
+            config,
+            reason,
+        } => {
+            let name = agent_name(name)?;
+            let outcome = change(
+                &config,
+                AccessChange::Revoke {
+                    agent: name.as_str().to_owned(),
+                    reason,
+                },
+            )?;
+            eprintln!(
+                "agent {:?}: {} certificate(s) revoked{}; servers refuse them within access_poll_ms and close open connections",
+                name.as_str(),
+                outcome.revoked.len(),
+                if outcome.revoked.is_empty() {
+                    " (none was registered: certificates issued before this version are refused from now on)"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Disable { name, config } => set_disabled(&config, name, true),
+        AgentsCommand::Enable { name, config } => set_disabled(&config, name, false),
+        AgentsCommand::List { config } => {
+            let serve = ServeConfig::load(&config)?;
+            let rows = super::runtime()?.block_on(async {
+                let md = metadata(&serve).await?;
+                Ok::<_, anyhow::Error>(md.access_rows().await?)
+            })?;
+            print!("{}", list_text(&rows));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// The address to write into agent.toml when `--server` is not given, and what to tell the
@@ -206,10 +343,159 @@ fn host_name() -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// Write the agent's certificate, key and configuration into `out`; returns the server pin.
-pub fn enroll(data_dir: &Path, name: &AgentId, out: &Path, server: &str) -> anyhow::Result<String> {
+fn agent_name(name: String) -> anyhow::Result<AgentId> {
+    AgentId::new(name).map_err(|e| anyhow::anyhow!("agent name: {e}"))
+}
+
+async fn metadata(serve: &ServeConfig) -> anyhow::Result<Metadata> {
+    Metadata::open_with(
+        &serve.database_url,
+        &serve.sqlite_path(),
+        &(&serve.database).into(),
+    )
+    .await
+    .with_context(|| match serve.database_url.is_empty() {
+        true => format!(
+            "opening the server's database {}",
+            serve.sqlite_path().display()
+        ),
+        false => "opening the server's PostgreSQL database".to_owned(),
+    })
+}
+
+/// Who made a change, for the audit log: `cli:<login name>`.
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+/// Record a certificate just issued (revoking the agent's earlier ones), with its audit row.
+pub async fn record_issue(
+    md: &Metadata,
+    name: &AgentId,
+    issued: &IssuedCert,
+) -> anyhow::Result<AccessOutcome> {
+    let cred = Credential {
+        fingerprint: issued.fingerprint.clone(),
+        agent: name.as_str().to_owned(),
+        issued_us: issued.issued_us,
+        not_after_us: issued.not_after_us,
+        revoked_us: None,
+        revoked_reason: None,
+    };
+    md.change_access(AccessChange::Issue(cred), &actor())
+        .await
+        .context("recording the certificate in agent_credential")
+}
+
+fn change(config: &Path, change: AccessChange) -> anyhow::Result<AccessOutcome> {
+    let serve = ServeConfig::load(config)?;
+    super::runtime()?.block_on(async {
+        let md = metadata(&serve).await?;
+        Ok(md.change_access(change, &actor()).await?)
+    })
+}
+
+fn set_disabled(config: &Path, name: String, disabled: bool) -> anyhow::Result<ExitCode> {
+    let name = agent_name(name)?;
+    let outcome = change(
+        config,
+        AccessChange::Disable {
+            agent: name.as_str().to_owned(),
+            disabled,
+        },
+    )?;
+    let (now, was) = if disabled {
+        (
+            "disabled: servers refuse it within access_poll_ms and close its connections",
+            "was already disabled",
+        )
+    } else {
+        (
+            "enabled: servers accept its current certificate again",
+            "was not disabled",
+        )
+    };
+    eprintln!(
+        "agent {:?} {}",
+        name.as_str(),
+        if outcome.changed { now } else { was }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn superseded_note(revoked: &[String]) -> String {
+    match revoked.len() {
+        0 => String::new(),
+        n => format!("; its {n} earlier certificate(s) are revoked"),
+    }
+}
+
+/// A UTC date (YYYY-MM-DD) from microseconds since the epoch.
+fn date(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(us / 1_000_000)
+        .map(|t| t.date().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// `agents list`: one line per agent, newest certificate first.
+fn list_text(rows: &AccessRows) -> String {
+    use std::collections::BTreeMap;
+    let mut agents: BTreeMap<
+        &str,
+        (
+            Option<&sealstream::metadata::AgentAccount>,
+            Vec<&Credential>,
+        ),
+    > = BTreeMap::new();
+    for a in &rows.accounts {
+        agents.entry(&a.agent).or_default().0 = Some(a);
+    }
+    for c in &rows.credentials {
+        agents.entry(&c.agent).or_default().1.push(c);
+    }
+    let now = sealstream::metadata::now_us();
+    let mut out = format!(
+        "{:<24} {:<9} {:<12} {}\n",
+        "AGENT", "STATE", "VALID UNTIL", "CERTIFICATES"
+    );
+    for (agent, (account, mut creds)) in agents {
+        creds.sort_by_key(|c| std::cmp::Reverse(c.issued_us));
+        let current = creds.iter().find(|c| c.revoked_us.is_none());
+        let state = if account.is_some_and(|a| a.disabled_us.is_some()) {
+            "disabled"
+        } else if current.is_some_and(|c| c.not_after_us < now) {
+            "expired"
+        } else if current.is_none() {
+            "revoked"
+        } else {
+            "enabled"
+        };
+        out.push_str(&format!(
+            "{agent:<24} {state:<9} {:<12} {} current, {} revoked\n",
+            current.map_or("-".into(), |c| date(c.not_after_us)),
+            creds.iter().filter(|c| c.revoked_us.is_none()).count(),
+            creds.iter().filter(|c| c.revoked_us.is_some()).count(),
+        ));
+    }
+    out
+}
+
+/// Write the agent's certificate, key and configuration into `out`; returns the server pin
+/// and the certificate issued (for `record_issue`).
+pub fn enroll(
+    data_dir: &Path,
+    name: &AgentId,
+    out: &Path,
+    server: &str,
+    days: u32,
+) -> anyhow::Result<(String, IssuedCert)> {
     let pki = Pki::open_or_create(data_dir)?;
-    pki.enroll_agent(name, out)?;
+    let files = pki.enroll_agent_for(name, out, days)?;
     let pin = pki.server_pin().to_string();
     let toml = format!(
         "# Written by `sealstream agents enroll` for agent {name:?}. See config/agent.toml for every setting.\n\
@@ -222,5 +508,5 @@ pub fn enroll(data_dir: &Path, name: &AgentId, out: &Path, server: &str) -> anyh
     );
     sealstream::fsutil::write_new(&out.join("agent.toml"), toml.as_bytes(), 0o644)
         .context("writing agent.toml")?;
-    Ok(pin)
+    Ok((pin, files.issued))
 }

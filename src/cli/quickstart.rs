@@ -92,12 +92,14 @@ async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<Ex
     // 3. An enrolled agent with the customer's public key as kek.pem.
     let agent_dir = dir.join("agent");
     let name = AgentId::new("quickstart-ts01").expect("valid name");
-    let pin = super::agent::enroll(
+    let (pin, issued) = super::agent::enroll(
         &cfg.data_dir,
         &name,
         &agent_dir,
         &server.quic_addr.to_string(),
+        sealstream::pki::DEFAULT_AGENT_DAYS,
     )?;
+    super::agent::record_issue(&server.metadata, &name, &issued).await?;
     std::fs::copy(&generated.public_path, agent_dir.join("kek.pem"))?;
     let agent_cfg = AgentConfig::load(&agent_dir.join("agent.toml"))?;
     println!(

@@ -243,6 +243,26 @@ impl Metadata {
         }
     }
 
+    /// The agent certificates and accounts, for the server's access check and `agents list`.
+    pub async fn access_rows(&self) -> Result<AccessRows, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.access_rows().await,
+            Metadata::Sqlite(s) => s.access_rows().await,
+        }
+    }
+
+    /// Apply an access change and write its audit row (actor `actor`), atomically.
+    pub async fn change_access(
+        &self,
+        change: AccessChange,
+        actor: &str,
+    ) -> Result<AccessOutcome, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.change_access(change, actor.to_owned()).await,
+            Metadata::Sqlite(s) => s.change_access(change, actor.to_owned()).await,
+        }
+    }
+
     /// Count rows of a table (operators' checks and tests).
     pub async fn count(&self, table: Table) -> Result<i64, MetaError> {
         match self {
@@ -272,6 +292,100 @@ impl Metadata {
     }
 }
 
+/// One row of `agent_credential`: a certificate issued to an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// `sha256:<hex>` of the certificate's DER bytes.
+    pub fingerprint: String,
+    pub agent: String,
+    pub issued_us: i64,
+    pub not_after_us: i64,
+    pub revoked_us: Option<i64>,
+    pub revoked_reason: Option<String>,
+}
+
+/// One row of `agent_account`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentAccount {
+    pub agent: String,
+    pub disabled_us: Option<i64>,
+    /// Only certificates in `agent_credential` are accepted for this agent.
+    pub registered_only: bool,
+}
+
+/// Everything the server's access check reads.
+#[derive(Clone, Debug, Default)]
+pub struct AccessRows {
+    pub credentials: Vec<Credential>,
+    pub accounts: Vec<AgentAccount>,
+}
+
+/// A change to an agent's access, written with its audit row in one transaction.
+#[derive(Clone, Debug)]
+pub enum AccessChange {
+    /// A new certificate; every earlier one of the agent not yet revoked is revoked as
+    /// superseded.
+    Issue(Credential),
+    /// Every certificate of the agent not yet revoked is revoked.
+    Revoke { agent: String, reason: String },
+    /// Refuse (true) or accept again (false) every certificate of the agent.
+    Disable { agent: String, disabled: bool },
+}
+
+impl AccessChange {
+    pub fn agent(&self) -> &str {
+        match self {
+            AccessChange::Issue(c) => &c.agent,
+            AccessChange::Revoke { agent, .. } | AccessChange::Disable { agent, .. } => agent,
+        }
+    }
+
+    fn action(&self) -> &'static str {
+        match self {
+            AccessChange::Issue(_) => "agent_certificate_issued",
+            AccessChange::Revoke { .. } => "agent_revoked",
+            AccessChange::Disable { disabled: true, .. } => "agent_disabled",
+            AccessChange::Disable {
+                disabled: false, ..
+            } => "agent_enabled",
+        }
+    }
+}
+
+/// What an access change did: the certificates it revoked, and whether it changed anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessOutcome {
+    pub revoked: Vec<String>,
+    pub changed: bool,
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The audit row's detail for a change and its outcome.
+fn access_detail(change: &AccessChange, outcome: &AccessOutcome) -> String {
+    let revoked = outcome.revoked.join(",");
+    match change {
+        AccessChange::Issue(c) => format!(
+            "agent={} certificate={} not_after_us={} superseded=[{revoked}]",
+            c.agent, c.fingerprint, c.not_after_us
+        ),
+        AccessChange::Revoke { agent, reason } => {
+            format!("agent={agent} reason={reason:?} revoked=[{revoked}]")
+        }
+        AccessChange::Disable { agent, disabled } => {
+            format!(
+                "agent={agent} disabled={disabled} changed={}",
+                outcome.changed
+            )
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Table {
     EncryptionKek,
@@ -280,6 +394,7 @@ pub enum Table {
     Chunks,
     Streams,
     AuditLog,
+    AgentCredential,
 }
 
 impl Table {
@@ -291,13 +406,21 @@ impl Table {
             Table::Chunks => "chunks",
             Table::Streams => "streams",
             Table::AuditLog => "audit_log",
+            Table::AgentCredential => "agent_credential",
         }
     }
 }
 
 /// Migrations in order: (version, PostgreSQL text, SQLite text).
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_agent_access.sql"),
+        include_str!("../../migrations/sqlite/0002_agent_access.sql"),
+    ),
+];

@@ -35,6 +35,8 @@ pub struct Shared {
     pub memory: Arc<Semaphore>,
     pub memory_bytes: usize,
     pub agents: AgentRegistry,
+    /// Which agent certificates may connect (refreshed every `access_poll_ms`).
+    pub access: super::access::Access,
     /// Connections with an identified agent.
     pub open: AtomicUsize,
     /// Handshakes under way (no certificate seen yet).
@@ -61,6 +63,7 @@ impl Shared {
             memory: Arc::new(Semaphore::new(memory_bytes)),
             memory_bytes,
             agents: AgentRegistry::default(),
+            access: super::access::Access::default(),
             open: AtomicUsize::new(0),
             handshaking: AtomicUsize::new(0),
             partial: Arc::new(Semaphore::new(partial_total)),
@@ -101,6 +104,25 @@ impl AgentRegistry {
             );
         }
         lock.lock_owned().await
+    }
+
+    /// Close every open connection whose certificate `rules` now refuse; returns how many.
+    pub fn enforce(&self, rules: &super::access::Rules) -> usize {
+        let map = self.inner.lock().expect("agent registry lock");
+        let mut closed = 0;
+        for (agent, (_, conn)) in map.iter() {
+            let Some(conn) = conn else { continue };
+            let Ok((_, fingerprint)) = peer_agent(conn) else {
+                continue;
+            };
+            if let Err(refusal) = rules.check(agent, &fingerprint) {
+                tracing::warn!(%agent, remote = %conn.remote_address(), %fingerprint, reason = %refusal, "open connection closed: its certificate is no longer accepted");
+                metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => refusal.label()).increment(1);
+                conn.close(quinn::VarInt::from_u32(4), refusal.to_string().as_bytes());
+                closed += 1;
+            }
+        }
+        closed
     }
 }
 
@@ -314,7 +336,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
-    let agent = match peer_agent(&conn) {
+    let (agent, fingerprint) = match peer_agent(&conn) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(conn = id, %remote, error = %e, "client certificate without a usable agent name");
@@ -326,6 +348,12 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
+    if let Err(refusal) = shared.access.rules().check(&agent, &fingerprint) {
+        tracing::warn!(conn = id, %remote, %agent, %fingerprint, reason = %refusal, "connection refused: agent certificate not accepted");
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => refusal.label()).increment(1);
+        conn.close(quinn::VarInt::from_u32(4), refusal.to_string().as_bytes());
+        return;
+    }
     if shared.open.fetch_add(1, Ordering::Relaxed) >= shared.limits.max_connections {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "connection_cap").increment(1);
@@ -386,7 +414,8 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     .await
 }
 
-fn peer_agent(conn: &quinn::Connection) -> Result<AgentId, String> {
+/// The agent a connection's client certificate names, and that certificate's fingerprint.
+fn peer_agent(conn: &quinn::Connection) -> Result<(AgentId, String), String> {
     let certs = conn
         .peer_identity()
         .and_then(|id| {
@@ -395,7 +424,10 @@ fn peer_agent(conn: &quinn::Connection) -> Result<AgentId, String> {
         })
         .ok_or("no client certificate")?;
     let first = certs.first().ok_or("empty certificate chain")?;
-    crate::pki::agent_identity(first)
+    Ok((
+        crate::pki::agent_identity(first)?,
+        super::access::fingerprint(first),
+    ))
 }
 
 enum Pending {

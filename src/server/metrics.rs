@@ -12,6 +12,8 @@ pub const COMMIT_ERRORS: &str = "sealstream_store_commit_errors_total";
 pub const STORE_PENDING_BYTES: &str = "sealstream_store_pending_bytes";
 pub const CONNECTIONS_OPEN: &str = "sealstream_quic_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "sealstream_quic_connections_refused_total";
+pub const CONNECTIONS_CLOSED: &str = "sealstream_quic_connections_closed_total";
+pub const ACCESS_REFRESH_ERRORS: &str = "sealstream_access_refresh_errors_total";
 pub const STREAMS_OPEN: &str = "sealstream_quic_streams_open";
 pub const DEK_REGISTRATIONS: &str = "sealstream_keys_dek_registrations_total";
 pub const KEKS_ACTIVE: &str = "sealstream_keys_keks_active";
@@ -67,6 +69,14 @@ pub fn describe() {
     );
     describe_gauge!(CONNECTIONS_OPEN, "Agent QUIC connections open.");
     describe_counter!(CONNECTIONS_REFUSED, "Connections refused, by reason.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Open connections closed by the server because their certificate was revoked or superseded, or their agent disabled, by reason."
+    );
+    describe_counter!(
+        ACCESS_REFRESH_ERRORS,
+        "Failed reads of agent_credential/agent_account (the last rules read stay in force)."
+    );
     describe_gauge!(STREAMS_OPEN, "Agent streams open.");
     describe_counter!(DEK_REGISTRATIONS, "DEK registrations, by outcome.");
     describe_gauge!(KEKS_ACTIVE, "Active KEKs loaded from encryption_kek.");
@@ -121,9 +131,16 @@ fn register_zeros() {
         "handshake_budget",
         "identity",
         "connection_cap",
+        "revoked",
+        "not_current",
+        "disabled",
     ] {
         counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
     }
+    for reason in ["revoked", "not_current", "disabled"] {
+        counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
+    }
+    counter!(ACCESS_REFRESH_ERRORS).increment(0);
     for stage in ["keys", "store", "index"] {
         gauge!(PIPELINE_PENDING, "stage" => stage).increment(0.0);
         gauge!(PIPELINE_STALLED, "stage" => stage).increment(0.0);

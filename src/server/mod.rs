@@ -2,6 +2,7 @@
 //! the actors (one key actor, store actors, a connection actor per agent connection on the
 //! ingest arbiters, round robin), and the ops listener.
 
+pub mod access;
 mod connection;
 mod key_actor;
 pub mod metrics;
@@ -171,6 +172,10 @@ impl Server {
             cfg.limits.clone(),
             memory,
         ));
+        // Which certificates may connect: read before the first handshake, then kept fresh.
+        shared
+            .access
+            .set(access::Rules::from_rows(metadata.access_rows().await?));
         let ingest: Vec<Arbiter> = (0..cfg.ingest_threads()).map(|_| Arbiter::new()).collect();
 
         let (endpoint, quic_addr) = endpoint_on(socket, cfg, &pki)?;
@@ -191,6 +196,10 @@ impl Server {
             actix_rt::spawn(ops::export_readiness(ops_state, Duration::from_secs(5))),
         ];
         tasks.push(actix_rt::spawn(progress.clone().watch()));
+        tasks.push(actix_rt::spawn(refresh_access(
+            shared.clone(),
+            Duration::from_millis(cfg.access_poll_ms),
+        )));
 
         let (max, max_handshakes) = (cfg.limits.max_connections, cfg.limits.max_handshakes);
         let ep = endpoint.clone();
@@ -261,6 +270,27 @@ impl Server {
         }
         for a in self.arbiters {
             a.stop();
+        }
+    }
+}
+
+/// Re-read the access rules every `every`, and close open connections they now refuse. A
+/// failed read keeps the last rules (and counts `sealstream_access_refresh_errors_total`).
+async fn refresh_access(shared: Arc<connection::Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match shared.metadata.access_rows().await {
+            Ok(rows) => {
+                let rules = access::Rules::from_rows(rows);
+                shared.agents.enforce(&rules);
+                shared.access.set(rules);
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::ACCESS_REFRESH_ERRORS).increment(1);
+                tracing::warn!(error = %e, "cannot read agent access rules; the last ones stay in force");
+            }
         }
     }
 }
