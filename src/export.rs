@@ -2,7 +2,7 @@
 //! private keys, verify and decrypt every stream, write frames back as files and keystrokes as
 //! JSON lines, and report each stream as complete, incomplete or tampered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use object_store::ObjectStore;
@@ -62,6 +62,7 @@ pub struct StreamReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub segments: usize,
+    /// DEK records read: only those the exported chunks name.
     pub dek_records: usize,
     /// Objects that could not be read back as what their key says (corrupt or altered).
     pub damaged_objects: Vec<String>,
@@ -113,22 +114,6 @@ pub async fn export(
     }
     let mut report = Report::default();
 
-    // DEK records: the bucket describes itself.
-    let mut records: HashMap<DekId, DekRecord> = HashMap::new();
-    for path in storage::list(store, &paths::deks_prefix()).await? {
-        let bytes = storage::get(store, &path).await?;
-        report.dek_records += 1;
-        match DekRecord::decode(&bytes) {
-            Ok(r) if paths::dek_record(&r.agent, r.dek_id) == path => {
-                records.insert(r.dek_id, r);
-            }
-            Ok(_) => report.damaged_objects.push(format!(
-                "{path}: DEK record stored under another agent's or key's name"
-            )),
-            Err(e) => report.damaged_objects.push(format!("{path}: {e}")),
-        }
-    }
-
     // Segments: gather every chunk by stream and sequence number.
     let mut streams: BTreeMap<StreamKeyId, BTreeMap<u64, Vec<SealedChunk>>> = BTreeMap::new();
     for path in storage::list(store, &paths::segments_prefix()).await? {
@@ -149,6 +134,31 @@ pub async fn export(
                         .push(c);
                 }
             }
+            Err(e) => report.damaged_objects.push(format!("{path}: {e}")),
+        }
+    }
+
+    // DEK records: only those the selected chunks name, each read from its own key (an agent
+    // that registered thousands of records costs an export of another session nothing).
+    let named: BTreeSet<(AgentId, DekId)> = streams
+        .values()
+        .flat_map(|by_seq| by_seq.values().flatten())
+        .map(|c| (c.header.agent.clone(), c.header.dek_id))
+        .collect();
+    let mut records: HashMap<DekId, DekRecord> = HashMap::new();
+    for (agent, dek_id) in named {
+        let path = paths::dek_record(&agent, dek_id);
+        let Some(bytes) = storage::get_opt(store, &path).await? else {
+            continue; // each chunk under it reports "no DEK record"
+        };
+        report.dek_records += 1;
+        match DekRecord::decode(&bytes) {
+            Ok(r) if paths::dek_record(&r.agent, r.dek_id) == path => {
+                records.insert(r.dek_id, r);
+            }
+            Ok(_) => report.damaged_objects.push(format!(
+                "{path}: DEK record stored under another agent's or key's name"
+            )),
             Err(e) => report.damaged_objects.push(format!("{path}: {e}")),
         }
     }

@@ -462,3 +462,54 @@ fn quickstart_runs_the_round_trip() {
         ))
         .stdout(predicate::str::contains("ciphertext only"));
 }
+
+/// An agent that flooded the store with DEK records (the attack review saw 1,700 a second)
+/// costs an export of another agent's session nothing: export reads only the records the
+/// exported chunks name, and never the others.
+#[test]
+fn export_reads_only_the_dek_records_its_sessions_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = sealstream::storage::open_local(&d.join("store")).unwrap();
+        let kek = sealstream::keys::load_public_key(&d.join("publickey.crt")).unwrap();
+        let flooder = sealstream::protocol::AgentId::new("flooder").unwrap();
+        for _ in 0..300 {
+            let r = sealstream::recorder::Recorder::new(flooder.clone(), &kek);
+            sealstream::recorder::store_recording(store.as_ref(), r.dek_record(), &[])
+                .await
+                .unwrap();
+        }
+        // A damaged record of the flooder's, which only a full listing would trip over.
+        let junk = object_store::path::Path::from("v1/deks/flooder/not-a-record");
+        sealstream::storage::put_new(store.as_ref(), &junk, bytes::Bytes::from_static(b"junk"))
+            .await
+            .unwrap();
+    });
+    let session = String::from_utf8(
+        seal_samples(d, "vdi-2")
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    sealstream(d)
+        .args([
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+        ])
+        .args(["--passphrase-file", "pass.txt", "--session", &session])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 DEK record(s)"));
+}

@@ -58,6 +58,14 @@ impl Rules {
         }
     }
 
+    /// Certificates not revoked that expire before `before_us` (microseconds since the epoch).
+    pub fn expiring_before(&self, before_us: i64) -> usize {
+        self.by_fingerprint
+            .values()
+            .filter(|c| c.revoked_us.is_none() && c.not_after_us < before_us)
+            .count()
+    }
+
     /// May `agent` connect with the certificate whose fingerprint is `fingerprint`?
     pub fn check(&self, agent: &AgentId, fingerprint: &str) -> Result<(), Refusal> {
         let account = self.accounts.get(agent.as_str());

@@ -13,6 +13,7 @@ pub const STORE_PENDING_BYTES: &str = "sealstream_store_pending_bytes";
 pub const CONNECTIONS_OPEN: &str = "sealstream_quic_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "sealstream_quic_connections_refused_total";
 pub const CONNECTIONS_CLOSED: &str = "sealstream_quic_connections_closed_total";
+pub const CERTS_EXPIRING: &str = "sealstream_agent_certificates_expiring";
 pub const ACCESS_REFRESH_ERRORS: &str = "sealstream_access_refresh_errors_total";
 pub const STREAMS_OPEN: &str = "sealstream_quic_streams_open";
 pub const DEK_REGISTRATIONS: &str = "sealstream_keys_dek_registrations_total";
@@ -72,6 +73,10 @@ pub fn describe() {
     describe_counter!(
         CONNECTIONS_CLOSED,
         "Open connections closed by the server because their certificate was revoked or superseded, or their agent disabled, by reason."
+    );
+    describe_gauge!(
+        CERTS_EXPIRING,
+        "Agent certificates not revoked whose notAfter is less than 14 days away (or past): renew them with `sealstream agents renew`."
     );
     describe_counter!(
         ACCESS_REFRESH_ERRORS,
@@ -141,6 +146,7 @@ fn register_zeros() {
         counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
     }
     counter!(ACCESS_REFRESH_ERRORS).increment(0);
+    gauge!(CERTS_EXPIRING).set(0.0);
     for stage in ["keys", "store", "index"] {
         gauge!(PIPELINE_PENDING, "stage" => stage).increment(0.0);
         gauge!(PIPELINE_STALLED, "stage" => stage).increment(0.0);

@@ -285,6 +285,9 @@ async fn refresh_access(shared: Arc<connection::Shared>, every: Duration) {
             Ok(rows) => {
                 let rules = access::Rules::from_rows(rows);
                 shared.agents.enforce(&rules);
+                const FORTNIGHT_US: i64 = 14 * 24 * 3600 * 1_000_000;
+                let soon = crate::metadata::now_us() + FORTNIGHT_US;
+                ::metrics::gauge!(metrics::CERTS_EXPIRING).set(rules.expiring_before(soon) as f64);
                 shared.access.set(rules);
             }
             Err(e) => {

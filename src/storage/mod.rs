@@ -98,6 +98,18 @@ pub async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, StoreErr
         .map_err(backend)
 }
 
+/// `get`, with an absent object as `None`.
+pub async fn get_opt(store: &dyn ObjectStore, path: &Path) -> Result<Option<Bytes>, StoreError> {
+    match get(store, path).await {
+        Ok(b) => Ok(Some(b)),
+        Err(StoreError::Backend {
+            source: object_store::Error::NotFound { .. },
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Every object under `prefix`, sorted by key.
 pub async fn list(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Path>, StoreError> {
     let mut paths: Vec<Path> = store
