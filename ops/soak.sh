@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# A longer fault soak than CI's: the fault tests (server SIGKILL rounds, failing and slow
-# store, full tmpfs, network cuts, PostgreSQL restart, agent SIGKILL with spool recovery)
-# repeated, with many more server kills per run. Needs root (tmpfs mount, a private
-# PostgreSQL cluster run as user postgres), like CI.
-#   ops/soak.sh [ITERATIONS] [KILL_ROUNDS]     default 5 iterations of 200 kills
+# The fault soak (not in CI): tests/soak.rs runs the fault matrix round after round against one
+# `sealstream serve` process on a private PostgreSQL cluster, with the export checker after
+# every round. Three quarters of the rounds keep one server process through segment writes
+# failing and slow (failpoints), a full store disk, network cuts, PostgreSQL stopped and
+# restarted, an unknown KEK registered late and an agent killed with SIGKILL and drained, and
+# sample its RSS; the rest kill the server with SIGKILL mid-round. Needs root (a tmpfs, a
+# cluster run as user postgres), like CI.
+#   ops/soak.sh [ROUNDS]          default 200
+# For many more server kills in one run: SEALSTREAM_FAULT_ROUNDS=200 cargo test --test faults
 set -euo pipefail
 cd "$(dirname "$0")/.."
-iterations=${1:-5}
-rounds=${2:-200}
-for i in $(seq 1 "$iterations"); do
-  echo "== soak iteration $i/$iterations: $rounds server kills"
-  SEALSTREAM_FAULT_ROUNDS=$rounds cargo test --test faults -- --nocapture --test-threads=1 2>&1 \
-    | grep -E "^test |verified|SIGKILL|panicked|test result"
-done
+rounds=${1:-200}
+SEALSTREAM_SOAK_ROUNDS=$rounds cargo test --release --features failpoints --test soak \
+  -- --ignored --nocapture 2>&1 | grep -E "^round|^soak|panicked|test result"

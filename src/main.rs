@@ -10,6 +10,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_logging(args.log_format, args.default_log_level());
+    // With `--features failpoints` only: the FAILPOINTS the soak sets (a no-op otherwise).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -540,3 +540,25 @@ async fn an_authentic_but_malformed_payload_is_reported_as_malformed_not_tampere
     }
     env.stop().await;
 }
+
+/// A departed agent leaves no connection state behind on the server (the fault soak saw the
+/// server's RSS grow with every agent that ever connected: each closed connection's handle
+/// was kept until the same agent connected again).
+#[actix_rt::test]
+async fn agents_that_have_gone_leave_no_connection_state_behind() {
+    let env = Env::start(Backend::Sqlite, true).await;
+    for n in 0..5 {
+        let r = run_agent(env.enroll(&format!("passing-{n}")), spec(1, 0.5)).await;
+        assert_eq!(r.unacked, 0);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while env.server().agents_tracked() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} agents still tracked after they left",
+            env.server().agents_tracked()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.stop().await;
+}

@@ -84,6 +84,7 @@ pub struct Server {
     pub metadata: Metadata,
     pub progress: Arc<watchdog::Progress>,
     key: Addr<KeyActor>,
+    shared: Arc<connection::Shared>,
     endpoint: quinn::Endpoint,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
@@ -176,6 +177,7 @@ impl Server {
         shared
             .access
             .set(access::Rules::from_rows(metadata.access_rows().await?));
+        let shared_for_server = shared.clone();
         let ingest: Vec<Arbiter> = (0..cfg.ingest_threads()).map(|_| Arbiter::new()).collect();
 
         let (endpoint, quic_addr) = endpoint_on(socket, cfg, &pki)?;
@@ -243,11 +245,18 @@ impl Server {
             metadata,
             progress,
             key,
+            shared: shared_for_server,
             endpoint,
             tasks,
             arbiters,
             stores,
         })
+    }
+
+    /// Agents the server keeps per-agent connection state for (those connected, or whose
+    /// connection is still ending); a departed agent leaves nothing behind.
+    pub fn agents_tracked(&self) -> usize {
+        self.shared.agents.len()
     }
 
     /// Re-read `encryption_kek` now instead of at the next poll.

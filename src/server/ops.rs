@@ -101,6 +101,21 @@ pub async fn export_readiness(state: OpsState, every: std::time::Duration) {
     }
 }
 
+/// `--features failpoints` only (the soak): `/failpoint/NAME/off`, `/failpoint/NAME/fail-P`
+/// (fail P percent of the calls) or `/failpoint/NAME/sleep-MS` (delay each call).
+#[cfg(feature = "failpoints")]
+fn set_failpoint(spec: &str) -> Result<String, String> {
+    let (name, mode) = spec.split_once('/').ok_or("use /failpoint/NAME/MODE")?;
+    let action = match mode.split_once('-') {
+        None if mode == "off" => "off".to_owned(),
+        Some(("fail", p)) => format!("{}%return", p.parse::<u8>().map_err(|e| e.to_string())?),
+        Some(("sleep", ms)) => format!("sleep({})", ms.parse::<u64>().map_err(|e| e.to_string())?),
+        _ => return Err(format!("unknown mode {mode:?}: off, fail-P or sleep-MS")),
+    };
+    fail::cfg(name, &action)?;
+    Ok(format!("{name}={action}"))
+}
+
 async fn route(
     path: &str,
     state: &OpsState,
@@ -125,6 +140,11 @@ async fn route(
         "/readyz" => match readiness(state).await {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        #[cfg(feature = "failpoints")]
+        p if p.starts_with("/failpoint/") => match set_failpoint(&p["/failpoint/".len()..]) {
+            Ok(action) => text(StatusCode::OK, format!("{action}\n")),
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
         },
         _ => text(
             StatusCode::NOT_FOUND,

@@ -59,6 +59,11 @@ impl LocalDir {
     }
 
     fn put_blocking(&self, key: &str, parts: &[Bytes]) -> Result<PutOutcome, PutError> {
+        // `--features failpoints` only (the soak): FAILPOINTS="segment_put=20%return" fails a
+        // fifth of the writes, "segment_put=sleep(120)" slows each.
+        fail::fail_point!("segment_put", |_| Err(PutError::Io(std::io::Error::other(
+            "injected failure (failpoint segment_put)"
+        ))));
         let dest = self.root.join(key);
         let dir = dest
             .parent()

@@ -23,6 +23,11 @@ pub struct Child {
 
 impl Child {
     pub fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    /// `spawn` with extra environment variables.
+    pub fn spawn_with(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,6 +38,7 @@ impl Child {
                 .args(["serve", "--config"])
                 .arg(&self.config_path)
                 .env("SEALSTREAM_LOG", "warn")
+                .envs(env.iter().copied())
                 .stderr(log)
                 .spawn()
                 .unwrap(),
