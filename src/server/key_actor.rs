@@ -247,12 +247,7 @@ impl KeyActor {
                     act.progress.finish(Stage::Keys, ok, batch.len() - ok);
                     for (w, r) in batch.into_iter().zip(results) {
                         let Waiting { record, replies } = w;
-                        if r.is_ok()
-                            && act
-                                .deks
-                                .insert(record.dek_id, record.agent.clone())
-                                .is_none()
-                        {
+                        if r.is_ok() && act.remember(&record) {
                             tracing::info!(agent = %record.agent, dek = %record.dek_id, kek = %record.kek_id, "DEK registered");
                         }
                         for reply in replies {
@@ -396,7 +391,26 @@ impl Handler<RegisterDek> for KeyActor {
     }
 }
 
+/// DEK ids the key actor remembers (about 80 bytes each): beyond this, one is forgotten per
+/// new one. A forgotten DEK sent again is written again (create-if-absent: the same row and
+/// object) and counts against its agent's DEK rate like a new one.
+const DEK_CACHE: usize = 100_000;
+
 impl KeyActor {
+    /// Remember a registered DEK's owner; true if it was new. Bounded by `DEK_CACHE`, so a
+    /// server up for months does not grow with every agent start it ever saw.
+    fn remember(&mut self, record: &DekRecord) -> bool {
+        if self.deks.len() >= DEK_CACHE && !self.deks.contains_key(&record.dek_id) {
+            let evict = self.deks.keys().next().copied();
+            if let Some(k) = evict {
+                self.deks.remove(&k);
+            }
+        }
+        self.deks
+            .insert(record.dek_id, record.agent.clone())
+            .is_none()
+    }
+
     /// Take one of `agent`'s new-DEK tokens (refilled at `dek_per_minute`); false if none.
     fn take_dek_token(&mut self, agent: &AgentId) -> bool {
         let now = std::time::Instant::now();
