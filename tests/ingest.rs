@@ -562,3 +562,17 @@ async fn agents_that_have_gone_leave_no_connection_state_behind() {
     }
     env.stop().await;
 }
+
+/// A restarted server knows its KEKs before the first agent gets in: an agent reconnecting
+/// the moment the server is back is not told `unknown_kek` (which makes it back off as for a
+/// problem needing a person). The fault soak found agents waiting after a server restart.
+#[actix_rt::test]
+async fn a_restarted_server_knows_its_keks_before_the_first_agent_gets_in() {
+    let mut env = Env::start(Backend::Sqlite, true).await;
+    for i in 0..5 {
+        env.server.take().unwrap().shutdown().await;
+        env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
+        let (_ep, _conn, _s, _rec) = env.registered(&format!("eager-{i}")).await;
+    }
+    env.stop().await;
+}

@@ -48,6 +48,9 @@ enum Fault {
     ServerKilled,
 }
 
+/// The server logs lifecycle events (connections, refusals) into <data_dir>/server.log.
+const SERVER_LOG: &[(&str, &str)] = &[("SEALSTREAM_LOG", "info")];
+
 const PHASE_A: [Fault; 7] = [
     Fault::StoreFailing,
     Fault::StoreSlow,
@@ -136,7 +139,7 @@ impl Soak {
             config_path,
             proc: None,
         };
-        server.spawn();
+        server.spawn_with(SERVER_LOG);
         let cut = Arc::new(AtomicBool::new(false));
         let via = relay(cfg.listen, cut.clone()).await;
         let soak = Soak {
@@ -282,7 +285,7 @@ impl Soak {
             }
             Fault::ServerKilled => {
                 self.server.kill9();
-                self.server.spawn();
+                self.server.spawn_with(SERVER_LOG);
             }
             Fault::AgentKilled => unreachable!("handled above"),
         }
@@ -419,6 +422,20 @@ impl Drop for Soak {
     }
 }
 
+/// Keeps the soak directory when the test fails, for its logs.
+struct KeepOnPanic(Option<tempfile::TempDir>);
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(t) = self.0.take()
+        {
+            let path = t.keep();
+            eprintln!("soak failed: its directory is kept at {}", path.display());
+        }
+    }
+}
+
 fn free_bytes(path: &Path) -> u64 {
     let out = std::process::Command::new("df")
         .args(["--output=avail", "-B1"])
@@ -439,8 +456,28 @@ async fn the_fault_matrix_round_after_round_loses_nothing_and_memory_stays_flat(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let phase_a = rounds * 3 / 4;
-    let tmp = tempfile::tempdir().unwrap();
+    // SEALSTREAM_SOAK_KILLS_ONLY=1: phase B only (server kills). SEALSTREAM_LOG: agent logs
+    // into <dir>/agents.log. The directory (server.log, agent logs, the store) is kept on
+    // failure and its path printed.
+    let phase_a = match std::env::var_os("SEALSTREAM_SOAK_KILLS_ONLY") {
+        Some(_) => 0,
+        None => rounds * 3 / 4,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("sealstream-soak-")
+        .tempdir()
+        .unwrap();
+    println!("soak directory {}", tmp.path().display());
+    if std::env::var_os("SEALSTREAM_LOG").is_some() {
+        let log = std::fs::File::create(tmp.path().join("agents.log")).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("SEALSTREAM_LOG"))
+            .with_writer(std::sync::Mutex::new(log))
+            .with_ansi(false)
+            .try_init();
+    }
+    let keep = KeepOnPanic(Some(tmp));
+    let tmp = keep.0.as_ref().unwrap();
     let mut soak = Soak::new(tmp.path()).await;
     let started = Instant::now();
     let mut rss_a: Vec<u64> = Vec::new();

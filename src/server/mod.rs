@@ -149,6 +149,10 @@ impl Server {
             cfg.limits.dek_records_per_minute,
         )
         .start();
+        // The KEK registry is read before the first handshake: an agent reconnecting the
+        // moment a restarted server is back must not be told `unknown_kek` (it would back off
+        // as for a missing key, up to a minute). The actor's own first read runs beside this.
+        let _ = key.send(ReloadKeks).await;
         let mut arbiters = Vec::new();
         let mut stores = Vec::new();
         for _ in 0..cfg.segments.store_actors {
