@@ -380,8 +380,15 @@ async fn stalled_handshakes_do_not_lock_enrolled_agents_out() {
         cfg.limits.handshake_timeout_ms = 1500;
     })
     .await;
-    let cut = Arc::new(AtomicBool::new(false));
-    let front = common::faults::relay(env.server().quic_addr, cut.clone()).await;
+    // The server's answers never reach these clients: every handshake stalls half-way, the
+    // server holding its state, however fast or loaded the machine is.
+    let cut = Arc::new(AtomicBool::new(true));
+    let front = common::faults::relay_each_way(
+        env.server().quic_addr,
+        Arc::new(AtomicBool::new(false)),
+        cut.clone(),
+    )
+    .await;
     let who = env.enroll("stalling");
     let mut stalled = Vec::new();
     for _ in 0..40 {
@@ -405,7 +412,6 @@ async fn stalled_handshakes_do_not_lock_enrolled_agents_out() {
         stalled.push((ep, actix_rt::spawn(connecting)));
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
-    cut.store(true, std::sync::atomic::Ordering::Relaxed);
     // An enrolled agent, directly: in at once, and its DEK registers.
     let started = std::time::Instant::now();
     let (_ep, _conn, _s, _rec) =

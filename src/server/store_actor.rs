@@ -36,6 +36,8 @@ pub struct StoreActor {
     batch: Vec<Waiting>,
     batch_bytes: usize,
     oldest: Option<Instant>,
+    /// Counts batches, so a batch's age timer does not flush a later one.
+    generation: u64,
     progress: Arc<Progress>,
 }
 
@@ -56,6 +58,7 @@ impl StoreActor {
             batch: Vec::new(),
             batch_bytes: 0,
             oldest: None,
+            generation: 0,
         }
     }
 
@@ -66,6 +69,7 @@ impl StoreActor {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.oldest = None;
+        self.generation += 1;
         let (store, md) = (self.store.clone(), self.metadata.clone());
         actix::spawn(write_segment(store, md, batch, self.progress.clone()));
     }
@@ -174,12 +178,6 @@ impl Actor for StoreActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-        let tick = (self.max_age / 4).max(Duration::from_millis(2));
-        ctx.run_interval(tick, |act, _| {
-            if act.oldest.is_some_and(|t| t.elapsed() >= act.max_age) {
-                act.flush();
-            }
-        });
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
@@ -199,12 +197,22 @@ pub struct StoreChunk {
 impl Handler<StoreChunk> for StoreActor {
     type Result = ResponseFuture<Result<(), Reject>>;
 
-    fn handle(&mut self, msg: StoreChunk, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StoreChunk, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.batch_bytes += msg.chunk.len();
         metrics::gauge!(m::STORE_PENDING_BYTES).increment(msg.chunk.len() as f64);
         self.progress.begin(Stage::Store, 1);
-        self.oldest.get_or_insert_with(Instant::now);
+        if self.oldest.is_none() {
+            // The batch's first chunk: it is written `max_age` from now at the latest (a timer
+            // of its own, not a periodic check that adds up to a tick to the wait).
+            self.oldest = Some(Instant::now());
+            let generation = self.generation;
+            ctx.run_later(self.max_age, move |act, _| {
+                if act.generation == generation {
+                    act.flush();
+                }
+            });
+        }
         self.batch.push(Waiting {
             chunk: msg.chunk,
             digest: msg.digest,

@@ -105,6 +105,16 @@ impl SegmentWriter for Faulty {
 
 /// A UDP relay between agent and server whose traffic can be cut.
 pub async fn relay(server: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
+    relay_each_way(server, cut.clone(), cut).await
+}
+
+/// `relay` with each direction cut on its own: `up` agent to server, `down` server to agent.
+pub async fn relay_each_way(
+    server: SocketAddr,
+    up: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+) -> SocketAddr {
+    let cut = up;
     let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = front.local_addr().unwrap();
     tokio::spawn(async move {
@@ -123,7 +133,7 @@ pub async fn relay(server: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
                 None => {
                     let b = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
                     b.connect(server).await.unwrap();
-                    let (b2, f2, c2) = (b.clone(), front.clone(), cut.clone());
+                    let (b2, f2, c2) = (b.clone(), front.clone(), down.clone());
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; 65536];
                         while let Ok(n) = b2.recv(&mut buf).await {
