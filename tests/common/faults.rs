@@ -136,7 +136,17 @@ pub async fn relay_each_way(
                     let (b2, f2, c2) = (b.clone(), front.clone(), down.clone());
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; 65536];
-                        while let Ok(n) = b2.recv(&mut buf).await {
+                        loop {
+                            // A packet sent while the server was down comes back as an ICMP
+                            // error on this connected socket: keep relaying once it is back
+                            // (ending here cut that agent off for good: the soak found it).
+                            let n = match b2.recv(&mut buf).await {
+                                Ok(n) => n,
+                                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                    continue;
+                                }
+                                Err(_) => return,
+                            };
                             if !c2.load(Ordering::Relaxed) {
                                 let _ = f2.send_to(&buf[..n], from).await;
                             }
