@@ -12,4 +12,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-200}
 SEALSTREAM_SOAK_ROUNDS=$rounds cargo test --release --features failpoints --test soak \
-  -- --ignored --nocapture 2>&1 | grep -E "^round|^soak|panicked|test result"
+  -- --nocapture 2>&1 | grep -E "^round|^soak|panicked|test result"

@@ -14,8 +14,10 @@ use bytes::BytesMut;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
+use super::budget::Budget;
 use super::key_actor::{KeyActor, RegisterDek};
 use super::metrics as m;
+use super::registry::{AgentRegistry, peer_agent};
 use super::store_actor::{StoreActor, StoreChunk};
 use super::verify::{StreamState, Verdict};
 use crate::config::Limits;
@@ -69,84 +71,6 @@ impl Shared {
             partial: Arc::new(Semaphore::new(partial_total)),
             next_id: AtomicU64::new(1),
         }
-    }
-}
-
-/// An agent's writer lock and its current connection.
-type AgentSlot = (Arc<tokio::sync::Mutex<()>>, Option<quinn::Connection>);
-
-/// One live connection per agent: a new one closes the old and waits until its streams end,
-/// so a stream's state has a single owner.
-#[derive(Default)]
-pub struct AgentRegistry {
-    inner: std::sync::Mutex<HashMap<AgentId, AgentSlot>>,
-}
-
-impl AgentRegistry {
-    async fn take_over(
-        &self,
-        agent: &AgentId,
-        conn: quinn::Connection,
-    ) -> tokio::sync::OwnedMutexGuard<()> {
-        let (lock, old) = {
-            let mut map = self.inner.lock().expect("agent registry lock");
-            let entry = map.entry(agent.clone()).or_default();
-            (entry.0.clone(), entry.1.replace(conn))
-        };
-        if let Some(old) = old {
-            tracing::info!(
-                old_remote = %old.remote_address(),
-                "an older connection of this agent is closed: replaced by this one"
-            );
-            old.close(
-                quinn::VarInt::from_u32(2),
-                b"replaced by a newer connection of this agent",
-            );
-        }
-        lock.lock_owned().await
-    }
-
-    /// Forget `conn` once it has ended, unless a newer connection of the agent replaced it: a
-    /// closed connection's handle keeps its state alive, and an agent that never comes back
-    /// must not hold memory (the soak saw RSS grow by ~230 KiB per departed agent).
-    fn release(&self, agent: &AgentId, conn: &quinn::Connection) {
-        let mut map = self.inner.lock().expect("agent registry lock");
-        if let Some(entry) = map.get_mut(agent)
-            && entry
-                .1
-                .as_ref()
-                .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
-            entry.1 = None;
-            // The map's Arc and the ending connection's guard: nobody waits for this agent.
-            if Arc::strong_count(&entry.0) <= 2 {
-                map.remove(agent);
-            }
-        }
-    }
-
-    /// Agents with a registry entry (tests: departed agents leave none).
-    pub fn len(&self) -> usize {
-        self.inner.lock().expect("agent registry lock").len()
-    }
-
-    /// Close every open connection whose certificate `rules` now refuse; returns how many.
-    pub fn enforce(&self, rules: &super::access::Rules) -> usize {
-        let map = self.inner.lock().expect("agent registry lock");
-        let mut closed = 0;
-        for (agent, (_, conn)) in map.iter() {
-            let Some(conn) = conn else { continue };
-            let Ok((_, fingerprint)) = peer_agent(conn) else {
-                continue;
-            };
-            if let Err(refusal) = rules.check(agent, &fingerprint) {
-                tracing::warn!(%agent, remote = %conn.remote_address(), %fingerprint, reason = %refusal, "open connection closed: its certificate is no longer accepted");
-                metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => refusal.label()).increment(1);
-                conn.close(quinn::VarInt::from_u32(4), refusal.to_string().as_bytes());
-                closed += 1;
-            }
-        }
-        closed
     }
 }
 
@@ -440,22 +364,6 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     .await
 }
 
-/// The agent a connection's client certificate names, and that certificate's fingerprint.
-fn peer_agent(conn: &quinn::Connection) -> Result<(AgentId, String), String> {
-    let certs = conn
-        .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .ok_or("no client certificate")?;
-    let first = certs.first().ok_or("empty certificate chain")?;
-    Ok((
-        crate::pki::agent_identity(first)?,
-        super::access::fingerprint(first),
-    ))
-}
-
 enum Pending {
     Ready(Response, Instant),
     Stored {
@@ -541,61 +449,6 @@ async fn serve_stream(
     drop(tx);
     let _ = writer.await;
     metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
-}
-
-/// Room for half-received message bytes, taken from the connection's budget and the server's
-/// as a message arrives and given back once it is whole.
-pub struct Budget {
-    connection: Arc<Semaphore>,
-    server: Arc<Semaphore>,
-    /// Bytes this stream holds of both.
-    held: usize,
-}
-
-impl Budget {
-    fn new(connection: Arc<Semaphore>, server: Arc<Semaphore>) -> Self {
-        Budget {
-            connection,
-            server,
-            held: 0,
-        }
-    }
-
-    fn give_back(&mut self, bytes: usize) {
-        let back = bytes.min(self.held);
-        if back > 0 {
-            self.connection.add_permits(back);
-            self.server.add_permits(back);
-            metrics::gauge!(m::PARTIAL_BYTES).decrement(back as f64);
-            self.held -= back;
-        }
-    }
-
-    /// Hold exactly `bytes`: give back what is no longer buffered, or wait for room for what
-    /// is newly buffered.
-    async fn hold(&mut self, bytes: usize) {
-        if bytes <= self.held {
-            self.give_back(self.held - bytes);
-            return;
-        }
-        let more = (bytes - self.held) as u32;
-        let (Ok(conn), Ok(server)) = (
-            self.connection.clone().acquire_many_owned(more).await,
-            self.server.clone().acquire_many_owned(more).await,
-        ) else {
-            return;
-        };
-        conn.forget();
-        server.forget();
-        self.held = bytes;
-        metrics::gauge!(m::PARTIAL_BYTES).increment(f64::from(more));
-    }
-}
-
-impl Drop for Budget {
-    fn drop(&mut self) {
-        self.give_back(self.held);
-    }
 }
 
 async fn on_dek(actor: &Addr<ConnectionActor>, body: &[u8], started: Instant) -> Pending {

@@ -3,10 +3,12 @@
 //! ingest arbiters, round robin), and the ops listener.
 
 pub mod access;
+mod budget;
 mod connection;
 mod key_actor;
 pub mod metrics;
 pub mod ops;
+mod registry;
 pub mod sink;
 pub mod store_actor;
 pub mod verify;

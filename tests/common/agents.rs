@@ -46,30 +46,7 @@ pub async fn check(
         .await
         .unwrap();
     assert!(!report.tampered(), "{:?}", report.damaged_objects);
-    let mut frames = 0;
-    for r in reports {
-        for s in &r.sessions {
-            let base = out.join(r.agent.dir_name()).join(s.session.to_string());
-            let mut names: Vec<_> = std::fs::read_dir(base.join("frames"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            names.sort();
-            assert_eq!(
-                names.len(),
-                s.frames.len(),
-                "frames exported once each (no duplicates, none missing)"
-            );
-            for (name, digest) in &s.frames {
-                let got = std::fs::read(base.join("frames").join(name))
-                    .unwrap_or_else(|_| panic!("acked frame {name} missing"));
-                assert_eq!(Sha256::digest(&got).as_slice(), digest, "{name}");
-                frames += 1;
-            }
-            let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap();
-            assert_eq!(Sha256::digest(&ks).as_slice(), s.keystrokes_sha256);
-        }
-    }
+    let frames = check_sessions(out, reports);
     let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
     let exported: u64 = report.streams.iter().map(|s| s.chunks).sum();
     assert_eq!(exported, sealed, "every sealed chunk exported exactly once");
@@ -140,4 +117,30 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
     let (line, text) = http_get(addr, "/metrics").await;
     assert!(line.contains(" 200 "), "{line}");
     text
+}
+
+/// Every frame and keystroke batch the agents recorded is in the export at `out`, byte for
+/// byte, each frame once; returns the number of frames checked.
+pub fn check_sessions(out: &Path, reports: &[AgentReport]) -> usize {
+    let mut frames = 0;
+    for r in reports {
+        for s in &r.sessions {
+            let base = out.join(r.agent.dir_name()).join(s.session.to_string());
+            let names = std::fs::read_dir(base.join("frames")).unwrap().count();
+            assert_eq!(
+                names,
+                s.frames.len(),
+                "frames exported once each (no duplicates, none missing)"
+            );
+            for (name, digest) in &s.frames {
+                let got = std::fs::read(base.join("frames").join(name))
+                    .unwrap_or_else(|_| panic!("acked frame {name} missing"));
+                assert_eq!(Sha256::digest(&got).as_slice(), digest, "{name}");
+                frames += 1;
+            }
+            let ks = std::fs::read(base.join("keystrokes.jsonl")).unwrap();
+            assert_eq!(Sha256::digest(&ks).as_slice(), s.keystrokes_sha256);
+        }
+    }
+    frames
 }
