@@ -49,6 +49,38 @@ pub struct ServeConfig {
     pub segments: Segments,
     pub database: Database,
     pub watchdog: Watchdog,
+    /// The review console (HTTPS); absent: `serve` runs no console.
+    pub console: Option<Console>,
+}
+
+/// `[console]`: the review console, served by `sealstream serve` or `sealstream console`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// TCP address for HTTPS (plain HTTP is allowed only on a loopback address).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key for HTTPS; both empty: plain HTTP (loopback only).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A login unused this long is forgotten (the page also locks its keys then).
+    pub idle_minutes: u64,
+    /// Failed logins per user and address before further attempts wait.
+    pub max_failed_logins: u32,
+    /// A session that had a chunk indexed this recently counts as recording now.
+    pub live_window_ms: u64,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            listen: "127.0.0.1:8443".parse().expect("valid"),
+            tls_cert: None,
+            tls_key: None,
+            idle_minutes: 15,
+            max_failed_logins: 5,
+            live_window_ms: 120_000,
+        }
+    }
 }
 
 /// PostgreSQL connection pools (ignored for the embedded SQLite file).
@@ -132,6 +164,7 @@ impl Default for ServeConfig {
             segments: Segments::default(),
             database: Database::default(),
             watchdog: Watchdog::default(),
+            console: None,
         }
     }
 }
@@ -197,6 +230,10 @@ impl ServeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = resolve(base, &cfg.data_dir);
         cfg.store_dir = cfg.store_dir.map(|p| resolve(base, &p));
+        if let Some(c) = &mut cfg.console {
+            c.tls_cert = c.tls_cert.as_ref().map(|p| resolve(base, p));
+            c.tls_key = c.tls_key.as_ref().map(|p| resolve(base, p));
+        }
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -221,6 +258,23 @@ impl ServeConfig {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
+        }
+        if let Some(c) = &self.console {
+            if c.tls_cert.is_some() != c.tls_key.is_some() {
+                return bad("console", "set both tls_cert and tls_key, or neither");
+            }
+            if c.tls_cert.is_none() && !c.listen.ip().is_loopback() {
+                return bad(
+                    "console.listen",
+                    "plain HTTP is allowed only on a loopback address (the browser needs a secure context for WebCrypto); set tls_cert and tls_key",
+                );
+            }
+            if c.idle_minutes == 0 || c.max_failed_logins == 0 {
+                return bad(
+                    "console",
+                    "idle_minutes and max_failed_logins must be at least 1",
+                );
+            }
         }
         if self.limits.stream_receive_window < 64 * 1024
             || self.limits.connection_receive_window < self.limits.stream_receive_window
@@ -499,6 +553,20 @@ mod tests {
         let (_d, p) = write("database_url = \"mysql://x\"\n");
         let e = ServeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("database_url"), "{e}");
+        let (_d, p) = write("[console]\nlisten = \"0.0.0.0:8443\"\n");
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("console.listen") && e.contains("loopback"),
+            "{e}"
+        );
+        let (_d, p) = write("[console]\ntls_cert = \"c.pem\"\n");
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("tls_key"), "{e}");
+        let (dir, p) = write(
+            "[console]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        );
+        let c = ServeConfig::load(&p).unwrap().console.unwrap();
+        assert_eq!(c.tls_cert.unwrap(), dir.path().join("c.pem"));
         let (_d, p) = write("server_pins = [\"abc\"]\n");
         let e = AgentConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("server_pins"), "{e}");

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod export;
 pub mod fsutil;

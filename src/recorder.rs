@@ -253,11 +253,7 @@ pub fn seal_inputs(
             path: (*path).clone(),
             reason,
         })?;
-        let captured = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or_else(now_us, |d| d.as_micros() as i64);
+        let captured = capture_time(path);
         let plaintext = Frame {
             name,
             image: &image,
@@ -285,6 +281,15 @@ pub fn seal_inputs(
     summary.chunks = chunks.len();
     summary.sealed_bytes = chunks.iter().map(|c| c.len() as u64).sum();
     Ok((chunks, summary))
+}
+
+/// A replayed image's capture time: its file's modification time (now if it has none).
+pub fn capture_time(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(now_us, |d| d.as_micros() as i64)
 }
 
 /// Group chunks into segment objects of about `SEGMENT_TARGET_BYTES`.

@@ -513,3 +513,271 @@ fn export_reads_only_the_dek_records_its_sessions_name() {
         .success()
         .stdout(predicate::str::contains("1 DEK record(s)"));
 }
+
+/// `keys convert` turns every key form the console's WebCrypto cannot open (the traditional
+/// `Proc-Type` form with DES-EDE3, PKCS#8 with scrypt) into openssl 3's default form: same
+/// KEK, same passphrase unless a new one is given, and openssl reads the result.
+#[test]
+fn keys_convert_writes_the_form_browsers_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    howto_keys(d);
+    let want = openssl_fingerprint(d, "publickey.crt");
+    genrsa(d, "trad.pem", 2048, &["-traditional", "-des3"]);
+    let pass = format!("pass:{PASS}");
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-scrypt",
+            "-in",
+            "keypair.pem",
+            "-passin",
+            &pass,
+            "-passout",
+            &pass,
+            "-out",
+            "scrypt.pem",
+        ],
+    );
+    for (input, out) in [
+        ("scrypt.pem", "converted.pem"),
+        ("trad.pem", "trad-converted.pem"),
+    ] {
+        sealstream(d)
+            .args([
+                "keys",
+                "convert",
+                "--in",
+                input,
+                "--out",
+                out,
+                "--passphrase-file",
+                "pass.txt",
+            ])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("PBKDF2-SHA256"));
+        let text = std::fs::read_to_string(d.join(out)).unwrap();
+        assert!(
+            text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+            "{text}"
+        );
+        let info = openssl(d, &["asn1parse", "-in", out]);
+        let info = String::from_utf8_lossy(&info);
+        assert!(
+            info.contains("PBES2")
+                && info.contains("aes-256-cbc")
+                && info.contains("hmacWithSHA256"),
+            "{info}"
+        );
+        openssl(d, &["pkey", "-in", out, "-passin", &pass, "-noout"]);
+    }
+    sealstream(d)
+        .args([
+            "keys",
+            "check",
+            "converted.pem",
+            "--public",
+            "publickey.crt",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(want));
+    // Never over an existing file; a new passphrase when asked for.
+    sealstream(d)
+        .args([
+            "keys",
+            "convert",
+            "--in",
+            "trad.pem",
+            "--out",
+            "converted.pem",
+            "--passphrase-file",
+            "pass.txt",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("converted.pem"));
+    std::fs::write(d.join("new.txt"), "a new passphrase\n").unwrap();
+    sealstream(d)
+        .args([
+            "keys",
+            "convert",
+            "--in",
+            "trad.pem",
+            "--out",
+            "renewed.pem",
+            "--passphrase-file",
+            "pass.txt",
+            "--new-passphrase-file",
+            "new.txt",
+        ])
+        .assert()
+        .success();
+    openssl(
+        d,
+        &[
+            "pkey",
+            "-in",
+            "renewed.pem",
+            "-passin",
+            "pass:a new passphrase",
+            "-noout",
+        ],
+    );
+}
+
+/// Console accounts from the command line: added with an argon2id hash (never the password),
+/// listed, disabled, enabled, granted, given a new password; a taken name or a short password
+/// is refused with words that say so; every change is in the audit log.
+#[test]
+fn users_are_added_listed_disabled_and_granted_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("serve.toml"), "data_dir = \"state\"\n").unwrap();
+    std::fs::write(d.join("pw.txt"), "a long enough password\n").unwrap();
+    std::fs::write(d.join("short.txt"), "short\n").unwrap();
+    let users = |args: &[&str]| {
+        let mut c = sealstream(d);
+        c.arg("users").args(args).args(["--config", "serve.toml"]);
+        c.assert()
+    };
+    users(&["add", "ann", "--role", "admin", "--password-file", "pw.txt"]).success();
+    users(&[
+        "add",
+        "rita",
+        "--role",
+        "reviewer",
+        "--agents",
+        "ts-*",
+        "--agents",
+        "vdi-7",
+        "--password-file",
+        "pw.txt",
+    ])
+    .success();
+    users(&["add", "ann", "--role", "admin", "--password-file", "pw.txt"])
+        .failure()
+        .stderr(predicate::str::contains("exists already"));
+    users(&[
+        "add",
+        "sam",
+        "--role",
+        "reviewer",
+        "--password-file",
+        "short.txt",
+    ])
+    .failure()
+    .stderr(predicate::str::contains("too short"));
+    users(&["add", "sam", "--role", "boss", "--password-file", "pw.txt"]).failure();
+    users(&["list"])
+        .success()
+        .stdout(predicate::str::is_match(r"rita\s+reviewer\s+active\s+ts-\*,vdi-7").unwrap())
+        .stdout(predicate::str::is_match(r"ann\s+admin\s+active\s+\(all\)").unwrap());
+    users(&["disable", "rita"]).success();
+    users(&["list"])
+        .success()
+        .stdout(predicate::str::is_match(r"rita\s+reviewer\s+disabled").unwrap());
+    users(&["enable", "rita"]).success();
+    users(&["grant", "rita", "--agents", "eu-*"]).success();
+    users(&["passwd", "rita", "--password-file", "pw.txt"]).success();
+    users(&["list"])
+        .success()
+        .stdout(predicate::str::is_match(r"rita\s+reviewer\s+active\s+eu-\*").unwrap());
+    users(&["disable", "nobody"])
+        .failure()
+        .stderr(predicate::str::contains("no console user named"));
+    let db = rusqlite::Connection::open(d.join("state/sealstream.db")).unwrap();
+    let hash: String = db
+        .query_row(
+            "SELECT password_hash FROM console_user WHERE name = 'ann'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("a long enough password"));
+    let actions: Vec<String> = db
+        .prepare("SELECT action FROM audit_log ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for a in [
+        "user_add",
+        "user_disable",
+        "user_enable",
+        "user_grant",
+        "user_passwd",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+}
+
+/// `quickstart --serve` keeps the server and the console running after the round trip, with
+/// a demo reviewer whose password is in a 0600 file; the console answers and the login works.
+#[test]
+fn quickstart_serve_keeps_the_console_running_with_a_demo_reviewer() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sealstream"))
+        .current_dir(dir.path())
+        .args([
+            "quickstart",
+            "--users",
+            "2",
+            "--seconds",
+            "2",
+            "--serve",
+            "--console-listen",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut password_file = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("log in as demo, password in ") {
+            password_file = Some(std::path::PathBuf::from(rest));
+            break;
+        }
+    }
+    let password_file = password_file.expect("quickstart --serve prints where the login is");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    let body = serde_json::json!({ "user": "demo", "password": password.trim_end() }).to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let http = common::console::Http::new(format!("127.0.0.1:{port}").parse().unwrap());
+        http.request("POST", "/api/login", Some(&body)).await.status
+    });
+    assert_eq!(status, 200);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(
+        child.wait().unwrap().success(),
+        "Ctrl-C ends quickstart --serve cleanly"
+    );
+}

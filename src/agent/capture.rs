@@ -154,7 +154,8 @@ pub(super) async fn replay(
                     .and_then(|n| n.to_str())
                     .unwrap_or("frame.png")
                     .to_owned();
-                user.frame(agent, &name, &image, now_us()).await;
+                user.frame(agent, &name, &image, recorder::capture_time(path))
+                    .await;
             }
             recorder::Input::Keystrokes(path) => {
                 let text = std::fs::read(path).map_err(|source| recorder::InputError::Read {

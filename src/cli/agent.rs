@@ -347,7 +347,7 @@ fn agent_name(name: String) -> anyhow::Result<AgentId> {
     AgentId::new(name).map_err(|e| anyhow::anyhow!("agent name: {e}"))
 }
 
-async fn metadata(serve: &ServeConfig) -> anyhow::Result<Metadata> {
+pub(crate) async fn metadata(serve: &ServeConfig) -> anyhow::Result<Metadata> {
     Metadata::open_with(
         &serve.database_url,
         &serve.sqlite_path(),
@@ -364,7 +364,7 @@ async fn metadata(serve: &ServeConfig) -> anyhow::Result<Metadata> {
 }
 
 /// Who made a change, for the audit log: `cli:<login name>`.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     format!(
         "cli:{}",
         std::env::var("SUDO_USER")

@@ -95,3 +95,46 @@ pub fn register(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `keys convert`: re-encrypt a private key file into openssl 3's default form (PKCS#8, PBES2,
+/// PBKDF2-SHA256, AES-256-CBC), which the console's WebCrypto opens.
+pub fn convert(
+    input: &Path,
+    out: &Path,
+    passphrase_file: Option<PathBuf>,
+    new_passphrase_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let source = PassphraseSource::from_process(passphrase_file);
+    let prompt = format!("Passphrase for {}: ", input.display());
+    let kept: std::cell::RefCell<Option<keys::Passphrase>> = Default::default();
+    let kek = keys::convert_private_key(
+        input,
+        out,
+        || {
+            let p = source.read(&prompt)?;
+            *kept.borrow_mut() = Some(keys::Passphrase::new(p.as_bytes().to_vec()));
+            Ok(p)
+        },
+        || match (&new_passphrase_file, kept.borrow_mut().take()) {
+            (Some(f), _) => PassphraseSource {
+                file: Some(f.clone()),
+                ..Default::default()
+            }
+            .read_new(8),
+            (None, Some(old)) => Ok(old),
+            (None, None) => PassphraseSource::from_process(None).read_new(8),
+        },
+    )?;
+    println!("{kek}");
+    eprintln!(
+        "wrote {} (PKCS#8 PBES2: PBKDF2-SHA256 x{}, AES-256-CBC; same KEK, {})",
+        out.display(),
+        keys::GENERATED_PBKDF2_ITERATIONS,
+        if new_passphrase_file.is_some() {
+            "new passphrase"
+        } else {
+            "same passphrase"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

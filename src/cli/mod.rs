@@ -1,6 +1,7 @@
 //! Command-line parsing and the commands' wiring (anyhow lives here, not in the library).
 
 mod agent;
+mod console;
 mod export;
 mod keys;
 mod quickstart;
@@ -45,7 +46,9 @@ impl Cli {
     /// print their own results and log warnings only.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Serve { .. } | Command::Agent(_) => "info,quinn=warn,rustls=warn",
+            Command::Serve { .. } | Command::Agent(_) | Command::Console { .. } => {
+                "info,quinn=warn,rustls=warn"
+            }
             _ => "warn",
         }
     }
@@ -73,6 +76,15 @@ enum Command {
     /// Enroll agents (client certificates from the deployment's agent CA).
     #[command(subcommand)]
     Agents(agent::AgentsCommand),
+    /// Review console accounts (argon2id passwords, roles, agent grants).
+    #[command(subcommand)]
+    Users(console::UsersCommand),
+    /// Run the review console alone (the config's [console] section), against the same
+    /// database and store as the ingest nodes.
+    Console {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// The whole pipeline on embedded defaults: KEK, server, agent with several users, export.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -109,6 +121,20 @@ enum KeysCommand {
         #[arg(long)]
         server_held: bool,
     },
+    /// Re-encrypt a private key file (traditional `Proc-Type`, DES-EDE3, scrypt, AES-192, …) into
+    /// openssl 3's default PKCS#8 form, which the review console opens in the browser.
+    Convert {
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the current passphrase (one trailing newline allowed).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// File holding a new passphrase; without it the passphrase stays the same.
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+    },
     /// Make a new KEK: DIR/keypair.pem (passphrase-protected) and DIR/publickey.crt.
     Generate {
         #[arg(long)]
@@ -135,6 +161,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bits,
             passphrase_file,
         }) => keys::generate(&out, bits, passphrase_file),
+        Command::Keys(KeysCommand::Convert {
+            input,
+            out,
+            passphrase_file,
+            new_passphrase_file,
+        }) => keys::convert(&input, &out, passphrase_file, new_passphrase_file),
         Command::Keys(KeysCommand::Register {
             config,
             public,
@@ -147,6 +179,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(cmd) => agent::agents(cmd),
         Command::Export(args) => export::run(args),
         Command::Quickstart(args) => quickstart::run(args),
+        Command::Users(cmd) => console::users(cmd),
+        Command::Console { config } => console::run(&config),
     }
 }
 

@@ -30,6 +30,13 @@ pub struct QuickstartArgs {
     /// Seconds of recording.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// After the round trip, keep the server and the review console running (with a demo
+    /// reviewer and one user still recording, for live view) until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// The console's address with --serve (plain HTTP: loopback only).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    console_listen: std::net::SocketAddr,
 }
 
 pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
@@ -39,10 +46,23 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         .as_secs();
     let dir = std::path::absolute(args.dir.join(format!("run-{secs}")))?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    actix_rt::System::new().block_on(pipeline(dir, args.users, args.seconds))
+    let console = args.serve.then_some(args.console_listen);
+    if let Some(addr) = console
+        && !addr.ip().is_loopback()
+    {
+        bail!(
+            "--console-listen {addr}: quickstart serves plain HTTP, so only on a loopback address"
+        );
+    }
+    actix_rt::System::new().block_on(pipeline(dir, args.users, args.seconds, console))
 }
 
-async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<ExitCode> {
+async fn pipeline(
+    dir: PathBuf,
+    users: usize,
+    seconds: u64,
+    console: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     // 1. The customer's KEK, passphrase-protected. The demo passphrase is kept in a 0600 file
     //    so the export can be repeated by hand; real operators keep it to themselves.
     let keys_dir = dir.join("customer");
@@ -64,11 +84,15 @@ async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<Ex
 
     // 2. The server on the embedded defaults, and the KEK registered with the how-to's statement.
     let serve_toml = dir.join("serve.toml");
-    std::fs::write(
-        &serve_toml,
-        "# quickstart server: embedded SQLite and a local store under ./server\n\
-         listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"server\"\nkek_poll_ms = 200\n",
-    )?;
+    let mut toml = "# quickstart server: embedded SQLite and a local store under ./server\n\
+         listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"server\"\nkek_poll_ms = 200\n"
+        .to_owned();
+    if let Some(addr) = console {
+        toml.push_str(&format!(
+            "\n# the review console, plain HTTP on loopback (use tls_cert/tls_key elsewhere)\n[console]\nlisten = \"{addr}\"\n"
+        ));
+    }
+    std::fs::write(&serve_toml, toml)?;
     let cfg = ServeConfig::load(&serve_toml)?;
     let server = Server::start(&cfg).await.context("starting the server")?;
     server
@@ -123,7 +147,14 @@ async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<Ex
     .await?;
     let stored_chunks = server.metadata.count(Table::Chunks).await?;
     let deks = server.metadata.count(Table::EncryptionDek).await?;
-    server.shutdown().await;
+    // Acked chunks are durable already; shutting down writes nothing the export needs.
+    let server = match console {
+        Some(_) => Some(server),
+        None => {
+            server.shutdown().await;
+            None
+        }
+    };
     println!(
         "4. streamed {} chunks ({} bytes sealed) over one QUIC connection; {} acked, {} unacked; server indexed {stored_chunks} chunks, {deks} DEK record(s)",
         report.chunks_sealed, report.sealed_bytes, report.chunks_acked, report.unacked
@@ -211,6 +242,82 @@ async fn pipeline(dir: PathBuf, users: usize, seconds: u64) -> anyhow::Result<Ex
         pass_file.display(),
         dir.join("export-again").display()
     );
+    match (server, console) {
+        (Some(server), Some(addr)) => {
+            serve_console(server, &cfg, addr, &dir, &agent_dir, &pass_file).await
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `--serve`: the review console beside the still-running server, a demo reviewer, and one
+/// synthetic user still recording (live view), until Ctrl-C.
+async fn serve_console(
+    server: Server,
+    cfg: &ServeConfig,
+    addr: std::net::SocketAddr,
+    dir: &Path,
+    agent_dir: &Path,
+    pass_file: &Path,
+) -> anyhow::Result<ExitCode> {
+    use sealstream::metadata::{ConsoleUser, Role};
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).context("reading the OS random source")?;
+    let password = zeroize::Zeroizing::new(Base64::encode_string(&raw));
+    let password_file = dir.join("console-password.txt");
+    sealstream::fsutil::write_new(&password_file, format!("{}\n", *password).as_bytes(), 0o600)?;
+    let hash = sealstream::console::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+    server
+        .metadata
+        .put_console_user(
+            ConsoleUser {
+                name: "demo".into(),
+                role: Role::Reviewer,
+                password_hash: hash,
+                agents: vec!["quickstart-*".into()],
+                created_us: sealstream::metadata::now_us(),
+                disabled_us: None,
+            },
+            true,
+            "quickstart",
+            "user_add",
+        )
+        .await?;
+    let store = storage::open_local(&cfg.store_dir())?;
+    let console_cfg = cfg.console.clone().unwrap_or_default();
+    let console = sealstream::console::Console::start(
+        &sealstream::config::Console {
+            listen: addr,
+            ..console_cfg
+        },
+        server.metadata.clone(),
+        store,
+    )
+    .await
+    .context("starting the review console (is the port taken? use --console-listen)")?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let agent_cfg = AgentConfig::load(&agent_dir.join("agent.toml"))?;
+    let live = actix_rt::spawn(agent::run(
+        agent_cfg,
+        Source::Synthetic(synthetic::SyntheticSpec {
+            users: 1,
+            duration: Duration::from_secs(24 * 3600),
+            ..Default::default()
+        }),
+        stop,
+        Duration::from_secs(10),
+    ));
+    println!(
+        "7. review console: {}\n   log in as demo, password in {}\n   decrypt with the passphrase in {}\n   one user keeps recording (live view); Ctrl-C stops everything",
+        console.url(),
+        password_file.display(),
+        pass_file.display()
+    );
+    super::serve::wait_for_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = live.await;
+    console.stop().await;
+    server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -43,14 +43,28 @@ pub fn run(config: &Path, sink: bool) -> anyhow::Result<ExitCode> {
             server.metadata.describe(),
             server.pin
         );
+        let console = match &cfg.console {
+            Some(c) => {
+                let store = sealstream::storage::open_local(&cfg.store_dir())?;
+                let console = sealstream::console::Console::start(c, server.metadata.clone(), store)
+                    .await
+                    .context("starting the review console")?;
+                eprintln!("review console on {}", console.url());
+                Some(console)
+            }
+            None => None,
+        };
         wait_for_signal().await;
         eprintln!("shutting down: closing connections and writing batched segments");
+        if let Some(c) = console {
+            c.stop().await;
+        }
         server.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

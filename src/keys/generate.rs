@@ -47,27 +47,7 @@ pub fn generate_keypair(dir: &Path, bits: usize, pass: &Passphrase) -> Result<Ge
         what: "generated key",
         detail: e.to_string(),
     })?;
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|e| encode_err(&private_path, e.to_string()))?;
-    let info = pkcs8::PrivateKeyInfoRef::from_der(der.as_bytes())
-        .map_err(|e| encode_err(&private_path, e.to_string()))?;
-    let mut salt = [0u8; 16];
-    let mut iv = [0u8; 16];
-    getrandom::fill(&mut salt).expect("operating system random source failed");
-    getrandom::fill(&mut iv).expect("operating system random source failed");
-    let params = pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(
-        GENERATED_PBKDF2_ITERATIONS,
-        &salt,
-        iv,
-    )
-    .map_err(|e| encode_err(&private_path, e.to_string()))?;
-    let encrypted = info
-        .encrypt_with_params(params, pass.as_bytes())
-        .map_err(|e| encode_err(&private_path, e.to_string()))?;
-    let pem = encrypted
-        .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
-        .map_err(|e| encode_err(&private_path, e.to_string()))?;
+    let pem = encrypted_pkcs8_pem(&key, pass, &private_path)?;
 
     crate::fsutil::write_new(&private_path, pem.as_bytes(), 0o600)
         .map_err(write_err(&private_path))?;
@@ -79,6 +59,62 @@ pub fn generate_keypair(dir: &Path, bits: usize, pass: &Passphrase) -> Result<Ge
         public_path,
         kek_id: fingerprint(&public),
     })
+}
+
+/// `key` as openssl 3's default encrypted form, which browsers' WebCrypto also opens: PKCS#8,
+/// PBES2 with PBKDF2-HMAC-SHA256 (`GENERATED_PBKDF2_ITERATIONS`) and AES-256-CBC, in PEM.
+/// `path` names the file in errors.
+pub fn encrypted_pkcs8_pem(
+    key: &PrivateKey,
+    pass: &Passphrase,
+    path: &Path,
+) -> Result<zeroize::Zeroizing<String>, KeyError> {
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| encode_err(path, e.to_string()))?;
+    let info = pkcs8::PrivateKeyInfoRef::from_der(der.as_bytes())
+        .map_err(|e| encode_err(path, e.to_string()))?;
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    getrandom::fill(&mut salt).expect("operating system random source failed");
+    getrandom::fill(&mut iv).expect("operating system random source failed");
+    let params = pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(
+        GENERATED_PBKDF2_ITERATIONS,
+        &salt,
+        iv,
+    )
+    .map_err(|e| encode_err(path, e.to_string()))?;
+    let encrypted = info
+        .encrypt_with_params(params, pass.as_bytes())
+        .map_err(|e| encode_err(path, e.to_string()))?;
+    let pem = encrypted
+        .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+        .map_err(|e| encode_err(path, e.to_string()))?;
+    Ok(pem)
+}
+
+/// Re-encrypt a private key file in any form `load_private_key` reads (traditional
+/// `Proc-Type` with DES-EDE3 or AES, PKCS#8 with scrypt or AES-192, …) as `encrypted_pkcs8_pem`
+/// writes it, into a new file `out` (mode 0600, never overwritten). Returns the KEK id.
+pub fn convert_private_key(
+    input: &Path,
+    out: &Path,
+    old: impl FnOnce() -> Result<Passphrase, KeyError>,
+    new: impl FnOnce() -> Result<Passphrase, KeyError>,
+) -> Result<KekId, KeyError> {
+    if out.exists() {
+        return Err(KeyError::Exists {
+            path: out.to_owned(),
+        });
+    }
+    let key = super::load_private_key(input, old)?;
+    let pass = new()?;
+    let pem = encrypted_pkcs8_pem(&key.key, &pass, out)?;
+    crate::fsutil::write_new(out, pem.as_bytes(), 0o600).map_err(|source| KeyError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    Ok(key.kek_id)
 }
 
 fn encode_err(path: &Path, detail: String) -> KeyError {

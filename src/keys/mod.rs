@@ -19,7 +19,9 @@ use spki::EncodePublicKey;
 
 use crate::protocol::KekId;
 
-pub use generate::{GENERATED_PBKDF2_ITERATIONS, generate_keypair};
+pub use generate::{
+    GENERATED_PBKDF2_ITERATIONS, convert_private_key, encrypted_pkcs8_pem, generate_keypair,
+};
 pub use passphrase::{Passphrase, PassphraseSource};
 pub use private::{PrivateKeyFile, load_private_key, parse_private_key};
 pub use public::{PublicKeyFile, load_public_key, parse_public_key};

@@ -3,6 +3,7 @@
 //! schema. The only module that issues SQL; `migrations/` holds the schema, applied at start.
 
 mod postgres;
+pub mod review;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -10,6 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
+
+pub use review::{
+    AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary, StreamState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -53,6 +58,13 @@ pub struct ChunkRow {
     pub stream: StreamId,
     pub seq: u64,
     pub digest: [u8; 32],
+    /// Where the chunk's bytes start in its segment object, and how many there are.
+    pub offset: u64,
+    pub len: u32,
+    pub capture_us: i64,
+    /// The chunk's flags byte (bit 0 final, bit 1 gap record).
+    pub flags: u8,
+    pub dek_id: [u8; 16],
 }
 
 #[derive(Clone, Debug)]
@@ -395,6 +407,8 @@ pub enum Table {
     Streams,
     AuditLog,
     AgentCredential,
+    RecordingSession,
+    ConsoleLogin,
 }
 
 impl Table {
@@ -407,6 +421,8 @@ impl Table {
             Table::Streams => "streams",
             Table::AuditLog => "audit_log",
             Table::AgentCredential => "agent_credential",
+            Table::RecordingSession => "recording_session",
+            Table::ConsoleLogin => "console_login",
         }
     }
 }
@@ -422,5 +438,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_agent_access.sql"),
         include_str!("../../migrations/sqlite/0002_agent_access.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_review.sql"),
+        include_str!("../../migrations/sqlite/0003_review.sql"),
     ),
 ];

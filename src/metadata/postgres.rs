@@ -11,6 +11,8 @@
 //! prepared once per connection (`prepare_cached`); a segment's rows go in one statement (its
 //! segment row, every chunk row and every stream position, through `unnest` arrays).
 
+mod review;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -597,10 +599,29 @@ impl Pg {
                            INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) \
                            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING \
                          ), ch AS ( \
-                           INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) \
-                           SELECT a, s, st, q, $1, d \
-                           FROM unnest($6::text[], $7::bytea[], $8::int8[], $9::int8[], $10::bytea[]) AS u(a, s, st, q, d) \
+                           INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest, \
+                                               chunk_offset, chunk_len, capture_us, flags, dek_id) \
+                           SELECT a, s, st, q, $1, d, o, l, cu, f, k \
+                           FROM unnest($6::text[], $7::bytea[], $8::int8[], $9::int8[], $10::bytea[], \
+                                       $17::int8[], $18::int4[], $19::int8[], $20::int2[], $21::bytea[]) \
+                                AS u(a, s, st, q, d, o, l, cu, f, k) \
                            ON CONFLICT DO NOTHING \
+                           RETURNING agent_id, session_id, chunk_len, capture_us, flags, dek_id \
+                         ), rs AS ( \
+                           INSERT INTO recording_session (agent_id, session_id, first_capture_us, last_capture_us, \
+                                                          chunks, bytes, gaps, last_dek_id, updated_us) \
+                           SELECT agent_id, session_id, min(capture_us), max(capture_us), count(*), sum(chunk_len), \
+                                  count(*) FILTER (WHERE flags & 2 <> 0), \
+                                  (array_agg(dek_id ORDER BY capture_us DESC))[1], $22 \
+                           FROM ch GROUP BY agent_id, session_id ORDER BY agent_id, session_id \
+                           ON CONFLICT (agent_id, session_id) DO UPDATE SET \
+                           first_capture_us = LEAST(recording_session.first_capture_us, EXCLUDED.first_capture_us), \
+                           last_capture_us = GREATEST(recording_session.last_capture_us, EXCLUDED.last_capture_us), \
+                           chunks = recording_session.chunks + EXCLUDED.chunks, \
+                           bytes = recording_session.bytes + EXCLUDED.bytes, \
+                           gaps = recording_session.gaps + EXCLUDED.gaps, \
+                           last_dek_id = EXCLUDED.last_dek_id, \
+                           updated_us = EXCLUDED.updated_us \
                          ) \
                          INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) \
                          SELECT * FROM unnest($11::text[], $12::bytea[], $13::int8[], $14::int2[], $15::int8[], $16::int8[]) \
@@ -616,6 +637,12 @@ impl Pg {
                 let c_stream: Vec<i64> = ch.iter().map(|r| i64::from(r.stream.0)).collect();
                 let c_seq: Vec<i64> = ch.iter().map(|r| r.seq as i64).collect();
                 let c_digest: Vec<&[u8]> = ch.iter().map(|r| &r.digest[..]).collect();
+                let c_offset: Vec<i64> = ch.iter().map(|r| r.offset as i64).collect();
+                let c_len: Vec<i32> = ch.iter().map(|r| r.len as i32).collect();
+                let c_capture: Vec<i64> = ch.iter().map(|r| r.capture_us).collect();
+                let c_flags: Vec<i16> = ch.iter().map(|r| i16::from(r.flags)).collect();
+                let c_dek: Vec<&[u8]> = ch.iter().map(|r| &r.dek_id[..]).collect();
+                let now = now_us();
                 let mut streams: Vec<_> = s.streams.iter().collect();
                 streams.sort_by(|a, b| {
                     (a.agent.as_str(), a.session.0, a.stream.0).cmp(&(
@@ -650,6 +677,12 @@ impl Pg {
                         &s_kind,
                         &s_next,
                         &s_final,
+                        &c_offset,
+                        &c_len,
+                        &c_capture,
+                        &c_flags,
+                        &c_dek,
+                        &now,
                     ],
                 )
                 .await

@@ -1,6 +1,8 @@
 //! The embedded SQLite file: one connection behind a mutex, used from the blocking pool.
 //! WAL with `synchronous = FULL`, so a committed index row survives a crash.
 
+mod review;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,40 @@ use super::{
     MetaError, SegmentCommit, StreamRow, access_detail, now_us,
 };
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
+
+/// What a segment's newly indexed chunks add to one `recording_session` row.
+struct SessionAdd {
+    first_us: i64,
+    last_us: i64,
+    chunks: i64,
+    bytes: i64,
+    gaps: i64,
+    last_dek: [u8; 16],
+}
+
+impl SessionAdd {
+    fn new(dek: [u8; 16]) -> Self {
+        SessionAdd {
+            first_us: i64::MAX,
+            last_us: i64::MIN,
+            chunks: 0,
+            bytes: 0,
+            gaps: 0,
+            last_dek: dek,
+        }
+    }
+
+    fn add(&mut self, ch: &super::ChunkRow) {
+        self.first_us = self.first_us.min(ch.capture_us);
+        if ch.capture_us >= self.last_us {
+            self.last_us = ch.capture_us;
+            self.last_dek = ch.dek_id;
+        }
+        self.chunks += 1;
+        self.bytes += i64::from(ch.len);
+        self.gaps += i64::from(ch.flags & 2 != 0);
+    }
+}
 
 #[derive(Clone)]
 pub struct Lite {
@@ -241,10 +277,38 @@ impl Lite {
             )?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    "INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest, chunk_offset, chunk_len, capture_us, flags, dek_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
                 )?;
+                // Per recorded session, what the newly indexed chunks add to its summary row.
+                let mut sessions: std::collections::BTreeMap<(&str, [u8; 16]), SessionAdd> =
+                    Default::default();
                 for ch in &s.chunks {
-                    st.execute(params![ch.agent.as_str(), &ch.session.0[..], ch.stream.0, ch.seq as i64, &s.segment_id[..], &ch.digest[..]])?;
+                    let added = st.execute(params![
+                        ch.agent.as_str(), &ch.session.0[..], ch.stream.0, ch.seq as i64, &s.segment_id[..], &ch.digest[..],
+                        ch.offset as i64, ch.len, ch.capture_us, ch.flags, &ch.dek_id[..]
+                    ])?;
+                    if added > 0 {
+                        sessions
+                            .entry((ch.agent.as_str(), ch.session.0))
+                            .or_insert_with(|| SessionAdd::new(ch.dek_id))
+                            .add(ch);
+                    }
+                }
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO recording_session (agent_id, session_id, first_capture_us, last_capture_us, chunks, bytes, gaps, last_dek_id, updated_us) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT (agent_id, session_id) DO UPDATE SET \
+                     first_capture_us = MIN(recording_session.first_capture_us, excluded.first_capture_us), \
+                     last_capture_us = MAX(recording_session.last_capture_us, excluded.last_capture_us), \
+                     chunks = recording_session.chunks + excluded.chunks, bytes = recording_session.bytes + excluded.bytes, \
+                     gaps = recording_session.gaps + excluded.gaps, last_dek_id = excluded.last_dek_id, updated_us = excluded.updated_us",
+                )?;
+                let now = now_us();
+                for ((agent, session), a) in &sessions {
+                    st.execute(params![
+                        agent, &session[..], a.first_us, a.last_us, a.chunks, a.bytes, a.gaps, &a.last_dek[..], now
+                    ])?;
                 }
                 let mut st = tx.prepare_cached(
                     "INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \

@@ -92,6 +92,7 @@ async fn write_segment(
     let path = paths::segment(created, &id);
     let size = size as u64;
     let mut streams: BTreeMap<_, StreamUpdate> = BTreeMap::new();
+    let mut offset = crate::protocol::segment::HEADER_LEN as u64;
     let rows: Vec<ChunkRow> = batch
         .iter()
         .map(|w| {
@@ -110,13 +111,21 @@ async fn write_segment(
             if h.last {
                 u.final_seq = Some(h.seq);
             }
-            ChunkRow {
+            let len = w.chunk.len();
+            let row = ChunkRow {
                 agent: h.agent.clone(),
                 session: h.session,
                 stream: h.stream,
                 seq: h.seq,
                 digest: w.digest,
-            }
+                offset,
+                len: len as u32,
+                capture_us: h.capture_time_us,
+                flags: u8::from(h.last) | (u8::from(h.gap) << 1),
+                dek_id: h.dek_id.0,
+            };
+            offset += len as u64;
+            row
         })
         .collect();
     let put = store.put(path.clone(), parts).await;

@@ -98,6 +98,22 @@ pub async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, StoreErr
         .map_err(backend)
 }
 
+/// Bytes `start .. start + len` of an object (one chunk of a segment: never the whole object).
+pub async fn get_range(
+    store: &dyn ObjectStore,
+    path: &Path,
+    start: u64,
+    len: u32,
+) -> Result<Bytes, StoreError> {
+    store
+        .get_range(path, start..start + u64::from(len))
+        .await
+        .map_err(|source| StoreError::Backend {
+            path: path.to_string(),
+            source,
+        })
+}
+
 /// `get`, with an absent object as `None`.
 pub async fn get_opt(store: &dyn ObjectStore, path: &Path) -> Result<Option<Bytes>, StoreError> {
     match get(store, path).await {

@@ -1,0 +1,96 @@
+// The console server's API: JSON and ciphertext over fetch, same origin, with the login's
+// CSRF token on every state-changing request. The server only authorizes and serves stored
+// bytes; nothing secret is ever sent to it.
+
+let csrf = '';
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+  }
+}
+
+async function call(method, path, { json, binary } = {}) {
+  const headers = {};
+  if (method !== 'GET') headers['X-CSRF-Token'] = csrf;
+  if (json !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: json === undefined ? undefined : JSON.stringify(json),
+  });
+  if (!res.ok) {
+    let message = `${res.status} ${res.statusText}`;
+    try { message = (await res.json()).error || message; } catch { /* not JSON */ }
+    throw new ApiError(res.status, message);
+  }
+  if (res.status === 204) return null;
+  if (binary) return { bytes: new Uint8Array(await res.arrayBuffer()), headers: res.headers };
+  const type = res.headers.get('Content-Type') || '';
+  return type.includes('json') ? res.json() : res.text();
+}
+
+export async function login(user, password) {
+  const me = await call('POST', '/api/login', { json: { user, password } });
+  csrf = me.csrf;
+  return me;
+}
+
+export async function me() {
+  const m = await call('GET', '/api/me');
+  csrf = m.csrf;
+  return m;
+}
+
+export async function logout() {
+  await call('POST', '/api/logout');
+  csrf = '';
+}
+
+export const agents = () => call('GET', '/api/agents');
+
+export function sessions({ agent, sinceUs, untilUs, cursor, limit = 50 } = {}) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (agent) q.set('agent', agent);
+  if (sinceUs != null) q.set('since_us', String(sinceUs));
+  if (untilUs != null) q.set('until_us', String(untilUs));
+  if (cursor) q.set('cursor', cursor);
+  return call('GET', `/api/sessions?${q}`);
+}
+
+const base = (agentHex, session) => `/api/agents/${agentHex}/sessions/${session}`;
+
+export const session = (agentHex, id) => call('GET', base(agentHex, id));
+
+/** Index rows of a session (all streams, or `stream` from `fromSeq`). */
+export function index(agentHex, id, { stream, fromSeq = 0 } = {}) {
+  const q = new URLSearchParams({ from_seq: String(fromSeq) });
+  if (stream != null) q.set('stream', String(stream));
+  return call('GET', `${base(agentHex, id)}/index?${q}`);
+}
+
+/** Sealed chunks `fromSeq ..` of a stream, back to back: {bytes, lastSeq}. */
+export async function chunks(agentHex, id, stream, fromSeq, count) {
+  const q = new URLSearchParams({ from_seq: String(fromSeq), count: String(count) });
+  const r = await call('GET', `${base(agentHex, id)}/streams/${stream}/chunks?${q}`, { binary: true });
+  return { bytes: r.bytes, lastSeq: Number(r.headers.get('X-Sealstream-Last-Seq')) };
+}
+
+export async function dekRecord(dekHex) {
+  return (await call('GET', `/api/deks/${dekHex}`, { binary: true })).bytes;
+}
+
+export const keks = () => call('GET', '/api/keks');
+export const kekFile = (kekId, which) => call('GET', `/api/keks/${encodeURIComponent(kekId)}/${which}`);
+
+export const announceExport = (agentHex, id, what, fromUs, toUs) =>
+  call('POST', '/api/exports', { json: { agent_hex: agentHex, session: id, what, from_us: fromUs, to_us: toUs } });
+
+export function audit(before) {
+  const q = new URLSearchParams({ limit: '200' });
+  if (before) q.set('before', String(before));
+  return call('GET', `/api/audit?${q}`);
+}

@@ -1,0 +1,219 @@
+// One recorded session in the page: its index (what the server knows without keys), the keys
+// that open it (private key → DEKs → stream keys, all non-extractable CryptoKeys), and its
+// chunks fetched a few at a time by byte range, checked and opened here. Decoded frames are
+// kept in a small LRU cache, so memory stays bounded whatever the session's length.
+
+import * as api from './api.js';
+import { parseChunk, parseChunkAt, StreamKeys, KIND_FRAME, KIND_KEYSTROKES, FLAG_GAP } from './chunk.js';
+import { parseDekRecord, unwrapDek } from './dek.js';
+import { openPrivateKey, kekId } from './keyfile.js';
+import { parsePayload } from './payload.js';
+import { toHex, fromHex, equalBytes } from './hex.js';
+
+const FETCH_AHEAD = 8;
+const KEEP_FRAMES = 24;
+const SEALED_BYTES = 64 * 1024 * 1024;
+
+export class Recording {
+  constructor(summary) {
+    this.summary = summary;
+    this.agentHex = summary.agent_hex;
+    this.id = summary.session;
+    this.frameStream = summary.streams.find((s) => s.kind === KIND_FRAME)?.stream ?? null;
+    this.keyStream = summary.streams.find((s) => s.kind === KIND_KEYSTROKES)?.stream ?? null;
+    this.frames = []; // {seq, captureUs, gap, len}
+    this.keyRows = [];
+    this.gaps = [];
+    this.keys = null;
+    this.bitmaps = new Map(); // seq → Promise<{bitmap, name, captureUs}>
+    this.sealed = new Map(); // `${stream}/${seq}` → Uint8Array, dropped once opened
+    this.sealedBytes = 0;
+  }
+
+  get encrypted() { return this.summary.encrypted !== false; }
+  get unlocked() { return this.keys !== null; }
+
+  /** Read the index: every chunk's sequence number, capture time and DEK, no bytes. */
+  async loadIndex() {
+    const rows = [];
+    let fromSeq = 0;
+    for (;;) {
+      const r = await api.index(this.agentHex, this.id, { fromSeq });
+      rows.push(...r.chunks);
+      if (!r.more) break;
+      fromSeq = r.chunks[r.chunks.length - 1].seq + 1;
+    }
+    this.#addRows(rows);
+  }
+
+  #addRows(rows) {
+    // A chunk with an empty plaintext (the marker that ends a stream) is just its header and tag.
+    const emptyLen = 66 + this.agentHex.length / 2 + 16;
+    for (const r of rows) {
+      if (r.stream === this.frameStream && r.len === emptyLen && !((r.flags ?? 0) & FLAG_GAP)) continue;
+      const row = { seq: r.seq, captureUs: r.capture_us ?? 0, gap: ((r.flags ?? 0) & FLAG_GAP) !== 0, dekId: r.dek_id, len: r.len };
+      if (r.stream === this.frameStream) {
+        if (this.frames.length && this.frames[this.frames.length - 1].seq >= r.seq) continue;
+        (row.gap ? this.gaps : this.frames).push(row);
+      } else if (r.stream === this.keyStream) {
+        if (this.keyRows.length && this.keyRows[this.keyRows.length - 1].seq >= r.seq) continue;
+        this.keyRows.push(row);
+      }
+    }
+  }
+
+  /** New chunks indexed since the last look (live view): the number of new frames. */
+  async poll() {
+    const before = this.frames.length;
+    const next = (list) => (list.length ? list[list.length - 1].seq + 1 : 0);
+    for (const [stream, list] of [[this.frameStream, this.frames.concat(this.gaps).sort((a, b) => a.seq - b.seq)], [this.keyStream, this.keyRows]]) {
+      if (stream === null) continue;
+      const r = await api.index(this.agentHex, this.id, { stream, fromSeq: next(list) });
+      this.#addRows(r.chunks);
+    }
+    const s = await api.session(this.agentHex, this.id);
+    this.summary = s;
+    return this.frames.length - before;
+  }
+
+  /**
+   * Open the keys: the DEK records the index names, the KEK private key file (the registered
+   * one, or `keyFileText` the reviewer picked), opened with `passphrase`. Throws
+   * WrongPassphraseError, KeyFormError, UnwrapError or ApiError.
+   */
+  async unlock(passphrase, keyFileText) {
+    const dekIds = new Set([...this.frames, ...this.gaps, ...this.keyRows].map((r) => r.dekId).filter(Boolean));
+    const records = [];
+    for (const id of dekIds) records.push(parseDekRecord(await api.dekRecord(id)));
+    const byKek = new Map();
+    for (const rec of records) {
+      const id = rec.kekId;
+      if (!byKek.has(id)) byKek.set(id, []);
+      byKek.get(id).push(rec);
+    }
+    const known = new Map((await api.keks()).map((k) => [k.kek_id, k]));
+    const keys = new StreamKeys();
+    for (const [id, recs] of byKek) {
+      const kek = known.get(id);
+      let pem = keyFileText;
+      if (!pem) {
+        if (!kek || !kek.private_file) throw new Error(`KEK ${id} has no key file on the server: pick the private key file from your disk`);
+        // The public key names the KEK (a non-extractable private key cannot give its SPKI).
+        const pub = await api.kekFile(id, 'public');
+        if ((await kekId(pub)) !== id) throw new Error(`the server's public key file for ${id} has another KEK id`);
+        pem = await api.kekFile(id, 'private');
+      }
+      const privateKey = await openPrivateKey(pem, kek && !kek.priv_encrypted ? '' : passphrase);
+      for (const rec of recs) keys.addDek(rec, await unwrapDek(rec, privateKey));
+    }
+    this.keys = keys;
+  }
+
+  /** Forget every key and everything decrypted. */
+  lock() {
+    this.keys = null;
+    for (const p of this.bitmaps.values()) p.then((f) => f.bitmap?.close?.(), () => {});
+    this.bitmaps.clear();
+    this.sealed.clear();
+    this.sealedBytes = 0;
+  }
+
+  async #sealedChunk(stream, seq, count) {
+    const key = `${stream}/${seq}`;
+    if (!this.sealed.has(key)) {
+      const { bytes } = await api.chunks(this.agentHex, this.id, stream, seq, count);
+      let offset = 0;
+      let s = seq;
+      while (offset < bytes.length) {
+        const { length } = parseChunkAt(bytes, offset);
+        this.#keepSealed(`${stream}/${s}`, bytes.subarray(offset, offset + length));
+        offset += length;
+        s += 1;
+      }
+    }
+    const bytes = this.sealed.get(key);
+    if (!bytes) throw new Error(`chunk ${seq} of stream ${stream} was not served`);
+    this.sealed.delete(key);
+    this.sealedBytes -= bytes.length;
+    return bytes;
+  }
+
+  /** Fetched ahead, not yet opened: at most SEALED_BYTES, the oldest dropped first. */
+  #keepSealed(key, bytes) {
+    this.sealed.set(key, bytes);
+    this.sealedBytes += bytes.length;
+    while (this.sealedBytes > SEALED_BYTES && this.sealed.size > 1) {
+      const [oldest, b] = this.sealed.entries().next().value;
+      this.sealed.delete(oldest);
+      this.sealedBytes -= b.length;
+    }
+  }
+
+  /** Check that the server served the chunk asked for, then open it (its tag is checked). */
+  async #open(stream, seq, count) {
+    if (!this.keys) throw new Error('locked');
+    const bytes = await this.#sealedChunk(stream, seq, count);
+    const chunk = parseChunk(bytes);
+    if (chunk.streamId !== stream || chunk.seq !== BigInt(seq) || toHex(chunk.sessionId) !== this.id
+      || !equalBytes(chunk.agentBytes, fromHex(this.agentHex))) {
+      throw new Error(`the server answered with another chunk than ${stream}/${seq}: refusing it`);
+    }
+    return { chunk, payload: parsePayload(chunk, await this.keys.open(chunk)) };
+  }
+
+  /** Frame number `i` (of `frames`) decoded to an ImageBitmap, with its name and time. */
+  frame(i) {
+    const row = this.frames[i];
+    if (!row) return Promise.reject(new Error(`no frame ${i}`));
+    let p = this.bitmaps.get(row.seq);
+    if (!p) {
+      p = this.#decode(i);
+      this.bitmaps.set(row.seq, p);
+      p.catch(() => this.bitmaps.delete(row.seq));
+      while (this.bitmaps.size > KEEP_FRAMES) {
+        const [oldest, q] = this.bitmaps.entries().next().value;
+        this.bitmaps.delete(oldest);
+        q.then((f) => f.bitmap?.close?.(), () => {});
+      }
+    } else {
+      this.bitmaps.delete(row.seq);
+      this.bitmaps.set(row.seq, p);
+    }
+    return p;
+  }
+
+  async #decode(i) {
+    const row = this.frames[i];
+    const ahead = this.frames.slice(i, i + FETCH_AHEAD);
+    let count = 1;
+    while (count < ahead.length && ahead[count].seq === row.seq + count) count += 1;
+    const { payload } = await this.#open(this.frameStream, row.seq, count);
+    if (payload.type !== 'frame') return { bitmap: null, name: '', captureUs: row.captureUs, image: null };
+    const { frame } = payload;
+    let bitmap = null;
+    try {
+      bitmap = await createImageBitmap(new Blob([frame.image], { type: frame.mime }));
+    } catch {
+      // Authentic, but not an image this browser decodes (the player says so on the canvas).
+    }
+    return { bitmap, name: frame.name, captureUs: row.captureUs, image: frame.image, mime: frame.mime };
+  }
+
+  /** Every keystroke event, in order: {timeUs, line, event, seq}. */
+  async keystrokes(fromIndex = 0) {
+    const out = [];
+    for (let i = fromIndex; i < this.keyRows.length; i += 1) {
+      const row = this.keyRows[i];
+      let count = 1;
+      while (count < 64 && this.keyRows[i + count]?.seq === row.seq + count) count += 1;
+      const { payload } = await this.#open(this.keyStream, row.seq, count);
+      if (payload.type === 'keystrokes') {
+        for (const l of payload.lines) {
+          const ts = l.event && typeof l.event.ts === 'number' ? l.event.ts * 1000 : row.captureUs;
+          out.push({ timeUs: ts, line: l.raw, event: l.event, seq: row.seq });
+        }
+      }
+    }
+    return out;
+  }
+}

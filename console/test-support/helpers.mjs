@@ -1,0 +1,94 @@
+// Shared test helpers: the vectors of tests/vectors, and a small stream verifier (docs/format.md
+// "Verifying a stream") used to check the negative vectors.
+
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { openPrivateKey } from '../assets/js/keyfile.js';
+import { parseDekRecord, unwrapDek } from '../assets/js/dek.js';
+import { StreamKeys, TamperedError, nonce, parseChunk, streamKeyInfo } from '../assets/js/chunk.js';
+import { parseGap } from '../assets/js/payload.js';
+import { concat, equalBytes, fromHex, u16be, u32be, utf8, view } from '../assets/js/hex.js';
+
+export const VECTORS_DIR = fileURLToPath(new URL('../../tests/vectors/', import.meta.url));
+export const vectors = JSON.parse(readFileSync(VECTORS_DIR + 'vectors.json', 'utf8'));
+export const kekPem = readFileSync(VECTORS_DIR + vectors.kek_private, 'utf8');
+export const kekPublicPem = readFileSync(VECTORS_DIR + vectors.kek_public, 'utf8');
+/** The passphrase file's text without one trailing "\n" or "\r\n". */
+export const passphrase = readFileSync(VECTORS_DIR + vectors.passphrase_file, 'utf8').replace(/\r?\n$/, '');
+
+let opened;
+/** {privateKey, record, dek, keys: StreamKeys} for the vectors, made once. */
+export function vectorKeys() {
+  opened ??= (async () => {
+    const privateKey = await openPrivateKey(kekPem, passphrase);
+    const record = parseDekRecord(fromHex(vectors.dek_record));
+    const dek = await unwrapDek(record, privateKey);
+    const keys = new StreamKeys();
+    keys.addDek(record, dek);
+    return { privateKey, record, dek, keys };
+  })();
+  return opened;
+}
+
+/**
+ * Verify the chunks (bytes) of one stream: {status: 'complete' | 'incomplete' | 'tampered', detail}.
+ */
+export async function verifyStream(chunkBytes, keys) {
+  const bySeq = new Map();
+  for (const bytes of chunkBytes) {
+    const c = parseChunk(bytes);
+    const same = bySeq.get(c.seq);
+    if (same && !equalBytes(same.bytes, c.bytes)) return tampered(`two different chunks ${c.seq}`);
+    bySeq.set(c.seq, c);
+  }
+  const chunks = [...bySeq.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1));
+  let expect = 0n;
+  let final = false;
+  for (const c of chunks) {
+    if (final) return tampered(`chunk ${c.seq} follows the final chunk`);
+    if (c.kind !== chunks[0].kind) return tampered(`chunk ${c.seq} has another kind`);
+    let plain;
+    try {
+      plain = await keys.open(c);
+    } catch (err) {
+      if (err instanceof TamperedError) return tampered(err.message);
+      throw err;
+    }
+    if (c.gap) {
+      const gap = parseGap(plain);
+      if (gap.firstSeq !== expect || gap.lastSeq + 1n !== c.seq) return tampered(`gap record ${c.seq} does not match the hole`);
+    } else if (c.seq !== expect) {
+      return tampered(`chunks ${expect}..${c.seq - 1n} are missing`);
+    }
+    expect = c.seq + 1n;
+    final = c.final;
+  }
+  return { status: final ? 'complete' : 'incomplete', detail: '' };
+}
+
+function tampered(detail) {
+  return { status: 'tampered', detail };
+}
+
+/**
+ * Seal a chunk under the vector DEK (whose bytes vectors.json publishes), for tests that need
+ * chunks the vectors lack. `h` overrides the fields of the first vector chunk.
+ */
+export async function sealChunk(h, plaintext) {
+  const base = parseChunk(fromHex(vectors.chunks[0].sealed));
+  const f = { ...base, ...h };
+  const agentBytes = h.agent !== undefined ? utf8(h.agent) : base.agentBytes;
+  const flags = h.flags ?? ((f.final ? 1 : 0) | (f.gap ? 2 : 0));
+  const fixed = new Uint8Array(16); // seq u64 | capture_time_us i64
+  view(fixed).setBigUint64(0, BigInt(f.seq));
+  view(fixed).setBigInt64(8, BigInt(f.captureUs));
+  const aad = concat(utf8('SSCK'), new Uint8Array([1, 1, f.kind, flags]), f.dekId, f.sessionId, u32be(f.streamId),
+    fixed, u16be(agentBytes.length), agentBytes, u32be(plaintext.length + 16));
+  const subtle = globalThis.crypto.subtle;
+  const ikm = await subtle.importKey('raw', fromHex(vectors.dek), 'HKDF', false, ['deriveKey']);
+  const key = await subtle.deriveKey(
+    { name: 'HKDF', hash: 'SHA-256', salt: f.dekId, info: streamKeyInfo(f.sessionId, f.streamId, f.kind, agentBytes) },
+    ikm, { name: 'AES-GCM', length: 256 }, false, ['encrypt']);
+  const ct = await subtle.encrypt({ name: 'AES-GCM', iv: nonce(f.seq, flags & 1), additionalData: aad }, key, plaintext);
+  return concat(aad, new Uint8Array(ct));
+}

@@ -1,0 +1,330 @@
+//! What the review console reads and writes: recorded sessions and where their chunks are,
+//! DEK records by id, console accounts and logins, audit rows with the caller's address.
+//! The SQL itself is in `postgres::review` and `sqlite::review`.
+
+use super::{MetaError, Metadata};
+
+/// A console account's role: admins see every agent, the audit log and manage nothing else
+/// from the page; reviewers see only the agents their patterns grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Reviewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Reviewer => "reviewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "reviewer" => Some(Role::Reviewer),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `console_user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleUser {
+    pub name: String,
+    pub role: Role,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    /// Agent patterns a reviewer may see (`*` matches any run of characters).
+    pub agents: Vec<String>,
+    pub created_us: i64,
+    pub disabled_us: Option<i64>,
+}
+
+/// One row of `console_login` (the cookie's token is kept only as its SHA-256).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub token_sha256: [u8; 32],
+    pub user: String,
+    pub csrf: String,
+    pub address: String,
+    pub created_us: i64,
+    pub last_seen_us: i64,
+}
+
+/// Which sessions to list: newest last capture first, `limit` of them, after a cursor.
+#[derive(Clone, Debug, Default)]
+pub struct SessionQuery {
+    /// `None`: every agent (admins); `Some(patterns)`: only agents matching one of them.
+    pub allowed: Option<Vec<String>>,
+    pub agent: Option<String>,
+    /// Sessions whose captures overlap `[since_us, until_us]`.
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    /// Continue after this (last_capture_us, agent, session) of the previous page.
+    pub before: Option<(i64, String, [u8; 16])>,
+    pub limit: u32,
+}
+
+/// A stream of a session, as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamState {
+    pub stream: u32,
+    pub kind: u8,
+    pub next_seq: u64,
+    pub final_seq: Option<u64>,
+}
+
+/// One row of `recording_session` with its streams and whether its KEK is a customer's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub agent: String,
+    pub session: [u8; 16],
+    pub first_capture_us: i64,
+    pub last_capture_us: i64,
+    pub chunks: i64,
+    pub bytes: i64,
+    pub gaps: i64,
+    pub updated_us: i64,
+    /// `Some(true)` when the newest DEK is wrapped to a customer (E2EE) KEK.
+    pub encrypted: Option<bool>,
+    pub streams: Vec<StreamState>,
+}
+
+/// Where one chunk's bytes are: a byte range of a segment object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub stream: u32,
+    pub seq: u64,
+    pub object_key: String,
+    /// `None` for chunks indexed before byte ranges were recorded (migration 3).
+    pub range: Option<(u64, u32)>,
+    pub capture_us: Option<i64>,
+    pub flags: Option<u8>,
+    pub dek_id: Option<[u8; 16]>,
+}
+
+/// One `audit_log` row.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+    pub address: Option<String>,
+}
+
+/// Does `agent` match `pattern` (`*` any run of characters, everything else literal)?
+pub fn agent_matches(pattern: &str, agent: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == agent;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !agent.starts_with(first) || agent.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &agent[first.len()..agent.len() - last.len()];
+    if !agent.ends_with(last) {
+        return false;
+    }
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A pattern as SQL `LIKE ... ESCAPE '\'`.
+pub(super) fn like_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    for c in pattern.chars() {
+        match c {
+            '*' => out.push('%'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Metadata {
+    /// A page of recorded sessions, newest first.
+    pub async fn sessions(&self, q: SessionQuery) -> Result<Vec<SessionSummary>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.sessions(q).await,
+            Metadata::Sqlite(s) => s.sessions(q).await,
+        }
+    }
+
+    /// One session's summary (`None` when unknown).
+    pub async fn session(
+        &self,
+        agent: &str,
+        session: [u8; 16],
+    ) -> Result<Option<SessionSummary>, MetaError> {
+        let q = SessionQuery {
+            agent: Some(agent.to_owned()),
+            ..Default::default()
+        };
+        match self {
+            Metadata::Postgres(p) => p.session(q, session).await,
+            Metadata::Sqlite(s) => s.session(q, session).await,
+        }
+    }
+
+    /// Agents with recordings (those `allowed` match), their session counts and last capture.
+    pub async fn recorded_agents(
+        &self,
+        allowed: Option<Vec<String>>,
+    ) -> Result<Vec<(String, i64, i64)>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.recorded_agents(allowed).await,
+            Metadata::Sqlite(s) => s.recorded_agents(allowed).await,
+        }
+    }
+
+    /// A session's chunks of `stream` (all streams when `None`) from `from_seq`, in order.
+    pub async fn chunk_locations(
+        &self,
+        agent: &str,
+        session: [u8; 16],
+        stream: Option<u32>,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ChunkLocation>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => {
+                p.chunk_locations(agent.to_owned(), session, stream, from_seq, limit)
+                    .await
+            }
+            Metadata::Sqlite(s) => {
+                s.chunk_locations(agent.to_owned(), session, stream, from_seq, limit)
+                    .await
+            }
+        }
+    }
+
+    /// A DEK record's owner and bytes, by DEK id.
+    pub async fn dek_record(
+        &self,
+        dek_id: [u8; 16],
+    ) -> Result<Option<(String, Vec<u8>)>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.dek_record(dek_id).await,
+            Metadata::Sqlite(s) => s.dek_record(dek_id).await,
+        }
+    }
+
+    pub async fn console_user(&self, name: &str) -> Result<Option<ConsoleUser>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.console_user(name.to_owned()).await,
+            Metadata::Sqlite(s) => s.console_user(name.to_owned()).await,
+        }
+    }
+
+    pub async fn console_users(&self) -> Result<Vec<ConsoleUser>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.console_users().await,
+            Metadata::Sqlite(s) => s.console_users().await,
+        }
+    }
+
+    /// Insert a new account, or replace an existing one's role, hash, agents and disabled
+    /// time; the audit row (`actor`, `action`) is written in the same transaction. `new_only`
+    /// refuses to overwrite: `Ok(false)` when the name is taken.
+    pub async fn put_console_user(
+        &self,
+        user: ConsoleUser,
+        new_only: bool,
+        actor: &str,
+        action: &str,
+    ) -> Result<bool, MetaError> {
+        let (actor, action) = (actor.to_owned(), action.to_owned());
+        match self {
+            Metadata::Postgres(p) => p.put_console_user(user, new_only, actor, action).await,
+            Metadata::Sqlite(s) => s.put_console_user(user, new_only, actor, action).await,
+        }
+    }
+
+    pub async fn insert_login(&self, login: Login) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.insert_login(login).await,
+            Metadata::Sqlite(s) => s.insert_login(login).await,
+        }
+    }
+
+    /// The login with this token hash, its last-seen time moved to `now_us` when it is still
+    /// within `idle_us`; a login idle longer is deleted and `None` returned.
+    pub async fn touch_login(
+        &self,
+        token_sha256: [u8; 32],
+        now_us: i64,
+        idle_us: i64,
+    ) -> Result<Option<Login>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.touch_login(token_sha256, now_us, idle_us).await,
+            Metadata::Sqlite(s) => s.touch_login(token_sha256, now_us, idle_us).await,
+        }
+    }
+
+    pub async fn delete_login(&self, token_sha256: [u8; 32]) -> Result<(), MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.delete_login(token_sha256).await,
+            Metadata::Sqlite(s) => s.delete_login(token_sha256).await,
+        }
+    }
+
+    /// An audit row with the caller's address.
+    pub async fn audit_from(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        address: &str,
+    ) -> Result<(), MetaError> {
+        let v = [actor, action, detail, address].map(str::to_owned);
+        match self {
+            Metadata::Postgres(p) => p.audit_from(v).await,
+            Metadata::Sqlite(s) => s.audit_from(v).await,
+        }
+    }
+
+    /// The newest audit rows, `limit` of them, with ids below `before`.
+    pub async fn audit_rows(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.audit_rows(before, limit).await,
+            Metadata::Sqlite(s) => s.audit_rows(before, limit).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_patterns_match_as_globs() {
+        assert!(agent_matches("ts-01", "ts-01"));
+        assert!(!agent_matches("ts-01", "ts-011"));
+        assert!(agent_matches("ts-*", "ts-01"));
+        assert!(agent_matches("*", "anything"));
+        assert!(agent_matches("*-vdi-*", "eu-vdi-7"));
+        assert!(!agent_matches("ts-*", "vdi-1"));
+        assert!(!agent_matches("a*a", "a"));
+        assert!(agent_matches("a*a", "aa"));
+        assert_eq!(like_pattern("ts_1*%"), "ts\\_1%\\%");
+    }
+}

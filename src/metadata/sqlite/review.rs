@@ -1,0 +1,387 @@
+//! The review console's SQL on the embedded SQLite file.
+
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+
+use super::Lite;
+use crate::metadata::MetaError;
+use crate::metadata::review::{
+    AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary, StreamState,
+    like_pattern,
+};
+
+const SESSION_COLUMNS: &str = "r.agent_id, r.session_id, r.first_capture_us, r.last_capture_us, r.chunks, r.bytes, r.gaps, r.updated_us, \
+     (SELECT k.priv_encrypted FROM encryption_dek d JOIN encryption_kek k ON k.fingerprint = d.kek_fingerprint \
+      WHERE d.dek_id = r.last_dek_id LIMIT 1)";
+
+fn bytes16(v: Vec<u8>) -> Result<[u8; 16], MetaError> {
+    v.try_into()
+        .map_err(|_| MetaError::Row("id is not 16 bytes".into()))
+}
+
+fn summary(r: &Row) -> rusqlite::Result<(SessionSummary, Vec<u8>)> {
+    Ok((
+        SessionSummary {
+            agent: r.get(0)?,
+            session: [0; 16],
+            first_capture_us: r.get(2)?,
+            last_capture_us: r.get(3)?,
+            chunks: r.get(4)?,
+            bytes: r.get(5)?,
+            gaps: r.get(6)?,
+            updated_us: r.get(7)?,
+            encrypted: r.get(8)?,
+            streams: Vec::new(),
+        },
+        r.get(1)?,
+    ))
+}
+
+fn user(r: &Row) -> rusqlite::Result<(ConsoleUser, String)> {
+    let agents: String = r.get(3)?;
+    Ok((
+        ConsoleUser {
+            name: r.get(0)?,
+            role: Role::Reviewer,
+            password_hash: r.get(2)?,
+            agents: agents.lines().map(str::to_owned).collect(),
+            created_us: r.get(4)?,
+            disabled_us: r.get(5)?,
+        },
+        r.get(1)?,
+    ))
+}
+
+fn with_role((mut u, role): (ConsoleUser, String)) -> Result<ConsoleUser, MetaError> {
+    u.role = Role::parse(&role).ok_or_else(|| MetaError::Row(format!("unknown role {role:?}")))?;
+    Ok(u)
+}
+
+const USER_COLUMNS: &str = "name, role, password_hash, agents, created_us, disabled_us";
+
+impl Lite {
+    pub async fn sessions(&self, q: SessionQuery) -> Result<Vec<SessionSummary>, MetaError> {
+        self.session_rows(q, None).await
+    }
+
+    pub async fn session(
+        &self,
+        q: SessionQuery,
+        session: [u8; 16],
+    ) -> Result<Option<SessionSummary>, MetaError> {
+        Ok(self.session_rows(q, Some(session)).await?.pop())
+    }
+
+    async fn session_rows(
+        &self,
+        q: SessionQuery,
+        one: Option<[u8; 16]>,
+    ) -> Result<Vec<SessionSummary>, MetaError> {
+        self.with(move |c| {
+            let mut sql = format!("SELECT {SESSION_COLUMNS} FROM recording_session r WHERE 1 = 1");
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(a) = &q.agent {
+                sql.push_str(" AND r.agent_id = ?");
+                args.push(Value::Text(a.clone()));
+            }
+            if let Some(s) = q.since_us {
+                sql.push_str(" AND r.last_capture_us >= ?");
+                args.push(Value::Integer(s));
+            }
+            if let Some(u) = q.until_us {
+                sql.push_str(" AND r.first_capture_us <= ?");
+                args.push(Value::Integer(u));
+            }
+            if let Some(allowed) = &q.allowed {
+                if allowed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ors: Vec<&str> = allowed.iter().map(|_| "r.agent_id LIKE ? ESCAPE '\\'").collect();
+                sql.push_str(&format!(" AND ({})", ors.join(" OR ")));
+                args.extend(allowed.iter().map(|p| Value::Text(like_pattern(p))));
+            }
+            if let Some((at, agent, session)) = &q.before {
+                sql.push_str(" AND (r.last_capture_us, r.agent_id, r.session_id) < (?, ?, ?)");
+                args.extend([Value::Integer(*at), Value::Text(agent.clone()), Value::Blob(session.to_vec())]);
+            }
+            if let Some(s) = one {
+                sql.push_str(" AND r.session_id = ?");
+                args.push(Value::Blob(s.to_vec()));
+            }
+            sql.push_str(" ORDER BY r.last_capture_us DESC, r.agent_id DESC, r.session_id DESC LIMIT ?");
+            args.push(Value::Integer(i64::from(if one.is_some() { 1 } else { q.limit.max(1) })));
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params_from_iter(args), summary)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (mut s, session) = r?;
+                s.session = bytes16(session)?;
+                out.push(s);
+            }
+            let mut st = c.prepare_cached(
+                "SELECT stream_id, kind, next_seq, final_seq FROM streams WHERE agent_id = ?1 AND session_id = ?2 ORDER BY stream_id",
+            )?;
+            for s in &mut out {
+                s.streams = st
+                    .query_map(params![s.agent, &s.session[..]], |r| {
+                        Ok(StreamState {
+                            stream: r.get::<_, i64>(0)? as u32,
+                            kind: r.get::<_, i64>(1)? as u8,
+                            next_seq: r.get::<_, i64>(2)? as u64,
+                            final_seq: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn recorded_agents(
+        &self,
+        allowed: Option<Vec<String>>,
+    ) -> Result<Vec<(String, i64, i64)>, MetaError> {
+        self.with(move |c| {
+            let mut sql =
+                "SELECT agent_id, count(*), max(last_capture_us) FROM recording_session".to_owned();
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(allowed) = &allowed {
+                if allowed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ors: Vec<&str> = allowed
+                    .iter()
+                    .map(|_| "agent_id LIKE ? ESCAPE '\\'")
+                    .collect();
+                sql.push_str(&format!(" WHERE {}", ors.join(" OR ")));
+                args.extend(allowed.iter().map(|p| Value::Text(like_pattern(p))));
+            }
+            sql.push_str(" GROUP BY agent_id ORDER BY agent_id");
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn chunk_locations(
+        &self,
+        agent: String,
+        session: [u8; 16],
+        stream: Option<u32>,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ChunkLocation>, MetaError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT c.stream_id, c.seq, s.object_key, c.chunk_offset, c.chunk_len, c.capture_us, c.flags, c.dek_id \
+                 FROM chunks c JOIN segments s ON s.segment_id = c.segment_id \
+                 WHERE c.agent_id = ?1 AND c.session_id = ?2 AND (?3 IS NULL OR c.stream_id = ?3) AND c.seq >= ?4 \
+                 ORDER BY c.stream_id, c.seq LIMIT ?5",
+            )?;
+            let rows = st.query_map(
+                params![agent, &session[..], stream.map(i64::from), from_seq as i64, i64::from(limit)],
+                |r| {
+                    let offset: Option<i64> = r.get(3)?;
+                    let len: Option<i64> = r.get(4)?;
+                    Ok((
+                        ChunkLocation {
+                            stream: r.get::<_, i64>(0)? as u32,
+                            seq: r.get::<_, i64>(1)? as u64,
+                            object_key: r.get(2)?,
+                            range: offset.zip(len).map(|(o, l)| (o as u64, l as u32)),
+                            capture_us: r.get(5)?,
+                            flags: r.get::<_, Option<i64>>(6)?.map(|f| f as u8),
+                            dek_id: None,
+                        },
+                        r.get::<_, Option<Vec<u8>>>(7)?,
+                    ))
+                },
+            )?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (mut loc, dek) = r?;
+                loc.dek_id = dek.map(bytes16).transpose()?;
+                out.push(loc);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn dek_record(
+        &self,
+        dek_id: [u8; 16],
+    ) -> Result<Option<(String, Vec<u8>)>, MetaError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT agent_id, record FROM encryption_dek WHERE dek_id = ?1",
+                [&dek_id[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn console_user(&self, name: String) -> Result<Option<ConsoleUser>, MetaError> {
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM console_user WHERE name = ?1"),
+                [name],
+                user,
+            )
+            .optional()?
+            .map(with_role)
+            .transpose()
+        })
+        .await
+    }
+
+    pub async fn console_users(&self) -> Result<Vec<ConsoleUser>, MetaError> {
+        self.with(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {USER_COLUMNS} FROM console_user ORDER BY name"
+            ))?;
+            let rows = st.query_map([], user)?;
+            rows.map(|r| with_role(r?)).collect()
+        })
+        .await
+    }
+
+    pub async fn put_console_user(
+        &self,
+        u: ConsoleUser,
+        new_only: bool,
+        actor: String,
+        action: String,
+    ) -> Result<bool, MetaError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let sql = if new_only {
+                "INSERT INTO console_user (name, role, password_hash, agents, created_us, disabled_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING"
+            } else {
+                "INSERT INTO console_user (name, role, password_hash, agents, created_us, disabled_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
+                 password_hash = excluded.password_hash, agents = excluded.agents, disabled_us = excluded.disabled_us"
+            };
+            let n = tx.execute(
+                sql,
+                params![u.name, u.role.as_str(), u.password_hash, u.agents.join("\n"), u.created_us, u.disabled_us],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            let detail = format!(
+                "user={} role={} agents=[{}] disabled={}",
+                u.name,
+                u.role.as_str(),
+                u.agents.join(","),
+                u.disabled_us.is_some()
+            );
+            tx.execute(
+                "INSERT INTO audit_log (actor, action, detail) VALUES (?1, ?2, ?3)",
+                params![actor, action, detail],
+            )?;
+            if u.disabled_us.is_some() {
+                tx.execute("DELETE FROM console_login WHERE user_name = ?1", [&u.name])?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn insert_login(&self, l: Login) -> Result<(), MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO console_login (token_sha256, user_name, csrf, address, created_us, last_seen_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![&l.token_sha256[..], l.user, l.csrf, l.address, l.created_us, l.last_seen_us],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn touch_login(
+        &self,
+        token: [u8; 32],
+        now: i64,
+        idle: i64,
+    ) -> Result<Option<Login>, MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM console_login WHERE last_seen_us < ?1",
+                [now - idle],
+            )?;
+            Ok(c.query_row(
+                "UPDATE console_login SET last_seen_us = ?2 WHERE token_sha256 = ?1 \
+                 RETURNING user_name, csrf, address, created_us, last_seen_us",
+                params![&token[..], now],
+                |r| {
+                    Ok(Login {
+                        token_sha256: token,
+                        user: r.get(0)?,
+                        csrf: r.get(1)?,
+                        address: r.get(2)?,
+                        created_us: r.get(3)?,
+                        last_seen_us: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn delete_login(&self, token: [u8; 32]) -> Result<(), MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM console_login WHERE token_sha256 = ?1",
+                [&token[..]],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn audit_from(&self, v: [String; 4]) -> Result<(), MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (actor, action, detail, address) VALUES (?1, ?2, ?3, ?4)",
+                params![v[0], v[1], v[2], v[3]],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn audit_rows(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, MetaError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, at, actor, action, detail, address FROM audit_log \
+                 WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![before, i64::from(limit)], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    address: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}

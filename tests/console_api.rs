@@ -1,0 +1,354 @@
+//! The review console's server side, over real HTTP against the real server's database and
+//! store (SQLite and PostgreSQL): logins (argon2id, cookie flags, throttling, CSRF, logout,
+//! disabled accounts, idle expiry), grants (a reviewer sees only their agents; anything else
+//! is 404 and audited), ciphertext served as single chunks by byte range that open to what
+//! the agent recorded, and the audit log written before anything is served (fail-closed).
+
+mod common;
+
+use common::agents::{run_agent, spec};
+use common::console::{Http, add_user, start};
+use common::server::{Backend, Env};
+use sealstream::crypto::{Dek, StreamKey};
+use sealstream::metadata::{Role, now_us};
+use sealstream::protocol::{AgentId, DekRecord, SealedChunk, SessionId, StreamId};
+use sha2::{Digest, Sha256};
+
+const ANN: &str = "ann-admin-password";
+const RITA: &str = "rita-reviewer-password";
+
+async fn recorded(backend: Backend) -> (Env, Vec<sealstream::agent::AgentReport>) {
+    let env = Env::start(backend, true).await;
+    let mut reports = Vec::new();
+    for name in ["ts-01", "vdi-01"] {
+        reports.push(run_agent(env.enroll(name), spec(1, 1.0)).await);
+    }
+    let md = &env.server().metadata;
+    add_user(md, "ann", Role::Admin, &[], ANN).await;
+    add_user(md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
+    (env, reports)
+}
+
+async fn actions(env: &Env) -> Vec<(String, String, String, Option<String>)> {
+    env.server()
+        .metadata
+        .audit_rows(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.actor, r.action, r.detail, r.address))
+        .collect()
+}
+
+async fn logins_grants_and_audit(backend: Backend) {
+    let (env, _) = recorded(backend).await;
+    let console = start(&env, |c| c.max_failed_logins = 3).await;
+    let anon = Http::new(console.addr);
+
+    // The page: our own script only, no framing.
+    let page = anon.get("/").await;
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    assert!(String::from_utf8_lossy(&page.body).contains("/assets/js/app.js"));
+    assert_eq!(anon.get("/assets/js/chunk.js").await.status, 200);
+    assert_eq!(anon.get("/assets/js/../../Cargo.toml").await.status, 404);
+
+    // Nothing without a login.
+    let r = anon.get("/api/sessions").await;
+    assert_eq!(r.status, 401, "{r:?}");
+
+    // Wrong password and unknown user: the same answer; the third failure throttles, even
+    // the right password then waits.
+    let mut rita = Http::new(console.addr);
+    for _ in 0..3 {
+        let r = rita.login("rita", "not her password").await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["error"], "wrong user name or password");
+    }
+    assert_eq!(rita.login("nobody", "whatever").await.status, 401);
+    let r = rita.login("rita", RITA).await;
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+
+    // Ann logs in: an HttpOnly, SameSite=Strict cookie (not Secure on loopback HTTP).
+    let mut ann = Http::new(console.addr);
+    let r = ann.login("ann", ANN).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert_eq!(r.json()["role"], "admin");
+    let all = ann.get("/api/sessions").await.json();
+    let agents: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["agent"].as_str().unwrap())
+        .collect();
+    assert!(
+        agents.contains(&"ts-01") && agents.contains(&"vdi-01"),
+        "{agents:?}"
+    );
+    for s in all["sessions"].as_array().unwrap() {
+        assert_eq!(s["encrypted"], true, "E2EE sessions carry the marker");
+        assert_eq!(s["state"], "complete", "{s}");
+        assert!(s["chunks"].as_i64().unwrap() > 0 && s["bytes"].as_i64().unwrap() > 0);
+    }
+
+    // Rita, granted ts-*, sees ts-01 only; vdi-01's session, index, chunks and DEK are 404.
+    // (Throttling is per console process: a second console lets her in at once.)
+    drop(rita);
+    let console2 = start(&env, |_| {}).await;
+    let mut rita = Http::new(console2.addr);
+    assert_eq!(rita.login("rita", RITA).await.status, 200);
+    let mine = rita.get("/api/sessions").await.json();
+    let seen: Vec<&str> = mine["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["agent"].as_str().unwrap())
+        .collect();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| *a == "ts-01"),
+        "{seen:?}"
+    );
+    let agents = rita.get("/api/agents").await.json();
+    assert_eq!(agents.as_array().unwrap().len(), 1, "{agents}");
+    let vdi = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["agent"] == "vdi-01")
+        .unwrap();
+    let base = format!(
+        "/api/agents/{}/sessions/{}",
+        vdi["agent_hex"].as_str().unwrap(),
+        vdi["session"].as_str().unwrap()
+    );
+    for path in [
+        base.clone(),
+        format!("{base}/index"),
+        format!("{base}/streams/0/chunks?from_seq=0&count=4"),
+        "/api/audit".to_owned(),
+    ] {
+        assert_eq!(rita.get(&path).await.status, 404, "{path}");
+    }
+    let vdi_index = ann.get(&format!("{base}/index")).await.json();
+    let vdi_dek = vdi_index["chunks"][0]["dek_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ann.get(&format!("/api/deks/{vdi_dek}")).await.status, 200);
+    assert_eq!(rita.get(&format!("/api/deks/{vdi_dek}")).await.status, 404);
+    let rita_filter = rita.get("/api/sessions?agent=vdi-01").await.json();
+    assert_eq!(rita_filter["sessions"].as_array().unwrap().len(), 0);
+
+    // State changes need the CSRF token.
+    let r = rita.request_with("POST", "/api/logout", None, false).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(rita.request("POST", "/api/logout", None).await.status, 204);
+    assert_eq!(rita.get("/api/me").await.status, 401, "logged out");
+
+    // The admin sees the audit log: every login, failure, list and refusal, with an address.
+    let audit = ann.get("/api/audit").await.json();
+    assert!(audit.as_array().unwrap().len() > 5);
+    let rows = actions(&env).await;
+    let has = |actor: &str, action: &str| rows.iter().any(|r| r.0 == actor && r.1 == action);
+    assert!(has("rita", "login_failed") && has("rita", "login_throttled"));
+    assert!(has("nobody", "login_failed"));
+    assert!(has("ann", "login") && has("rita", "login") && has("rita", "logout"));
+    assert!(has("ann", "list_sessions") && has("ann", "fetch_dek"));
+    let denied: Vec<_> = rows
+        .iter()
+        .filter(|r| r.0 == "rita" && r.1 == "denied")
+        .collect();
+    assert!(denied.len() >= 5, "{denied:?}");
+    assert!(denied.iter().all(|r| r.3.as_deref() == Some("127.0.0.1")));
+
+    // A disabled account is logged out at once and cannot log in.
+    let md = &env.server().metadata;
+    let mut u = md.console_user("ann").await.unwrap().unwrap();
+    u.disabled_us = Some(now_us());
+    md.put_console_user(u, false, "test", "user_disable")
+        .await
+        .unwrap();
+    assert_eq!(ann.get("/api/me").await.status, 401);
+    assert_eq!(ann.login("ann", ANN).await.status, 401);
+
+    console.stop().await;
+    console2.stop().await;
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn logins_grants_and_audit_sqlite() {
+    logins_grants_and_audit(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn logins_grants_and_audit_postgres() {
+    logins_grants_and_audit(Backend::Postgres).await;
+}
+
+async fn ciphertext_by_byte_range(backend: Backend) {
+    let (env, reports) = recorded(backend).await;
+    let console = start(&env, |_| {}).await;
+    let mut ann = Http::new(console.addr);
+    assert_eq!(ann.login("ann", ANN).await.status, 200);
+    let key = env.private_key();
+    let ts = &reports[0];
+    for s in &ts.sessions {
+        let session_hex = hex::encode(s.session.0);
+        let base = format!(
+            "/api/agents/{}/sessions/{session_hex}",
+            hex::encode("ts-01")
+        );
+        let index = ann.get(&format!("{base}/index?stream=0")).await.json();
+        let rows = index["chunks"].as_array().unwrap();
+        // One row per frame, and the empty chunk that ends a synthetic stream.
+        assert!(
+            rows.len() == s.frames.len() || rows.len() == s.frames.len() + 1,
+            "{index}"
+        );
+        // Fetch a few at a time, as the page does; every chunk's bytes are what the index
+        // digest says and open under the DEK to the frame the agent recorded.
+        let mut seq = 0u64;
+        let mut opened = 0;
+        while (seq as usize) < rows.len() {
+            let r = ann
+                .get(&format!("{base}/streams/0/chunks?from_seq={seq}&count=3"))
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let mut buf = &r.body[..];
+            while !buf.is_empty() {
+                let (chunk, used) = SealedChunk::decode_prefix(buf).unwrap();
+                assert_eq!(chunk.header.seq, seq);
+                assert_eq!(chunk.header.session, SessionId(s.session.0));
+                let digest = env
+                    .server()
+                    .metadata
+                    .chunk_digest(
+                        &AgentId::new("ts-01").unwrap(),
+                        SessionId(s.session.0),
+                        StreamId(0),
+                        seq,
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(Sha256::digest(&buf[..used]).as_slice(), digest);
+                let dek_hex = hex::encode(chunk.header.dek_id.0);
+                let rec = ann.get(&format!("/api/deks/{dek_hex}")).await;
+                let record = DekRecord::decode(&rec.body).unwrap();
+                let dek = Dek::unwrap(&record, &key.key, key.kek_id).unwrap();
+                let plain = StreamKey::for_chunk(&dek, &chunk.header)
+                    .open(&chunk)
+                    .unwrap();
+                if plain.is_empty() {
+                    assert!(chunk.header.last && seq as usize == s.frames.len());
+                    buf = &buf[used..];
+                    seq += 1;
+                    continue;
+                }
+                let frame = sealstream::protocol::payload::Frame::decode(&plain).unwrap();
+                let (name, sha) = &s.frames[seq as usize];
+                assert_eq!(frame.name, name);
+                assert_eq!(Sha256::digest(frame.image).as_slice(), sha);
+                opened += 1;
+                buf = &buf[used..];
+                seq += 1;
+            }
+        }
+        assert_eq!(opened, s.frames.len());
+    }
+    // The audit names the session and the range of each ciphertext fetch.
+    let rows = actions(&env).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.1 == "fetch_ciphertext" && r.2.contains("seq=0..=2"))
+    );
+    console.stop().await;
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn ciphertext_is_served_as_single_chunks_that_open_to_the_recording_sqlite() {
+    ciphertext_by_byte_range(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn ciphertext_is_served_as_single_chunks_that_open_to_the_recording_postgres() {
+    ciphertext_by_byte_range(Backend::Postgres).await;
+}
+
+/// When the audit row cannot be written, nothing is served.
+#[actix_rt::test]
+async fn nothing_is_served_when_the_audit_log_cannot_be_written() {
+    let (env, _) = recorded(Backend::Sqlite).await;
+    let console = start(&env, |_| {}).await;
+    let mut ann = Http::new(console.addr);
+    assert_eq!(ann.login("ann", ANN).await.status, 200);
+    assert_eq!(ann.get("/api/sessions").await.status, 200);
+    let db = rusqlite::Connection::open(env.cfg.sqlite_path()).unwrap();
+    db.execute_batch("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .unwrap();
+    let r = ann.get("/api/sessions").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("audit log cannot be written")
+    );
+    let s = ann.get("/api/agents").await;
+    assert_eq!(s.status, 503);
+    db.execute_batch("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .unwrap();
+    assert_eq!(ann.get("/api/sessions").await.status, 200);
+    console.stop().await;
+    env.stop().await;
+}
+
+/// A login unused for longer than the idle time is gone.
+#[actix_rt::test]
+async fn an_idle_login_expires() {
+    let env = Env::start(Backend::Sqlite, false).await;
+    let md = &env.server().metadata;
+    add_user(md, "ann", Role::Admin, &[], ANN).await;
+    let console = start(&env, |_| {}).await;
+    let mut ann = Http::new(console.addr);
+    assert_eq!(ann.login("ann", ANN).await.status, 200);
+    let token = ann
+        .cookie
+        .as_ref()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    let hash = sealstream::console::auth::token_sha256(&token);
+    let idle = 15 * 60_000_000;
+    assert!(
+        md.touch_login(hash, now_us(), idle)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        md.touch_login(hash, now_us() + idle + 1_000_000, idle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(ann.get("/api/me").await.status, 401);
+    console.stop().await;
+    env.stop().await;
+}

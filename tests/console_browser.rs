@@ -1,0 +1,635 @@
+//! The review console in a real browser: Debian's headless Chromium driven through
+//! chromedriver (fantoccini), against the real server, its SQLite database and store, with a
+//! recording of real PNG frames and a keystroke canary, and a second agent recording live.
+//! Every byte the browser sends and receives passes a recording relay, so the test proves that
+//! the passphrase and the plaintext never reach the server, its logs, database or store.
+//! Screenshots of each step are kept in `target/tmp/console-screenshots/`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::PASS;
+use common::agents::spec;
+use common::console::{add_user, picture, png, start};
+use common::server::{Backend, Env};
+use fantoccini::{Client, ClientBuilder, Locator};
+use sealstream::agent::{self, Source};
+use sealstream::metadata::Role;
+use serde_json::{Value, json};
+
+const KEY_CANARY: &str = "KEYCANARY-93c1f0";
+const W: u32 = 96;
+const H: u32 = 64;
+const FRAMES: u32 = 12;
+const RITA: &str = "rita-reviewer-password";
+const BOB: &str = "bob-reviewer-password";
+
+/// Bytes each way through the relay.
+#[derive(Default)]
+struct Wire {
+    up: Vec<u8>,
+    down: Vec<u8>,
+}
+
+/// A TCP relay from the browser to the console that keeps every byte.
+async fn recording_relay(to: SocketAddr, wire: Arc<Mutex<Wire>>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = l.accept().await else {
+                return;
+            };
+            let wire = wire.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let w1 = wire.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        w1.lock().unwrap().up.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        wire.lock().unwrap().down.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    addr
+}
+
+/// Log lines of this process, kept for the canary search.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// chromedriver, killed (and reaped) when the test ends, even by a panic.
+struct Driver(std::process::Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// chromedriver on a free port, and a headless Chromium session that saves downloads in
+/// `downloads`.
+async fn browser(downloads: &Path) -> (Driver, Client) {
+    let port = common::agents::free_tcp().port();
+    let driver = Driver(
+        std::process::Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)"),
+    );
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", "--no-first-run"],
+            "prefs": {
+                "download.default_directory": downloads.display().to_string(),
+                "download.prompt_for_download": false
+            }
+        }
+    });
+    let caps = match caps {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    // fantoccini's client is built for https too; chromedriver is plain http on loopback.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for _ in 0..100 {
+        if let Ok(c) = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            return (driver, c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start on {url}");
+}
+
+struct Page {
+    c: Client,
+    shots: PathBuf,
+    n: usize,
+}
+
+impl Page {
+    async fn shot(&mut self, name: &str) {
+        self.n += 1;
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.n)), png).unwrap();
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Wait (up to 20 s) until `script` returns something truthy; return it.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        for _ in 0..200 {
+            let v = self.js(script).await;
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = self.js("return document.body.innerText").await;
+        panic!(
+            "timed out waiting for {what}; page text:\n{}",
+            status.as_str().unwrap_or("")
+        );
+    }
+
+    async fn fill(&self, id: &str, text: &str) {
+        let e = self.c.find(Locator::Id(id)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, id: &str) {
+        self.c
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn login(&self, user: &str, password: &str) {
+        self.fill("login-user", user).await;
+        self.fill("login-password", password).await;
+        self.click("login-submit").await;
+    }
+
+    /// Click the row of the session of `agent` (the first when several).
+    async fn open_session(&self, agent: &str) {
+        self.until(
+            &format!("a session of {agent}"),
+            &format!(
+                "return [...document.querySelectorAll('#sessions tbody tr')].some(r => r.cells[0].textContent === '{agent}')"
+            ),
+        )
+        .await;
+        self.js(&format!(
+            "[...document.querySelectorAll('#sessions tbody tr')].find(r => r.cells[0].textContent === '{agent}').click()"
+        ))
+        .await;
+        self.until(
+            "the decrypt form",
+            "return !document.getElementById('decrypt-form').hidden",
+        )
+        .await;
+    }
+
+    async fn shown_seq(&self) -> Option<u64> {
+        self.js("return document.getElementById('frame').dataset.seq ?? null")
+            .await
+            .as_str()
+            .map(|s| s.parse().unwrap())
+    }
+}
+
+/// Record FRAMES real PNG frames, one a second, and keystrokes with the canary, as agent ts-01.
+async fn record_pngs(env: &Env, dir: &Path) -> i64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let base_ms = sealstream::metadata::now_us() / 1000 - 60_000;
+    let mut paths = Vec::new();
+    for n in 0..FRAMES {
+        let p = dir.join(format!("screen-{n:03}.png"));
+        std::fs::write(&p, png(W, H, &picture(W, H, n))).unwrap();
+        let t =
+            std::time::UNIX_EPOCH + Duration::from_millis((base_ms + i64::from(n) * 1000) as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        paths.push(p);
+    }
+    let mut keys = String::new();
+    for n in 0..FRAMES {
+        let text = if n == 7 { KEY_CANARY } else { "hello" };
+        keys.push_str(&format!(
+            "{{\"ts\":{},\"app\":\"notepad.exe\",\"key\":\"{text}\"}}\n",
+            base_ms + i64::from(n) * 1000 + 100
+        ));
+    }
+    let k = dir.join("keys.jsonl");
+    std::fs::write(&k, keys).unwrap();
+    paths.push(k);
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let report = agent::run(
+        env.enroll("ts-01"),
+        Source::Replay(paths),
+        rx,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.unacked, 0);
+    base_ms
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()? {
+        let p = e.ok()?.path();
+        if p.is_dir() {
+            if let Some(hit) = tree_contains(&p, needle) {
+                return Some(hit);
+            }
+        } else if std::fs::read(&p).is_ok_and(|b| contains(&b, needle)) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[actix_rt::test]
+async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the_server_learns_nothing()
+ {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    // Global: the console's workers log from threads of their own.
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish(),
+    )
+    .expect("the only subscriber of this test binary");
+    let env = Env::start(Backend::Sqlite, true).await;
+    let tmp = env.dir.path().to_owned();
+    record_pngs(&env, &tmp.join("frames")).await;
+    let md = env.server().metadata.clone();
+    add_user(&md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
+    add_user(&md, "bob", Role::Reviewer, &["elsewhere-*"], BOB).await;
+
+    // A second agent keeps recording while the page is open (live view).
+    let (stop_live, live_rx) = tokio::sync::watch::channel(false);
+    let mut live_spec = spec(1, 120.0);
+    live_spec.frame_interval = Duration::from_millis(400);
+    let live = tokio::spawn(agent::run(
+        env.enroll("ts-live"),
+        Source::Synthetic(live_spec),
+        live_rx,
+        Duration::from_secs(5),
+    ));
+
+    let console = start(&env, |_| {}).await;
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let relay = recording_relay(console.addr, wire.clone()).await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let downloads = tmp.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let (driver, c) = browser(&downloads).await;
+    let mut page = Page { c, shots, n: 0 };
+    let url = format!("http://{relay}/");
+
+    // Log in: a wrong password is refused, then the right one.
+    page.c.goto(&url).await.unwrap();
+    page.until(
+        "the login form",
+        "return !document.getElementById('login-view').hidden",
+    )
+    .await;
+    page.login("rita", "not her password").await;
+    let err = page
+        .until(
+            "the login error",
+            "return document.getElementById('login-error').textContent",
+        )
+        .await;
+    assert_eq!(err, "wrong user name or password");
+    page.shot("login-refused").await;
+    page.login("rita", RITA).await;
+    page.open_session("ts-01").await;
+
+    // The session is marked Encrypted; nothing is shown before decryption.
+    let badges = page
+        .js("return [...document.querySelectorAll('#sessions .badge')].map(b => b.textContent)")
+        .await;
+    assert!(
+        badges.as_array().unwrap().iter().any(|b| b == "Encrypted"),
+        "{badges}"
+    );
+    assert_eq!(page.shown_seq().await, None);
+    page.shot("session-encrypted").await;
+
+    // A wrong passphrase says so.
+    page.fill("decrypt-passphrase", "wrong horse battery").await;
+    page.click("decrypt-submit").await;
+    let err = page
+        .until(
+            "the passphrase error",
+            "return document.getElementById('decrypt-error').textContent",
+        )
+        .await;
+    assert_eq!(err, "Wrong passphrase for this key file.");
+    page.shot("wrong-passphrase").await;
+
+    // The right one: frame 0 on the canvas, pixel for pixel the original.
+    page.fill("decrypt-passphrase", PASS).await;
+    page.click("decrypt-submit").await;
+    page.until(
+        "frame 0",
+        "return document.getElementById('frame').dataset.seq === '0'",
+    )
+    .await;
+    let pixels = page
+        .js("const c = document.getElementById('frame'); return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]")
+        .await;
+    assert_eq!(pixels[0], json!(W));
+    assert_eq!(pixels[1], json!(H));
+    let rgba: Vec<u8> = pixels[2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    let rgb: Vec<u8> = rgba.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    assert!(
+        rgb == picture(W, H, 0),
+        "the canvas shows exactly the recorded frame 0"
+    );
+    page.shot("decrypted").await;
+
+    // The keystroke log holds the canary; a search for it seeks the player to frame 7.
+    page.until(
+        "the keystroke canary",
+        &format!("return document.getElementById('keylog').textContent.includes('{KEY_CANARY}')"),
+    )
+    .await;
+    page.fill("key-search", KEY_CANARY).await;
+    page.until(
+        "the player at the search hit",
+        "return document.getElementById('frame').dataset.seq === '7'",
+    )
+    .await;
+    let hits = page
+        .js("return document.querySelectorAll('.mark.hit').length")
+        .await;
+    assert_eq!(hits, json!(1));
+    page.shot("search-hit").await;
+
+    // Step, and click the timeline's start.
+    page.click("step-fwd").await;
+    page.until(
+        "frame 8",
+        "return document.getElementById('frame').dataset.seq === '8'",
+    )
+    .await;
+    page.js("const t = document.getElementById('timeline'); const r = t.getBoundingClientRect(); t.dispatchEvent(new MouseEvent('click', {clientX: r.left + 1, clientY: r.top + 5, bubbles: true}))").await;
+    page.until(
+        "frame 0 after a seek",
+        "return document.getElementById('frame').dataset.seq === '0'",
+    )
+    .await;
+
+    // Export the frames, the keystrokes and a manifest, made in the browser.
+    page.click("export-frames").await;
+    page.until(
+        "the frames export",
+        "return document.getElementById('export-state').textContent === 'frames saved'",
+    )
+    .await;
+    let zip = wait_for_download(&downloads, ".zip").await;
+    for n in [0, 7, FRAMES - 1] {
+        let original = png(W, H, &picture(W, H, n));
+        assert!(
+            contains_bytes(&zip, &original),
+            "frame {n} is in the ZIP byte for byte"
+        );
+    }
+    assert!(contains(&zip, "manifest.json") && contains(&zip, KEY_CANARY));
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(png(W, H, &picture(W, H, 3))));
+    assert!(
+        contains(&zip, &digest),
+        "the manifest has each frame's SHA-256"
+    );
+    page.click("export-video").await;
+    page.until(
+        "the video export",
+        "return document.getElementById('export-state').textContent === 'video saved'",
+    )
+    .await;
+    let webm = wait_for_download(&downloads, ".webm").await;
+    assert_eq!(&webm[..4], &[0x1a, 0x45, 0xdf, 0xa3], "a WebM (EBML) file");
+
+    // Live view: the session still recording shows frames captured after the page opened.
+    let opened_us = sealstream::metadata::now_us();
+    page.js("document.getElementById('filter').requestSubmit()")
+        .await;
+    page.open_session("ts-live").await;
+    let live_badge = page
+        .js("return document.querySelector('#sessions tbody tr .badge.recording') !== null")
+        .await;
+    assert_eq!(live_badge, json!(true));
+    page.fill("decrypt-passphrase", PASS).await;
+    page.click("decrypt-submit").await;
+    page.until(
+        "a live frame captured after the page opened",
+        &format!(
+            "return Number(document.getElementById('frame').dataset.captureUs ?? 0) > {opened_us}"
+        ),
+    )
+    .await;
+    assert_eq!(
+        page.js("return !document.getElementById('live-badge').hidden")
+            .await,
+        json!(true)
+    );
+    page.shot("live").await;
+
+    // Lock forgets the keys: the frame and the keystrokes go, the passphrase is asked again.
+    page.click("lock").await;
+    assert_eq!(page.shown_seq().await, None);
+    assert_eq!(
+        page.js("return document.getElementById('keylog').children.length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        page.js("return !document.getElementById('decrypt-form').hidden")
+            .await,
+        json!(true)
+    );
+    page.click("step-fwd").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(page.shown_seq().await, None, "nothing decrypts after Lock");
+    page.shot("locked").await;
+
+    // Logout: back to the login form, and the API answers 401.
+    page.click("logout").await;
+    page.until(
+        "the login form",
+        "return !document.getElementById('login-view').hidden",
+    )
+    .await;
+    let me = page
+        .c
+        .execute_async(
+            "const done = arguments[0]; fetch('/api/me').then(r => done(r.status))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(me, json!(401));
+
+    // A reviewer without the grant sees no session, and asking directly gets 404.
+    page.login("bob", BOB).await;
+    page.until(
+        "bob's empty list",
+        "return !document.getElementById('main-view').hidden",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = page
+        .js("return document.querySelectorAll('#sessions tbody tr').length")
+        .await;
+    assert_eq!(rows, json!(0));
+    let ts = md
+        .sessions(sealstream::metadata::SessionQuery {
+            agent: Some("ts-01".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = ts.iter().find(|s| s.agent == "ts-01").unwrap();
+    let path = format!(
+        "/api/agents/{}/sessions/{}/index",
+        hex::encode("ts-01"),
+        hex::encode(s.session)
+    );
+    let status = page
+        .c
+        .execute_async(
+            &format!("const done = arguments[0]; fetch('{path}').then(r => done(r.status))"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(404));
+    page.shot("no-grant").await;
+
+    page.c.clone().close().await.unwrap();
+    drop(driver);
+    let _ = stop_live.send(true);
+    let _ = live.await;
+    console.stop().await;
+    let store = env.store_dir();
+    let data = env.cfg.data_dir.clone();
+    env.server().metadata.ping().await.unwrap();
+
+    // The secrets stayed in the browser: neither the passphrase nor the recorded keystroke
+    // canary crossed the wire towards the server, is in its logs, its database or its store;
+    // the keystroke canary never came back from the server in plaintext either.
+    let wire = std::mem::take(&mut *wire.lock().unwrap());
+    assert!(
+        contains(&wire.up, "/api/login"),
+        "the relay saw the traffic"
+    );
+    assert!(
+        wire.down.len() > 100_000,
+        "ciphertext came through the relay"
+    );
+    for canary in [PASS, KEY_CANARY] {
+        assert!(
+            !contains(&wire.up, canary),
+            "{canary:?} was sent to the server"
+        );
+        assert!(
+            !contains(&wire.down, canary),
+            "{canary:?} came from the server"
+        );
+        assert!(
+            !contains(&logs.0.lock().unwrap(), canary),
+            "{canary:?} is in the logs"
+        );
+        assert_eq!(
+            tree_contains(&store, canary),
+            None,
+            "{canary:?} in the store"
+        );
+        assert_eq!(
+            tree_contains(&data, canary),
+            None,
+            "{canary:?} in the data directory"
+        );
+    }
+    assert!(!logs.0.lock().unwrap().is_empty(), "the logs were captured");
+    env.stop().await;
+}
+
+fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn wait_for_download(dir: &Path, ext: &str) -> Vec<u8> {
+    for _ in 0..200 {
+        if let Some(p) = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with(ext))
+        {
+            let b = std::fs::read(&p).unwrap();
+            if !b.is_empty() {
+                return b;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {ext} download in {}", dir.display());
+}
