@@ -352,3 +352,66 @@ async fn an_idle_login_expires() {
     console.stop().await;
     env.stop().await;
 }
+
+/// With `tls_cert` and `tls_key` the console speaks HTTPS (rustls) and its login cookie is
+/// `Secure`; a browser-like client that trusts the certificate logs in.
+#[actix_rt::test]
+async fn the_console_serves_https_with_secure_cookies() {
+    let env = Env::start(Backend::Sqlite, false).await;
+    add_user(&env.server().metadata, "ann", Role::Admin, &[], ANN).await;
+    let d = env.dir.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(d.join("console.crt"), cert.pem()).unwrap();
+    std::fs::write(d.join("console.key"), key.serialize_pem()).unwrap();
+    let console = start(&env, |c| {
+        c.tls_cert = Some(d.join("console.crt"));
+        c.tls_key = Some(d.join("console.key"));
+    })
+    .await;
+    assert_eq!(console.scheme, "https");
+    let addr = console.addr;
+    let der = cert.der().clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let body = format!("{{\"user\":\"ann\",\"password\":\"{ANN}\"}}");
+        write!(
+            tls,
+            "POST /api/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    console.stop().await;
+    env.stop().await;
+}

@@ -317,6 +317,7 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     let (stop_live, live_rx) = tokio::sync::watch::channel(false);
     let mut live_spec = spec(1, 120.0);
     live_spec.frame_interval = Duration::from_millis(400);
+    live_spec.images = true;
     let live = tokio::spawn(agent::run(
         env.enroll("ts-live"),
         Source::Synthetic(live_spec),
@@ -476,6 +477,54 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
         .js("return document.querySelector('#sessions tbody tr .badge.recording') !== null")
         .await;
     assert_eq!(live_badge, json!(true));
+    // The reviewer picks a key file from their own disk: the traditional form openssl 1.x
+    // writes is named, with the command that converts it; the converted file opens.
+    let pass = format!("pass:{PASS}");
+    common::openssl(
+        &tmp,
+        &[
+            "rsa",
+            "-in",
+            "keypair.pem",
+            "-passin",
+            &pass,
+            "-traditional",
+            "-aes256",
+            "-passout",
+            &pass,
+            "-out",
+            "trad.pem",
+        ],
+    );
+    let converted = tmp.join("converted.pem");
+    let phrase = || Ok(sealstream::keys::Passphrase::new(PASS.as_bytes().to_vec()));
+    sealstream::keys::convert_private_key(&tmp.join("trad.pem"), &converted, phrase, phrase)
+        .unwrap();
+    let file = page.c.find(Locator::Id("decrypt-file")).await.unwrap();
+    file.send_keys(&tmp.join("trad.pem").display().to_string())
+        .await
+        .unwrap();
+    page.fill("decrypt-passphrase", PASS).await;
+    page.click("decrypt-submit").await;
+    let err = page
+        .until(
+            "the key form error",
+            "return document.getElementById('decrypt-error').textContent",
+        )
+        .await;
+    let err = err.as_str().unwrap();
+    assert!(
+        err.contains("traditional") && err.contains("openssl pkcs8 -topk8"),
+        "{err}"
+    );
+    assert!(err.contains("sealstream keys convert"), "{err}");
+    page.shot("key-form").await;
+    page.js("document.getElementById('decrypt-file').value = ''")
+        .await;
+    let file = page.c.find(Locator::Id("decrypt-file")).await.unwrap();
+    file.send_keys(&converted.display().to_string())
+        .await
+        .unwrap();
     page.fill("decrypt-passphrase", PASS).await;
     page.click("decrypt-submit").await;
     page.until(

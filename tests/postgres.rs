@@ -87,6 +87,7 @@ fn pace(users: usize, secs: f64, seed: u64) -> sealstream::agent::synthetic::Syn
         keystroke_interval: Duration::from_millis(300),
         keystroke_events: 8,
         seed,
+        images: false,
     }
 }
 

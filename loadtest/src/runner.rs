@@ -175,6 +175,7 @@ where
             keystroke_interval: Duration::from_millis(scenario.keystrokes.interval_ms),
             keystroke_events: scenario.keystrokes.events,
             seed: i as u64 + 1,
+            images: false,
         };
         let (obs, stop) = (collector.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {

@@ -95,8 +95,12 @@ pub(super) async fn synthetic(
         let now = Instant::now();
         for (user, next_frame, next_keys, n) in users.iter_mut() {
             if now >= *next_frame {
-                let (name, image) =
-                    synthetic::frame(&mut rng, spec.frame_size, spec.frame_size_spread, *n);
+                let make = if spec.images {
+                    synthetic::image_frame
+                } else {
+                    synthetic::frame
+                };
+                let (name, image) = make(&mut rng, spec.frame_size, spec.frame_size_spread, *n);
                 user.frame(agent, &name, &image, now_us()).await;
                 *n += 1;
                 let half = spec.frame_interval / 2;

@@ -23,6 +23,10 @@ pub struct SyntheticSpec {
     pub keystroke_interval: Duration,
     pub keystroke_events: usize,
     pub seed: u64,
+    /// Frames as real PNG images of random pixels (viewable in the console) instead of a PNG
+    /// signature followed by random bytes. Costs a CRC-32 and Adler-32 pass per frame, so the
+    /// load scenarios leave it off.
+    pub images: bool,
 }
 
 impl Default for SyntheticSpec {
@@ -36,6 +40,7 @@ impl Default for SyntheticSpec {
             keystroke_interval: Duration::from_secs(2),
             keystroke_events: 20,
             seed: 1,
+            images: false,
         }
     }
 }
@@ -72,10 +77,7 @@ impl Rng {
 /// One user's next frame: a PNG signature, the canary, then incompressible bytes; its size is
 /// spread evenly over `mean × (1 ± spread)`.
 pub fn frame(rng: &mut Rng, mean: usize, spread: f64, n: u64) -> (String, Vec<u8>) {
-    let spread = spread.clamp(0.0, 1.0);
-    let low = (mean as f64 * (1.0 - spread)) as usize;
-    let width = (mean as f64 * 2.0 * spread) as u64;
-    let size = (low + rng.below(width + 1) as usize).max(64);
+    let size = frame_size(rng, mean, spread);
     let mut img = Vec::with_capacity(size);
     img.extend_from_slice(b"\x89PNG\r\n\x1a\n");
     img.extend_from_slice(CANARY.as_bytes());
@@ -83,6 +85,101 @@ pub fn frame(rng: &mut Rng, mean: usize, spread: f64, n: u64) -> (String, Vec<u8
     img.resize(size.max(start), 0);
     rng.fill(&mut img[start..]);
     (format!("screen-{n:06}.png"), img)
+}
+
+fn frame_size(rng: &mut Rng, mean: usize, spread: f64) -> usize {
+    let spread = spread.clamp(0.0, 1.0);
+    let low = (mean as f64 * (1.0 - spread)) as usize;
+    let width = (mean as f64 * 2.0 * spread) as u64;
+    (low + rng.below(width + 1) as usize).max(64)
+}
+
+/// `frame`, as a real PNG of random pixels of about the same size, the canary in a `tEXt` chunk.
+pub fn image_frame(rng: &mut Rng, mean: usize, spread: f64, n: u64) -> (String, Vec<u8>) {
+    let size = frame_size(rng, mean, spread);
+    // Bytes beyond the pixels: signature, IHDR, tEXt, IDAT framing, IEND, a stored block header
+    // per 64 KiB.
+    let overhead = 8 + 25 + 12 + 8 + CANARY.len() + 12 + 6 + 12 + 5 * (size / 65_535 + 1);
+    let budget = size.saturating_sub(overhead).max(3 * 16 * 9 + 9);
+    let w = ((budget as f64 / 3.0 * 16.0 / 9.0).sqrt() as usize).max(16);
+    let h = (budget / (3 * w + 1)).max(1);
+    let mut rgb = vec![0u8; w * h * 3];
+    rng.fill(&mut rgb);
+    let png = png(w as u32, h as u32, &rgb, Some(("Comment", CANARY)));
+    (format!("screen-{n:06}.png"), png)
+}
+
+/// A PNG file (8-bit RGB, no compression: stored deflate blocks) of `w × h` pixels, with an
+/// optional `tEXt` keyword and text.
+pub fn png(w: u32, h: u32, rgb: &[u8], text: Option<(&str, &str)>) -> Vec<u8> {
+    assert_eq!(rgb.len(), w as usize * h as usize * 3, "w × h RGB pixels");
+    let mut raw = Vec::with_capacity(rgb.len() + h as usize);
+    for row in rgb.chunks(w as usize * 3) {
+        raw.push(0); // filter: none
+        raw.extend_from_slice(row);
+    }
+    let mut z = Vec::with_capacity(raw.len() + raw.len() / 65_535 * 5 + 11);
+    z.extend_from_slice(&[0x78, 0x01]);
+    let blocks = raw.chunks(65_535).count();
+    for (i, b) in raw.chunks(65_535).enumerate() {
+        z.push(u8::from(i + 1 == blocks));
+        z.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        z.extend_from_slice(&(!(b.len() as u16)).to_le_bytes());
+        z.extend_from_slice(b);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for chunk in raw.chunks(5552) {
+        for &x in chunk {
+            a += u32::from(x);
+            b += a;
+        }
+        a %= 65_521;
+        b %= 65_521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut put = |kind: &[u8; 4], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    };
+    put(b"IHDR", &ihdr);
+    if let Some((key, value)) = text {
+        put(b"tEXt", &[key.as_bytes(), &[0], value.as_bytes()].concat());
+    }
+    put(b"IDAT", &z);
+    put(b"IEND", &[]);
+    out
+}
+
+/// CRC-32 (ISO-HDLC, as PNG uses), table-driven.
+fn crc32(bytes: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (n, e) in t.iter_mut().enumerate() {
+            let mut c = n as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    !bytes.iter().fold(!0u32, |c, &b| {
+        t[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 /// One user's next keystroke batch: JSON lines with timestamps, application and key.
@@ -146,5 +243,26 @@ mod tests {
         let ks = keystrokes(&mut r, 3, 20, 0);
         assert_eq!(ks.len(), 20);
         assert!(crate::protocol::payload::check_keystroke_event(&ks[0]).is_ok());
+    }
+
+    #[test]
+    fn image_frames_are_pngs_of_about_the_asked_size() {
+        let mut r = Rng::new(9);
+        for target in [8 * 1024, 64 * 1024, 300 * 1024] {
+            let (_, png) = image_frame(&mut r, target, 0.0, 0);
+            assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+            assert!(
+                png.len() <= target && png.len() > target * 95 / 100,
+                "{} for {target}",
+                png.len()
+            );
+            // Every PNG ends with the same IEND chunk and CRC.
+            assert!(png.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82]));
+            assert!(png.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()));
+            let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+            let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+            assert!(w >= 16 && h >= 1);
+        }
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926, "the CRC-32 check value");
     }
 }

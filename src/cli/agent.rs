@@ -35,6 +35,10 @@ pub struct AgentArgs {
     /// Synthetic source: mean frame size in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     frame_size: usize,
+    /// Synthetic frames as viewable PNG images of random pixels (for the console) rather than
+    /// a PNG signature and random bytes (cheaper, for load).
+    #[arg(long)]
+    images: bool,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -52,6 +56,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             users: args.users,
             duration: Duration::from_secs(args.duration),
             frame_size: args.frame_size,
+            images: args.images,
             ..SyntheticSpec::default()
         })
     } else {

@@ -136,6 +136,7 @@ async fn pipeline(
     let spec = synthetic::SyntheticSpec {
         users,
         duration: Duration::from_secs(seconds),
+        images: true,
         ..Default::default()
     };
     let report = agent::run(
@@ -302,6 +303,7 @@ async fn serve_console(
         Source::Synthetic(synthetic::SyntheticSpec {
             users: 1,
             duration: Duration::from_secs(24 * 3600),
+            images: true,
             ..Default::default()
         }),
         stop,

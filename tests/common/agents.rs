@@ -22,6 +22,7 @@ pub fn spec(users: usize, secs: f64) -> SyntheticSpec {
         keystroke_interval: Duration::from_millis(400),
         keystroke_events: 5,
         seed: 7,
+        images: false,
     }
 }
 

@@ -108,6 +108,7 @@ export class Player {
       this.shownSeq = row.seq;
       this.canvas.dataset.seq = String(row.seq);
       this.canvas.dataset.captureUs = String(row.captureUs);
+      this.canvas.dataset.shown = f.bitmap ? 'image' : 'undecodable';
       this.info.textContent = `frame ${i + 1} of ${this.rec.frames.length} ${f.name ? `(${f.name})` : ''}`;
     } catch (err) {
       if (ticket === this.drawing) this.onError(err);
@@ -153,6 +154,7 @@ export class Player {
     this.canvas.getContext('2d').clearRect(0, 0, this.canvas.width, this.canvas.height);
     delete this.canvas.dataset.seq;
     delete this.canvas.dataset.captureUs;
+    delete this.canvas.dataset.shown;
     this.info.textContent = '';
   }
 }
