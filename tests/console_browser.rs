@@ -27,6 +27,7 @@ const H: u32 = 64;
 const FRAMES: u32 = 12;
 const RITA: &str = "rita-reviewer-password";
 const BOB: &str = "bob-reviewer-password";
+const ANN: &str = "ann-admin-password";
 
 /// Bytes each way through the relay.
 #[derive(Default)]
@@ -95,13 +96,34 @@ impl std::io::Write for Logs {
 }
 
 /// chromedriver, killed (and reaped) when the test ends, even by a panic.
-struct Driver(std::process::Child);
+struct Driver(std::process::Child, tempfile::TempDir);
 
 impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // Chromium outlives a killed chromedriver: end the browsers of this profile too.
+        for pid in profile_pids(self.1.path()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
+}
+
+/// The processes whose command line names the browser profile `dir`.
+fn profile_pids(dir: &std::path::Path) -> Vec<i32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmd)
+                .contains(&needle)
+                .then_some(pid)
+        })
+        .collect()
 }
 
 /// chromedriver on a free port, and a headless Chromium session that saves downloads in
@@ -115,13 +137,15 @@ async fn browser(downloads: &Path) -> (Driver, Client) {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)"),
+        tempfile::tempdir().unwrap(),
     );
+    let profile = format!("--user-data-dir={}", driver.1.path().display());
     let caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--no-first-run"],
+                     "--window-size=1400,1000", "--no-first-run", profile],
             "prefs": {
                 "download.default_directory": downloads.display().to_string(),
                 "download.prompt_for_download": false
@@ -312,6 +336,7 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     let md = env.server().metadata.clone();
     add_user(&md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
     add_user(&md, "bob", Role::Reviewer, &["elsewhere-*"], BOB).await;
+    add_user(&md, "ann", Role::Admin, &[], ANN).await;
 
     // A second agent keeps recording while the page is open (live view).
     let (stop_live, live_rx) = tokio::sync::watch::channel(false);
@@ -444,7 +469,8 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
         "return document.getElementById('export-state').textContent === 'frames saved'",
     )
     .await;
-    let zip = wait_for_download(&downloads, ".zip").await;
+    let mut seen = Vec::new();
+    let zip = wait_for_download(&downloads, ".zip", &mut seen).await;
     for n in [0, 7, FRAMES - 1] {
         let original = png(W, H, &picture(W, H, n));
         assert!(
@@ -465,8 +491,49 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
         "return document.getElementById('export-state').textContent === 'video saved'",
     )
     .await;
-    let webm = wait_for_download(&downloads, ".webm").await;
+    let webm = wait_for_download(&downloads, ".webm", &mut seen).await;
     assert_eq!(&webm[..4], &[0x1a, 0x45, 0xdf, 0xa3], "a WebM (EBML) file");
+
+    // A range: frames 3 to 5 (In at the third frame, Out at the fifth) only.
+    page.js("document.getElementById('export-state').textContent = ''")
+        .await;
+    for (step, id) in [(2, "mark-in"), (4, "mark-out")] {
+        page.js("document.getElementById('timeline').dispatchEvent(new MouseEvent('click', {clientX: 0, bubbles: true}))").await;
+        page.until(
+            "frame 0",
+            "return document.getElementById('frame').dataset.seq === '0'",
+        )
+        .await;
+        for _ in 0..step {
+            page.click("step-fwd").await;
+        }
+        page.until(
+            "the stepped frame",
+            &format!("return document.getElementById('frame').dataset.seq === '{step}'"),
+        )
+        .await;
+        page.click(id).await;
+    }
+    assert_eq!(
+        page.js("return document.getElementById('range').textContent")
+            .await,
+        json!("frames 3–5")
+    );
+    page.click("export-frames").await;
+    page.until(
+        "the range export",
+        "return document.getElementById('export-state').textContent === 'frames saved'",
+    )
+    .await;
+    let part = wait_for_download(&downloads, ".zip", &mut seen).await;
+    for n in 0..FRAMES {
+        let inside = contains_bytes(&part, &png(W, H, &picture(W, H, n)));
+        assert_eq!(
+            inside,
+            (2..=4).contains(&n),
+            "frame {n} in the range export: {inside}"
+        );
+    }
 
     // Live view: the session still recording shows frames captured after the page opened.
     let opened_us = sealstream::metadata::now_us();
@@ -613,6 +680,37 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     assert_eq!(status, json!(404));
     page.shot("no-grant").await;
 
+    // An admin sees the audit log: rita's ciphertext fetches and exports, bob's refusal.
+    page.click("logout").await;
+    page.until(
+        "the login form",
+        "return !document.getElementById('login-view').hidden",
+    )
+    .await;
+    page.login("ann", ANN).await;
+    page.until(
+        "the audit button",
+        "return !document.getElementById('audit-open').hidden",
+    )
+    .await;
+    page.click("audit-open").await;
+    let audit = page
+        .until("audit rows", "return document.querySelectorAll('#audit tbody tr').length > 0 && document.getElementById('audit').innerText")
+        .await;
+    let audit = audit.as_str().unwrap();
+    for want in [
+        "fetch_ciphertext",
+        "fetch_key_file",
+        "fetch_dek",
+        "export",
+        "login_failed",
+        "denied",
+        "127.0.0.1",
+    ] {
+        assert!(audit.contains(want), "{want} in the audit view:\n{audit}");
+    }
+    page.shot("audit").await;
+
     page.c.clone().close().await.unwrap();
     drop(driver);
     let _ = stop_live.send(true);
@@ -666,15 +764,17 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn wait_for_download(dir: &Path, ext: &str) -> Vec<u8> {
+/// The bytes of a finished download ending in `ext` not in `seen` (then added to it).
+async fn wait_for_download(dir: &Path, ext: &str, seen: &mut Vec<PathBuf>) -> Vec<u8> {
     for _ in 0..200 {
         if let Some(p) = std::fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.to_string_lossy().ends_with(ext))
+            .find(|p| p.to_string_lossy().ends_with(ext) && !seen.contains(p))
         {
             let b = std::fs::read(&p).unwrap();
             if !b.is_empty() {
+                seen.push(p);
                 return b;
             }
         }

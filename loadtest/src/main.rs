@@ -4,6 +4,8 @@
 //! measures the sealing pipeline against bare AES-256-GCM. Every figure is a ratio against a
 //! baseline in the same run, because these machines are shared and absolute numbers drift.
 
+mod console_bench;
+mod console_player;
 mod pg;
 mod report;
 mod runner;
@@ -65,6 +67,41 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// The review console's list queries at scale: a database of its own filled with
+    /// --sessions recorded sessions and --chunks-per-session index rows each, timed through
+    /// the console's HTTP API beside a baseline request (docs/benchmarks.md).
+    ConsoleList {
+        /// PostgreSQL server to create the benchmark's database on; without it, SQLite.
+        #[arg(long, env = "SEALSTREAM_LOADTEST_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        sessions: u64,
+        #[arg(long, default_value_t = 100)]
+        chunks_per_session: u64,
+        #[arg(long, default_value_t = 1_000)]
+        agents: u64,
+        /// Timed requests per query.
+        #[arg(long, default_value_t = 30)]
+        requests: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The review console's player in headless Chromium (Debian's chromium and
+    /// chromium-driver): time from a seek to the decrypted frame on screen (beside fetching
+    /// the ciphertext alone), bytes fetched, page memory, and live capture-to-screen latency.
+    ConsolePlayer {
+        #[arg(long, default_value_t = 10_000)]
+        frames: u32,
+        #[arg(long, default_value_t = 64 * 1024)]
+        frame_size: usize,
+        #[arg(long, default_value_t = 100)]
+        seeks: usize,
+        /// Seconds of live view measured.
+        #[arg(long, default_value_t = 20)]
+        live_seconds: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Sealing pipeline throughput as a ratio of bare AES-256-GCM throughput.
     Seal {
         #[arg(long, default_value_t = 64 * 1024)]
@@ -87,6 +124,34 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::ConsoleList {
+            database_url,
+            sessions,
+            chunks_per_session,
+            agents,
+            requests,
+            json,
+        } => console_bench::run(console_bench::Args {
+            database_url,
+            sessions,
+            chunks_per_session,
+            agents,
+            requests,
+            json,
+        }),
+        Command::ConsolePlayer {
+            frames,
+            frame_size,
+            seeks,
+            live_seconds,
+            json,
+        } => console_player::run(console_player::Args {
+            frames,
+            frame_size,
+            seeks,
+            live_seconds,
+            json,
+        }),
         Command::Seal {
             frame_size,
             total,

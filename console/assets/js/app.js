@@ -19,6 +19,7 @@ let keystrokes = [];
 let nextCursor = null;
 let livePoll = null;
 let idleTimer = null;
+let range = null; // {from, to}: frame indexes of the export range, or null for the session
 
 const player = new Player({
   canvas: $('frame'),
@@ -173,6 +174,7 @@ async function openSession(summary, tr) {
   $('export-state').textContent = '';
   $('key-search').value = '';
   $('key-hits').textContent = '';
+  setRange(null);
   rec = new Recording(await api.session(summary.agent_hex, summary.session));
   await rec.loadIndex();
   describe();
@@ -264,6 +266,8 @@ document.addEventListener('keydown', (e) => {
   else if (e.key === 'Home') player.show(0);
   else if (e.key === 'End') player.show(rec.frames.length - 1);
   else if (e.key === 'l' && e.ctrlKey) { e.preventDefault(); lock(); }
+  else if (e.key === 'i') mark('in');
+  else if (e.key === 'o') mark('out');
   else if (/^[1-5]$/.test(e.key)) { $('speed').value = String(2 ** (Number(e.key) - 1)); player.setSpeed(Number($('speed').value)); }
 });
 
@@ -274,13 +278,32 @@ $('key-search').addEventListener('input', () => {
   if (hits.length) player.seekTime(hits[0]);
 });
 
+function setRange(r) {
+  range = r;
+  $('range').textContent = r ? `frames ${r.from + 1}–${r.to + 1}` : 'whole session';
+}
+
+function mark(which) {
+  if (!rec?.frames.length) return;
+  const last = rec.frames.length - 1;
+  const cur = range ?? { from: 0, to: last };
+  const r = which === 'in' ? { from: player.index, to: Math.max(player.index, cur.to) }
+    : { from: Math.min(cur.from, player.index), to: player.index };
+  setRange(r.from === 0 && r.to === last ? null : r);
+}
+$('mark-in').addEventListener('click', () => mark('in'));
+$('mark-out').addEventListener('click', () => mark('out'));
+
 async function runExport(kind) {
   if (!rec?.unlocked) { $('export-state').textContent = 'decrypt first'; return; }
   const progress = (i, n) => { $('export-state').textContent = `${kind}: ${i} / ${n}`; };
+  const from = range?.from ?? 0;
+  const to = range?.to ?? rec.frames.length - 1;
+  const inRange = (k) => k.timeUs >= rec.frames[from].captureUs && (to === rec.frames.length - 1 || k.timeUs < rec.frames[to + 1].captureUs);
   try {
-    await api.announceExport(rec.agentHex, rec.id, kind, rec.frames[0]?.captureUs, rec.frames[rec.frames.length - 1]?.captureUs);
-    if (kind === 'video') await exportVideo(rec, { speed: Number($('speed').value), progress });
-    else await exportFrames(rec, keystrokes, { progress });
+    await api.announceExport(rec.agentHex, rec.id, kind, rec.frames[from]?.captureUs, rec.frames[to]?.captureUs);
+    if (kind === 'video') await exportVideo(rec, { from, to, speed: Number($('speed').value), progress });
+    else await exportFrames(rec, range ? keystrokes.filter(inRange) : keystrokes, { from, to, progress });
     $('export-state').textContent = `${kind} saved`;
   } catch (err) {
     $('export-state').textContent = `${kind} failed: ${err.message}`;

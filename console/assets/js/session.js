@@ -12,7 +12,7 @@ import { toHex, fromHex, equalBytes } from './hex.js';
 
 const FETCH_AHEAD = 8;
 const KEEP_FRAMES = 24;
-const SEALED_BYTES = 64 * 1024 * 1024;
+const SEALED_BYTES = 16 * 1024 * 1024;
 
 export class Recording {
   constructor(summary) {
@@ -120,22 +120,23 @@ export class Recording {
 
   async #sealedChunk(stream, seq, count) {
     const key = `${stream}/${seq}`;
-    if (!this.sealed.has(key)) {
-      const { bytes } = await api.chunks(this.agentHex, this.id, stream, seq, count);
-      let offset = 0;
-      let s = seq;
-      while (offset < bytes.length) {
-        const { length } = parseChunkAt(bytes, offset);
-        this.#keepSealed(`${stream}/${s}`, bytes.subarray(offset, offset + length));
-        offset += length;
-        s += 1;
-      }
+    const cached = this.sealed.get(key);
+    if (cached) {
+      this.sealed.delete(key);
+      this.sealedBytes -= cached.length;
+      return cached;
     }
-    const bytes = this.sealed.get(key);
-    if (!bytes) throw new Error(`chunk ${seq} of stream ${stream} was not served`);
-    this.sealed.delete(key);
-    this.sealedBytes -= bytes.length;
-    return bytes;
+    const { bytes } = await api.chunks(this.agentHex, this.id, stream, seq, count);
+    if (bytes.length === 0) throw new Error(`chunk ${seq} of stream ${stream} was not served`);
+    const first = parseChunkAt(bytes, 0).length;
+    // The chunks after the one asked for wait in a bounded cache for the player to reach them.
+    let offset = first;
+    for (let s = seq + 1; offset < bytes.length; s += 1) {
+      const { length } = parseChunkAt(bytes, offset);
+      this.#keepSealed(`${stream}/${s}`, bytes.slice(offset, offset + length));
+      offset += length;
+    }
+    return bytes.subarray(0, first);
   }
 
   /** Fetched ahead, not yet opened: at most SEALED_BYTES, the oldest dropped first. */
