@@ -258,10 +258,22 @@ impl Page {
 
 /// Record FRAMES real PNG frames, one a second, and keystrokes with the canary, as agent ts-01.
 async fn record_pngs(env: &Env, dir: &Path) -> i64 {
+    let cfg = env.enroll("ts-01");
+    record(cfg, dir, 0..FRAMES, true).await
+}
+
+/// Record frames `pictures` (one a second) and a keystroke per frame, with the canary at the
+/// eighth when `canary`, through agent config `cfg`; returns the first capture time (ms).
+async fn record(
+    cfg: sealstream::config::AgentConfig,
+    dir: &Path,
+    pictures: std::ops::Range<u32>,
+    canary: bool,
+) -> i64 {
     std::fs::create_dir_all(dir).unwrap();
     let base_ms = sealstream::metadata::now_us() / 1000 - 60_000;
     let mut paths = Vec::new();
-    for n in 0..FRAMES {
+    for n in pictures.clone() {
         let p = dir.join(format!("screen-{n:03}.png"));
         std::fs::write(&p, png(W, H, &picture(W, H, n))).unwrap();
         let t =
@@ -275,8 +287,12 @@ async fn record_pngs(env: &Env, dir: &Path) -> i64 {
         paths.push(p);
     }
     let mut keys = String::new();
-    for n in 0..FRAMES {
-        let text = if n == 7 { KEY_CANARY } else { "hello" };
+    for n in pictures {
+        let text = if n == 7 && canary {
+            KEY_CANARY
+        } else {
+            "hello"
+        };
         keys.push_str(&format!(
             "{{\"ts\":{},\"app\":\"notepad.exe\",\"key\":\"{text}\"}}\n",
             base_ms + i64::from(n) * 1000 + 100
@@ -286,14 +302,9 @@ async fn record_pngs(env: &Env, dir: &Path) -> i64 {
     std::fs::write(&k, keys).unwrap();
     paths.push(k);
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let report = agent::run(
-        env.enroll("ts-01"),
-        Source::Replay(paths),
-        rx,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let report = agent::run(cfg, Source::Replay(paths), rx, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(report.unacked, 0);
     base_ms
 }
@@ -333,6 +344,24 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     let env = Env::start(Backend::Sqlite, true).await;
     let tmp = env.dir.path().to_owned();
     record_pngs(&env, &tmp.join("frames")).await;
+    // A standard-mode agent: its KEK is server-held (priv_encrypted = false, an unencrypted
+    // key file), so the page opens it without a passphrase.
+    common::genrsa(&tmp, "std.pem", 2048, &[]);
+    common::pubout(&tmp, "std.pem", "std.crt", false);
+    env.server()
+        .metadata
+        .insert_kek(
+            true,
+            false,
+            &tmp.join("std.crt").display().to_string(),
+            &tmp.join("std.pem").display().to_string(),
+        )
+        .await
+        .unwrap();
+    env.server().reload_keks().await;
+    let mut std_cfg = env.enroll("ts-std");
+    std_cfg.kek = tmp.join("std.crt");
+    record(std_cfg, &tmp.join("std-frames"), 20..23, false).await;
     let md = env.server().metadata.clone();
     add_user(&md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
     add_user(&md, "bob", Role::Reviewer, &["elsewhere-*"], BOB).await;
@@ -534,6 +563,37 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
             "frame {n} in the range export: {inside}"
         );
     }
+
+    // A server-held KEK's session: no Encrypted marker, shown without a passphrase.
+    page.js("document.getElementById('filter').requestSubmit()")
+        .await;
+    page.until(
+        "ts-std's session",
+        "return [...document.querySelectorAll('#sessions tbody tr')].some(r => r.cells[0].textContent === 'ts-std')",
+    )
+    .await;
+    let std_badges = page
+        .js("return [...document.querySelectorAll('#sessions tbody tr')].find(r => r.cells[0].textContent === 'ts-std').innerText")
+        .await;
+    assert!(
+        !std_badges.as_str().unwrap().contains("Encrypted"),
+        "{std_badges}"
+    );
+    page.js("[...document.querySelectorAll('#sessions tbody tr')].find(r => r.cells[0].textContent === 'ts-std').click()").await;
+    page.until("ts-std frame 0", "return document.getElementById('frame').dataset.seq === '0' && document.getElementById('decrypt-form').hidden").await;
+    let pixels = page
+        .js("const c = document.getElementById('frame'); return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
+        .await;
+    let rgb: Vec<u8> = pixels
+        .as_array()
+        .unwrap()
+        .chunks(4)
+        .flat_map(|p| p[..3].iter().map(|v| v.as_u64().unwrap() as u8))
+        .collect();
+    assert!(
+        rgb == picture(W, H, 20),
+        "the server-held KEK's frame, pixel for pixel"
+    );
 
     // Live view: the session still recording shows frames captured after the page opened.
     let opened_us = sealstream::metadata::now_us();

@@ -640,3 +640,116 @@ fn agents_are_listed_revoked_disabled_enabled_and_renewed_from_the_command_line(
     assert_ne!(code, 0);
     assert!(err.contains("belongs to agent \"ts-01\""), "{err}");
 }
+
+/// The review console as an operator starts it: `serve` with a `[console]` section serves it
+/// beside ingest; `sealstream console` serves it alone against the same database and store
+/// (a user added with `users add` logs in on both); without the section, and on a taken
+/// port, one clear error each.
+#[test]
+fn the_console_runs_with_serve_and_alone_against_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (quic, ops, web) = (free_udp(), free_tcp(), free_tcp());
+    let with_console = serve_toml(
+        d,
+        "serve.toml",
+        quic,
+        ops,
+        &format!("data_dir = \"state\"\n[console]\nlisten = \"{web}\"\n"),
+    );
+    let _serve = Serve::start(&with_console, &d.join("serve.log"), ops, &[]);
+    let page = http(web, "/");
+    assert!(
+        page.starts_with("HTTP/1.1 200") || page.starts_with("HTTP/1.0 200"),
+        "{page}"
+    );
+    assert!(page.contains("content-security-policy"), "{page}");
+    std::fs::write(d.join("pw.txt"), "a long enough password\n").unwrap();
+    let (code, _, err) = finish({
+        let mut c = bin();
+        c.args(["users", "add", "ann", "--role", "admin", "--password-file"])
+            .arg(d.join("pw.txt"))
+            .arg("--config")
+            .arg(&with_console);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+
+    // The console alone, on another port, against the same SQLite file and store.
+    let web2 = free_tcp();
+    let alone = serve_toml(
+        d,
+        "console.toml",
+        free_udp(),
+        free_tcp(),
+        &format!("data_dir = \"state\"\n[console]\nlisten = \"{web2}\"\n"),
+    );
+    let console = bin()
+        .args(["console", "--config"])
+        .arg(&alone)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(web2).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sealstream console did not listen on {web2}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for addr in [web, web2] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = rt.block_on(async {
+            let mut h = common::console::Http::new(addr);
+            h.login("ann", "a long enough password").await.status
+        });
+        assert_eq!(status, 200, "login on {addr}");
+    }
+    unsafe { libc::kill(console.id() as i32, libc::SIGTERM) };
+    let out = console.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("http://{web2}/")));
+
+    // No [console] section; the console's port taken.
+    let bare = serve_toml(
+        d,
+        "bare.toml",
+        free_udp(),
+        free_tcp(),
+        "data_dir = \"state\"",
+    );
+    let (code, _, err) = finish({
+        let mut c = bin();
+        c.args(["console", "--config"]).arg(&bare);
+        c
+    });
+    assert_eq!(code, 1);
+    assert!(err.contains("no [console] section"), "{err}");
+    let taken = serve_toml(
+        d,
+        "taken.toml",
+        free_udp(),
+        free_tcp(),
+        &format!("data_dir = \"state\"\n[console]\nlisten = \"{web}\"\n"),
+    );
+    let (code, _, err) = finish({
+        let mut c = bin();
+        c.args(["console", "--config"]).arg(&taken);
+        c
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Address already in use") && err.contains(&web.to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
