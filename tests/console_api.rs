@@ -415,3 +415,54 @@ async fn the_console_serves_https_with_secure_cookies() {
     console.stop().await;
     env.stop().await;
 }
+
+/// The console serves a KEK's files only when they are what they claim: the public key must
+/// have the KEK's id and the private key file must be one PEM private key, so a path pointing
+/// elsewhere does not make the console a file reader.
+#[actix_rt::test]
+async fn key_files_are_served_only_when_they_are_key_files() {
+    let (env, _) = recorded(Backend::Sqlite).await;
+    let d = env.dir.path();
+    common::genrsa(d, "other.pem", 2048, &["-aes256"]);
+    let other_pub = common::pubout(d, "other.pem", "other.crt", true);
+    std::fs::write(d.join("not-a-key.txt"), "db_password=hunter2\n").unwrap();
+    let md = &env.server().metadata;
+    md.insert_kek(
+        true,
+        true,
+        &other_pub.display().to_string(),
+        &d.join("not-a-key.txt").display().to_string(),
+    )
+    .await
+    .unwrap();
+    env.server().reload_keks().await;
+    let console = start(&env, |_| {}).await;
+    let mut ann = Http::new(console.addr);
+    assert_eq!(ann.login("ann", ANN).await.status, 200);
+    let keks = ann.get("/api/keks").await.json();
+    let ids: Vec<String> = keks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kek_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{keks}");
+    let good = common::openssl_fingerprint(d, "publickey.crt");
+    let bad = common::openssl_fingerprint(d, "other.crt");
+    let r = ann.get(&format!("/api/keks/{good}/private")).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let r = ann.get(&format!("/api/keks/{good}/public")).await;
+    assert_eq!(r.status, 200);
+    let r = ann.get(&format!("/api/keks/{bad}/private")).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(!String::from_utf8_lossy(&r.body).contains("hunter2"));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a PEM private key")
+    );
+    console.stop().await;
+    env.stop().await;
+}

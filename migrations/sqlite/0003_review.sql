@@ -21,8 +21,10 @@ CREATE TABLE IF NOT EXISTS recording_session (
     updated_us        BIGINT NOT NULL,
     PRIMARY KEY (agent_id, session_id)
 );
+-- Newest-first pages and their cursors read this index; one agent's sessions use the primary
+-- key (an agent has few enough sessions to sort). Every segment commit moves these rows'
+-- last_capture_us, so each further index here is written on every commit.
 CREATE INDEX IF NOT EXISTS recording_session_recent ON recording_session (last_capture_us, agent_id, session_id);
-CREATE INDEX IF NOT EXISTS recording_session_agent ON recording_session (agent_id, last_capture_us, session_id);
 
 -- Console accounts: argon2id password hashes (PHC strings), a role, and for reviewers the agent
 -- patterns they may see (one per line; `*` matches any run of characters).
@@ -46,3 +48,17 @@ CREATE TABLE IF NOT EXISTS console_login (
 );
 
 ALTER TABLE audit_log ADD COLUMN address TEXT;
+
+-- Sessions indexed before this migration: listed (their chunks counted, their times taken from
+-- the segments' write times, their bytes unknown); the console cannot play them (no byte
+-- ranges) and says to use `sealstream export`.
+INSERT INTO recording_session (agent_id, session_id, first_capture_us, last_capture_us, chunks, bytes, gaps, last_dek_id, updated_us)
+SELECT c.agent_id, c.session_id,
+       CAST(strftime('%s', min(s.created_at)) AS INTEGER) * 1000000,
+       CAST(strftime('%s', max(s.created_at)) AS INTEGER) * 1000000,
+       count(*), 0, 0, NULL,
+       CAST(strftime('%s', max(s.created_at)) AS INTEGER) * 1000000
+FROM chunks c JOIN segments s ON s.segment_id = c.segment_id
+WHERE true
+GROUP BY c.agent_id, c.session_id
+ON CONFLICT (agent_id, session_id) DO NOTHING;

@@ -600,9 +600,47 @@ async fn kek_file(
             "the {which} key file of {kek} cannot be read on the console server ({e}); pick it from your disk"
         ))
     })?;
+    // Serve only what is a key file of this KEK: a path in encryption_kek pointing elsewhere
+    // (by mistake or by whoever can edit the table) does not turn the console into a file
+    // reader.
+    let fits = match which.as_str() {
+        "public" => sealstream_public_matches(&file, &text, &kek),
+        _ => private_pem(&text),
+    };
+    if !fits {
+        return Err(ApiError::Store(format!(
+            "the {which} key file registered for {kek} is not {}; fix priv_datafile/pub_datafile or pick the file from your disk",
+            if which == "public" {
+                "this KEK's public key"
+            } else {
+                "a PEM private key"
+            }
+        )));
+    }
     Ok(HttpResponse::Ok()
         .content_type("application/x-pem-file")
         .body(text))
+}
+
+/// `text` is a public key file whose KEK id is `kek`.
+fn sealstream_public_matches(path: &str, text: &[u8], kek: &str) -> bool {
+    crate::keys::parse_public_key(std::path::Path::new(path), text)
+        .is_ok_and(|k| k.kek_id.to_string() == kek)
+}
+
+/// `text` is one PEM private key block (any of the forms openssl writes), and nothing else.
+fn private_pem(text: &[u8]) -> bool {
+    let Ok(t) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let t = t.trim();
+    ["ENCRYPTED PRIVATE KEY", "PRIVATE KEY", "RSA PRIVATE KEY"]
+        .iter()
+        .any(|label| {
+            t.starts_with(&format!("-----BEGIN {label}-----"))
+                && t.ends_with(&format!("-----END {label}-----"))
+                && t.matches("-----BEGIN").count() == 1
+        })
 }
 
 async fn read_key_file(path: &str) -> std::io::Result<Vec<u8>> {
@@ -669,4 +707,28 @@ async fn audit(
         .audit_rows(q.before, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
     Ok(HttpResponse::Ok().json(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lone_pem_private_key_block_is_served_as_a_private_key_file() {
+        let key =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(private_pem(key.as_bytes()));
+        assert!(private_pem(
+            b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAA==\n-----END RSA PRIVATE KEY-----"
+        ));
+        assert!(!private_pem(b"root:x:0:0:root:/root:/bin/bash\n"));
+        assert!(!private_pem(format!("{key}{key}").as_bytes()), "two blocks");
+        assert!(
+            !private_pem(format!("secret\n{key}").as_bytes()),
+            "text around it"
+        );
+        assert!(!private_pem(
+            b"-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----"
+        ));
+    }
 }

@@ -37,7 +37,7 @@ pub fn pg_admin() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
 }
 
-async fn pg_exec(sql: &str) {
+pub async fn pg_exec(sql: &str) {
     let (client, conn) = tokio_postgres::connect(&pg_admin(), tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL on 127.0.0.1:5432 (set SEALSTREAM_TEST_PG to point elsewhere)");
