@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::server::{pg_admin, pg_exec};
+use common::server::pg_exec;
 use sealstream::metadata::{Metadata, SessionQuery};
 
 const V1: &str = include_str!("../migrations/postgres/0001_init.sql");
@@ -99,7 +99,6 @@ async fn a_version_2_postgres_database_is_listed_after_the_upgrade() {
         drop(client);
         let _ = task.await;
     }
-    let _ = pg_admin();
     let md = Metadata::open(&url, std::path::Path::new("unused.db"))
         .await
         .unwrap();

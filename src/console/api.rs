@@ -604,7 +604,7 @@ async fn kek_file(
     // (by mistake or by whoever can edit the table) does not turn the console into a file
     // reader.
     let fits = match which.as_str() {
-        "public" => sealstream_public_matches(&file, &text, &kek),
+        "public" => public_key_matches(&file, &text, &kek),
         _ => private_pem(&text),
     };
     if !fits {
@@ -623,7 +623,7 @@ async fn kek_file(
 }
 
 /// `text` is a public key file whose KEK id is `kek`.
-fn sealstream_public_matches(path: &str, text: &[u8], kek: &str) -> bool {
+fn public_key_matches(path: &str, text: &[u8], kek: &str) -> bool {
     crate::keys::parse_public_key(std::path::Path::new(path), text)
         .is_ok_and(|k| k.kek_id.to_string() == kek)
 }

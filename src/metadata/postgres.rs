@@ -10,7 +10,12 @@
 //! registry and the audit log, so key work never queues behind segment commits. Statements are
 //! prepared once per connection (`prepare_cached`); a segment's rows go in one statement (its
 //! segment row, every chunk row and every stream position, through `unnest` arrays).
+//!
+//! This file holds the pools, migrations and the key records; `index` the segment index,
+//! `access` agent certificates and accounts, `review` the console's queries.
 
+mod access;
+mod index;
 mod review;
 
 use std::collections::HashMap;
@@ -23,11 +28,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::{
-    AccessChange, AccessOutcome, AccessRows, AgentAccount, Credential, DbSettings, KekRow,
-    MIGRATIONS, MetaError, SegmentCommit, StreamRow, access_detail, now_us,
-};
-use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
+use super::{DbSettings, KekRow, MIGRATIONS, MetaError};
+use crate::protocol::DekRecord;
 
 type Op<T> = Pin<Box<dyn Future<Output = Result<T, MetaError>> + Send>>;
 type Param = Box<dyn ToSql + Send + Sync>;
@@ -290,128 +292,6 @@ impl Pg {
         .await
     }
 
-    pub async fn access_rows(&self) -> Result<AccessRows, MetaError> {
-        self.run(Which::Keys, |c, t| {
-            Box::pin(async move {
-                let e = |e| pg_err(&t, e);
-                let credentials = c
-                    .query(
-                        "SELECT fingerprint, agent_id, issued_us, not_after_us, revoked_us, revoked_reason FROM agent_credential",
-                        &[],
-                    )
-                    .await
-                    .map_err(e)?
-                    .iter()
-                    .map(|r| Credential {
-                        fingerprint: r.get(0),
-                        agent: r.get(1),
-                        issued_us: r.get(2),
-                        not_after_us: r.get(3),
-                        revoked_us: r.get(4),
-                        revoked_reason: r.get(5),
-                    })
-                    .collect();
-                let accounts = c
-                    .query(
-                        "SELECT agent_id, disabled_us, registered_only FROM agent_account",
-                        &[],
-                    )
-                    .await
-                    .map_err(e)?
-                    .iter()
-                    .map(|r| AgentAccount {
-                        agent: r.get(0),
-                        disabled_us: r.get(1),
-                        registered_only: r.get(2),
-                    })
-                    .collect();
-                Ok(AccessRows {
-                    credentials,
-                    accounts,
-                })
-            })
-        })
-        .await
-    }
-
-    pub async fn change_access(
-        &self,
-        change: AccessChange,
-        actor: String,
-    ) -> Result<AccessOutcome, MetaError> {
-        self.run(Which::Keys, move |mut c, t| {
-            Box::pin(async move {
-                let e = |e| pg_err(&t, e);
-                let tx = c.transaction().await.map_err(e)?;
-                let now = now_us();
-                let agent = change.agent().to_owned();
-                let mut out = AccessOutcome::default();
-                const REVOKE: &str = "UPDATE agent_credential SET revoked_us = $1, revoked_reason = $2 WHERE agent_id = $3 AND revoked_us IS NULL AND fingerprint IS DISTINCT FROM $4 RETURNING fingerprint";
-                const REGISTERED_ONLY: &str = "INSERT INTO agent_account (agent_id, registered_only) VALUES ($1, TRUE) ON CONFLICT (agent_id) DO UPDATE SET registered_only = TRUE";
-                match &change {
-                    AccessChange::Issue(cred) => {
-                        tx.execute(
-                            "INSERT INTO agent_credential (fingerprint, agent_id, issued_us, not_after_us) VALUES ($1, $2, $3, $4)",
-                            &[&cred.fingerprint, &cred.agent, &cred.issued_us, &cred.not_after_us],
-                        )
-                        .await
-                        .map_err(e)?;
-                        let reason = "superseded by a later certificate";
-                        let keep = Some(cred.fingerprint.clone());
-                        out.revoked = tx
-                            .query(REVOKE, &[&now, &reason, &agent, &keep])
-                            .await
-                            .map_err(e)?
-                            .iter()
-                            .map(|r| r.get(0))
-                            .collect();
-                        tx.execute(REGISTERED_ONLY, &[&agent]).await.map_err(e)?;
-                        out.changed = true;
-                    }
-                    AccessChange::Revoke { reason, .. } => {
-                        let keep: Option<String> = None;
-                        out.revoked = tx
-                            .query(REVOKE, &[&now, reason, &agent, &keep])
-                            .await
-                            .map_err(e)?
-                            .iter()
-                            .map(|r| r.get(0))
-                            .collect();
-                        tx.execute(REGISTERED_ONLY, &[&agent]).await.map_err(e)?;
-                        out.changed = true;
-                    }
-                    AccessChange::Disable { disabled, .. } => {
-                        let at = disabled.then_some(now);
-                        let before: Option<i64> = tx
-                            .query_opt(
-                                "SELECT disabled_us FROM agent_account WHERE agent_id = $1 FOR UPDATE",
-                                &[&agent],
-                            )
-                            .await
-                            .map_err(e)?
-                            .and_then(|r| r.get(0));
-                        out.changed = before.is_some() != *disabled;
-                        tx.execute(
-                            "INSERT INTO agent_account (agent_id, disabled_us) VALUES ($1, $2) ON CONFLICT (agent_id) DO UPDATE SET disabled_us = CASE WHEN $2::BIGINT IS NULL THEN NULL ELSE coalesce(agent_account.disabled_us, $2) END",
-                            &[&agent, &at],
-                        )
-                        .await
-                        .map_err(e)?;
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
-                    &[&actor, &change.action(), &access_detail(&change, &out)],
-                )
-                .await
-                .map_err(e)?;
-                tx.commit().await.map_err(e)?;
-                Ok(out)
-            })
-        })
-        .await
-    }
-
     pub async fn mark_kek_retired(&self, id: i64) -> Result<(), MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
@@ -530,164 +410,6 @@ impl Pg {
                     .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                     .collect();
                 c.query_opt(&st, &refs).await.map_err(e)
-            })
-        })
-        .await
-    }
-
-    pub async fn stream(
-        &self,
-        agent: &AgentId,
-        session: SessionId,
-        stream: StreamId,
-    ) -> Result<Option<StreamRow>, MetaError> {
-        let row = self
-            .row(
-                Which::Index,
-                "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3",
-                vec![
-                    Box::new(agent.as_str().to_owned()),
-                    Box::new(session.0.to_vec()),
-                    Box::new(i64::from(stream.0)),
-                ],
-            )
-            .await?;
-        Ok(row.map(|r| StreamRow {
-            kind: r.get::<_, i16>(0) as u8,
-            next_seq: r.get::<_, i64>(1) as u64,
-            final_seq: r.get::<_, Option<i64>>(2).map(|v| v as u64),
-        }))
-    }
-
-    pub async fn chunk_digest(
-        &self,
-        agent: &AgentId,
-        session: SessionId,
-        stream: StreamId,
-        seq: u64,
-    ) -> Result<Option<[u8; 32]>, MetaError> {
-        let row = self
-            .row(
-                Which::Index,
-                "SELECT digest FROM chunks WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3 AND seq = $4",
-                vec![
-                    Box::new(agent.as_str().to_owned()),
-                    Box::new(session.0.to_vec()),
-                    Box::new(i64::from(stream.0)),
-                    Box::new(seq as i64),
-                ],
-            )
-            .await?;
-        row.map(|r| {
-            let d: Vec<u8> = r.get(0);
-            d.try_into()
-                .map_err(|_| MetaError::Row("chunk digest is not 32 bytes".into()))
-        })
-        .transpose()
-    }
-
-    /// The segment row, its chunk rows and its streams' positions in one statement (so one
-    /// round trip and one implicit transaction). Stream rows are updated in key order, so two
-    /// segments of the same streams committing at once cannot deadlock.
-    pub async fn commit_segment(&self, s: SegmentCommit) -> Result<(), MetaError> {
-        self.run(Which::Index, move |c, t| {
-            Box::pin(async move {
-                let e = |e| pg_err(&t, e);
-                let st = c
-                    .prepare_cached(
-                        "WITH seg AS ( \
-                           INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) \
-                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING \
-                         ), ch AS ( \
-                           INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest, \
-                                               chunk_offset, chunk_len, capture_us, flags, dek_id) \
-                           SELECT a, s, st, q, $1, d, o, l, cu, f, k \
-                           FROM unnest($6::text[], $7::bytea[], $8::int8[], $9::int8[], $10::bytea[], \
-                                       $17::int8[], $18::int4[], $19::int8[], $20::int2[], $21::bytea[]) \
-                                AS u(a, s, st, q, d, o, l, cu, f, k) \
-                           ON CONFLICT DO NOTHING \
-                           RETURNING agent_id, session_id, chunk_len, capture_us, flags, dek_id \
-                         ), rs AS ( \
-                           INSERT INTO recording_session (agent_id, session_id, first_capture_us, last_capture_us, \
-                                                          chunks, bytes, gaps, last_dek_id, updated_us) \
-                           SELECT agent_id, session_id, min(capture_us), max(capture_us), count(*), sum(chunk_len), \
-                                  count(*) FILTER (WHERE flags & 2 <> 0), \
-                                  (array_agg(dek_id ORDER BY capture_us DESC))[1], $22 \
-                           FROM ch GROUP BY agent_id, session_id ORDER BY agent_id, session_id \
-                           ON CONFLICT (agent_id, session_id) DO UPDATE SET \
-                           first_capture_us = LEAST(recording_session.first_capture_us, EXCLUDED.first_capture_us), \
-                           last_capture_us = GREATEST(recording_session.last_capture_us, EXCLUDED.last_capture_us), \
-                           chunks = recording_session.chunks + EXCLUDED.chunks, \
-                           bytes = recording_session.bytes + EXCLUDED.bytes, \
-                           gaps = recording_session.gaps + EXCLUDED.gaps, \
-                           last_dek_id = EXCLUDED.last_dek_id, \
-                           updated_us = EXCLUDED.updated_us \
-                         ) \
-                         INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) \
-                         SELECT * FROM unnest($11::text[], $12::bytea[], $13::int8[], $14::int2[], $15::int8[], $16::int8[]) \
-                         ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
-                         next_seq = GREATEST(streams.next_seq, EXCLUDED.next_seq), \
-                         final_seq = COALESCE(streams.final_seq, EXCLUDED.final_seq)",
-                    )
-                    .await
-                    .map_err(e)?;
-                let ch = &s.chunks;
-                let c_agent: Vec<&str> = ch.iter().map(|r| r.agent.as_str()).collect();
-                let c_session: Vec<&[u8]> = ch.iter().map(|r| &r.session.0[..]).collect();
-                let c_stream: Vec<i64> = ch.iter().map(|r| i64::from(r.stream.0)).collect();
-                let c_seq: Vec<i64> = ch.iter().map(|r| r.seq as i64).collect();
-                let c_digest: Vec<&[u8]> = ch.iter().map(|r| &r.digest[..]).collect();
-                let c_offset: Vec<i64> = ch.iter().map(|r| r.offset as i64).collect();
-                let c_len: Vec<i32> = ch.iter().map(|r| r.len as i32).collect();
-                let c_capture: Vec<i64> = ch.iter().map(|r| r.capture_us).collect();
-                let c_flags: Vec<i16> = ch.iter().map(|r| i16::from(r.flags)).collect();
-                let c_dek: Vec<&[u8]> = ch.iter().map(|r| &r.dek_id[..]).collect();
-                let now = now_us();
-                let mut streams: Vec<_> = s.streams.iter().collect();
-                streams.sort_by(|a, b| {
-                    (a.agent.as_str(), a.session.0, a.stream.0).cmp(&(
-                        b.agent.as_str(),
-                        b.session.0,
-                        b.stream.0,
-                    ))
-                });
-                let s_agent: Vec<&str> = streams.iter().map(|u| u.agent.as_str()).collect();
-                let s_session: Vec<&[u8]> = streams.iter().map(|u| &u.session.0[..]).collect();
-                let s_stream: Vec<i64> = streams.iter().map(|u| i64::from(u.stream.0)).collect();
-                let s_kind: Vec<i16> = streams.iter().map(|u| i16::from(u.kind)).collect();
-                let s_next: Vec<i64> = streams.iter().map(|u| u.next_seq as i64).collect();
-                let s_final: Vec<Option<i64>> =
-                    streams.iter().map(|u| u.final_seq.map(|v| v as i64)).collect();
-                c.execute(
-                    &st,
-                    &[
-                        &&s.segment_id[..],
-                        &s.object_key,
-                        &(s.size as i64),
-                        &&s.sha256[..],
-                        &(s.chunks.len() as i32),
-                        &c_agent,
-                        &c_session,
-                        &c_stream,
-                        &c_seq,
-                        &c_digest,
-                        &s_agent,
-                        &s_session,
-                        &s_stream,
-                        &s_kind,
-                        &s_next,
-                        &s_final,
-                        &c_offset,
-                        &c_len,
-                        &c_capture,
-                        &c_flags,
-                        &c_dek,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(e)?;
-                Ok(())
             })
         })
         .await

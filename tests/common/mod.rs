@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod browser;
 pub mod console;
 pub mod faults;
 pub mod server;

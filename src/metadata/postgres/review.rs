@@ -327,20 +327,24 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let e = |e| pg_err(&t, e);
-                c.execute(
-                    "DELETE FROM console_login WHERE last_seen_us < $1",
-                    &[&(now - idle)],
-                )
-                .await
-                .map_err(e)?;
                 let row = c
                     .query_opt(
-                        "UPDATE console_login SET last_seen_us = $2 WHERE token_sha256 = $1 \
+                        "UPDATE console_login SET last_seen_us = $2 WHERE token_sha256 = $1 AND last_seen_us >= $3 \
                          RETURNING user_name, csrf, address, created_us, last_seen_us",
-                        &[&&token[..], &now],
+                        &[&&token[..], &now, &(now - idle)],
                     )
                     .await
                     .map_err(e)?;
+                if row.is_none() {
+                    // Unknown or idle too long: clear every expired login now (not on every
+                    // request, which would be a second write on each).
+                    c.execute(
+                        "DELETE FROM console_login WHERE last_seen_us < $1",
+                        &[&(now - idle)],
+                    )
+                    .await
+                    .map_err(e)?;
+                }
                 Ok(row.map(|r| Login {
                     token_sha256: token,
                     user: r.get(0),

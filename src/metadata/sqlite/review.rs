@@ -314,26 +314,29 @@ impl Lite {
         idle: i64,
     ) -> Result<Option<Login>, MetaError> {
         self.with(move |c| {
-            c.execute(
-                "DELETE FROM console_login WHERE last_seen_us < ?1",
-                [now - idle],
-            )?;
-            Ok(c.query_row(
-                "UPDATE console_login SET last_seen_us = ?2 WHERE token_sha256 = ?1 \
-                 RETURNING user_name, csrf, address, created_us, last_seen_us",
-                params![&token[..], now],
-                |r| {
-                    Ok(Login {
-                        token_sha256: token,
-                        user: r.get(0)?,
-                        csrf: r.get(1)?,
-                        address: r.get(2)?,
-                        created_us: r.get(3)?,
-                        last_seen_us: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?)
+            let login = c
+                .query_row(
+                    "UPDATE console_login SET last_seen_us = ?2 WHERE token_sha256 = ?1 AND last_seen_us >= ?3 \
+                     RETURNING user_name, csrf, address, created_us, last_seen_us",
+                    params![&token[..], now, now - idle],
+                    |r| {
+                        Ok(Login {
+                            token_sha256: token,
+                            user: r.get(0)?,
+                            csrf: r.get(1)?,
+                            address: r.get(2)?,
+                            created_us: r.get(3)?,
+                            last_seen_us: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if login.is_none() {
+                // Unknown or idle too long: clear every expired login now (not on every
+                // request, which would be a second write on each).
+                c.execute("DELETE FROM console_login WHERE last_seen_us < ?1", [now - idle])?;
+            }
+            Ok(login)
         })
         .await
     }
