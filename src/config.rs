@@ -402,6 +402,12 @@ pub struct AgentConfig {
     /// fdatasync of the spool at most this often (a process crash loses nothing either way;
     /// a power cut loses at most this much).
     pub spool_sync_ms: u64,
+    /// Signed checkpoints (docs/format.md "Agent signatures"): at least every this many
+    /// chunks of a stream ...
+    pub checkpoint_every_chunks: u64,
+    /// ... and, while chunks after the last checkpoint wait, at least this often (an idle
+    /// stream gets an empty checkpoint chunk). Final chunks and gap records are always signed.
+    pub checkpoint_every_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -425,6 +431,8 @@ impl Default for AgentConfig {
             spool_full: SpoolFull::Pause,
             spool_sync_ms: 100,
             metrics_listen: None,
+            checkpoint_every_chunks: 64,
+            checkpoint_every_ms: 10_000,
         }
     }
 }

@@ -1,18 +1,24 @@
-//! Offline export: read a store (segments and DEK records), unwrap DEKs with the operator's
-//! private keys, verify and decrypt every stream, write frames back as files and keystrokes as
-//! JSON lines, and report each stream as complete, incomplete or tampered.
+//! Offline export: check a store without keys (`inspect`), unwrap DEKs with the operator's
+//! private keys, then decrypt every stream one chunk at a time (read back by range from its
+//! segment), write frames back as files and keystrokes as JSON lines, and report each stream:
+//! complete, incomplete, tampered, malformed, without key or without DEK record, and how far
+//! its agent's signatures prove it. Memory does not grow with the store's bytes; an export
+//! into a directory that already holds an earlier run's files resumes it (identical files are
+//! kept, a different file is never overwritten).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use object_store::ObjectStore;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::crypto::{Dek, StreamKey};
+use crate::crypto::{AgentCa, Dek, StreamKey};
+use crate::inspect::{self, ChunkRef, Filter, Proof, Scan, StreamKey as StreamKeyId};
 use crate::keys::PrivateKeyFile;
 use crate::protocol::payload::{Frame, Gap, keystroke_lines};
-use crate::protocol::{AgentId, DekId, DekRecord, Kind, SealedChunk, Segment, SessionId, StreamId};
-use crate::storage::{self, StoreError, paths};
+use crate::protocol::{AgentId, DekId, Kind, SessionId, StreamId};
+use crate::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -23,8 +29,10 @@ pub enum ExportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}: output directory is not empty; export into a new or empty directory")]
-    OutNotEmpty(PathBuf),
+    #[error(
+        "{0}: exists with different contents from an earlier export; nothing was overwritten (export into a new directory, or move it away)"
+    )]
+    Exists(PathBuf),
 }
 
 /// The verdict on one stream.
@@ -42,6 +50,8 @@ pub enum Status {
     Malformed(Vec<String>),
     /// The private key for this stream's DEK was not supplied.
     NoKey(String),
+    /// The DEK record the chunks name is not in the store (deleted, or never written).
+    NoDekRecord(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,11 +62,31 @@ pub struct StreamReport {
     pub kind: &'static str,
     pub chunks: u64,
     pub bytes: u64,
+    pub first_capture_us: i64,
+    pub last_capture_us: i64,
     pub files: Vec<String>,
     /// Chunks the agent dropped (its spool was full), as its gap records declare.
     pub gaps: Vec<Gap>,
+    /// Each frame file written, with its capture time (for `--video`).
+    #[serde(skip)]
+    pub frames: FrameList,
     #[serde(flatten)]
     pub status: Status,
+    /// How far the agent's signatures prove this stream.
+    #[serde(rename = "signature")]
+    pub proof: Proof,
+}
+
+impl StreamReport {
+    /// Not proven to its end: unsigned while a CA was pinned, or chunks after the last
+    /// valid checkpoint.
+    pub fn unproven(&self, ca_pinned: bool) -> bool {
+        match &self.proof {
+            Proof::Unsigned => ca_pinned,
+            Proof::Signed { unproven, .. } => ca_pinned && *unproven > 0,
+            Proof::Invalid => false, // its problem makes the stream tampered
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,9 +94,13 @@ pub struct Report {
     pub segments: usize,
     /// DEK records read: only those the exported chunks name.
     pub dek_records: usize,
+    /// The pinned agent CA certificate's fingerprint (`--agent-ca`), if one was given.
+    pub agent_ca: Option<String>,
     /// Objects that could not be read back as what their key says (corrupt or altered).
     pub damaged_objects: Vec<String>,
     pub streams: Vec<StreamReport>,
+    /// Chunks decrypted and authenticated.
+    pub decrypted_chunks: u64,
 }
 
 impl Report {
@@ -90,9 +124,30 @@ impl Report {
             .iter()
             .any(|s| matches!(s.status, Status::NoKey(_)))
     }
+
+    pub fn missing_dek_records(&self) -> bool {
+        self.streams
+            .iter()
+            .any(|s| matches!(s.status, Status::NoDekRecord(_)))
+    }
+
+    /// Streams without their final chunk, or not proven to their end (with a pinned CA).
+    pub fn incomplete_or_unproven(&self) -> Vec<&StreamReport> {
+        let pinned = self.agent_ca.is_some();
+        self.streams
+            .iter()
+            .filter(|s| s.status == Status::Incomplete || s.unproven(pinned))
+            .collect()
+    }
 }
 
-type StreamKeyId = (AgentId, SessionId, StreamId);
+/// What to export and how to check it.
+#[derive(Default)]
+pub struct Options {
+    pub filter: Filter,
+    /// The agent CA certificate the reviewer pins; signatures are checked against it.
+    pub agent_ca: Option<AgentCa>,
+}
 
 /// Export every session in `store` (or only `session`) into `out`.
 pub async fn export(
@@ -101,72 +156,50 @@ pub async fn export(
     session: Option<SessionId>,
     out: &Path,
 ) -> Result<Report, ExportError> {
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(|source| ExportError::Write {
-                path: out.to_owned(),
-                source,
-            })?
-            .next()
-            .is_some()
-    {
-        return Err(ExportError::OutNotEmpty(out.to_owned()));
-    }
-    let mut report = Report::default();
+    let options = Options {
+        filter: Filter {
+            session,
+            ..Filter::default()
+        },
+        agent_ca: None,
+    };
+    export_with(store, keys, &options, out, &mut |_| {}).await
+}
 
-    // Segments: gather every chunk by stream and sequence number.
-    let mut streams: BTreeMap<StreamKeyId, BTreeMap<u64, Vec<SealedChunk>>> = BTreeMap::new();
-    for path in storage::list(store, &paths::segments_prefix()).await? {
-        let bytes = storage::get(store, &path).await?;
-        report.segments += 1;
-        match Segment::decode(&bytes) {
-            Ok(seg) => {
-                for c in seg.chunks {
-                    if session.is_some_and(|s| s != c.header.session) {
-                        continue;
-                    }
-                    let key = (c.header.agent.clone(), c.header.session, c.header.stream);
-                    streams
-                        .entry(key)
-                        .or_default()
-                        .entry(c.header.seq)
-                        .or_default()
-                        .push(c);
-                }
-            }
-            Err(e) => report.damaged_objects.push(format!("{path}: {e}")),
-        }
-    }
+/// What an export is doing, for a progress display.
+pub enum Progress {
+    /// Scanning: the store's segment bytes read so far.
+    Scanned(u64),
+    /// Decrypting: `done` of `total` chunks.
+    Decrypted { done: u64, total: u64 },
+}
 
-    // DEK records: only those the selected chunks name, each read from its own key (an agent
-    // that registered thousands of records costs an export of another session nothing).
-    let named: BTreeSet<(AgentId, DekId)> = streams
-        .values()
-        .flat_map(|by_seq| by_seq.values().flatten())
-        .map(|c| (c.header.agent.clone(), c.header.dek_id))
-        .collect();
-    let mut records: HashMap<DekId, DekRecord> = HashMap::new();
-    for (agent, dek_id) in named {
-        let path = paths::dek_record(&agent, dek_id);
-        let Some(bytes) = storage::get_opt(store, &path).await? else {
-            continue; // each chunk under it reports "no DEK record"
-        };
-        report.dek_records += 1;
-        match DekRecord::decode(&bytes) {
-            Ok(r) if paths::dek_record(&r.agent, r.dek_id) == path => {
-                records.insert(r.dek_id, r);
-            }
-            Ok(_) => report.damaged_objects.push(format!(
-                "{path}: DEK record stored under another agent's or key's name"
-            )),
-            Err(e) => report.damaged_objects.push(format!("{path}: {e}")),
-        }
-    }
+/// Export what `options` selects from `store` into `out`.
+pub async fn export_with(
+    store: &dyn ObjectStore,
+    keys: &[PrivateKeyFile],
+    options: &Options,
+    out: &Path,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Report, ExportError> {
+    let mut scanned = 0u64;
+    let scan = inspect::scan(store, &options.filter, false, |n| {
+        scanned += n;
+        progress(Progress::Scanned(scanned));
+    })
+    .await?;
+    let mut report = Report {
+        segments: scan.segments.len(),
+        dek_records: scan.dek_objects,
+        agent_ca: options.agent_ca.as_ref().map(|c| c.fingerprint.clone()),
+        damaged_objects: scan.damaged.clone(),
+        ..Report::default()
+    };
 
     // Unwrap each DEK that a supplied key can open; the keys stay in memory only here.
     let mut deks: HashMap<DekId, Dek> = HashMap::new();
     let mut dek_problems: HashMap<DekId, String> = HashMap::new();
-    for record in records.values() {
+    for record in scan.records.values() {
         match keys.iter().find(|k| k.kek_id == record.kek_id) {
             Some(k) => match Dek::unwrap(record, &k.key, k.kek_id) {
                 Ok(dek) => {
@@ -180,7 +213,7 @@ pub async fn export(
                 dek_problems.insert(
                     record.dek_id,
                     format!(
-                        "KEK {} not supplied (pass its private key with --key)",
+                        "no private key given for KEK {} (pass its key file with --key)",
                         record.kek_id
                     ),
                 );
@@ -190,146 +223,34 @@ pub async fn export(
 
     // How many streams of each kind a session has decides the output names.
     let mut per_kind: HashMap<(AgentId, SessionId, Kind), usize> = HashMap::new();
-    for (id, chunks) in &streams {
-        if let Some(first) = chunks.values().next().and_then(|v| v.first()) {
-            *per_kind
-                .entry((id.0.clone(), id.1, first.header.kind))
-                .or_default() += 1;
-        }
+    for (id, chunks) in &scan.streams {
+        let first = &chunks.values().next().expect("not empty")[0];
+        *per_kind
+            .entry((id.0.clone(), id.1, first.kind))
+            .or_default() += 1;
     }
-
-    for ((agent, sess, stream), chunks) in streams {
-        let kind = chunks
-            .values()
-            .next()
-            .and_then(|v| v.first())
-            .map(|c| c.header.kind)
-            .expect("a stream entry holds at least one chunk");
-        let unique_kind = per_kind.get(&(agent.clone(), sess, kind)).copied() == Some(1);
-        let dir = out.join(agent.dir_name()).join(sess.to_string());
-        let mut sr = StreamReport {
-            agent: agent.to_string(),
-            session: sess.to_string(),
-            stream: stream.0,
-            kind: kind.name(),
-            chunks: 0,
-            bytes: 0,
-            files: Vec::new(),
-            gaps: Vec::new(),
-            status: Status::Complete,
-        };
-        let mut problems = Vec::new();
-        let mut malformed = Vec::new();
-        let mut no_key = None;
-        let mut writer = StreamWriter::new(dir, kind, stream, unique_kind);
-        let mut expected_seq = 0u64;
-        let mut final_seq = None;
-        let mut keys_cache: HashMap<DekId, StreamKey> = HashMap::new();
-        for (seq, copies) in &chunks {
-            // Identical copies (a resend) count once; different bytes under one number do not.
-            let chunk = &copies[0];
-            if copies.iter().any(|c| c.bytes() != chunk.bytes()) {
-                problems.push(format!(
-                    "different chunks stored under sequence number {seq}"
-                ));
-            }
-            // Numbers skipped before this chunk: tampering, unless this is the agent's own
-            // (authenticated) gap record declaring exactly them.
-            let hole = (*seq > expected_seq).then(|| (expected_seq, *seq - 1));
-            if let (Some((a, b)), false) = (hole, chunk.header.gap) {
-                problems.push(missing(a, b));
-            }
-            expected_seq = seq.saturating_add(1);
-            if let Some(f) = final_seq {
-                problems.push(format!("chunk {seq} comes after the final chunk {f}"));
-            }
-            if chunk.header.last {
-                final_seq.get_or_insert(*seq);
-            }
-            let unresolved = |problems: &mut Vec<String>| {
-                if let (Some((a, b)), true) = (hole, chunk.header.gap) {
-                    problems.push(missing(a, b));
-                }
-            };
-            if chunk.header.kind != kind {
-                problems.push(format!(
-                    "chunk {seq} is {} in a {} stream",
-                    chunk.header.kind.name(),
-                    kind.name()
-                ));
-                unresolved(&mut problems);
-                continue;
-            }
-            let dek_id = chunk.header.dek_id;
-            let Some(record) = records.get(&dek_id) else {
-                problems.push(format!("chunk {seq}: no DEK record for DEK {dek_id}"));
-                unresolved(&mut problems);
-                continue;
-            };
-            if record.agent != agent {
-                problems.push(format!(
-                    "chunk {seq}: DEK {dek_id} belongs to agent {:?}",
-                    record.agent.as_str()
-                ));
-                unresolved(&mut problems);
-                continue;
-            }
-            let Some(dek) = deks.get(&dek_id) else {
-                let why = dek_problems.get(&dek_id).cloned().unwrap_or_default();
-                if why.contains("not supplied") {
-                    no_key.get_or_insert(why);
-                } else {
-                    problems.push(format!("chunk {seq}: {why}"));
-                }
-                unresolved(&mut problems);
-                continue;
-            };
-            let key = keys_cache
-                .entry(dek_id)
-                .or_insert_with(|| StreamKey::for_chunk(dek, &chunk.header));
-            match key.open(chunk) {
-                Ok(plain) if chunk.header.gap => match Gap::decode(&plain) {
-                    Ok(g) if hole == Some((g.first_seq, g.last_seq)) => {
-                        sr.chunks += 1;
-                        sr.gaps.push(g);
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "chunk {seq}: gap record does not match the missing chunks"
-                        ));
-                        unresolved(&mut problems);
-                    }
-                },
-                Ok(plain) => match writer.write(*seq, &plain) {
-                    Ok(Some(n)) => {
-                        sr.chunks += 1;
-                        sr.bytes += n;
-                    }
-                    Ok(None) => malformed.push(format!(
-                        "chunk {seq}: authentic, but its {} payload does not parse (docs/format.md \"Payloads\")",
-                        chunk.header.kind.name()
-                    )),
-                    Err(e) => return Err(e),
-                },
-                Err(e) => {
-                    problems.push(e.to_string());
-                    unresolved(&mut problems);
-                }
-            }
-        }
-        sr.files = writer.finish()?;
-        sr.status = if !problems.is_empty() {
-            Status::Tampered(problems)
-        } else if !malformed.is_empty() {
-            Status::Malformed(malformed)
-        } else if let Some(why) = no_key {
-            Status::NoKey(why)
-        } else if final_seq.is_none() {
-            Status::Incomplete
-        } else {
-            Status::Complete
-        };
-        report.streams.push(sr);
+    let total: u64 = scan.streams.values().map(|c| c.len() as u64).sum();
+    let mut done = 0u64;
+    for (id, chunks) in &scan.streams {
+        let check = inspect::check_stream(id, chunks, &scan.records, options.agent_ca.as_ref());
+        let unique = per_kind.get(&(id.0.clone(), id.1, check.kind)).copied() == Some(1);
+        let sr = export_stream(
+            store,
+            &scan,
+            id,
+            chunks,
+            check,
+            unique,
+            (&deks, &dek_problems),
+            out,
+            &mut |n| {
+                done += n;
+                progress(Progress::Decrypted { done, total });
+            },
+        )
+        .await?;
+        report.decrypted_chunks += sr.1;
+        report.streams.push(sr.0);
     }
 
     std::fs::create_dir_all(out).map_err(|source| ExportError::Write {
@@ -345,12 +266,150 @@ pub async fn export(
     Ok(report)
 }
 
-fn missing(from: u64, to: u64) -> String {
-    if from == to {
-        format!("chunk {from} is missing")
-    } else {
-        format!("chunks {from} to {to} are missing")
+/// Decrypt and write one stream; returns its report and how many chunks were decrypted.
+#[allow(clippy::too_many_arguments)]
+async fn export_stream(
+    store: &dyn ObjectStore,
+    scan: &Scan,
+    id: &StreamKeyId,
+    chunks: &BTreeMap<u64, Vec<ChunkRef>>,
+    check: inspect::StreamCheck,
+    unique_kind: bool,
+    (deks, dek_problems): (&HashMap<DekId, Dek>, &HashMap<DekId, String>),
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(StreamReport, u64), ExportError> {
+    let (agent, sess, stream) = id;
+    let kind = check.kind;
+    let dir = out.join(agent.dir_name()).join(sess.to_string());
+    let mut sr = StreamReport {
+        agent: agent.to_string(),
+        session: sess.to_string(),
+        stream: stream.0,
+        kind: kind.name(),
+        chunks: 0,
+        bytes: 0,
+        first_capture_us: check.first_capture_us,
+        last_capture_us: check.last_capture_us,
+        files: Vec::new(),
+        gaps: Vec::new(),
+        frames: Vec::new(),
+        status: Status::Complete,
+        proof: check.proof.clone(),
+    };
+    let mut problems = check.problems.clone();
+    let mut malformed = Vec::new();
+    let mut no_key = None;
+    let no_record = (!check.missing_records.is_empty()).then(|| {
+        let ids: Vec<String> = check.missing_records.iter().map(|d| d.to_string()).collect();
+        format!(
+            "no DEK record in the store for DEK {} (deleted, or never written): its chunks cannot be decrypted",
+            ids.join(", ")
+        )
+    });
+    let mut writer = StreamWriter::new(dir, kind, *stream, unique_kind);
+    let mut keys_cache: HashMap<DekId, StreamKey> = HashMap::new();
+    let mut decrypted = 0u64;
+    let mut prev_seq: Option<u64> = None;
+    for (seq, copies) in chunks {
+        progress(1);
+        let r = &copies[0];
+        // The numbers skipped right before this chunk (a gap record must declare exactly them).
+        let expected = prev_seq.map_or(0, |p| p + 1);
+        prev_seq = Some(*seq);
+        let hole = (*seq > expected).then(|| (expected, *seq - 1));
+        if r.kind != kind {
+            continue; // reported by the check
+        }
+        let Some(dek) = deks.get(&r.dek_id) else {
+            if let Some(why) = dek_problems.get(&r.dek_id) {
+                if why.starts_with("no private key") {
+                    no_key.get_or_insert(why.clone());
+                } else {
+                    problems.push(format!("chunk {seq}: {why}"));
+                }
+            }
+            continue;
+        };
+        let chunk = match inspect::read_chunk(store, scan, r).await {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("chunk {seq}: {e}"));
+                continue;
+            }
+        };
+        let key = keys_cache
+            .entry(r.dek_id)
+            .or_insert_with(|| StreamKey::for_chunk(dek, &chunk.header));
+        match key.open(&chunk) {
+            Ok(plain) if r.gap => match Gap::decode(&plain) {
+                Ok(g) if hole == Some((g.first_seq, g.last_seq)) => {
+                    decrypted += 1;
+                    sr.chunks += 1;
+                    sr.gaps.push(g);
+                }
+                _ => problems.push(format!(
+                    "chunk {seq}: gap record does not match the missing chunks"
+                )),
+            },
+            Ok(plain) => {
+                decrypted += 1;
+                match writer.write(*seq, r.capture_us, &plain)? {
+                    Some(n) => {
+                        sr.chunks += 1;
+                        sr.bytes += n;
+                    }
+                    None => malformed.push(format!(
+                        "chunk {seq}: authentic, but its {} payload does not parse (docs/format.md \"Plaintext payloads\")",
+                        kind.name()
+                    )),
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
     }
+    let (files, frames) = writer.finish()?;
+    sr.files = files;
+    sr.frames = frames;
+    sr.status = if !problems.is_empty() {
+        Status::Tampered(problems)
+    } else if let Some(why) = no_record {
+        Status::NoDekRecord(why)
+    } else if !malformed.is_empty() {
+        Status::Malformed(malformed)
+    } else if let Some(why) = no_key {
+        Status::NoKey(why)
+    } else if check.final_seq.is_none() {
+        Status::Incomplete
+    } else {
+        Status::Complete
+    };
+    Ok((sr, decrypted))
+}
+
+/// Write `bytes` at `path` unless the same bytes are there (a resumed export); a file with
+/// other contents is never overwritten.
+fn write_once(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let io = |source| ExportError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        let existing = std::fs::read(path).map_err(io)?;
+        return if existing == bytes {
+            Ok(())
+        } else {
+            Err(ExportError::Exists(path.to_owned()))
+        };
+    }
+    let tmp = path.with_extension(format!(
+        "{}partial",
+        path.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Writes one stream's plaintext: frames as files, keystrokes as JSON lines.
@@ -360,8 +419,16 @@ struct StreamWriter {
     stream: StreamId,
     unique: bool,
     files: Vec<String>,
-    keystrokes: Option<std::fs::File>,
+    /// Frame file names used by this export (a repeated name gets the sequence number).
+    names: std::collections::HashSet<String>,
+    /// Each frame written, with its capture time (for `--video`).
+    frames: Vec<(PathBuf, i64)>,
+    /// The keystroke file being written (`….partial` until the stream ends) and its hash.
+    keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf, Sha256)>,
 }
+
+/// A stream's frames as written: each file and its capture time.
+pub type FrameList = Vec<(PathBuf, i64)>;
 
 impl StreamWriter {
     fn new(dir: PathBuf, kind: Kind, stream: StreamId, unique: bool) -> Self {
@@ -371,6 +438,8 @@ impl StreamWriter {
             stream,
             unique,
             files: Vec::new(),
+            names: Default::default(),
+            frames: Vec::new(),
             keystrokes: None,
         }
     }
@@ -382,11 +451,24 @@ impl StreamWriter {
         }
     }
 
+    fn keystrokes_path(&self) -> PathBuf {
+        if self.unique {
+            self.dir.join("keystrokes.jsonl")
+        } else {
+            self.dir.join(format!("keystrokes-{}.jsonl", self.stream))
+        }
+    }
+
     /// Write one chunk's plaintext; `Ok(None)` if the payload does not parse.
-    fn write(&mut self, seq: u64, plain: &[u8]) -> Result<Option<u64>, ExportError> {
+    fn write(
+        &mut self,
+        seq: u64,
+        capture_us: i64,
+        plain: &[u8],
+    ) -> Result<Option<u64>, ExportError> {
         use std::io::Write;
         if plain.is_empty() {
-            // An empty chunk carries nothing: it ends a stream (see docs/format.md).
+            // An empty chunk carries nothing: it ends a stream or is a checkpoint (format.md).
             return Ok(Some(0));
         }
         match self.kind {
@@ -405,12 +487,14 @@ impl StreamWriter {
                 } else {
                     frame.name.to_owned()
                 };
-                if dir.join(&name).exists() {
+                if !self.names.insert(name.clone()) {
                     name = format!("{seq:08}-{name}");
+                    self.names.insert(name.clone());
                 }
                 let path = dir.join(&name);
-                std::fs::write(&path, frame.image).map_err(Self::io(&path))?;
+                write_once(&path, frame.image)?;
                 self.files.push(path.display().to_string());
+                self.frames.push((path, capture_us));
                 Ok(Some(frame.image.len() as u64))
             }
             Kind::Keystrokes => {
@@ -419,30 +503,45 @@ impl StreamWriter {
                 };
                 if self.keystrokes.is_none() {
                     std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
-                    let path = if self.unique {
-                        self.dir.join("keystrokes.jsonl")
-                    } else {
-                        self.dir.join(format!("keystrokes-{}.jsonl", self.stream))
-                    };
-                    let f = std::fs::File::create(&path).map_err(Self::io(&path))?;
+                    let path = self.keystrokes_path();
+                    let partial = path.with_extension("jsonl.partial");
+                    let f = std::fs::File::create(&partial).map_err(Self::io(&partial))?;
                     self.files.push(path.display().to_string());
-                    self.keystrokes = Some(f);
+                    self.keystrokes = Some((std::io::BufWriter::new(f), partial, Sha256::new()));
                 }
-                let f = self.keystrokes.as_mut().expect("opened above");
+                let (f, partial, hash) = self.keystrokes.as_mut().expect("opened above");
                 for line in &lines {
+                    hash.update(line);
+                    hash.update(b"\n");
                     f.write_all(line)
                         .and_then(|_| f.write_all(b"\n"))
-                        .map_err(Self::io(&self.dir))?;
+                        .map_err(Self::io(partial))?;
                 }
                 Ok(Some(plain.len() as u64))
             }
         }
     }
 
-    fn finish(self) -> Result<Vec<String>, ExportError> {
-        if let Some(f) = self.keystrokes {
-            f.sync_all().map_err(Self::io(&self.dir))?;
+    /// Finish the stream's files; returns them and the frames with their capture times.
+    fn finish(mut self) -> Result<(Vec<String>, FrameList), ExportError> {
+        let path = self.keystrokes_path();
+        if let Some((f, partial, hash)) = self.keystrokes.take() {
+            let f = f.into_inner().map_err(|e| ExportError::Write {
+                path: partial.clone(),
+                source: e.into_error(),
+            })?;
+            f.sync_all().map_err(Self::io(&partial))?;
+            if path.exists() {
+                // A resumed export: the earlier run's file must be the same.
+                let existing = std::fs::read(&path).map_err(Self::io(&path))?;
+                std::fs::remove_file(&partial).map_err(Self::io(&partial))?;
+                if Sha256::digest(&existing) != hash.finalize() {
+                    return Err(ExportError::Exists(path));
+                }
+            } else {
+                std::fs::rename(&partial, &path).map_err(Self::io(&path))?;
+            }
         }
-        Ok(self.files)
+        Ok((self.files, self.frames))
     }
 }

@@ -12,6 +12,7 @@ pub mod export;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inspect;
 pub mod keys;
 pub mod metadata;
 pub mod pki;
@@ -20,3 +21,4 @@ pub mod recorder;
 pub mod server;
 pub mod storage;
 pub mod transport;
+pub mod video;

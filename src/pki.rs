@@ -30,6 +30,10 @@ pub enum PkiError {
     Generate(String),
     #[error("agent name: {0}")]
     AgentName(String),
+    #[error(
+        "this server holds no agent CA key ({0} is absent: the CA is kept offline); enrol with `sealstream agents csr` on the endpoint and `sealstream ca sign` where the CA is"
+    )]
+    OfflineCa(PathBuf),
 }
 
 /// Days an agent certificate is valid by default; renew with `sealstream agents renew`.
@@ -57,7 +61,8 @@ pub struct Pki {
     pub dir: PathBuf,
     pub ca_cert: CertificateDer<'static>,
     pub ca_cert_pem: String,
-    ca_key: KeyPair,
+    /// `None` with an offline agent CA (`ca.crt` without `ca.key`).
+    ca_key: Option<KeyPair>,
     pub server_cert: CertificateDer<'static>,
     server_key_der: Vec<u8>,
 }
@@ -87,6 +92,14 @@ pub fn agent_identity(cert: &[u8]) -> Result<AgentId, String> {
     Err("certificate has no common name".into())
 }
 
+/// A certificate's serial number as lowercase hex.
+pub fn serial_hex(cert: &[u8]) -> Result<String, String> {
+    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    Ok(hex::encode(
+        cert.tbs_certificate().serial_number().as_bytes(),
+    ))
+}
+
 impl Pki {
     /// Load the PKI from `data_dir/pki`, creating the CA and server key on first use.
     pub fn open_or_create(data_dir: &Path) -> Result<Self, PkiError> {
@@ -95,17 +108,19 @@ impl Pki {
             path: dir.clone(),
             source,
         })?;
-        let (ca_pem, ca_key_pem) = load_or_make(&dir.join("ca.crt"), &dir.join("ca.key"), || {
-            let key = KeyPair::generate().map_err(gen_err)?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-            params.distinguished_name = dn("sealstream agent CA");
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-            let cert = params.self_signed(&key).map_err(gen_err)?;
-            Ok((cert.pem(), key.serialize_pem()))
-        })?;
+        // An offline agent CA: the server has `ca.crt` only, and issues no agent identity.
+        let offline = dir.join("ca.crt").exists() && !dir.join("ca.key").exists();
+        let (ca_pem, ca_key_pem) = if offline {
+            let path = dir.join("ca.crt");
+            let pem = std::fs::read_to_string(&path).map_err(|source| PkiError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            (pem, None)
+        } else {
+            let (c, k) = load_or_make(&dir.join("ca.crt"), &dir.join("ca.key"), make_ca)?;
+            (c, Some(k))
+        };
         let (server_pem, server_key_pem) =
             load_or_make(&dir.join("server.crt"), &dir.join("server.key"), || {
                 let key = KeyPair::generate().map_err(gen_err)?;
@@ -124,7 +139,9 @@ impl Pki {
                 detail: e.to_string(),
             }
         };
-        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(invalid(dir.join("ca.key")))?;
+        let ca_key = ca_key_pem
+            .map(|k| KeyPair::from_pem(&k).map_err(invalid(dir.join("ca.key"))))
+            .transpose()?;
         let server_key =
             KeyPair::from_pem(&server_key_pem).map_err(invalid(dir.join("server.key")))?;
         Ok(Pki {
@@ -199,30 +216,142 @@ impl Pki {
 
     /// Issue a client certificate for agent `name` valid for `days` (at least 1).
     pub fn issue_agent_for(&self, name: &AgentId, days: u32) -> Result<IssuedCert, PkiError> {
-        let issuer = Issuer::from_ca_cert_der(&self.ca_cert, &self.ca_key).map_err(gen_err)?;
+        let Some(ca_key) = &self.ca_key else {
+            return Err(PkiError::OfflineCa(self.dir.join("ca.key")));
+        };
+        let issuer = Issuer::from_ca_cert_der(&self.ca_cert, ca_key).map_err(gen_err)?;
         let key = KeyPair::generate().map_err(gen_err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         params.distinguished_name = dn(name.as_str());
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = time_now();
-        params.not_before = now - time::Duration::hours(1);
-        let not_after = now + time::Duration::days(i64::from(days.max(1)));
-        params.not_after = not_after;
-        let mut serial = [0u8; 16];
-        getrandom::fill(&mut serial).expect("operating system random source failed");
-        serial[0] &= 0x7f;
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let not_after = agent_cert_params(&mut params, days);
         let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-        let micros = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1000) as i64;
         Ok(IssuedCert {
             fingerprint: crate::server::access::fingerprint(cert.der()),
             cert_pem: cert.pem(),
             key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
-            issued_us: micros(now),
+            issued_us: micros(time_now()),
             not_after_us: micros(not_after),
         })
     }
+}
+
+fn micros(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// An agent certificate's usage, validity (from an hour ago, for `days`) and a random serial;
+/// returns its notAfter.
+fn agent_cert_params(params: &mut CertificateParams, days: u32) -> time::OffsetDateTime {
+    params.is_ca = IsCa::NoCa;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = time_now();
+    params.not_before = now - time::Duration::hours(1);
+    let not_after = now + time::Duration::days(i64::from(days.max(1)));
+    params.not_after = not_after;
+    let mut serial = [0u8; 16];
+    getrandom::fill(&mut serial).expect("operating system random source failed");
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    not_after
+}
+
+/// A new agent CA: (certificate PEM, key PEM).
+fn make_ca() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params.distinguished_name = dn("sealstream agent CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// An agent CA kept away from the ingest servers (`sealstream ca init|sign`): `ca.crt` and
+/// `ca.key` in its own directory.
+pub struct OfflineCa {
+    cert: CertificateDer<'static>,
+    key: KeyPair,
+}
+
+impl OfflineCa {
+    /// Make a new CA in `dir` (which must not hold one); returns the certificate's PEM.
+    pub fn init(dir: &Path) -> Result<String, PkiError> {
+        let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if cert.exists() || key.exists() {
+            return Err(PkiError::Invalid {
+                path: dir.to_owned(),
+                detail: "already holds an agent CA (ca.crt / ca.key); nothing was changed".into(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let (c, _) = load_or_make(&cert, &key, make_ca)?;
+        Ok(c)
+    }
+
+    pub fn open(dir: &Path) -> Result<Self, PkiError> {
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).map_err(|source| PkiError::Io { path: p, source })
+        };
+        let cert_pem = read(dir.join("ca.crt"))?;
+        let key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(|e| PkiError::Invalid {
+            path: dir.join("ca.key"),
+            detail: e.to_string(),
+        })?;
+        Ok(OfflineCa {
+            cert: pem_cert(&dir.join("ca.crt"), &cert_pem)?,
+            key,
+        })
+    }
+
+    /// Issue an agent certificate for the key and name in `csr_pem` (from `agents csr`).
+    pub fn sign(&self, csr_pem: &str, days: u32) -> Result<IssuedCert, PkiError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Generate(format!("not a certificate signing request: {e}")))?;
+        let name = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .and_then(|v| match v {
+                rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+                rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_owned()),
+                _ => None,
+            })
+            .ok_or_else(|| PkiError::AgentName("the request has no common name".into()))?;
+        let name = AgentId::new(name).map_err(PkiError::AgentName)?;
+        // Only the name is taken from the request: usage, validity and serial are the CA's.
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+        params.distinguished_name = dn(name.as_str());
+        let not_after = agent_cert_params(&mut params, days);
+        csr.params = params;
+        let issuer = Issuer::from_ca_cert_der(&self.cert, &self.key).map_err(gen_err)?;
+        let cert = csr.signed_by(&issuer).map_err(gen_err)?;
+        Ok(IssuedCert {
+            fingerprint: crate::server::access::fingerprint(cert.der()),
+            cert_pem: cert.pem(),
+            key_pem: zeroize::Zeroizing::new(String::new()),
+            issued_us: micros(time_now()),
+            not_after_us: micros(not_after),
+        })
+    }
+}
+
+/// An agent's own key and a certificate signing request for `name` (`sealstream agents
+/// csr`): (CSR PEM, key PEM). The key never leaves the endpoint.
+pub fn agent_csr(name: &AgentId) -> Result<(String, zeroize::Zeroizing<String>), PkiError> {
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params.distinguished_name = dn(name.as_str());
+    let csr = params.serialize_request(&key).map_err(gen_err)?;
+    Ok((
+        csr.pem().map_err(gen_err)?,
+        zeroize::Zeroizing::new(key.serialize_pem()),
+    ))
 }
 
 fn time_now() -> time::OffsetDateTime {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use object_store::ObjectStore;
 
-use crate::crypto::{Dek, StreamSealer, now_us};
+use std::sync::Arc;
+
+use crate::crypto::{AgentSigner, Checkpoints, Dek, StreamSealer, now_us};
 use crate::keys::PublicKeyFile;
 use crate::protocol::payload::{Frame, check_keystroke_event};
 use crate::protocol::{AgentId, DekRecord, Kind, SealedChunk, Segment, SessionId, StreamId};
@@ -30,11 +32,13 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
     "png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff", "ppm",
 ];
 
-/// An agent's data key and its wrapped record.
+/// An agent's data key and its wrapped record, and the agent's signing key when it signs
+/// (format version 2).
 pub struct Recorder {
     agent: AgentId,
     dek: Dek,
     record: DekRecord,
+    signing: Option<(Arc<AgentSigner>, Checkpoints)>,
 }
 
 impl Recorder {
@@ -51,7 +55,24 @@ impl Recorder {
             SessionId::random(),
             now_us(),
         );
-        Recorder { agent, dek, record }
+        Recorder {
+            agent,
+            dek,
+            record,
+            signing: None,
+        }
+    }
+
+    /// Sign the DEK record and every stream's checkpoints with `signer` (the agent's
+    /// enrolment key), checkpoints as `policy` says.
+    pub fn signed_by(
+        mut self,
+        signer: Arc<AgentSigner>,
+        policy: Checkpoints,
+    ) -> Result<Self, String> {
+        signer.sign_dek_record(&mut self.record)?;
+        self.signing = Some((signer, policy));
+        Ok(self)
     }
 
     pub fn agent(&self) -> &AgentId {
@@ -63,7 +84,11 @@ impl Recorder {
     }
 
     pub fn open_stream(&self, session: SessionId, stream: StreamId, kind: Kind) -> StreamSealer {
-        StreamSealer::new(&self.dek, self.agent.clone(), session, stream, kind)
+        let sealer = StreamSealer::new(&self.dek, self.agent.clone(), session, stream, kind);
+        match &self.signing {
+            Some((signer, policy)) => sealer.signed_by(signer.clone(), *policy),
+            None => sealer,
+        }
     }
 }
 

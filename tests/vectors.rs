@@ -212,7 +212,7 @@ async fn duplicates_gaps_and_chunks_after_final_are_reported() {
         .await
         .unwrap();
     assert!(
-        matches!(&report.streams[0].status, Status::Tampered(p) if p[0].contains("no DEK record"))
+        matches!(&report.streams[0].status, Status::NoDekRecord(why) if why.contains("no DEK record"))
     );
 }
 

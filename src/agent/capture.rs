@@ -120,6 +120,8 @@ pub(super) async fn synthetic(
                 user.keystrokes(agent, &batch).await;
                 *next_keys = now + spec.keystroke_interval;
             }
+            agent.checkpoint_if_due(&user.frames).await;
+            agent.checkpoint_if_due(&user.keys).await;
         }
         let next = users
             .iter()

@@ -104,6 +104,9 @@ struct Queue {
 /// A chunk waiting for its ack.
 struct Entry {
     chunk: SealedChunk,
+    /// The stream's chain head before this chunk (signing streams): a gap record replacing
+    /// this chunk and the ones after it links here.
+    chain_before: Option<[u8; 32]>,
     _permit: Option<OwnedSemaphorePermit>,
     sent_at: Option<Instant>,
 }
@@ -287,7 +290,22 @@ impl Agent {
                 detail,
             })?;
         let kek = keys::load_public_key(config.wrapping_kek())?;
-        let recorder = Recorder::new(identity.clone(), &kek);
+        let signer = crate::crypto::AgentSigner::new(&certs[0], &key).map_err(|detail| {
+            AgentError::Credentials {
+                path: config.key.clone(),
+                detail,
+            }
+        })?;
+        let policy = crate::crypto::Checkpoints {
+            every_chunks: config.checkpoint_every_chunks.max(1),
+            every: Duration::from_millis(config.checkpoint_every_ms.max(1)),
+        };
+        let recorder = Recorder::new(identity.clone(), &kek)
+            .signed_by(Arc::new(signer), policy)
+            .map_err(|detail| AgentError::Credentials {
+                path: config.key.clone(),
+                detail,
+            })?;
         let mut msg = BytesMut::new();
         uplink::encode_message(MSG_DEK, &recorder.dek_record().encode(), &mut msg);
         let mut recovered = Vec::new();
@@ -379,6 +397,7 @@ impl Agent {
                 let mut s = q.state.lock().expect("queue lock");
                 s.unacked.extend(r.chunks.into_iter().map(|chunk| Entry {
                     chunk,
+                    chain_before: None,
                     _permit: None,
                     sent_at: None,
                 }));
@@ -433,14 +452,15 @@ impl Agent {
             .acquire_many_owned(want)
             .await
             .expect("semaphore never closed");
-        let chunk = q
-            .sealer
-            .lock()
-            .expect("sealer lock")
-            .as_mut()
-            .expect("live streams have a sealer")
-            .seal(plaintext, captured, last)
-            .expect("captures stay within the chunk limit");
+        let (chunk, chain_before) = {
+            let mut sealer = q.sealer.lock().expect("sealer lock");
+            let sealer = sealer.as_mut().expect("live streams have a sealer");
+            let before = sealer.chain_head();
+            let chunk = sealer
+                .seal(plaintext, captured, last)
+                .expect("captures stay within the chunk limit");
+            (chunk, before)
+        };
         self.sealed.fetch_add(1, Ordering::Relaxed);
         self.sealed_bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -457,6 +477,7 @@ impl Agent {
             let mut s = q.state.lock().expect("queue lock");
             s.unacked.push_back(Entry {
                 chunk,
+                chain_before,
                 _permit: Some(permit),
                 sent_at: None,
             });
@@ -503,6 +524,10 @@ impl Agent {
             last_capture_us: last.chunk.header.capture_time_us,
             count: dropped.len() as u64,
         };
+        if let Some(head) = first.chain_before {
+            sealer.rewind_chain(head);
+        }
+        let chain_before = sealer.chain_head();
         let record = sealer
             .seal_gap(&gap)
             .expect("a live stream takes a gap record");
@@ -528,12 +553,27 @@ impl Agent {
         self.gaps.fetch_add(1, Ordering::Relaxed);
         s.unacked.push_back(Entry {
             chunk: record,
+            chain_before,
             _permit: None,
             sent_at: None,
         });
         drop(s);
         q.changed.notify_one();
         true
+    }
+
+    /// Seal an empty checkpoint chunk on `q` when its stream has chunks after its last
+    /// checkpoint and the checkpoint interval has passed (an idle stream's tail is proven).
+    async fn checkpoint_if_due(&self, q: &Queue) {
+        let due = q
+            .sealer
+            .lock()
+            .expect("sealer lock")
+            .as_ref()
+            .is_some_and(|s| s.checkpoint_due());
+        if due && !q.state.lock().expect("queue lock").finished {
+            self.push(q, &[], crate::crypto::now_us(), false).await;
+        }
     }
 
     fn all_done(&self) -> bool {

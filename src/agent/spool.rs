@@ -461,6 +461,7 @@ mod tests {
             created_us: 0,
             agent: AgentId::new("a").unwrap(),
             wrapped: vec![3; 256],
+            signed: None,
         }
     }
 

@@ -185,6 +185,16 @@ pub enum AgentsCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// On the endpoint, with an agent CA kept offline: make this agent's key (agent.key,
+    /// which never leaves DIR) and a certificate signing request (agent.csr) for the CA
+    /// holder's `sealstream ca sign`.
+    Csr {
+        /// The agent's name (its identity on the server).
+        name: String,
+        /// Directory for agent.key and agent.csr.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
@@ -296,6 +306,23 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
         }
         AgentsCommand::Disable { name, config } => set_disabled(&config, name, true),
         AgentsCommand::Enable { name, config } => set_disabled(&config, name, false),
+        AgentsCommand::Csr { name, dir } => {
+            let name = agent_name(name)?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (csr, key) = sealstream::pki::agent_csr(&name)?;
+            sealstream::fsutil::write_new(&dir.join("agent.key"), key.as_bytes(), 0o600)
+                .with_context(|| format!("writing {}/agent.key", dir.display()))?;
+            sealstream::fsutil::write_new(&dir.join("agent.csr"), csr.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}/agent.csr", dir.display()))?;
+            eprintln!(
+                "wrote {dir}/agent.key (keep it here) and {dir}/agent.csr for agent {name:?}.\n\
+                 Give agent.csr to the agent CA's holder, who runs: sealstream ca sign --ca-dir CA_DIR --csr agent.csr --out agent.crt\n\
+                 then put agent.crt in {dir}, and an agent.toml naming the server, its pin and kek.pem (see config/agent.toml).",
+                dir = dir.display(),
+                name = name.as_str()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AgentsCommand::List { config } => {
             let serve = ServeConfig::load(&config)?;
             let rows = super::runtime()?.block_on(async {
@@ -492,6 +519,69 @@ fn list_text(rows: &AccessRows) -> String {
 
 /// Write the agent's certificate, key and configuration into `out`; returns the server pin
 /// and the certificate issued (for `record_issue`).
+#[derive(clap::Subcommand, Debug)]
+pub enum CaCommand {
+    /// Make an agent CA (ca.crt, ca.key) in DIR, on a machine apart from the ingest servers.
+    /// Copy only ca.crt to each server's `<data_dir>/pki/`: a server without ca.key trusts the
+    /// CA's agents but cannot issue an agent identity.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue an agent certificate for a request from `sealstream agents csr`.
+    Sign {
+        /// The CA's directory (ca.crt and ca.key).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The agent's request (agent.csr).
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the certificate (agent.crt); an existing file is not overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = sealstream::pki::DEFAULT_AGENT_DAYS)]
+        days: u32,
+    },
+}
+
+pub fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CaCommand::Init { dir } => {
+            sealstream::pki::OfflineCa::init(&dir)?;
+            eprintln!(
+                "agent CA made: {dir}/ca.crt and {dir}/ca.key (0600; keep it off the servers).\n\
+                 Copy ca.crt to each server's <data_dir>/pki/ca.crt before its first start, and give it to reviewers for --agent-ca.",
+                dir = dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::Sign {
+            ca_dir,
+            csr,
+            out,
+            days,
+        } => {
+            let ca = sealstream::pki::OfflineCa::open(&ca_dir)?;
+            let request = std::fs::read_to_string(&csr)
+                .with_context(|| format!("reading {}", csr.display()))?;
+            let issued = ca
+                .sign(&request, days)
+                .with_context(|| csr.display().to_string())?;
+            sealstream::fsutil::write_new(&out, issued.cert_pem.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", issued.fingerprint);
+            eprintln!(
+                "issued {} (valid until {}), fingerprint {}",
+                out.display(),
+                date(issued.not_after_us),
+                issued.fingerprint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub fn enroll(
     data_dir: &Path,
     name: &AgentId,

@@ -1,33 +1,96 @@
 //! `sealstream export`: decrypt a store's recordings into files and report every stream.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sealstream::export::{self, Report, Status};
+use sealstream::crypto::AgentCa;
+use sealstream::export::{self, Options, Progress, Report, Status};
+use sealstream::inspect::{Filter, Proof};
 use sealstream::keys::{self, PassphraseSource};
 use sealstream::protocol::SessionId;
-use sealstream::storage;
+use sealstream::{storage, video};
 
-use super::{EXIT_MALFORMED, EXIT_MISSING_KEY, EXIT_TAMPERED};
+use super::{EXIT_INCOMPLETE, EXIT_MALFORMED, EXIT_MISSING_KEY, EXIT_NO_DEK_RECORD, EXIT_TAMPERED};
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    /// Store directory written by `sealstream seal` or `sealstream serve`.
+    /// The store: a directory written by `sealstream seal` or `sealstream serve` (or a
+    /// `file://` URL).
     #[arg(long)]
-    store: PathBuf,
-    /// Output directory (must be new or empty).
+    store: String,
+    /// Output directory: new, or one an earlier export of the same store wrote (it resumes:
+    /// identical files are kept, and nothing is ever overwritten).
     #[arg(long)]
     out: PathBuf,
     /// Export only this session (a UUID).
     #[arg(long)]
     session: Option<String>,
-    /// Private KEK file(s) (`keypair.pem`); repeat for several KEKs.
-    #[arg(long = "key", required = true)]
+    /// Export only this agent's sessions (repeat for several).
+    #[arg(long = "agent")]
+    agents: Vec<String>,
+    /// Only streams with something captured at or after this time (RFC 3339, e.g.
+    /// 2026-11-28T08:00:00Z, or a date 2026-11-28).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only streams with something captured at or before this time (RFC 3339 or a date,
+    /// which means the end of that day).
+    #[arg(long)]
+    until: Option<String>,
+    /// Private KEK file(s) (`keypair.pem`); repeat for several KEKs. Without one nothing is
+    /// decrypted (`sealstream verify` checks a store without keys).
+    #[arg(long = "key")]
     keys: Vec<PathBuf>,
-    /// File holding the private key passphrase (one trailing newline allowed).
+    /// File holding the private key passphrase (one trailing newline, LF or CRLF, allowed).
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
+    /// The agent CA certificate to check the agents' signatures against (the deployment's
+    /// `pki/ca.crt`, or the offline CA's). Pin your own copy: a copy in the store proves
+    /// nothing.
+    #[arg(long)]
+    agent_ca: Option<PathBuf>,
+    /// Exit 0 even when streams are incomplete or not proven to their end.
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Also write each session's frames as an MP4 (H.264) video at their capture times, with
+    /// the system's ffmpeg (Debian package `ffmpeg`).
+    #[arg(long)]
+    video: bool,
+}
+
+/// A store argument as a directory: a path, or a `file://` URL.
+pub fn store_dir(store: &str) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(store.strip_prefix("file://").unwrap_or(store));
+    if store.contains("://") && !store.starts_with("file://") {
+        anyhow::bail!(
+            "{store}: this build reads stores in a local directory (a path or file:// URL)"
+        );
+    }
+    if !dir.is_dir() {
+        anyhow::bail!("{}: no such store directory", dir.display());
+    }
+    Ok(dir)
+}
+
+/// `--since` / `--until`: RFC 3339, or a date (its start, or with `end_of_day` its end).
+pub fn parse_time(text: &str, end_of_day: bool) -> anyhow::Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1000) as i64);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(text, &format).map_err(|_| {
+        anyhow::anyhow!(
+            "{text:?}: not a time; give RFC 3339 (2026-11-28T08:00:00Z) or a date (2026-11-28)"
+        )
+    })?;
+    let start = date.midnight().assume_utc().unix_timestamp() * 1_000_000;
+    Ok(if end_of_day {
+        start + 86_400_000_000 - 1
+    } else {
+        start
+    })
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -37,38 +100,125 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .map(SessionId::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--session: {e}"))?;
-    if !args.store.is_dir() {
-        anyhow::bail!("{}: no such store directory", args.store.display());
-    }
+    let dir = store_dir(&args.store)?;
+    let ffmpeg = if args.video {
+        Some(video::find_ffmpeg().map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let agent_ca = args
+        .agent_ca
+        .as_deref()
+        .map(AgentCa::load)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--agent-ca {e}"))?;
+    let filter = Filter {
+        session,
+        agents: args.agents.clone(),
+        since_us: args
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, false))
+            .transpose()?,
+        until_us: args
+            .until
+            .as_deref()
+            .map(|t| parse_time(t, true))
+            .transpose()?,
+    };
     let source = PassphraseSource::from_process(args.passphrase_file);
     let mut private = Vec::new();
     for path in &args.keys {
         let prompt = format!("Passphrase for {}: ", path.display());
         private.push(keys::load_private_key(path, || source.read(&prompt))?);
     }
-    let store = storage::open_local(&args.store)?;
+    let store = storage::open_local(&dir)?;
+    let options = Options { filter, agent_ca };
+    let bar = progress_bar();
     let report = super::runtime()?
-        .block_on(export::export(store.as_ref(), &private, session, &args.out))
-        .with_context(|| format!("exporting {}", args.store.display()))?;
+        .block_on(export::export_with(
+            store.as_ref(),
+            &private,
+            &options,
+            &args.out,
+            &mut |p| show(&bar, p),
+        ))
+        .with_context(|| format!("exporting {}", dir.display()))?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     drop(private);
-    print_report(&report);
+    print_report(&report, args.keys.is_empty());
+    if let Some(ffmpeg) = ffmpeg {
+        for s in &report.streams {
+            if s.kind != sealstream::protocol::Kind::Frame.name() || s.frames.is_empty() {
+                continue;
+            }
+            let frames = &s.frames;
+            let mp4 = PathBuf::from(&s.files[0])
+                .parent()
+                .and_then(|d| d.parent())
+                .map(|d| d.join(format!("video-{}.mp4", s.stream)))
+                .expect("frames are written in a session directory");
+            match video::encode(&ffmpeg, frames, &mp4) {
+                Ok(video::Written::New) => println!("  video: {}", mp4.display()),
+                Ok(video::Written::Kept) => println!("  video: {} (already there)", mp4.display()),
+                Err(e) => anyhow::bail!("video for session {} stream {}: {e}", s.session, s.stream),
+            }
+        }
+    }
     eprintln!("files and report.json are in {}", args.out.display());
-    Ok(exit_code(&report))
+    Ok(exit_code(&report, args.allow_incomplete))
 }
 
-pub fn exit_code(report: &Report) -> ExitCode {
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len} {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn show(bar: &Option<indicatif::ProgressBar>, p: Progress) {
+    let Some(bar) = bar else { return };
+    match p {
+        Progress::Scanned(bytes) => {
+            bar.set_message("checking");
+            bar.set_length(bytes.max(bar.length().unwrap_or(0)));
+            bar.set_position(bytes);
+        }
+        Progress::Decrypted { done, total } => {
+            bar.set_message("decrypting");
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    }
+}
+
+/// The export's exit code: tampering first, then a missing DEK record, a missing key, a
+/// malformed payload, and incomplete or unproven streams (unless allowed).
+pub fn exit_code(report: &Report, allow_incomplete: bool) -> ExitCode {
     if report.tampered() {
         ExitCode::from(EXIT_TAMPERED)
+    } else if report.missing_dek_records() {
+        ExitCode::from(EXIT_NO_DEK_RECORD)
     } else if report.missing_keys() {
         ExitCode::from(EXIT_MISSING_KEY)
     } else if report.malformed() {
         ExitCode::from(EXIT_MALFORMED)
+    } else if !allow_incomplete && !report.incomplete_or_unproven().is_empty() {
+        ExitCode::from(EXIT_INCOMPLETE)
     } else {
         ExitCode::SUCCESS
     }
 }
 
-fn utc(us: i64) -> String {
+pub fn utc(us: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
         .and_then(|t| {
@@ -78,13 +228,51 @@ fn utc(us: i64) -> String {
         .unwrap_or_else(|| format!("{us} us"))
 }
 
-pub fn print_report(report: &Report) {
+/// One stream's signature state, in words.
+pub fn proof_text(proof: &Proof, ca_pinned: bool) -> String {
+    match proof {
+        Proof::Unsigned if ca_pinned => {
+            "UNSIGNED (format version 1: nothing shows which agent made it)".into()
+        }
+        Proof::Unsigned => "unsigned".into(),
+        Proof::Invalid => "signature INVALID".into(),
+        Proof::Signed {
+            cert,
+            ca_checked,
+            checkpoint,
+            unproven,
+            ..
+        } => {
+            let who = if *ca_checked {
+                format!(
+                    "signed by agent certificate {} (serial {})",
+                    cert.fingerprint, cert.serial
+                )
+            } else {
+                format!(
+                    "signature valid for certificate {} but NOT CHECKED against an agent CA (pass --agent-ca)",
+                    cert.fingerprint
+                )
+            };
+            match (checkpoint, unproven) {
+                (None, n) => format!("{who}; no checkpoint yet: all {n} chunks UNPROVEN"),
+                (Some(k), 0) => format!("{who}, proven through chunk {k}"),
+                (Some(k), n) => {
+                    format!("{who}, proven through chunk {k}; {n} chunk(s) after it UNPROVEN")
+                }
+            }
+        }
+    }
+}
+
+pub fn print_report(report: &Report, no_keys: bool) {
     println!(
         "{} segment(s), {} DEK record(s), {} stream(s)",
         report.segments,
         report.dek_records,
         report.streams.len()
     );
+    let pinned = report.agent_ca.is_some();
     for s in &report.streams {
         let status = match &s.status {
             Status::Complete => "complete".to_owned(),
@@ -95,10 +283,17 @@ pub fn print_report(report: &Report) {
                 problems.join("; ")
             ),
             Status::NoKey(why) => format!("NOT DECRYPTED: {why}"),
+            Status::NoDekRecord(why) => format!("NOT DECRYPTED: {why}"),
         };
         println!(
-            "  agent {:?} session {} stream {} ({}): {} chunks, {} bytes: {status}",
-            s.agent, s.session, s.stream, s.kind, s.chunks, s.bytes
+            "  agent {:?} session {} stream {} ({}): {} chunks, {} bytes: {status}; {}",
+            s.agent,
+            s.session,
+            s.stream,
+            s.kind,
+            s.chunks,
+            s.bytes,
+            proof_text(&s.proof, pinned)
         );
     }
     for s in &report.streams {
@@ -118,11 +313,38 @@ pub fn print_report(report: &Report) {
     for d in &report.damaged_objects {
         println!("  DAMAGED OBJECT: {d}");
     }
+    let open = report.incomplete_or_unproven().len();
     if report.tampered() {
         println!("verification FAILED: the store was altered or corrupted (see above)");
     } else if report.streams.is_empty() {
         println!("nothing to export");
+    } else if no_keys {
+        println!(
+            "nothing decrypted: no private key given (--key); the structure checks above passed"
+        );
+    } else if report.missing_dek_records() {
+        println!(
+            "verification INCOMPLETE: DEK records are missing, so some streams were not decrypted"
+        );
+    } else if report.missing_keys() {
+        println!(
+            "verification INCOMPLETE: {} chunk(s) decrypted and authentic; streams under other KEKs were not decrypted (see above)",
+            report.decrypted_chunks
+        );
+    } else if open > 0 {
+        println!(
+            "verification passed for every chunk present ({} decrypted and authentic), but {open} stream(s) are incomplete or not proven to their end",
+            report.decrypted_chunks
+        );
     } else {
-        println!("verification passed: every chunk authentic");
+        println!(
+            "verification passed: {} chunk(s) decrypted and authentic{}",
+            report.decrypted_chunks,
+            if pinned {
+                ", every stream signed by its agent to its end"
+            } else {
+                " (agent signatures not checked: pass --agent-ca)"
+            }
+        );
     }
 }

@@ -7,6 +7,7 @@ mod keys;
 mod quickstart;
 mod seal;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,11 @@ pub const EXIT_TAMPERED: u8 = 3;
 pub const EXIT_MISSING_KEY: u8 = 4;
 /// Exit code when every chunk was authentic but some payloads did not parse (an agent bug).
 pub const EXIT_MALFORMED: u8 = 5;
+/// Exit code when chunks name a DEK whose record is not in the store.
+pub const EXIT_NO_DEK_RECORD: u8 = 6;
+/// Exit code when a stream has no final chunk, or (with `--agent-ca`) is unsigned or has
+/// chunks after its last valid checkpoint; `--allow-incomplete` accepts them.
+pub const EXIT_INCOMPLETE: u8 = 7;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +69,11 @@ enum Command {
     Seal(seal::SealArgs),
     /// Decrypt a store's recordings into files, verifying every stream.
     Export(export::ExportArgs),
+    /// Check a store without keys: objects, names, numbering, completeness and signatures.
+    Verify(verify::VerifyArgs),
+    /// An agent CA kept offline: make it, and sign agents' requests.
+    #[command(subcommand)]
+    Ca(agent::CaCommand),
     /// Run the QUIC ingest service.
     Serve {
         #[arg(long)]
@@ -178,6 +189,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args),
         Command::Agents(cmd) => agent::agents(cmd),
         Command::Export(args) => export::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Ca(cmd) => agent::ca(cmd),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Users(cmd) => console::users(cmd),
         Command::Console { config } => console::run(&config),

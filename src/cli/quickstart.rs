@@ -192,9 +192,9 @@ async fn pipeline(
     )
     .await?;
     drop(private);
-    super::export::print_report(&exported);
+    super::export::print_report(&exported, false);
     if exported.tampered() || exported.missing_keys() {
-        return Ok(super::export::exit_code(&exported));
+        return Ok(super::export::exit_code(&exported, false));
     }
     let mut files = 0;
     let mut bytes = 0u64;

@@ -87,6 +87,7 @@ impl Dek {
             created_us,
             agent,
             wrapped,
+            signed: None,
         }
     }
 

@@ -3,9 +3,11 @@
 
 pub mod dek;
 pub mod seal;
+pub mod sign;
 
 pub use dek::{Dek, OAEP_LABEL, UnwrapError};
-pub use seal::{OpenError, SealError, StreamKey, StreamSealer};
+pub use seal::{Checkpoints, OpenError, SealError, StreamKey, StreamSealer};
+pub use sign::{AgentCa, AgentSigner};
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {

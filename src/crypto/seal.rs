@@ -10,9 +10,13 @@ use hkdf::Hkdf;
 use rsa::sha2::Sha256;
 use zeroize::Zeroizing;
 
+use std::sync::Arc;
+
 use super::dek::Dek;
+use super::sign::{AgentSigner, CHAIN_START, chain_next, checkpoint_message};
 use crate::protocol::chunk::{MAX_PLAINTEXT, SealedChunk};
 use crate::protocol::{AgentId, ChunkHeader, Kind, SessionId, StreamId};
+use crate::protocol::{VERSION_1, VERSION_2};
 
 pub const HKDF_INFO_PREFIX: &[u8] = b"sealstream/1 stream";
 
@@ -126,8 +130,35 @@ impl StreamKey {
     }
 }
 
+/// When a signing agent's stream makes a checkpoint: its final chunk, each gap record, and
+/// otherwise at least every `every_chunks` chunks or once `every` has passed since the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoints {
+    pub every_chunks: u64,
+    pub every: std::time::Duration,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Checkpoints {
+            every_chunks: 64,
+            every: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// A signing stream's chain state.
+struct Signing {
+    signer: Arc<AgentSigner>,
+    policy: Checkpoints,
+    head: [u8; 32],
+    since_checkpoint: u64,
+    last_checkpoint: std::time::Instant,
+}
+
 /// Seals one stream's chunks in order. It owns the sequence counter, so a sequence number is
-/// used once: sealing after the final chunk is refused.
+/// used once: sealing after the final chunk is refused. With a signer (format version 2) it
+/// keeps the stream's hash chain and signs checkpoints.
 pub struct StreamSealer {
     key: StreamKey,
     agent: AgentId,
@@ -136,6 +167,7 @@ pub struct StreamSealer {
     kind: Kind,
     next_seq: u64,
     finished: bool,
+    signing: Option<Signing>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -174,11 +206,85 @@ impl StreamSealer {
             kind,
             next_seq,
             finished: false,
+            signing: None,
         }
+    }
+
+    /// Seal version-2 chunks signed by `signer`, with checkpoints as `policy` says.
+    pub fn signed_by(mut self, signer: Arc<AgentSigner>, policy: Checkpoints) -> Self {
+        self.signing = Some(Signing {
+            signer,
+            policy,
+            head: CHAIN_START,
+            since_checkpoint: 0,
+            last_checkpoint: std::time::Instant::now(),
+        });
+        self
     }
 
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The chain head after the last chunk sealed (a signing stream only).
+    pub fn chain_head(&self) -> Option<[u8; 32]> {
+        self.signing.as_ref().map(|s| s.head)
+    }
+
+    /// Set the chain head back to `head` (what `chain_head` said before the chunks about to be
+    /// dropped were sealed): the gap record that follows links to the last chunk kept.
+    pub fn rewind_chain(&mut self, head: [u8; 32]) {
+        if let Some(s) = &mut self.signing {
+            s.head = head;
+        }
+    }
+
+    /// Chunks sealed since the last checkpoint (0 for an unsigned stream).
+    pub fn unsigned_chunks(&self) -> u64 {
+        self.signing.as_ref().map_or(0, |s| s.since_checkpoint)
+    }
+
+    /// True when a signing stream has chunks after its last checkpoint and its interval has
+    /// passed: the caller seals an empty checkpoint chunk (`seal(&[], t, false)`) to prove
+    /// them while the stream is idle.
+    pub fn checkpoint_due(&self) -> bool {
+        self.signing.as_ref().is_some_and(|s| {
+            s.since_checkpoint > 0 && s.last_checkpoint.elapsed() >= s.policy.every
+        })
+    }
+
+    /// The version byte and checkpoint flag for the next chunk.
+    fn next_form(&self, forced: bool) -> (u8, bool) {
+        match &self.signing {
+            None => (VERSION_1, false),
+            Some(s) => (
+                VERSION_2,
+                forced
+                    || s.since_checkpoint + 1 >= s.policy.every_chunks
+                    || s.last_checkpoint.elapsed() >= s.policy.every,
+            ),
+        }
+    }
+
+    /// Extend the chain with `chunk` and sign it if it is a checkpoint.
+    fn link(&mut self, chunk: SealedChunk) -> SealedChunk {
+        let Some(s) = &mut self.signing else {
+            return chunk;
+        };
+        s.head = chain_next(&s.head, chunk.core());
+        if !chunk.header.checkpoint {
+            s.since_checkpoint += 1;
+            return chunk;
+        }
+        s.since_checkpoint = 0;
+        s.last_checkpoint = std::time::Instant::now();
+        // Signing with the agent's in-memory key cannot fail short of a broken key, which
+        // `AgentSigner::new` already tried.
+        let (scheme, sig) = s
+            .signer
+            .sign(&checkpoint_message(&s.head))
+            .expect("the agent key signed at start-up");
+        chunk.with_signature(scheme, &sig)
     }
 
     pub fn seal(
@@ -193,7 +299,10 @@ impl StreamSealer {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(SealError::TooLarge(plaintext.len()));
         }
+        let (version, checkpoint) = self.next_form(last);
         let header = ChunkHeader {
+            version,
+            checkpoint,
             kind: self.kind,
             last,
             gap: false,
@@ -206,7 +315,8 @@ impl StreamSealer {
         };
         self.next_seq += 1;
         self.finished = last;
-        Ok(self.key.seal(header, plaintext))
+        let chunk = self.key.seal(header, plaintext);
+        Ok(self.link(chunk))
     }
 
     /// Seal a gap record saying the chunks `gap.first_seq..=gap.last_seq` (the ones sealed just
@@ -223,7 +333,10 @@ impl StreamSealer {
             self.next_seq,
             "a gap ends right before the gap record"
         );
+        let (version, checkpoint) = self.next_form(true);
         let header = ChunkHeader {
+            version,
+            checkpoint,
             kind: self.kind,
             last: false,
             gap: true,
@@ -235,7 +348,8 @@ impl StreamSealer {
             agent: self.agent.clone(),
         };
         self.next_seq += 1;
-        Ok(self.key.seal(header, &gap.encode()))
+        let chunk = self.key.seal(header, &gap.encode());
+        Ok(self.link(chunk))
     }
 }
 

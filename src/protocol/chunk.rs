@@ -4,12 +4,15 @@
 //! `"SSCK" | version u8 | suite u8 | kind u8 | flags u8 | dek_id [16] | session_id [16] |
 //!  stream_id u32 | seq u64 | capture_time_us i64 | agent_len u16 | agent [agent_len] |
 //!  ct_len u32 | ciphertext [ct_len]` — the AAD is every byte before `ciphertext`.
+//! Version 2 adds flag bit 2, a checkpoint: the chunk ends with the agent's signature over
+//! the chain of the stream's chunk digests up to it, `scheme u16 | sig_len u16 | sig`
+//! (docs/format.md "Agent signatures").
 
 use bytes::Bytes;
 
 use super::ids::{AGENT_ID_MAX_BYTES, AgentId, DekId, Kind, SessionId, StreamId};
 use super::wire::{DecodeError, Reader};
-use super::{SUITE_AES256GCM_HKDF_OAEP, VERSION};
+use super::{SUITE_AES256GCM_HKDF_OAEP, VERSION_1, VERSION_2};
 
 pub const MAGIC: &str = "SSCK";
 /// Flag bit 0: this is the last chunk of its stream.
@@ -17,6 +20,10 @@ pub const FLAG_FINAL: u8 = 0x01;
 /// Flag bit 1: a gap record — the agent dropped the chunks just before this one (its spool
 /// was full); the plaintext says which (see `payload::Gap`).
 pub const FLAG_GAP: u8 = 0x02;
+/// Flag bit 2 (version 2 only): a checkpoint; the agent's signature follows the ciphertext.
+pub const FLAG_CHECKPOINT: u8 = 0x04;
+/// Longest signature a checkpoint may carry (ECDSA P-384 DER is at most 104 bytes).
+pub const MAX_SIGNATURE_LEN: usize = 512;
 /// AES-GCM tag length; every ciphertext is at least this long.
 pub const TAG_LEN: usize = 16;
 /// Largest plaintext one chunk may carry (a 4K screenshot as PNG fits with room to spare).
@@ -25,13 +32,18 @@ pub const MAX_PLAINTEXT: usize = 16 * 1024 * 1024;
 pub const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + TAG_LEN;
 /// Header bytes that do not depend on the agent id's length.
 pub const FIXED_HEADER_LEN: usize = 4 + 1 + 1 + 1 + 1 + 16 + 16 + 4 + 8 + 8 + 2 + 4;
-/// Largest whole chunk on the wire.
-pub const MAX_CHUNK_LEN: usize = FIXED_HEADER_LEN + AGENT_ID_MAX_BYTES + MAX_CIPHERTEXT;
+/// Largest whole chunk on the wire (a checkpoint's signature included).
+pub const MAX_CHUNK_LEN: usize =
+    FIXED_HEADER_LEN + AGENT_ID_MAX_BYTES + MAX_CIPHERTEXT + 4 + MAX_SIGNATURE_LEN;
 
 /// Everything about a chunk except its ciphertext. Encoded, it is the chunk's AAD.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkHeader {
+    /// 1, or 2 for a chunk of a signing agent (which may be a checkpoint).
+    pub version: u8,
     pub kind: Kind,
+    /// A checkpoint (version 2): the agent's signature follows the ciphertext.
+    pub checkpoint: bool,
     pub last: bool,
     /// A gap record (never also final).
     pub gap: bool,
@@ -49,10 +61,14 @@ impl ChunkHeader {
         let agent = self.agent.as_str().as_bytes();
         let mut out = Vec::with_capacity(FIXED_HEADER_LEN + agent.len() + ct_len);
         out.extend_from_slice(MAGIC.as_bytes());
-        out.push(VERSION);
+        out.push(self.version);
         out.push(SUITE_AES256GCM_HKDF_OAEP);
         out.push(self.kind.code());
-        out.push(if self.last { FLAG_FINAL } else { 0 } | if self.gap { FLAG_GAP } else { 0 });
+        out.push(
+            if self.last { FLAG_FINAL } else { 0 }
+                | if self.gap { FLAG_GAP } else { 0 }
+                | if self.checkpoint { FLAG_CHECKPOINT } else { 0 },
+        );
         out.extend_from_slice(&self.dek_id.0);
         out.extend_from_slice(&self.session.0);
         out.extend_from_slice(&self.stream.0.to_be_bytes());
@@ -71,6 +87,15 @@ pub struct SealedChunk {
     pub header: ChunkHeader,
     bytes: Bytes,
     aad_len: usize,
+    /// Header and ciphertext: everything but a checkpoint's signature.
+    core_len: usize,
+}
+
+/// A checkpoint's signature: the TLS SignatureScheme code and the signature bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signature<'a> {
+    pub scheme: u16,
+    pub bytes: &'a [u8],
 }
 
 impl SealedChunk {
@@ -81,6 +106,7 @@ impl SealedChunk {
         bytes.extend_from_slice(ciphertext);
         SealedChunk {
             header,
+            core_len: bytes.len(),
             bytes: Bytes::from(bytes),
             aad_len,
         }
@@ -91,14 +117,32 @@ impl SealedChunk {
         debug_assert!(aad_len + TAG_LEN <= bytes.len());
         SealedChunk {
             header,
+            core_len: bytes.len(),
             bytes: Bytes::from(bytes),
             aad_len,
         }
     }
 
+    /// This checkpoint chunk (flag set, no signature yet) with its signature appended.
+    pub fn with_signature(self, scheme: u16, signature: &[u8]) -> Self {
+        assert!(self.header.checkpoint && self.core_len == self.bytes.len());
+        assert!(!signature.is_empty() && signature.len() <= MAX_SIGNATURE_LEN);
+        let mut bytes = Vec::with_capacity(self.bytes.len() + 4 + signature.len());
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(&scheme.to_be_bytes());
+        bytes.extend_from_slice(&(signature.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(signature);
+        SealedChunk {
+            header: self.header,
+            bytes: Bytes::from(bytes),
+            aad_len: self.aad_len,
+            core_len: self.core_len,
+        }
+    }
+
     /// Decode exactly one chunk occupying all of `bytes` (no copy: the chunk shares `bytes`).
     pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
-        let (header, aad_len, used) = Self::parse(&bytes)?;
+        let (header, aad_len, core_len, used) = Self::parse(&bytes)?;
         if used != bytes.len() {
             return Err(DecodeError::TrailingBytes {
                 what: "chunk",
@@ -109,17 +153,19 @@ impl SealedChunk {
             header,
             bytes,
             aad_len,
+            core_len,
         })
     }
 
     /// Decode the chunk at the start of `buf` without copying; returns it and its length.
     pub fn decode_shared(buf: &Bytes) -> Result<(Self, usize), DecodeError> {
-        let (header, aad_len, used) = Self::parse(buf)?;
+        let (header, aad_len, core_len, used) = Self::parse(buf)?;
         Ok((
             SealedChunk {
                 header,
                 bytes: buf.slice(..used),
                 aad_len,
+                core_len,
             },
             used,
         ))
@@ -128,27 +174,34 @@ impl SealedChunk {
     /// Decode the chunk at the start of `buf`; returns it and how many bytes it used.
     /// Lengths are checked against the limits before anything is copied.
     pub fn decode_prefix(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
-        let (header, aad_len, used) = Self::parse(buf)?;
+        let (header, aad_len, core_len, used) = Self::parse(buf)?;
         Ok((
             SealedChunk {
                 header,
                 bytes: Bytes::copy_from_slice(&buf[..used]),
                 aad_len,
+                core_len,
             },
             used,
         ))
     }
 
-    /// Parse a chunk's header at the start of `buf`: (header, AAD length, whole length).
-    fn parse(buf: &[u8]) -> Result<(ChunkHeader, usize, usize), DecodeError> {
+    /// Parse a chunk at the start of `buf`: (header, AAD length, length without a
+    /// checkpoint's signature, whole length).
+    fn parse(buf: &[u8]) -> Result<(ChunkHeader, usize, usize, usize), DecodeError> {
         let mut r = Reader::new("chunk", buf);
         r.magic(MAGIC)?;
-        r.version()?;
+        let version = r.version(&[VERSION_1, VERSION_2], "1 and 2")?;
         r.suite()?;
         let kind_code = r.u8()?;
         let kind = Kind::from_code(kind_code).ok_or(DecodeError::UnknownKind(kind_code))?;
         let flags = r.u8()?;
-        if flags & !(FLAG_FINAL | FLAG_GAP) != 0 || flags == FLAG_FINAL | FLAG_GAP {
+        let known = if version == VERSION_1 {
+            FLAG_FINAL | FLAG_GAP
+        } else {
+            FLAG_FINAL | FLAG_GAP | FLAG_CHECKPOINT
+        };
+        if flags & !known != 0 || flags & (FLAG_FINAL | FLAG_GAP) == FLAG_FINAL | FLAG_GAP {
             return Err(DecodeError::UnknownFlags(flags));
         }
         let dek_id = DekId(r.array()?);
@@ -168,8 +221,17 @@ impl SealedChunk {
         )?;
         let aad_len = r.position();
         r.bytes(ct_len)?;
+        let core_len = r.position();
+        if flags & FLAG_CHECKPOINT != 0 {
+            r.u16()?;
+            let sig_len = r.u16()?;
+            let sig_len = r.bounded("sig_len", sig_len.into(), 1, MAX_SIGNATURE_LEN as u64)?;
+            r.bytes(sig_len)?;
+        }
         let used = r.position();
         let header = ChunkHeader {
+            version,
+            checkpoint: flags & FLAG_CHECKPOINT != 0,
             kind,
             last: flags & FLAG_FINAL != 0,
             gap: flags & FLAG_GAP != 0,
@@ -180,7 +242,7 @@ impl SealedChunk {
             capture_time_us,
             agent,
         };
-        Ok((header, aad_len, used))
+        Ok((header, aad_len, core_len, used))
     }
 
     /// The whole chunk as it travels and is stored.
@@ -195,7 +257,25 @@ impl SealedChunk {
 
     /// Ciphertext followed by the 16-byte tag.
     pub fn ciphertext(&self) -> &[u8] {
-        &self.bytes[self.aad_len..]
+        &self.bytes[self.aad_len..self.core_len]
+    }
+
+    /// Header and ciphertext: the bytes a checkpoint's chain link covers (all of a chunk but
+    /// its signature).
+    pub fn core(&self) -> &[u8] {
+        &self.bytes[..self.core_len]
+    }
+
+    /// A checkpoint's signature.
+    pub fn signature(&self) -> Option<Signature<'_>> {
+        if !self.header.checkpoint || self.core_len == self.bytes.len() {
+            return None;
+        }
+        let t = &self.bytes[self.core_len..];
+        Some(Signature {
+            scheme: u16::from_be_bytes([t[0], t[1]]),
+            bytes: &t[4..],
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -222,6 +302,8 @@ mod tests {
 
     fn header() -> ChunkHeader {
         ChunkHeader {
+            version: 1,
+            checkpoint: false,
             kind: Kind::Frame,
             last: false,
             gap: false,
@@ -273,9 +355,15 @@ mod tests {
             SealedChunk::decode(Bytes::from(b)).unwrap_err()
         };
         assert!(matches!(
-            mutate(4, 2),
+            mutate(4, 3),
             DecodeError::UnsupportedVersion { .. }
         ));
+        assert_eq!(
+            mutate(4, 3).to_string(),
+            "chunk: unsupported format version 3; this build reads versions 1 and 2"
+        );
+        // The checkpoint flag exists from version 2 on.
+        assert!(matches!(mutate(7, 0x04), DecodeError::UnknownFlags(0x04)));
         assert!(matches!(mutate(5, 9), DecodeError::UnsupportedSuite { .. }));
         assert!(matches!(mutate(6, 3), DecodeError::UnknownKind(3)));
         assert!(matches!(mutate(7, 0x80), DecodeError::UnknownFlags(0x80)));
@@ -293,6 +381,38 @@ mod tests {
             DecodeError::Truncated {
                 need: 16,
                 have: 15,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_carries_its_signature_after_the_ciphertext() {
+        let h = ChunkHeader {
+            version: 2,
+            checkpoint: true,
+            ..header()
+        };
+        let c = SealedChunk::from_parts(h.clone(), h.encode(16), &[5; 16]);
+        let core = c.bytes().clone();
+        let signed = c.with_signature(0x0403, &[9; 70]);
+        let back = SealedChunk::decode(signed.bytes().clone()).unwrap();
+        assert_eq!(back.header, h);
+        assert_eq!(back.core(), &core[..]);
+        assert_eq!(back.ciphertext(), &[5; 16]);
+        let sig = back.signature().unwrap();
+        assert_eq!((sig.scheme, sig.bytes), (0x0403, &[9u8; 70][..]));
+        // Without its signature, or with an empty one, a checkpoint is refused.
+        assert!(matches!(
+            SealedChunk::decode(core).unwrap_err(),
+            DecodeError::Truncated { .. }
+        ));
+        let mut empty = signed.core().to_vec();
+        empty.extend_from_slice(&[4, 3, 0, 0]);
+        assert!(matches!(
+            SealedChunk::decode(Bytes::from(empty)).unwrap_err(),
+            DecodeError::OutOfRange {
+                field: "sig_len",
                 ..
             }
         ));

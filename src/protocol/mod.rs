@@ -16,7 +16,10 @@ pub use ids::{AgentId, DekId, KekId, Kind, SessionId, StreamId};
 pub use segment::Segment;
 pub use wire::DecodeError;
 
-/// Format version written in every chunk, DEK record and segment.
-pub const VERSION: u8 = 1;
+/// Format version 1: unsigned chunks and DEK records; the segment layout (still version 1).
+pub const VERSION_1: u8 = 1;
+/// Format version 2: chunks and DEK records that may carry the agent's signature
+/// (docs/format.md "Agent signatures").
+pub const VERSION_2: u8 = 2;
 /// Cipher suite 1: AES-256-GCM chunks, HKDF-SHA256 stream keys, RSA-OAEP-SHA256 DEK wrap.
 pub const SUITE_AES256GCM_HKDF_OAEP: u8 = 1;

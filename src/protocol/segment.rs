@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::VERSION;
+use super::VERSION_1 as VERSION;
 use super::chunk::SealedChunk;
 use super::wire::{DecodeError, Reader};
 
@@ -52,6 +52,24 @@ fn checksum(header: &[u8], digests: &[[u8; 32]]) -> [u8; 32] {
         h.update(d);
     }
     h.finalize().into()
+}
+
+/// The 36 header bytes of a segment: (segment id, created_us, chunk count).
+pub fn decode_header(head: &[u8]) -> Result<([u8; 16], i64, usize), DecodeError> {
+    let mut r = Reader::new("segment", head);
+    r.magic(MAGIC)?;
+    r.version(&[VERSION], "1")?;
+    if r.array::<3>()? != [0; 3] {
+        return Err(DecodeError::Invalid {
+            what: "segment",
+            reason: "reserved bytes are not zero".into(),
+        });
+    }
+    let id = r.array()?;
+    let created_us = r.i64()?;
+    let count = r.u32()?;
+    let count = r.bounded("chunk_count", count.into(), 0, MAX_CHUNKS.into())?;
+    Ok((id, created_us, count))
 }
 
 impl Segment {
@@ -109,6 +127,7 @@ impl Segment {
     }
 
     /// Decode and verify a whole segment object; the chunks share `buf` (no copy).
+    /// (Readers of large objects use `decode_header` and read the chunks in windows.)
     pub fn decode(buf: &Bytes) -> Result<Self, DecodeError> {
         if buf.len() > MAX_SEGMENT_LEN {
             return Err(DecodeError::OutOfRange {
@@ -129,7 +148,7 @@ impl Segment {
         let trailer = &buf[buf.len() - TRAILER_LEN..];
         let mut r = Reader::new("segment", &body);
         r.magic(MAGIC)?;
-        r.version()?;
+        r.version(&[VERSION], "1")?;
         if r.array::<3>()? != [0; 3] {
             return Err(DecodeError::Invalid {
                 what: "segment",
@@ -151,8 +170,16 @@ impl Segment {
         let mut digests = Vec::with_capacity(count);
         for _ in 0..count {
             let start = r.position();
-            let (chunk, used) = SealedChunk::decode_shared(&body.slice(start..))
-                .map_err(|_| DecodeError::SegmentChecksum)?;
+            // A chunk that does not parse is named with its own error (an unknown version,
+            // suite or kind says so): the checksum cannot be checked past it.
+            let (chunk, used) =
+                SealedChunk::decode_shared(&body.slice(start..)).map_err(|source| {
+                    DecodeError::ChunkInSegment {
+                        index: chunks.len(),
+                        offset: start,
+                        source: Box::new(source),
+                    }
+                })?;
             r.bytes(used)?;
             digests.push(chunk_digest(&chunk));
             chunks.push(chunk);
@@ -176,6 +203,8 @@ mod tests {
 
     fn chunk(seq: u64) -> SealedChunk {
         let h = ChunkHeader {
+            version: 1,
+            checkpoint: false,
             kind: Kind::Keystrokes,
             last: false,
             gap: false,

@@ -15,8 +15,12 @@ pub enum DecodeError {
         found: [u8; 4],
         expected: &'static str,
     },
-    #[error("{what}: unsupported version {version}, this build reads version 1")]
-    UnsupportedVersion { what: &'static str, version: u8 },
+    #[error("{what}: unsupported format version {version}; this build reads versions {known}")]
+    UnsupportedVersion {
+        what: &'static str,
+        version: u8,
+        known: &'static str,
+    },
     #[error("{what}: unsupported cipher suite {suite}")]
     UnsupportedSuite { what: &'static str, suite: u8 },
     #[error("chunk: unknown kind {0} (1 = frame, 2 = keystrokes)")]
@@ -36,6 +40,12 @@ pub enum DecodeError {
     TrailingBytes { what: &'static str, extra: usize },
     #[error("segment: checksum mismatch (object corrupt or altered at rest)")]
     SegmentChecksum,
+    #[error("segment: chunk {index} at byte {offset}: {source}")]
+    ChunkInSegment {
+        index: usize,
+        offset: usize,
+        source: Box<DecodeError>,
+    },
     #[error("{what}: {reason}")]
     Invalid { what: &'static str, reason: String },
 }
@@ -110,15 +120,17 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    pub(crate) fn version(&mut self) -> Result<(), DecodeError> {
+    /// The version byte, refused unless it is one of `known` (named in the error as `names`).
+    pub(crate) fn version(&mut self, known: &[u8], names: &'static str) -> Result<u8, DecodeError> {
         let version = self.u8()?;
-        if version != super::VERSION {
+        if !known.contains(&version) {
             return Err(DecodeError::UnsupportedVersion {
                 what: self.what,
                 version,
+                known: names,
             });
         }
-        Ok(())
+        Ok(version)
     }
 
     pub(crate) fn suite(&mut self) -> Result<u8, DecodeError> {

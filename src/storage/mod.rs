@@ -126,6 +126,23 @@ pub async fn get_opt(store: &dyn ObjectStore, path: &Path) -> Result<Option<Byte
     }
 }
 
+/// Every object under `prefix` with its size, sorted by key.
+pub async fn list_meta(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+    let mut metas: Vec<object_store::ObjectMeta> = store
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(|source| StoreError::Backend {
+            path: prefix.to_string(),
+            source,
+        })?;
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(metas)
+}
+
 /// Every object under `prefix`, sorted by key.
 pub async fn list(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Path>, StoreError> {
     let mut paths: Vec<Path> = store

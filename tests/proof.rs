@@ -1,0 +1,591 @@
+//! Recordings that prove themselves (issue 9): a store written by a signing agent verifies
+//! with `sealstream verify` and `export --agent-ca`, and each way an outsider, the server
+//! operator or a KEK holder could forge, alter, cut, rename or strip it is reported with its
+//! own words and exit code. Keys come from the real openssl CLI; the CLI is the real binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use assert_cmd::Command;
+use bytes::Bytes;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sealstream::crypto::{AgentSigner, Checkpoints, Dek, StreamSealer};
+use sealstream::keys;
+use sealstream::protocol::{AgentId, DekRecord, Kind, SealedChunk, Segment, SessionId, StreamId};
+use sealstream::recorder::{self, Recorder};
+use sealstream::storage::{self, paths};
+
+const AGENT: &str = "ts-07";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+        common::pubout(d, "keypair.pem", "publickey.crt", true);
+        common::pass_file(d);
+        // The deployment's agent CA, kept offline, and an agent enrolled through a CSR.
+        sealstream(d, &["ca", "init", "--dir", "ca"]).success();
+        sealstream(d, &["agents", "csr", AGENT, "--dir", "agent"]).success();
+        sealstream(
+            d,
+            &[
+                "ca",
+                "sign",
+                "--ca-dir",
+                "ca",
+                "--csr",
+                "agent/agent.csr",
+                "--out",
+                "agent/agent.crt",
+            ],
+        )
+        .success();
+        // Another CA (an attacker's), and an agent certificate of the same name from it.
+        sealstream(d, &["ca", "init", "--dir", "rogue-ca"]).success();
+        sealstream(d, &["agents", "csr", AGENT, "--dir", "rogue"]).success();
+        sealstream(
+            d,
+            &[
+                "ca",
+                "sign",
+                "--ca-dir",
+                "rogue-ca",
+                "--csr",
+                "rogue/agent.csr",
+                "--out",
+                "rogue/agent.crt",
+            ],
+        )
+        .success();
+        Fixture { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn signer(&self, who: &str) -> Arc<AgentSigner> {
+        let cert = CertificateDer::from_pem_file(self.path(&format!("{who}/agent.crt"))).unwrap();
+        let key = PrivateKeyDer::from_pem_file(self.path(&format!("{who}/agent.key"))).unwrap();
+        Arc::new(AgentSigner::new(&cert, &key).unwrap())
+    }
+
+    fn kek(&self) -> keys::PublicKeyFile {
+        keys::load_public_key(&self.path("publickey.crt")).unwrap()
+    }
+
+    /// A recording of `frames` frames by `who` (or unsigned), checkpoints every 4 chunks.
+    fn record(&self, who: Option<&str>, frames: u64) -> (DekRecord, Vec<SealedChunk>) {
+        self.record_images(who, frames, |i| format!("frame {i}").into_bytes(), 500_000)
+    }
+
+    fn record_images(
+        &self,
+        who: Option<&str>,
+        frames: u64,
+        image: impl Fn(u64) -> Vec<u8>,
+        interval_us: i64,
+    ) -> (DekRecord, Vec<SealedChunk>) {
+        let rec = Recorder::new(AgentId::new(AGENT).unwrap(), &self.kek());
+        let rec = match who {
+            Some(w) => rec
+                .signed_by(
+                    self.signer(w),
+                    Checkpoints {
+                        every_chunks: 4,
+                        every: std::time::Duration::from_secs(3600),
+                    },
+                )
+                .unwrap(),
+            None => rec,
+        };
+        let mut s = rec.open_stream(SessionId::random(), StreamId(0), Kind::Frame);
+        let t0 = 1_795_773_600_000_000;
+        let mut chunks = Vec::new();
+        for i in 0..frames {
+            let frame = sealstream::protocol::payload::Frame {
+                name: &format!("f{i:03}.png"),
+                image: &image(i),
+            }
+            .encode();
+            chunks.push(s.seal(&frame, t0 + i as i64 * interval_us, false).unwrap());
+        }
+        chunks.push(s.seal(&[], t0 + frames as i64 * interval_us, true).unwrap());
+        (rec.dek_record().clone(), chunks)
+    }
+
+    fn store(&self, name: &str, record: &DekRecord, chunks: &[SealedChunk]) -> PathBuf {
+        let dir = self.path(name);
+        let store = storage::open_local(&dir).unwrap();
+        rt().block_on(recorder::store_recording(store.as_ref(), record, chunks))
+            .unwrap();
+        dir
+    }
+
+    fn verify(&self, store: &Path, ca: Option<&str>) -> assert_cmd::assert::Assert {
+        let mut args = vec!["verify", "--store", store.to_str().unwrap()];
+        if let Some(ca) = ca {
+            args.extend(["--agent-ca", ca]);
+        }
+        sealstream(self.dir.path(), &args)
+    }
+
+    fn export(&self, store: &Path, out: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
+        let mut args = vec![
+            "export",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out,
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+        ];
+        args.extend_from_slice(extra);
+        sealstream(self.dir.path(), &args)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+fn sealstream(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("sealstream")
+        .unwrap()
+        .current_dir(dir)
+        .env_remove("SEALSTREAM_PASSPHRASE")
+        .args(args)
+        .assert()
+}
+
+fn stdout(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+/// The one segment object of a store written by `store_recording` (small recordings fit one).
+fn segment_of(store: &Path) -> PathBuf {
+    let mut found = Vec::new();
+    for day in std::fs::read_dir(store.join("v1/segments")).unwrap() {
+        for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            found.push(f.unwrap().path());
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
+}
+
+#[test]
+fn a_signed_recording_verifies_and_exports_with_its_agent_named() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 9);
+    assert_eq!(
+        record.signed.as_ref().map(|s| !s.cert.is_empty()),
+        Some(true)
+    );
+    let store = f.store("good", &record, &chunks);
+
+    let a = f.verify(&store, Some("ca/ca.crt")).code(0);
+    let out = stdout(&a);
+    assert!(out.contains("signed by agent certificate sha256:"), "{out}");
+    assert!(out.contains("proven through chunk 9"), "{out}");
+    assert!(out.contains("verify passed"), "{out}");
+
+    // JSON report, for a nightly job.
+    sealstream(
+        f.dir.path(),
+        &[
+            "verify",
+            "--store",
+            "good",
+            "--agent-ca",
+            "ca/ca.crt",
+            "--json",
+            "report.json",
+        ],
+    )
+    .code(0);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("report.json")).unwrap()).unwrap();
+    assert_eq!(json["outcome"], "ok");
+    assert_eq!(json["streams"][0]["signature"]["proof"], "signed");
+    assert_eq!(json["streams"][0]["signature"]["unproven"], 0);
+
+    let a = f
+        .export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(0);
+    let out = stdout(&a);
+    assert!(out.contains("verification passed: 10 chunk(s) decrypted and authentic, every stream signed by its agent to its end"), "{out}");
+    // Without a pinned CA the signature is valid but its signer is not vouched for.
+    let a = f.export(&store, "out-unpinned", &[]).code(0);
+    assert!(stdout(&a).contains("NOT CHECKED against an agent CA"));
+}
+
+#[test]
+fn a_recording_forged_with_the_public_kek_is_unsigned_and_refused() {
+    let f = Fixture::new();
+    // The server operator has the public KEK: an unsigned (version-1) recording in the
+    // agent's name decrypts, but nothing shows the agent made it.
+    let (record, chunks) = f.record(None, 3);
+    let store = f.store("forged", &record, &chunks);
+    let a = f.verify(&store, Some("ca/ca.crt")).code(7);
+    assert!(stdout(&a).contains("UNSIGNED"), "{}", stdout(&a));
+    let a = f
+        .export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(7);
+    assert!(
+        stdout(&a).contains("not proven to their end"),
+        "{}",
+        stdout(&a)
+    );
+    // Accepted only when asked to.
+    f.export(
+        &store,
+        "out2",
+        &["--agent-ca", "ca/ca.crt", "--allow-incomplete"],
+    )
+    .code(0);
+}
+
+#[test]
+fn a_recording_signed_under_another_ca_is_tampered() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("rogue"), 3);
+    let store = f.store("rogue-store", &record, &chunks);
+    let a = f.verify(&store, Some("ca/ca.crt")).code(3);
+    assert!(
+        stdout(&a).contains("not issued by the pinned agent CA"),
+        "{}",
+        stdout(&a)
+    );
+    f.export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(3);
+}
+
+#[test]
+fn a_kek_holder_cannot_alter_reorder_or_cut_a_signed_stream() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 9);
+    // The KEK holder unwraps the DEK and seals a new chunk 1 under it (version 2, no
+    // checkpoint: it cannot sign). The tag is valid; the chain is not.
+    let private = keys::load_private_key(&f.path("keypair.pem"), || {
+        Ok(keys::Passphrase::new(common::PASS.as_bytes().to_vec()))
+    })
+    .unwrap();
+    let dek = Dek::unwrap(&record, &private.key, private.kek_id).unwrap();
+    let h = &chunks[1].header;
+    let mut forger =
+        StreamSealer::starting_at(&dek, h.agent.clone(), h.session, h.stream, h.kind, 1).signed_by(
+            f.signer("rogue"),
+            Checkpoints {
+                every_chunks: 1000,
+                every: std::time::Duration::from_secs(3600),
+            },
+        );
+    let frame = sealstream::protocol::payload::Frame {
+        name: "f001.png",
+        image: b"an altered frame",
+    }
+    .encode();
+    let forged = forger.seal(&frame, h.capture_time_us, false).unwrap();
+    assert!(!forged.header.checkpoint);
+    let mut altered = chunks.clone();
+    altered[1] = forged;
+    let store = f.store("altered", &record, &altered);
+    let a = f.verify(&store, Some("ca/ca.crt")).code(3);
+    assert!(
+        stdout(&a).contains("checkpoint at chunk 3: the signature does not verify"),
+        "{}",
+        stdout(&a)
+    );
+    let a = f
+        .export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(3);
+    assert!(stdout(&a).contains("TAMPERED"));
+
+    // Two chunks swapped (each re-numbered would fail its tag; here the store simply holds
+    // them in another order, which the numbering fixes): the chain still matches, nothing to
+    // report. Removing one is reported.
+    let mut cut = chunks.clone();
+    cut.remove(2);
+    let store = f.store("removed", &record, &cut);
+    let a = f.verify(&store, Some("ca/ca.crt")).code(3);
+    assert!(stdout(&a).contains("chunk 2 is missing"), "{}", stdout(&a));
+
+    // Cut after a checkpoint: chunks 0..=7 proven by the checkpoint at 7, chunk 8 after it
+    // unproven, no final chunk.
+    let truncated = &chunks[..9];
+    let store = f.store("truncated", &record, truncated);
+    let a = f.verify(&store, Some("ca/ca.crt")).code(7);
+    let out = stdout(&a);
+    assert!(out.contains("INCOMPLETE"), "{out}");
+    assert!(
+        out.contains("proven through chunk 7; 1 chunk(s) after it UNPROVEN"),
+        "{out}"
+    );
+    let a = f
+        .export(&store, "out-cut", &["--agent-ca", "ca/ca.crt"])
+        .code(7);
+    assert!(stdout(&a).contains("1 chunk(s) after it UNPROVEN"));
+    f.export(
+        &store,
+        "out-cut2",
+        &["--agent-ca", "ca/ca.crt", "--allow-incomplete"],
+    )
+    .code(0);
+}
+
+#[test]
+fn renamed_moved_and_unknown_objects_are_named_as_such() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 3);
+
+    // A segment renamed (another id) in its folder.
+    let store = f.store("renamed", &record, &chunks);
+    let seg = segment_of(&store);
+    let renamed = seg.with_file_name(format!("{}.seg", "ab".repeat(16)));
+    std::fs::rename(&seg, &renamed).unwrap();
+    let a = f.verify(&store, Some("ca/ca.crt")).code(3);
+    assert!(
+        stdout(&a).contains("stored under another name"),
+        "{}",
+        stdout(&a)
+    );
+    f.export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(3);
+
+    // A segment moved to another date folder.
+    let store = f.store("moved", &record, &chunks);
+    let seg = segment_of(&store);
+    let day = store.join("v1/segments/2020-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::rename(&seg, day.join(seg.file_name().unwrap())).unwrap();
+    let a = f.verify(&store, None).code(3);
+    assert!(stdout(&a).contains("renamed or moved"), "{}", stdout(&a));
+
+    // A chunk of an unknown version inside an intact segment is named by its version, not
+    // as a checksum mismatch.
+    let mut future = chunks[0].bytes().to_vec();
+    future[4] = 9;
+    let seg_bytes = {
+        let mut b = Segment::encode([1; 16], 1_795_773_600_000_000, &chunks[1..2])
+            .0
+            .to_vec();
+        // Put the version-9 chunk in place of the one there, then fix the checksum the way a
+        // writer of a future version would.
+        let start = 36;
+        let end = b.len() - 32;
+        b.splice(start..end, future.iter().copied());
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&future).into();
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, &b[..36]);
+        sha2::Digest::update(&mut h, digest);
+        let sum: [u8; 32] = sha2::Digest::finalize(h).into();
+        let n = b.len();
+        b[n - 32..].copy_from_slice(&sum);
+        b
+    };
+    let store = f.path("future");
+    let st = storage::open_local(&store).unwrap();
+    rt().block_on(storage::put_new(
+        st.as_ref(),
+        &paths::segment(1_795_773_600_000_000, &[1; 16]),
+        Bytes::from(seg_bytes),
+    ))
+    .unwrap();
+    let a = f.verify(&store, None).code(3);
+    assert!(
+        stdout(&a).contains("unsupported format version 9; this build reads versions 1 and 2"),
+        "{}",
+        stdout(&a)
+    );
+}
+
+#[test]
+fn a_missing_dek_record_and_a_missing_key_each_have_their_own_code() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 3);
+    let store = f.store("nodek", &record, &chunks);
+    std::fs::remove_file(store.join(paths::dek_record(&record.agent, record.dek_id).as_ref()))
+        .unwrap();
+    let a = f.verify(&store, Some("ca/ca.crt")).code(6);
+    assert!(stdout(&a).contains("NO DEK RECORD"), "{}", stdout(&a));
+    let a = f.export(&store, "out", &[]).code(6);
+    assert!(
+        stdout(&a).contains("no DEK record in the store"),
+        "{}",
+        stdout(&a)
+    );
+
+    // No key: nothing decrypted, and it does not claim otherwise.
+    let store = f.store("nokey", &record, &chunks);
+    let a = sealstream(
+        f.dir.path(),
+        &[
+            "export",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            "out2",
+        ],
+    )
+    .code(4);
+    let out = stdout(&a);
+    assert!(
+        out.contains("nothing decrypted: no private key given"),
+        "{out}"
+    );
+    assert!(!out.contains("verification passed"), "{out}");
+}
+
+#[test]
+fn an_export_resumes_into_its_directory_and_never_overwrites() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 4);
+    let store = f.store("s", &record, &chunks);
+    f.export(&store, "out", &[]).code(0);
+    // Again into the same directory: identical files are kept.
+    f.export(&store, "out", &[]).code(0);
+    let frames: Vec<PathBuf> = walk(&f.path("out"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert_eq!(frames.len(), 4);
+    // A file changed since: refused, and left as it was.
+    std::fs::write(&frames[0], b"changed by hand").unwrap();
+    let a = f.export(&store, "out", &[]).code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("exists with different contents"), "{err}");
+    assert_eq!(std::fs::read(&frames[0]).unwrap(), b"changed by hand");
+}
+
+#[test]
+fn video_export_needs_ffmpeg_and_names_the_package() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 2);
+    let store = f.store("s", &record, &chunks);
+    let a = Command::cargo_bin("sealstream")
+        .unwrap()
+        .current_dir(f.dir.path())
+        .env("SEALSTREAM_FFMPEG", "/nonexistent/ffmpeg")
+        .args([
+            "export",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+            "--video",
+        ])
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("apt-get install ffmpeg"), "{err}");
+    assert!(!f.path("out").exists(), "nothing exported before the check");
+}
+
+#[test]
+fn video_export_writes_an_mp4_at_capture_times() {
+    if sealstream::video::find_ffmpeg().is_err() {
+        // .ci/run installs Debian's ffmpeg; a machine without it runs the test above only.
+        eprintln!("ffmpeg not installed: skipping the MP4 check");
+        return;
+    }
+    let f = Fixture::new();
+    // 6 real PNG frames, 2 s apart: a 12 s video (the last frame shown for the median gap).
+    let png = |i: u64| {
+        let rgb: Vec<u8> = (0..64 * 48)
+            .flat_map(|p| [(p % 251) as u8, (i * 40) as u8, 90])
+            .collect();
+        sealstream::agent::synthetic::png(64, 48, &rgb, None)
+    };
+    let (record, chunks) = f.record_images(Some("agent"), 6, png, 2_000_000);
+    let store = f.store("s", &record, &chunks);
+    let a = f
+        .export(&store, "out", &["--video", "--agent-ca", "ca/ca.crt"])
+        .code(0);
+    let out = stdout(&a);
+    let mp4 = walk(&f.path("out"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .unwrap_or_else(|| panic!("no mp4 written: {out}"));
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height:format=duration",
+            "-of",
+            "default=nw=1",
+        ])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&probe.stdout).into_owned();
+    assert!(info.contains("codec_name=h264"), "{info}");
+    assert!(
+        info.contains("width=64") && info.contains("height=48"),
+        "{info}"
+    );
+    let duration: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("duration="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((11.0..=13.0).contains(&duration), "{info}");
+    // Resumed: the video is kept, not made again or overwritten.
+    let a = f.export(&store, "out", &["--video"]).code(0);
+    assert!(stdout(&a).contains("(already there)"), "{}", stdout(&a));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_server_with_an_offline_ca_cannot_mint_an_agent() {
+    let f = Fixture::new();
+    let data = f.path("server-data");
+    std::fs::create_dir_all(data.join("pki")).unwrap();
+    std::fs::copy(f.path("ca/ca.crt"), data.join("pki/ca.crt")).unwrap();
+    let pki = sealstream::pki::Pki::open_or_create(&data).unwrap();
+    let err = pki
+        .issue_agent(&AgentId::new("mallory").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sealstream agents csr"), "{err}");
+    assert!(!data.join("pki/ca.key").exists());
+    // The CSR-signed agent certificate chains to the CA the server trusts.
+    let ca = sealstream::crypto::AgentCa::load(&data.join("pki/ca.crt")).unwrap();
+    let cert = CertificateDer::from_pem_file(f.path("agent/agent.crt")).unwrap();
+    ca.check(
+        &cert,
+        &AgentId::new(AGENT).unwrap(),
+        sealstream::crypto::now_us(),
+    )
+    .unwrap();
+}
