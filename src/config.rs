@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub store_dir: Option<PathBuf>,
     /// How often the key actor re-reads `encryption_kek`, in milliseconds.
     pub kek_poll_ms: u64,
+    /// How often the server signs the audit chain's head when it moved (a checkpoint in the
+    /// store under v1/audit/ and in `<data_dir>/audit/`).
+    pub audit_checkpoint_ms: u64,
     /// How often agent_credential/agent_account are read again (revocations, disables), in
     /// milliseconds; connections they now refuse are closed then.
     pub access_poll_ms: u64,
@@ -158,6 +161,7 @@ impl Default for ServeConfig {
             database_url: String::new(),
             store_dir: None,
             kek_poll_ms: 1000,
+            audit_checkpoint_ms: 60_000,
             access_poll_ms: 2000,
             ingest_threads: 0,
             limits: Limits::default(),

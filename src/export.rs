@@ -545,3 +545,75 @@ impl StreamWriter {
         Ok((self.files, self.frames))
     }
 }
+
+/// What `receipt.json` says about an export.
+#[derive(Debug, Serialize)]
+pub struct Receipt<'a> {
+    pub format: &'static str,
+    pub exported_at_us: i64,
+    pub store: &'a str,
+    /// The KEK whose private key signs this receipt (`receipt.sig`).
+    pub signed_with_kek: String,
+    pub agent_ca: Option<&'a str>,
+    /// Every file written, relative to the output directory, with its SHA-256.
+    pub files: Vec<(String, String)>,
+}
+
+/// Write `receipt.json` (every exported file with its SHA-256, report.json included) and
+/// `receipt.sig`, an RSA-PSS (SHA-256) signature over it by `key`, the KEK private key used:
+/// `openssl dgst -sha256 -sigopt rsa_padding_mode:pss -verify publickey.crt -signature
+/// receipt.sig receipt.json` checks it.
+pub fn write_receipt(
+    out: &Path,
+    report: &Report,
+    store: &str,
+    key: &PrivateKeyFile,
+) -> Result<(), ExportError> {
+    use rsa::signature::{RandomizedSigner, SignatureEncoding};
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExportError::Write { path, source }
+    };
+    let mut paths: Vec<PathBuf> = report
+        .streams
+        .iter()
+        .flat_map(|s| s.files.iter().map(PathBuf::from))
+        .collect();
+    paths.push(out.join("report.json"));
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).map_err(io(&p))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let rel = p.strip_prefix(out).unwrap_or(&p).display().to_string();
+        files.push((rel, hex::encode(h.finalize())));
+    }
+    let receipt = Receipt {
+        format: "sealstream export receipt v1",
+        exported_at_us: crate::crypto::now_us(),
+        store,
+        signed_with_kek: key.kek_id.to_string(),
+        agent_ca: report.agent_ca.as_deref(),
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&receipt).expect("receipt serializes");
+    let signer = rsa::pss::SigningKey::<rsa::sha2::Sha256>::new(key.key.clone());
+    let sig = signer
+        .try_sign_with_rng(&mut getrandom::SysRng, &json)
+        .map_err(|e| ExportError::Write {
+            path: out.join("receipt.sig"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let (rj, rs) = (out.join("receipt.json"), out.join("receipt.sig"));
+    std::fs::write(&rj, &json).map_err(io(&rj))?;
+    std::fs::write(&rs, sig.to_bytes()).map_err(io(&rs))?;
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! is the agent-side sealing pipeline; `export` is the operator's offline decryptor.
 
 pub mod agent;
+pub mod audit;
 pub mod config;
 pub mod console;
 pub mod crypto;

@@ -20,7 +20,9 @@ const OLD_ROWS_PG: &str = "
     INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) VALUES
       ('old-ts', '\\x0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 0, '\\x01', '\\x00'),
       ('old-ts', '\\x0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 1, '\\x01', '\\x00'),
-      ('old-ts', '\\x0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 2, '\\x02', '\\x00');";
+      ('old-ts', '\\x0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 2, '\\x02', '\\x00');
+    INSERT INTO audit_log (actor, action, detail) VALUES
+      ('op', 'kek_unwrap', 'before the chain'), ('op', 'export', 'also before');";
 
 async fn check(md: &Metadata) {
     let s = md
@@ -51,6 +53,24 @@ async fn check(md: &Metadata) {
         rows.iter().all(|r| r.range.is_none()),
         "no byte range for old chunks"
     );
+    // Audit rows written before migration 4 enter the hash chain in their order, and rows
+    // written after it follow them.
+    md.audit("ann", "after", "the upgrade").await.unwrap();
+    let audit = md.audit_chain_rows().await.unwrap();
+    let report = sealstream::audit::verify_chain(&audit);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let order: Vec<(Option<i64>, &str)> = audit
+        .iter()
+        .map(|r| (r.chain_seq, r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (Some(1), "before the chain"),
+            (Some(2), "also before"),
+            (Some(3), "the upgrade")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -69,7 +89,9 @@ async fn a_version_2_sqlite_database_is_listed_after_the_upgrade() {
                (x'02', 'v1/segments/2026-01-01/02.seg', 100, x'00', 1, '2026-01-01 10:05:00');
              INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest) VALUES
                ('old-ts', x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 0, x'01', x'00'), ('old-ts', x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 1, x'01', x'00'),
-               ('old-ts', x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 2, x'02', x'00');",
+               ('old-ts', x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 0, 2, x'02', x'00');
+             INSERT INTO audit_log (actor, action, detail) VALUES
+               ('op', 'kek_unwrap', 'before the chain'), ('op', 'export', 'also before');",
         )
         .unwrap();
     }

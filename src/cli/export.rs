@@ -57,6 +57,11 @@ pub struct ExportArgs {
     /// the system's ffmpeg (Debian package `ffmpeg`).
     #[arg(long)]
     video: bool,
+    /// The server's configuration: the export is recorded in its audit log first (and
+    /// refused if it cannot be). Without it, the export's own signed receipt
+    /// (receipt.json, receipt.sig) is the record.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// A store argument as a directory: a path, or a `file://` URL.
@@ -133,6 +138,32 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         private.push(keys::load_private_key(path, || source.read(&prompt))?);
     }
     let store = storage::open_local(&dir)?;
+    if let Some(config) = &args.config {
+        // Fail-closed: no audit row, no export.
+        let serve = sealstream::config::ServeConfig::load(config)?;
+        let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let detail = format!(
+            "store={} out={} session={} agents=[{}] since={} until={} keks=[{}]",
+            dir.display(),
+            args.out.display(),
+            args.session.as_deref().unwrap_or("*"),
+            args.agents.join(","),
+            args.since.as_deref().unwrap_or("-"),
+            args.until.as_deref().unwrap_or("-"),
+            private
+                .iter()
+                .map(|k| k.kek_id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        super::runtime()?
+            .block_on(async {
+                let md = super::agent::metadata(&serve).await?;
+                md.audit(&format!("cli:{who}"), "export", &detail).await?;
+                anyhow::Ok(())
+            })
+            .context("recording the export in the audit log (nothing was exported)")?;
+    }
     let options = Options { filter, agent_ca };
     let bar = progress_bar();
     let report = super::runtime()?
@@ -146,6 +177,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("exporting {}", dir.display()))?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+    }
+    if let Some(key) = private.first() {
+        export::write_receipt(&args.out, &report, &dir.display().to_string(), key)?;
     }
     drop(private);
     print_report(&report, args.keys.is_empty());

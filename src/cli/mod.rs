@@ -1,6 +1,7 @@
 //! Command-line parsing and the commands' wiring (anyhow lives here, not in the library).
 
 mod agent;
+mod audit;
 mod console;
 mod export;
 mod keys;
@@ -71,6 +72,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Check a store without keys: objects, names, numbering, completeness and signatures.
     Verify(verify::VerifyArgs),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// An agent CA kept offline: make it, and sign agents' requests.
     #[command(subcommand)]
     Ca(agent::CaCommand),
@@ -191,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Ca(cmd) => agent::ca(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Users(cmd) => console::users(cmd),
         Command::Console { config } => console::run(&config),

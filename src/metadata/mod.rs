@@ -255,6 +255,22 @@ impl Metadata {
         }
     }
 
+    /// Every `audit_log` row with its chain columns, in insertion order (`audit verify`).
+    pub async fn audit_chain_rows(&self) -> Result<Vec<crate::audit::ChainRow>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.audit_chain_rows().await,
+            Metadata::Sqlite(s) => s.audit_chain_rows().await,
+        }
+    }
+
+    /// The audit chain's last row: (chain number, row hash).
+    pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.audit_head().await,
+            Metadata::Sqlite(s) => s.audit_head().await,
+        }
+    }
+
     /// The agent certificates and accounts, for the server's access check and `agents list`.
     pub async fn access_rows(&self) -> Result<AccessRows, MetaError> {
         match self {
@@ -443,5 +459,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_review.sql"),
         include_str!("../../migrations/sqlite/0003_review.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_audit_chain.sql"),
+        include_str!("../../migrations/sqlite/0004_audit_chain.sql"),
     ),
 ];

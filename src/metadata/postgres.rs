@@ -415,6 +415,51 @@ impl Pg {
         .await
     }
 
+    pub async fn audit_chain_rows(&self) -> Result<Vec<crate::audit::ChainRow>, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log ORDER BY id",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| crate::audit::ChainRow {
+                        id: r.get(0),
+                        chain_seq: r.get(1),
+                        at_us: r.get(2),
+                        actor: r.get(3),
+                        action: r.get(4),
+                        detail: r.get(5),
+                        address: r.get(6),
+                        prev_hash: r.get(7),
+                        row_hash: r.get(8),
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        "SELECT chain_seq, row_hash FROM audit_log WHERE chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(row.map(|r| (r.get(0), r.get(1))))
+            })
+        })
+        .await
+    }
+
     pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
         let (a, b, d) = (actor.to_owned(), action.to_owned(), detail.to_owned());
         self.run(Which::Keys, move |c, t| {

@@ -54,6 +54,80 @@ pub struct Lite {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// `sealstream_audit_hash(prev, chain_seq, at_us, actor, action, detail, address)`: the audit
+/// chain's row hash (crate::audit::row_hash) for the trigger of migration 4.
+fn register_audit_hash(c: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    c.create_scalar_function(
+        "sealstream_audit_hash",
+        7,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let prev: Vec<u8> = ctx.get(0)?;
+            let address: Option<String> = ctx.get(6)?;
+            Ok(crate::audit::row_hash(
+                &prev,
+                ctx.get(1)?,
+                ctx.get(2)?,
+                &ctx.get::<String>(3)?,
+                &ctx.get::<String>(4)?,
+                &ctx.get::<String>(5)?,
+                address.as_deref(),
+            )
+            .to_vec())
+        },
+    )
+}
+
+/// Rows numbered by migration 4 but not yet hashed (written before it), hashed in chain order.
+fn chain_pending_audit_rows(c: &mut Connection) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let pending: Vec<crate::audit::ChainRow> = {
+        let mut st = tx.prepare(
+            "SELECT id, chain_seq, at_us, actor, action, detail, address FROM audit_log WHERE row_hash IS NULL AND chain_seq IS NOT NULL ORDER BY chain_seq",
+        )?;
+        st.query_map([], |r| {
+            Ok(crate::audit::ChainRow {
+                id: r.get(0)?,
+                chain_seq: r.get(1)?,
+                at_us: r.get(2)?,
+                actor: r.get(3)?,
+                action: r.get(4)?,
+                detail: r.get(5)?,
+                address: r.get(6)?,
+                prev_hash: None,
+                row_hash: None,
+            })
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    for r in pending {
+        let (id, seq, at) = (r.id, r.chain_seq.unwrap_or(0), r.at_us.unwrap_or(0));
+        let prev: Vec<u8> = tx
+            .query_row(
+                "SELECT row_hash FROM audit_log WHERE chain_seq = ?1",
+                [seq - 1],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| vec![0; 32]);
+        let h = crate::audit::row_hash(
+            &prev,
+            seq,
+            at,
+            &r.actor,
+            &r.action,
+            &r.detail,
+            r.address.as_deref(),
+        );
+        tx.execute(
+            "UPDATE audit_log SET prev_hash = ?1, row_hash = ?2 WHERE id = ?3",
+            params![prev, &h[..], id],
+        )?;
+    }
+    tx.commit()
+}
+
 impl Lite {
     pub async fn open(path: &Path) -> Result<Self, MetaError> {
         let path = path.to_owned();
@@ -67,6 +141,7 @@ impl Lite {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
             c.pragma_update(None, "foreign_keys", "ON")?;
+            register_audit_hash(&c)?;
             Ok(c)
         })
         .await
@@ -108,7 +183,45 @@ impl Lite {
                 }
                 tx.commit()?;
             }
+            chain_pending_audit_rows(c)?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn audit_chain_rows(&self) -> Result<Vec<crate::audit::ChainRow>, MetaError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log ORDER BY id",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(crate::audit::ChainRow {
+                        id: r.get(0)?,
+                        chain_seq: r.get(1)?,
+                        at_us: r.get(2)?,
+                        actor: r.get(3)?,
+                        action: r.get(4)?,
+                        detail: r.get(5)?,
+                        address: r.get(6)?,
+                        prev_hash: r.get(7)?,
+                        row_hash: r.get(8)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, MetaError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT chain_seq, row_hash FROM audit_log WHERE chain_seq IS NOT NULL AND row_hash IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
         })
         .await
     }

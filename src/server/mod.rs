@@ -38,6 +38,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("metadata database: {0}")]
     Metadata(#[from] MetaError),
+    #[error("audit signing key: {0}")]
+    AuditKey(String),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("ops listener {addr}: {source}")]
@@ -204,6 +206,15 @@ impl Server {
             actix_rt::spawn(ops::export_readiness(ops_state, Duration::from_secs(5))),
         ];
         tasks.push(actix_rt::spawn(progress.clone().watch()));
+        let audit_key =
+            crate::audit::AuditKey::load_or_create(&cfg.data_dir).map_err(ServeError::AuditKey)?;
+        tasks.push(actix_rt::spawn(crate::audit::run_checkpoints(
+            audit_key,
+            metadata.clone(),
+            store.clone(),
+            cfg.data_dir.join("audit"),
+            Duration::from_millis(cfg.audit_checkpoint_ms),
+        )));
         tasks.push(actix_rt::spawn(refresh_access(
             shared.clone(),
             Duration::from_millis(cfg.access_poll_ms),

@@ -1,0 +1,342 @@
+//! The tamper-evident audit log, on SQLite and PostgreSQL: rows written by the server, by the
+//! console's account changes and by the how-to's KEK insert enter the hash chain; the server
+//! signs checkpoints into the store and a file; `sealstream audit verify` finds an edited,
+//! deleted, inserted or reordered row, and (with a checkpoint kept elsewhere) rows cut from
+//! the end; `export --config` writes its audit row first and refuses without one.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use common::server::{Backend, Env};
+use sealstream::metadata::review::Role;
+
+fn cli(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("sealstream")
+        .unwrap()
+        .current_dir(dir)
+        .args(args)
+        .assert()
+}
+
+fn out(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+/// Run SQL against the server's database, as an attacker with database access would.
+async fn tamper(env: &Env, sql: &str) {
+    if env.cfg.database_url.is_empty() {
+        let c = rusqlite::Connection::open(env.cfg.sqlite_path()).unwrap();
+        c.execute_batch(sql).unwrap();
+    } else {
+        let (client, conn) = tokio_postgres::connect(&env.cfg.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client.batch_execute(sql).await.expect(sql);
+        drop(client);
+        let _ = task.await;
+    }
+}
+
+async fn the_audit_chain_shows_every_kind_of_tampering(backend: Backend) {
+    let mut env = Env::start_tuned(backend, true, |c| c.audit_checkpoint_ms = 100).await;
+    let md = env.server().metadata.clone();
+    common::console::add_user(&md, "ann", Role::Admin, &[], "a long enough password").await;
+    common::console::add_user(
+        &md,
+        "bob",
+        Role::Reviewer,
+        &["ts-*"],
+        "another long password",
+    )
+    .await;
+    for i in 0..4 {
+        md.audit("ann", "view_session", &format!("session {i}"))
+            .await
+            .unwrap();
+    }
+    let rows = md.audit_chain_rows().await.unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert!(
+        actions.contains(&"kek_insert"),
+        "the how-to's KEK insert is audited: {actions:?}"
+    );
+    assert!(actions.iter().filter(|a| **a == "view_session").count() == 4);
+    let head = rows.iter().filter_map(|r| r.chain_seq).max().unwrap();
+    // The server signs the head within its interval.
+    let latest = env.cfg.data_dir.join("audit/checkpoint.json");
+    let mut signed = 0;
+    for _ in 0..100 {
+        if let Ok(cps) = sealstream::audit::read_checkpoints(&latest) {
+            signed = cps[0].chain_seq;
+            if signed == head {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(signed, head, "a checkpoint of the head was written");
+    if let Some(s) = env.server.take() {
+        s.shutdown().await;
+    }
+    let d = env.dir.path().to_owned();
+    let toml = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\n",
+        env.cfg.data_dir.display().to_string(),
+        env.cfg.database_url
+    );
+    std::fs::write(d.join("serve.toml"), toml).unwrap();
+    std::fs::copy(&latest, d.join("shipped.json")).unwrap();
+
+    let a = cli(&d, &["audit", "verify", "--config", "serve.toml"]).code(0);
+    assert!(out(&a).contains("audit verify passed"), "{}", out(&a));
+    assert!(
+        out(&a).contains(": matches"),
+        "store checkpoints checked: {}",
+        out(&a)
+    );
+    cli(
+        &d,
+        &[
+            "audit",
+            "verify",
+            "--config",
+            "serve.toml",
+            "--checkpoint",
+            "shipped.json",
+        ],
+    )
+    .code(0);
+
+    // An export given --config is audited first.
+    let store = env.cfg.store_dir();
+    std::fs::create_dir_all(&store).unwrap();
+    cli(
+        &d,
+        &[
+            "export",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            "x",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+            "--config",
+            "serve.toml",
+        ],
+    )
+    .code(0);
+    let rows = sealstream::metadata::Metadata::open(&env.cfg.database_url, &env.cfg.sqlite_path())
+        .await
+        .unwrap()
+        .audit_chain_rows()
+        .await
+        .unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.action == "export" && r.actor.starts_with("cli:"))
+    );
+    let head = rows.iter().filter_map(|r| r.chain_seq).max().unwrap();
+
+    // Rows cut from the end, with the store's checkpoints removed too: the chain alone is
+    // consistent; the checkpoint kept elsewhere is not fooled.
+    tamper(
+        &env,
+        &format!("DELETE FROM audit_log WHERE chain_seq >= {}", head - 1),
+    )
+    .await;
+    std::fs::remove_dir_all(store.join("v1/audit")).unwrap();
+    let a = cli(&d, &["audit", "verify", "--config", "serve.toml"]).code(0);
+    assert!(
+        out(&a).contains("only as safe as the database"),
+        "{}",
+        out(&a)
+    );
+    let a = cli(
+        &d,
+        &[
+            "audit",
+            "verify",
+            "--config",
+            "serve.toml",
+            "--checkpoint",
+            "shipped.json",
+        ],
+    )
+    .code(3);
+    assert!(
+        out(&a).contains("rows were deleted from the end"),
+        "{}",
+        out(&a)
+    );
+
+    // Edited, deleted, inserted around the trigger, reordered: each named.
+    tamper(
+        &env,
+        "UPDATE audit_log SET detail = 'nothing to see' WHERE chain_seq = 2",
+    )
+    .await;
+    let a = cli(&d, &["audit", "verify", "--config", "serve.toml"]).code(3);
+    assert!(out(&a).contains("chain row 2 (id"), "{}", out(&a));
+    assert!(out(&a).contains("was edited"), "{}", out(&a));
+    tamper(&env, "DELETE FROM audit_log WHERE chain_seq = 4").await;
+    let a = cli(&d, &["audit", "verify", "--config", "serve.toml"]).code(3);
+    assert!(
+        out(&a).contains("chain row 4 is missing: deleted"),
+        "{}",
+        out(&a)
+    );
+    let bypass = if backend == Backend::Sqlite {
+        "DROP TRIGGER audit_log_chain; INSERT INTO audit_log (actor, action, detail) VALUES ('mallory', 'view_session', 'covering tracks')"
+    } else {
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_chain; INSERT INTO audit_log (actor, action, detail) VALUES ('mallory', 'view_session', 'covering tracks')"
+    };
+    tamper(&env, bypass).await;
+    let a = cli(&d, &["audit", "verify", "--config", "serve.toml"]).code(3);
+    assert!(out(&a).contains("outside the chain"), "{}", out(&a));
+    tamper(
+        &env,
+        "UPDATE audit_log SET chain_seq = -1 WHERE chain_seq = 5; \
+         UPDATE audit_log SET chain_seq = 5 WHERE chain_seq = 6; \
+         UPDATE audit_log SET chain_seq = 6 WHERE chain_seq = -1;",
+    )
+    .await;
+    let a = cli(&d, &["audit", "verify", "--config", "serve.toml"]).code(3);
+    assert!(out(&a).contains("reordered"), "{}", out(&a));
+
+    // Fail-closed: an export whose audit row cannot be written does not happen.
+    std::fs::write(
+        d.join("broken.toml"),
+        format!(
+            "data_dir = {:?}\ndatabase_url = \"postgres://postgres@127.0.0.1:1/nowhere\"\n",
+            env.cfg.data_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let a = cli(
+        &d,
+        &[
+            "export",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            "y",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+            "--config",
+            "broken.toml",
+        ],
+    )
+    .code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("nothing was exported"), "{err}");
+    assert!(!d.join("y").exists());
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_audit_chain_shows_every_kind_of_tampering_on_sqlite() {
+    the_audit_chain_shows_every_kind_of_tampering(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn the_audit_chain_shows_every_kind_of_tampering_on_postgres() {
+    the_audit_chain_shows_every_kind_of_tampering(Backend::Postgres).await;
+}
+
+#[test]
+fn an_export_without_config_signs_a_receipt_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    common::pubout(d, "keypair.pem", "publickey.crt", true);
+    common::pass_file(d);
+    std::fs::create_dir_all(d.join("frames")).unwrap();
+    std::fs::write(d.join("frames/a.png"), b"not really a png").unwrap();
+    cli(
+        d,
+        &[
+            "seal",
+            "--kek",
+            "publickey.crt",
+            "--agent-id",
+            "ts-1",
+            "--store",
+            "store",
+            "frames",
+        ],
+    )
+    .success();
+    cli(
+        d,
+        &[
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out",
+            "--key",
+            "keypair.pem",
+            "--passphrase-file",
+            "pass.txt",
+        ],
+    )
+    .code(0);
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/receipt.json")).unwrap()).unwrap();
+    let files = receipt["files"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f[0].as_str().unwrap().ends_with("a.png"))
+    );
+    assert!(files.iter().any(|f| f[0] == "report.json"));
+    let ok = std::process::Command::new("openssl")
+        .current_dir(d)
+        .args([
+            "dgst",
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-verify",
+            "publickey.crt",
+            "-signature",
+            "out/receipt.sig",
+            "out/receipt.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    // An edited receipt does not verify.
+    let mut text = std::fs::read(d.join("out/receipt.json")).unwrap();
+    let n = text.len();
+    text[n - 3] ^= 1;
+    std::fs::write(d.join("out/receipt.json"), text).unwrap();
+    let bad = std::process::Command::new("openssl")
+        .current_dir(d)
+        .args([
+            "dgst",
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-verify",
+            "publickey.crt",
+            "-signature",
+            "out/receipt.sig",
+            "out/receipt.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
