@@ -75,6 +75,9 @@ pub struct StreamReport {
     /// How far the agent's signatures prove this stream.
     #[serde(rename = "signature")]
     pub proof: Proof,
+    /// Incomplete because it is still being recorded, as the server's index says (`export
+    /// --config`): not counted as incomplete for the exit code.
+    pub still_recording: bool,
 }
 
 impl StreamReport {
@@ -136,6 +139,7 @@ impl Report {
         let pinned = self.agent_ca.is_some();
         self.streams
             .iter()
+            .filter(|s| !s.still_recording)
             .filter(|s| s.status == Status::Incomplete || s.unproven(pinned))
             .collect()
     }
@@ -296,6 +300,7 @@ async fn export_stream(
         frames: Vec::new(),
         status: Status::Complete,
         proof: check.proof.clone(),
+        still_recording: false,
     };
     let mut problems = check.problems.clone();
     let mut malformed = Vec::new();

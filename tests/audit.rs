@@ -340,3 +340,58 @@ fn an_export_without_config_signs_a_receipt_openssl_verifies() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[actix_rt::test]
+async fn an_export_with_config_knows_a_stream_still_recording() {
+    use sealstream::protocol::uplink::MSG_CHUNK;
+    use sealstream::protocol::{Kind, SessionId, StreamId};
+    let env = Env::start(Backend::Sqlite, true).await;
+    let (_ep, _conn, mut s, rec) = env.registered("live-1").await;
+    let mut frames = rec.open_stream(SessionId::random(), StreamId(0), Kind::Frame);
+    let frame = sealstream::protocol::payload::Frame {
+        name: "a.png",
+        image: b"a frame",
+    }
+    .encode();
+    let c0 = frames
+        .seal(&frame, sealstream::crypto::now_us(), false)
+        .unwrap();
+    s.send(MSG_CHUNK, c0.bytes()).await.unwrap();
+    assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+    let d = env.dir.path().to_owned();
+    std::fs::write(
+        d.join("serve.toml"),
+        format!("data_dir = {:?}\n", env.cfg.data_dir.display().to_string()),
+    )
+    .unwrap();
+    let store = env.cfg.store_dir();
+    let base = [
+        "export",
+        "--store",
+        store.to_str().unwrap(),
+        "--key",
+        "keypair.pem",
+        "--passphrase-file",
+        "pass.txt",
+        "--out",
+    ];
+    // Without the server's word, a stream without its final chunk is incomplete (exit 7) ...
+    let a = cli(&d, &[&base[..], &["out1"]].concat()).code(7);
+    assert!(
+        out(&a).contains("INCOMPLETE (no final chunk)"),
+        "{}",
+        out(&a)
+    );
+    // ... and with it, it is still being recorded.
+    let a = cli(
+        &d,
+        &[&base[..], &["out2", "--config", "serve.toml"]].concat(),
+    )
+    .code(0);
+    assert!(
+        out(&a).contains("still recording, as the server's index says"),
+        "{}",
+        out(&a)
+    );
+    env.stop().await;
+}

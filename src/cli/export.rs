@@ -138,9 +138,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         private.push(keys::load_private_key(path, || source.read(&prompt))?);
     }
     let store = storage::open_local(&dir)?;
-    if let Some(config) = &args.config {
+    let serve = args
+        .config
+        .as_deref()
+        .map(sealstream::config::ServeConfig::load)
+        .transpose()?;
+    if let Some(serve) = &serve {
         // Fail-closed: no audit row, no export.
-        let serve = sealstream::config::ServeConfig::load(config)?;
         let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         let detail = format!(
             "store={} out={} session={} agents=[{}] since={} until={} keks=[{}]",
@@ -158,7 +162,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         );
         super::runtime()?
             .block_on(async {
-                let md = super::agent::metadata(&serve).await?;
+                let md = super::agent::metadata(serve).await?;
                 md.audit(&format!("cli:{who}"), "export", &detail).await?;
                 anyhow::Ok(())
             })
@@ -166,7 +170,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     let options = Options { filter, agent_ca };
     let bar = progress_bar();
-    let report = super::runtime()?
+    let mut report = super::runtime()?
         .block_on(export::export_with(
             store.as_ref(),
             &private,
@@ -177,6 +181,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("exporting {}", dir.display()))?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+    }
+    if let Some(serve) = &serve {
+        mark_still_recording(serve, &mut report)?;
     }
     if let Some(key) = private.first() {
         export::write_receipt(&args.out, &report, &dir.display().to_string(), key)?;
@@ -203,6 +210,36 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("files and report.json are in {}", args.out.display());
     Ok(exit_code(&report, args.allow_incomplete))
+}
+
+/// Incomplete streams whose session the server's index saw change within the console's live
+/// window (`console.live_window_ms`) are still being recorded, not cut short.
+fn mark_still_recording(
+    serve: &sealstream::config::ServeConfig,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let window_us = serve
+        .console
+        .as_ref()
+        .map_or(sealstream::config::Console::default().live_window_ms, |c| {
+            c.live_window_ms
+        }) as i64
+        * 1000;
+    super::runtime()?.block_on(async {
+        let md = super::agent::metadata(serve).await?;
+        for s in report.streams.iter_mut() {
+            if s.status != Status::Incomplete {
+                continue;
+            }
+            let Ok(session) = SessionId::parse(&s.session) else {
+                continue;
+            };
+            if let Some(summary) = md.session(&s.agent, session.0).await? {
+                s.still_recording = sealstream::crypto::now_us() - summary.updated_us <= window_us;
+            }
+        }
+        anyhow::Ok(())
+    })
 }
 
 fn progress_bar() -> Option<indicatif::ProgressBar> {
@@ -310,6 +347,9 @@ pub fn print_report(report: &Report, no_keys: bool) {
     for s in &report.streams {
         let status = match &s.status {
             Status::Complete => "complete".to_owned(),
+            Status::Incomplete if s.still_recording => {
+                "incomplete: still recording, as the server's index says".to_owned()
+            }
             Status::Incomplete => "INCOMPLETE (no final chunk)".to_owned(),
             Status::Tampered(problems) => format!("TAMPERED: {}", problems.join("; ")),
             Status::Malformed(problems) => format!(
