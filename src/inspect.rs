@@ -105,9 +105,9 @@ pub async fn scan(
         out.segments.push(meta.location.clone());
         out.segment_bytes += meta.size;
         let mut kept = Vec::new();
-        let result = scan_segment(store, &meta.location, meta.size, |c, offset| {
+        let result = scan_segment(store, &meta.location, meta.size, |c, offset, digest| {
             if filter.keeps_chunk(&c.header.agent, c.header.session) {
-                kept.push(chunk_ref(index, offset, c));
+                kept.push(chunk_ref(index, offset, c, digest));
             }
         })
         .await;
@@ -169,7 +169,12 @@ pub async fn scan(
     Ok(out)
 }
 
-fn chunk_ref(segment: u32, offset: u64, c: &SealedChunk) -> (StreamKey, ChunkRef) {
+fn chunk_ref(
+    segment: u32,
+    offset: u64,
+    c: &SealedChunk,
+    digest: [u8; 32],
+) -> (StreamKey, ChunkRef) {
     let h = &c.header;
     let key = (h.agent.clone(), h.session, h.stream);
     let r = ChunkRef {
@@ -183,8 +188,13 @@ fn chunk_ref(segment: u32, offset: u64, c: &SealedChunk) -> (StreamKey, ChunkRef
         gap: h.gap,
         dek_id: h.dek_id,
         capture_us: h.capture_time_us,
-        digest: Sha256::digest(c.bytes()).into(),
-        core_digest: Sha256::digest(c.core()).into(),
+        digest,
+        // Each byte hashed once more only for a checkpoint (its core is not the whole chunk).
+        core_digest: if c.core().len() == c.len() {
+            digest
+        } else {
+            Sha256::digest(c.core()).into()
+        },
         signature: c
             .signature()
             .map(|s| Box::new((s.scheme, s.bytes.to_vec()))),
@@ -261,12 +271,12 @@ async fn chunk_len(w: &mut Window<'_>, pos: u64, body_end: u64) -> Result<u64, D
 }
 
 /// Check one segment object (structure, checksum, its key against its id and date), handing
-/// each chunk and its offset to `each`.
+/// each chunk, its offset and its SHA-256 to `each`.
 async fn scan_segment(
     store: &dyn ObjectStore,
     path: &Path,
     size: u64,
-    mut each: impl FnMut(&SealedChunk, u64),
+    mut each: impl FnMut(&SealedChunk, u64, [u8; 32]),
 ) -> Result<(), Damage> {
     if size as usize > segment::MAX_SEGMENT_LEN {
         return Err(Damage::Object(format!(
@@ -289,6 +299,12 @@ async fn scan_segment(
     };
     let head = w.get(0, segment::HEADER_LEN as u64).await?;
     let (id, created_us, count) = segment::decode_header(&head)?;
+    if id[..8] != created_us.to_be_bytes() {
+        return Err(Damage::Object(format!(
+            "segment id {} does not start with its created_us ({created_us})",
+            hex::encode(id)
+        )));
+    }
     let expected = paths::segment(created_us, &id);
     if &expected != path {
         return Err(Damage::Object(format!(
@@ -307,8 +323,9 @@ async fn scan_segment(
             offset: pos as usize,
             source: Box::new(source),
         })?;
-        sum.update(Sha256::digest(c.bytes()));
-        each(&c, pos);
+        let digest: [u8; 32] = Sha256::digest(c.bytes()).into();
+        sum.update(digest);
+        each(&c, pos, digest);
         pos += len;
     }
     let trailer = w.get(body_end, segment::TRAILER_LEN as u64).await?;
@@ -449,6 +466,20 @@ fn prove(
         .filter(|c| c[0].version == VERSION_2)
         .count();
     if v2 == 0 {
+        // Unsigned chunks under a DEK whose record the agent signed: a signing agent seals
+        // only version 2, so these were sealed by someone who unwrapped its DEK (a KEK holder).
+        let signed_dek = chunks.values().find_map(|c| {
+            records
+                .get(&(agent.clone(), c[0].dek_id))
+                .filter(|r| r.signed.is_some())
+                .map(|r| r.dek_id)
+        });
+        if let Some(dek) = signed_dek {
+            problems.push(format!(
+                "unsigned (version 1) chunks under DEK {dek}, whose record its agent signed: sealed by someone who unwrapped the DEK, not by the agent"
+            ));
+            return Proof::Invalid;
+        }
         return Proof::Unsigned;
     }
     if v2 != chunks.len() {

@@ -376,10 +376,10 @@ fn renamed_moved_and_unknown_objects_are_named_as_such() {
     // as a checksum mismatch.
     let mut future = chunks[0].bytes().to_vec();
     future[4] = 9;
+    let t = 1_795_773_600_000_000;
+    let id = Segment::new_id(t);
     let seg_bytes = {
-        let mut b = Segment::encode([1; 16], 1_795_773_600_000_000, &chunks[1..2])
-            .0
-            .to_vec();
+        let mut b = Segment::encode(id, t, &chunks[1..2]).0.to_vec();
         // Put the version-9 chunk in place of the one there, then fix the checksum the way a
         // writer of a future version would.
         let start = 36;
@@ -398,7 +398,7 @@ fn renamed_moved_and_unknown_objects_are_named_as_such() {
     let st = storage::open_local(&store).unwrap();
     rt().block_on(storage::put_new(
         st.as_ref(),
-        &paths::segment(1_795_773_600_000_000, &[1; 16]),
+        &paths::segment(t, &id),
         Bytes::from(seg_bytes),
     ))
     .unwrap();

@@ -447,10 +447,11 @@ mod signed {
                 {"name": "chunk removed before a checkpoint", "expect": "tampered",
                  "detail": "chunk 1 is missing",
                  "stream": [hex::encode(chunks[0].bytes()), hex::encode(chunks[2].bytes())]},
-                {"name": "version-1 chunks under the agent's signed DEK (sealed by a KEK holder)", "expect": "unproven",
-                 "detail": "", "stream": hexes(&unsigned)},
+                {"name": "version-1 chunks under the agent's signed DEK (sealed by a KEK holder)", "expect": "tampered",
+                 "detail": "unsigned (version 1) chunks under DEK", "stream": hexes(&unsigned)},
             ],
         });
+        v["about"] = "sealstream format test vectors (versions 1 and 2; the signed section is version 2); see docs/format.md".into();
         let text = serde_json::to_string_pretty(&v).unwrap();
         std::fs::write(dir().join("vectors.json"), text + "\n").unwrap();
     }

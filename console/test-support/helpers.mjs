@@ -72,7 +72,9 @@ function tampered(detail) {
 
 /**
  * Seal a chunk under the vector DEK (whose bytes vectors.json publishes), for tests that need
- * chunks the vectors lack. `h` overrides the fields of the first vector chunk.
+ * chunks the vectors lack. `h` overrides the fields of the first vector chunk; `h.version`
+ * (default 1) is the version byte, and `h.trailer` bytes are appended after the ciphertext
+ * as they are (a version-2 checkpoint's `scheme u16 | sig_len u16 | signature`).
  */
 export async function sealChunk(h, plaintext) {
   const base = parseChunk(fromHex(vectors.chunks[0].sealed));
@@ -82,7 +84,7 @@ export async function sealChunk(h, plaintext) {
   const fixed = new Uint8Array(16); // seq u64 | capture_time_us i64
   view(fixed).setBigUint64(0, BigInt(f.seq));
   view(fixed).setBigInt64(8, BigInt(f.captureUs));
-  const aad = concat(utf8('SSCK'), new Uint8Array([1, 1, f.kind, flags]), f.dekId, f.sessionId, u32be(f.streamId),
+  const aad = concat(utf8('SSCK'), new Uint8Array([h.version ?? 1, 1, f.kind, flags]), f.dekId, f.sessionId, u32be(f.streamId),
     fixed, u16be(agentBytes.length), agentBytes, u32be(plaintext.length + 16));
   const subtle = globalThis.crypto.subtle;
   const ikm = await subtle.importKey('raw', fromHex(vectors.dek), 'HKDF', false, ['deriveKey']);
@@ -90,5 +92,10 @@ export async function sealChunk(h, plaintext) {
     { name: 'HKDF', hash: 'SHA-256', salt: f.dekId, info: streamKeyInfo(f.sessionId, f.streamId, f.kind, agentBytes) },
     ikm, { name: 'AES-GCM', length: 256 }, false, ['encrypt']);
   const ct = await subtle.encrypt({ name: 'AES-GCM', iv: nonce(f.seq, flags & 1), additionalData: aad }, key, plaintext);
-  return concat(aad, new Uint8Array(ct));
+  return concat(aad, new Uint8Array(ct), h.trailer ?? new Uint8Array(0));
+}
+
+/** A version-2 signature block by hand: `scheme u16 | sig_len u16 | signature`. */
+export function signatureBlock(scheme, signature) {
+  return concat(u16be(scheme), u16be(signature.length), signature);
 }

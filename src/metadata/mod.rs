@@ -62,7 +62,8 @@ pub struct ChunkRow {
     pub offset: u64,
     pub len: u32,
     pub capture_us: i64,
-    /// The chunk's flags byte (bit 0 final, bit 1 gap record).
+    /// The chunk's flags (`index_flags`): bit 0 final, bit 1 gap record, bit 2 checkpoint,
+    /// bit 7 an empty plaintext.
     pub flags: u8,
     pub dek_id: [u8; 16],
 }
@@ -441,6 +442,25 @@ impl Table {
             Table::ConsoleLogin => "console_login",
         }
     }
+}
+
+/// Index flag bit 7: the chunk's plaintext is empty (its ciphertext is the tag alone), which
+/// its length shows to anyone; the console leaves such chunks (stream ends, idle checkpoints)
+/// out of the frame list.
+pub const INDEX_EMPTY: u8 = 0x80;
+
+/// The flags the index keeps for a chunk: its own flags byte (final, gap, checkpoint) and
+/// `INDEX_EMPTY`.
+pub fn index_flags(c: &crate::protocol::SealedChunk) -> u8 {
+    let h = &c.header;
+    u8::from(h.last)
+        | (u8::from(h.gap) << 1)
+        | (u8::from(h.checkpoint) << 2)
+        | if c.ciphertext().len() == crate::protocol::chunk::TAG_LEN {
+            INDEX_EMPTY
+        } else {
+            0
+        }
 }
 
 /// Migrations in order: (version, PostgreSQL text, SQLite text).

@@ -121,7 +121,7 @@ async fn write_segment(
                 offset,
                 len: len as u32,
                 capture_us: h.capture_time_us,
-                flags: u8::from(h.last) | (u8::from(h.gap) << 1),
+                flags: crate::metadata::index_flags(&w.chunk),
                 dek_id: h.dek_id.0,
             };
             offset += len as u64;

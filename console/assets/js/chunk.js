@@ -1,10 +1,11 @@
-// Sealed chunks (docs/format.md "Sealed chunk"): parsing with every rule of the spec, the
-// per-stream HKDF key, the STREAM nonce, and AES-256-GCM opening. Keys stay non-extractable.
+// Sealed chunks (docs/format.md "Sealed chunk"): parsing with every rule of the spec (versions 1
+// and 2, a version-2 checkpoint's signature after the ciphertext), the per-stream HKDF key, the
+// STREAM nonce, and AES-256-GCM opening. Keys stay non-extractable.
 
 import { concat, toHex, u16be, u32be, utf8, view } from './hex.js';
-import { ByteReader, FormatError, readAgent } from './reader.js';
+import { ByteReader, FormatError, MAX_SIGNATURE_LEN, readAgent, readSignature } from './reader.js';
 
-export { FormatError };
+export { FormatError, MAX_SIGNATURE_LEN };
 
 const subtle = globalThis.crypto.subtle;
 
@@ -12,11 +13,38 @@ export const KIND_FRAME = 1;
 export const KIND_KEYSTROKES = 2;
 export const FLAG_FINAL = 0x01;
 export const FLAG_GAP = 0x02;
+/** Version 2 only: a checkpoint; `scheme u16 | sig_len u16 | signature` follows the ciphertext. */
+export const FLAG_CHECKPOINT = 0x04;
+export const VERSION_1 = 1;
+/** A signing agent's chunks (docs/format.md "Agent signatures"). */
+export const VERSION_2 = 2;
+export const VERSIONS = [VERSION_1, VERSION_2];
 export const TAG_LEN = 16;
 export const MAX_PLAINTEXT = 16 * 1024 * 1024;
 export const MAX_CIPHERTEXT = MAX_PLAINTEXT + TAG_LEN;
 /** Bytes of a chunk before its agent id: everything up to agent_len. */
 export const FIXED_HEADER_LEN = 62;
+/** Header bytes that do not depend on the agent id: FIXED_HEADER_LEN, agent_len and ct_len. */
+export const HEADER_LEN = 66;
+
+/** The flag bits a chunk of `version` may set. */
+function knownFlags(version) {
+  return version === VERSION_1 ? FLAG_FINAL | FLAG_GAP : FLAG_FINAL | FLAG_GAP | FLAG_CHECKPOINT;
+}
+
+/** Check `flags` of a chunk of `version`: no unknown bits, the checkpoint bit only in version 2. */
+function checkFlags(version, flags) {
+  const unknown = flags & ~knownFlags(version);
+  if (unknown & FLAG_CHECKPOINT) {
+    throw new FormatError(
+      `chunk: reserved flag bits set (flags 0x${flags.toString(16)}: the checkpoint flag, bit 2, needs version 2, not ${version})`,
+    );
+  }
+  if (unknown) throw new FormatError(`chunk: reserved flag bits set (flags 0x${flags.toString(16)})`);
+  if ((flags & (FLAG_FINAL | FLAG_GAP)) === (FLAG_FINAL | FLAG_GAP)) {
+    throw new FormatError('chunk: a gap record cannot be final');
+  }
+}
 
 /** A chunk failed authentication (or names another agent than its DEK): it was altered. */
 export class TamperedError extends Error {
@@ -37,20 +65,23 @@ export class UnknownDekError extends Error {
 
 /**
  * Parse the chunk starting at `offset` of `bytes` (more may follow). Returns {version, suite,
- * kind, flags, final, gap, dekId, sessionId, streamId, seq, captureUs, agent, agentBytes, aad,
- * ciphertext, bytes, offset, length}; `length` is how many bytes the chunk uses, `seq` and
- * `captureUs` are BigInts, byte fields are subarrays of `bytes`.
+ * kind, flags, final, gap, checkpoint, dekId, sessionId, streamId, seq, captureUs, agent,
+ * agentBytes, aad, ciphertext, core, scheme, signature, bytes, offset, length}; `length` is how
+ * many bytes the chunk uses (66 + agent_len + ct_len, plus 4 + sig_len for a checkpoint),
+ * `ciphertext` is exactly the ct_len bytes of ciphertext and tag, `core` the chunk without a
+ * checkpoint's scheme, sig_len and signature, `scheme` and `signature` are null unless
+ * `checkpoint`; `seq` and `captureUs` are BigInts, byte fields are subarrays of `bytes`.
  */
 export function parseChunkAt(bytes, offset = 0) {
   const r = new ByteReader('chunk', bytes, offset);
   r.magic('SSCK');
-  const version = r.known('version', 1);
+  const version = r.known('version', VERSIONS);
   const suite = r.known('suite', 1);
   const kind = r.u8('kind');
   if (kind !== KIND_FRAME && kind !== KIND_KEYSTROKES) throw new FormatError(`chunk: unknown kind ${kind}`);
   const flags = r.u8('flags');
-  if (flags & ~(FLAG_FINAL | FLAG_GAP)) throw new FormatError(`chunk: reserved flag bits set (flags 0x${flags.toString(16)})`);
-  if (flags === (FLAG_FINAL | FLAG_GAP)) throw new FormatError('chunk: a gap record cannot be final');
+  checkFlags(version, flags);
+  const checkpoint = (flags & FLAG_CHECKPOINT) !== 0;
   const dekId = r.bytesOf(16, 'dek_id');
   const sessionId = r.bytesOf(16, 'session_id');
   const streamId = r.u32('stream_id');
@@ -60,10 +91,12 @@ export function parseChunkAt(bytes, offset = 0) {
   const ctLen = r.bounded('ct_len', r.u32('ct_len'), TAG_LEN, MAX_CIPHERTEXT);
   const aad = bytes.subarray(offset, r.pos);
   const ciphertext = r.bytesOf(ctLen, 'ciphertext');
+  const core = bytes.subarray(offset, r.pos);
+  const { scheme, signature } = checkpoint ? readSignature(r) : { scheme: null, signature: null };
   const length = r.pos - offset;
   return {
-    version, suite, kind, flags, final: (flags & FLAG_FINAL) !== 0, gap: (flags & FLAG_GAP) !== 0,
-    dekId, sessionId, streamId, seq, captureUs, agent, agentBytes, aad, ciphertext,
+    version, suite, kind, flags, final: (flags & FLAG_FINAL) !== 0, gap: (flags & FLAG_GAP) !== 0, checkpoint,
+    dekId, sessionId, streamId, seq, captureUs, agent, agentBytes, aad, ciphertext, core, scheme, signature,
     bytes: bytes.subarray(offset, offset + length), offset, length,
   };
 }

@@ -1,6 +1,9 @@
 // The player: frames of a Recording drawn on a canvas at their capture times, a timeline to
 // seek by clicking (gaps and search hits marked on it), play/pause at 1–16×, frame steps.
 
+/** How many frames back an empty chunk (a version-2 checkpoint) looks for the image it shows. */
+const EMPTY_LOOKBACK = 16;
+
 export class Player {
   constructor({ canvas, timeline, marks, cursor, clock, info, onTime, onError }) {
     Object.assign(this, { canvas, timeline, marks, cursor, clock, info, onTime, onError });
@@ -82,10 +85,14 @@ export class Player {
     if (!this.rec.unlocked) return;
     const ticket = ++this.drawing;
     try {
-      const f = await this.rec.frame(i);
+      let f = await this.rec.frame(i);
       // Warm the cache for what plays next.
       if (i + 1 < this.rec.frames.length) this.rec.frame(i + 1).catch(() => {});
+      // An empty chunk (an idle stream's checkpoint) captured nothing new: the screen is still
+      // the last image before it.
+      const before = f.empty ? await this.#imageBefore(i, ticket) : null;
       if (ticket !== this.drawing || !this.rec?.unlocked) return;
+      if (before) f = before.frame;
       if (f.bitmap) {
         if (this.canvas.width !== f.bitmap.width || this.canvas.height !== f.bitmap.height) {
           this.canvas.width = f.bitmap.width;
@@ -109,10 +116,20 @@ export class Player {
       this.canvas.dataset.seq = String(row.seq);
       this.canvas.dataset.captureUs = String(row.captureUs);
       this.canvas.dataset.shown = f.bitmap ? 'image' : 'undecodable';
-      this.info.textContent = `frame ${i + 1} of ${this.rec.frames.length} ${f.name ? `(${f.name})` : ''}`;
+      const since = before ? ` (nothing new since frame ${before.index + 1})` : '';
+      this.info.textContent = `frame ${i + 1} of ${this.rec.frames.length} ${f.name ? `(${f.name})` : ''}${since}`;
     } catch (err) {
       if (ticket === this.drawing) this.onError(err);
     }
+  }
+
+  /** The nearest frame before `i` that is not an empty chunk: {frame, index}, or null. */
+  async #imageBefore(i, ticket) {
+    for (let j = i - 1; j >= 0 && j >= i - EMPTY_LOOKBACK && ticket === this.drawing; j -= 1) {
+      const frame = await this.rec.frame(j);
+      if (!frame.empty) return { frame, index: j };
+    }
+    return null;
   }
 
   #updateClock() {

@@ -84,10 +84,13 @@ export class ByteReader {
     }
   }
 
-  /** A u8 that must equal `expected`, named `field` (version, suite). */
+  /** A u8 that must be `expected` (a number, or an array of the values known), named `field` (version, suite). */
   known(field, expected) {
     const v = this.u8(field);
-    if (v !== expected) throw new FormatError(`${this.what}: unknown ${field} ${v} (this reader knows ${expected})`);
+    const values = [expected].flat();
+    if (!values.includes(v)) {
+      throw new FormatError(`${this.what}: unknown ${field} ${v} (this reader knows ${knownList(values)})`);
+    }
     return v;
   }
 
@@ -103,6 +106,11 @@ export class ByteReader {
       throw new FormatError(`${this.what}: ${this.end - this.pos} bytes after the end of the structure`);
     }
   }
+}
+
+/** "1", "1 and 2", "1, 2 and 3". */
+function knownList(values) {
+  return values.length === 1 ? `${values[0]}` : `${values.slice(0, -1).join(', ')} and ${values[values.length - 1]}`;
 }
 
 /** Largest agent id: 64 characters, 256 UTF-8 bytes (docs/format.md "Identifiers"). */
@@ -125,4 +133,19 @@ export function readAgent(r) {
   }
   if (/\p{Cc}/u.test(agent)) throw new FormatError(`${r.what}: agent id contains a control character`);
   return { agent, agentBytes };
+}
+
+/** Longest signature a checkpoint or DEK record may carry (docs/format.md: sig_len 1..=512). */
+export const MAX_SIGNATURE_LEN = 512;
+
+/**
+ * Read `scheme u16 | sig_len u16 | signature` (docs/format.md "Agent signatures"); returns
+ * {scheme, signature}. The scheme is not checked here: verifying a signature refuses a scheme
+ * it does not know.
+ */
+export function readSignature(r) {
+  const scheme = r.u16('scheme');
+  const len = r.bounded('sig_len', r.u16('sig_len'), 1, MAX_SIGNATURE_LEN);
+  const signature = r.bytesOf(len, 'signature');
+  return { scheme, signature };
 }

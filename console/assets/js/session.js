@@ -4,7 +4,10 @@
 // kept in a small LRU cache, so memory stays bounded whatever the session's length.
 
 import * as api from './api.js';
-import { parseChunk, parseChunkAt, StreamKeys, KIND_FRAME, KIND_KEYSTROKES, FLAG_GAP } from './chunk.js';
+
+/** Index flag bit 7 (the server's): the chunk's plaintext is empty. */
+const INDEX_EMPTY = 0x80;
+import { parseChunk, parseChunkAt, StreamKeys, KIND_FRAME, KIND_KEYSTROKES, FLAG_GAP, HEADER_LEN, TAG_LEN } from './chunk.js';
 import { parseDekRecord, unwrapDek } from './dek.js';
 import { openPrivateKey, kekId } from './keyfile.js';
 import { parsePayload } from './payload.js';
@@ -47,10 +50,14 @@ export class Recording {
   }
 
   #addRows(rows) {
-    // A chunk with an empty plaintext (the marker that ends a stream) is just its header and tag.
-    const emptyLen = 66 + this.agentHex.length / 2 + 16;
+    // A chunk with an empty plaintext (the marker that ends a stream, an idle stream's
+    // checkpoint) carries no frame.
+    const emptyLen = HEADER_LEN + this.agentHex.length / 2 + TAG_LEN;
     for (const r of rows) {
-      if (r.stream === this.frameStream && r.len === emptyLen && !((r.flags ?? 0) & FLAG_GAP)) continue;
+      // The index marks an empty plaintext (bit 7; its length shows it to anyone); rows indexed
+      // before it did are recognised by length (version-1 chunks only).
+      const empty = ((r.flags ?? 0) & INDEX_EMPTY) !== 0 || r.len === emptyLen;
+      if (r.stream === this.frameStream && empty && !((r.flags ?? 0) & FLAG_GAP)) continue;
       const row = { seq: r.seq, captureUs: r.capture_us ?? 0, gap: ((r.flags ?? 0) & FLAG_GAP) !== 0, dekId: r.dek_id, len: r.len };
       if (r.stream === this.frameStream) {
         if (this.frames.length && this.frames[this.frames.length - 1].seq >= r.seq) continue;
@@ -189,7 +196,9 @@ export class Recording {
     let count = 1;
     while (count < ahead.length && ahead[count].seq === row.seq + count) count += 1;
     const { payload } = await this.#open(this.frameStream, row.seq, count);
-    if (payload.type !== 'frame') return { bitmap: null, name: '', captureUs: row.captureUs, image: null };
+    if (payload.type !== 'frame') {
+      return { bitmap: null, name: '', captureUs: row.captureUs, image: null, empty: payload.type === 'empty' };
+    }
     const { frame } = payload;
     let bitmap = null;
     try {
