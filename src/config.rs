@@ -43,6 +43,10 @@ pub struct ServeConfig {
     /// How often the server signs the audit chain's head when it moved (a checkpoint in the
     /// store under v1/audit/ and in `<data_dir>/audit/`).
     pub audit_checkpoint_ms: u64,
+    /// Run `sealstream verify` over the store in the background this often, checking
+    /// signatures against this server's agent CA, and export the outcome as metrics
+    /// (`sealstream_store_verify_*`). 0 (the default): never.
+    pub verify_interval_ms: u64,
     /// How often agent_credential/agent_account are read again (revocations, disables), in
     /// milliseconds; connections they now refuse are closed then.
     pub access_poll_ms: u64,
@@ -162,6 +166,7 @@ impl Default for ServeConfig {
             store_dir: None,
             kek_poll_ms: 1000,
             audit_checkpoint_ms: 60_000,
+            verify_interval_ms: 0,
             access_poll_ms: 2000,
             ingest_threads: 0,
             limits: Limits::default(),

@@ -674,3 +674,54 @@ pub async fn verify(
         outcome,
     })
 }
+
+/// `serve` with `verify_interval_ms`: verify the store every `every` and export the outcome:
+/// `sealstream_store_verify_streams{verdict}`, `sealstream_store_verify_damaged_objects`,
+/// `sealstream_store_verify_bytes`, `sealstream_store_verify_seconds` and
+/// `sealstream_store_verify_last_run_timestamp_seconds` (0 until a run finishes; a store that
+/// cannot be read leaves the last figures and logs why).
+pub async fn verify_in_background(
+    store: std::sync::Arc<dyn ObjectStore>,
+    ca: AgentCa,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        match verify(store.as_ref(), Some(&ca), |_| {}).await {
+            Ok(report) => {
+                for v in [
+                    Verdict::Tampered,
+                    Verdict::NoDekRecord,
+                    Verdict::Incomplete,
+                    Verdict::Unproven,
+                    Verdict::Ok,
+                ] {
+                    let n = report.streams.iter().filter(|s| s.verdict == v).count();
+                    let label = serde_json::to_value(v)
+                        .ok()
+                        .and_then(|x| x.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    ::metrics::gauge!("sealstream_store_verify_streams", "verdict" => label)
+                        .set(n as f64);
+                }
+                ::metrics::gauge!("sealstream_store_verify_damaged_objects")
+                    .set(report.damaged_objects.len() as f64);
+                ::metrics::gauge!("sealstream_store_verify_bytes").set(report.segment_bytes as f64);
+                ::metrics::gauge!("sealstream_store_verify_seconds")
+                    .set(started.elapsed().as_secs_f64());
+                ::metrics::gauge!("sealstream_store_verify_last_run_timestamp_seconds")
+                    .set(crate::crypto::now_us() as f64 / 1e6);
+                if report.outcome == Verdict::Tampered {
+                    tracing::error!(
+                        damaged = report.damaged_objects.len(),
+                        "background verify: the store was altered or corrupted; run `sealstream verify` for the details"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "background verify: cannot read the store"),
+        }
+    }
+}

@@ -462,7 +462,10 @@ fn quickstart_runs_the_round_trip() {
         .stdout(predicate::str::contains(
             "6. verified: 3 sessions, 6 complete streams",
         ))
-        .stdout(predicate::str::contains("ciphertext only"));
+        .stdout(predicate::str::contains("ciphertext only"))
+        .stdout(predicate::str::contains(
+            "every stream signed by its agent to its end",
+        ));
 }
 
 /// An agent that flooded the store with DEK records (the attack review saw 1,700 a second)

@@ -184,11 +184,20 @@ async fn pipeline(
     })?;
     let store = storage::open_local(&cfg.store_dir())?;
     let export_dir = dir.join("export");
-    let exported = export::export(
+    // The agents sign their recordings: check them against this deployment's agent CA.
+    let options = export::Options {
+        agent_ca: Some(
+            sealstream::crypto::AgentCa::load(&cfg.data_dir.join("pki/ca.crt"))
+                .map_err(anyhow::Error::msg)?,
+        ),
+        ..Default::default()
+    };
+    let exported = export::export_with(
         store.as_ref(),
         std::slice::from_ref(&private),
-        None,
+        &options,
         &export_dir,
+        &mut |_| {},
     )
     .await?;
     drop(private);

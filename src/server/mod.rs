@@ -215,6 +215,15 @@ impl Server {
             cfg.data_dir.join("audit"),
             Duration::from_millis(cfg.audit_checkpoint_ms),
         )));
+        if cfg.verify_interval_ms > 0 {
+            let ca = crate::crypto::AgentCa::from_der(pki.ca_cert.clone())
+                .map_err(|e| ServeError::AuditKey(format!("agent CA: {e}")))?;
+            tasks.push(actix_rt::spawn(crate::inspect::verify_in_background(
+                store.clone(),
+                ca,
+                Duration::from_millis(cfg.verify_interval_ms),
+            )));
+        }
         tasks.push(actix_rt::spawn(refresh_access(
             shared.clone(),
             Duration::from_millis(cfg.access_poll_ms),
