@@ -21,29 +21,47 @@ pub fn seal(
     let frames = total / frame_size;
     let frame: Vec<u8> = (0..frame_size).map(|i| (i * 31 % 251) as u8).collect();
     let dek = Dek::generate();
-    let (mut base, mut agent, mut store) = (Vec::new(), Vec::new(), Vec::new());
+    // A signing agent (format version 2): its enrolment key from a throwaway agent CA.
+    let pki_dir = tempfile::tempdir()?;
+    let pki = sealstream::pki::Pki::open_or_create(pki_dir.path())?;
+    let (cert, key) = pki.issue_agent(&AgentId::new("loadtest-agent").expect("valid"))?;
+    let signer = std::sync::Arc::new(
+        sealstream::crypto::AgentSigner::from_pem(&cert, &key).map_err(anyhow::Error::msg)?,
+    );
+    let (mut base, mut agent, mut store, mut signed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         base.push(baseline(&frame, frames));
-        agent.push(pipeline(&dek, &frame, frames, false));
-        store.push(pipeline(&dek, &frame, frames, true));
+        agent.push(pipeline(&dek, &frame, frames, false, None));
+        store.push(pipeline(&dek, &frame, frames, true, None));
+        signed.push(pipeline(&dek, &frame, frames, false, Some(&signer)));
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    let (b, a, st) = (median(&mut base), median(&mut agent), median(&mut store));
+    let (b, a, st, sg) = (
+        median(&mut base),
+        median(&mut agent),
+        median(&mut store),
+        median(&mut signed),
+    );
     let mbps = |d: Duration| (frames * frame_size) as f64 / d.as_secs_f64() / 1e6;
     let ratio = |d: Duration| b.as_secs_f64() / d.as_secs_f64();
     println!(
         "frames {frames} x {frame_size} B, {rounds} rounds (median)\n  \
          baseline AES-256-GCM:             {:8.1} MB/s\n  \
          agent sealing (chunks):           {:8.1} MB/s  ratio {:.3}\n  \
-         sealing + 8 MiB segments (SHA-256): {:6.1} MB/s  ratio {:.3}",
+         sealing + 8 MiB segments (SHA-256): {:6.1} MB/s  ratio {:.3}\n  \
+         signed sealing (chain + checkpoints every 64): {:6.1} MB/s  ratio {:.3} (to unsigned sealing {:.3})",
         mbps(b),
         mbps(a),
         ratio(a),
         mbps(st),
-        ratio(st)
+        ratio(st),
+        mbps(sg),
+        ratio(sg),
+        a.as_secs_f64() / sg.as_secs_f64()
     );
     if let Some(path) = json {
         let doc = serde_json::json!({
@@ -56,6 +74,9 @@ pub fn seal(
             "agent_sealing_ratio": ratio(a),
             "with_segments_mb_s": mbps(st),
             "with_segments_ratio": ratio(st),
+            "signed_sealing_mb_s": mbps(sg),
+            "signed_sealing_ratio": ratio(sg),
+            "signed_to_unsigned_ratio": a.as_secs_f64() / sg.as_secs_f64(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
@@ -85,18 +106,29 @@ fn baseline(frame: &[u8], frames: usize) -> Duration {
     start.elapsed()
 }
 
-/// What the agent does per frame: seal with header AAD; with `segments`, also what the store
-/// side does: batch into 8 MiB segment objects with their SHA-256.
-fn pipeline(dek: &Dek, frame: &[u8], frames: usize, segments: bool) -> Duration {
+/// What the agent does per frame: seal with header AAD (with `signer`, also the stream's hash
+/// chain and a signed checkpoint every 64 chunks); with `segments`, also what the store side
+/// does: batch into 8 MiB segment objects with their SHA-256.
+fn pipeline(
+    dek: &Dek,
+    frame: &[u8],
+    frames: usize,
+    segments: bool,
+    signer: Option<&std::sync::Arc<sealstream::crypto::AgentSigner>>,
+) -> Duration {
     let agent = AgentId::new("loadtest-agent").expect("valid");
     let start = Instant::now();
-    let mut sealer = sealstream::crypto::StreamSealer::new(
+    let sealer = sealstream::crypto::StreamSealer::new(
         dek,
         agent,
         SessionId::random(),
         StreamId(0),
         Kind::Frame,
     );
+    let mut sealer = match signer {
+        Some(s) => sealer.signed_by(s.clone(), sealstream::crypto::Checkpoints::default()),
+        None => sealer,
+    };
     let mut batch: Vec<SealedChunk> = Vec::new();
     let mut batched = 0usize;
     let mut sink = 0usize;

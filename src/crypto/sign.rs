@@ -78,6 +78,16 @@ impl AgentSigner {
         Ok(me)
     }
 
+    /// The signer for a certificate and key in PEM (as `agents enroll` writes them).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| format!("agent certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| format!("agent key: {e}"))?;
+        Self::new(&cert, &key)
+    }
+
     pub fn cert(&self) -> &[u8] {
         &self.cert
     }
