@@ -298,47 +298,32 @@ fn an_export_without_config_signs_a_receipt_openssl_verifies() {
             .any(|f| f[0].as_str().unwrap().ends_with("a.png"))
     );
     assert!(files.iter().any(|f| f[0] == "report.json"));
-    let ok = std::process::Command::new("openssl")
-        .current_dir(d)
-        .args([
-            "dgst",
-            "-sha256",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-verify",
-            "publickey.crt",
-            "-signature",
-            "out/receipt.sig",
-            "out/receipt.json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    // What docs/format.md tells a reader to run.
+    let openssl_verifies = || {
+        std::process::Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "dgst",
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-verify",
+                "publickey.crt",
+                "-signature",
+                "out/receipt.sig",
+                "out/receipt.json",
+            ])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(openssl_verifies());
     // An edited receipt does not verify.
     let mut text = std::fs::read(d.join("out/receipt.json")).unwrap();
     let n = text.len();
     text[n - 3] ^= 1;
     std::fs::write(d.join("out/receipt.json"), text).unwrap();
-    let bad = std::process::Command::new("openssl")
-        .current_dir(d)
-        .args([
-            "dgst",
-            "-sha256",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-verify",
-            "publickey.crt",
-            "-signature",
-            "out/receipt.sig",
-            "out/receipt.json",
-        ])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
+    assert!(!openssl_verifies());
 }
 
 #[actix_rt::test]
@@ -418,21 +403,7 @@ async fn the_server_verifies_its_store_in_the_background() {
     .await
     .unwrap();
     assert_eq!(r.unacked, 0);
-    let metric = |text: &str, name: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    };
-    let mut last = String::new();
-    for _ in 0..100 {
-        let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
-        last = text;
-        if metric(&last, "sealstream_store_verify_streams{verdict=\"ok\"}") == Some(2.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = wait_metric(&env, "sealstream_store_verify_streams{verdict=\"ok\"}", 2.0).await;
     assert_eq!(
         metric(&last, "sealstream_store_verify_streams{verdict=\"ok\"}"),
         Some(2.0),
@@ -443,7 +414,7 @@ async fn the_server_verifies_its_store_in_the_background() {
         Some(0.0)
     );
     // Corrupt one stored segment: the next run says so.
-    let seg = walk(&env.cfg.store_dir().join("v1/segments"))
+    let seg = common::walk(&env.cfg.store_dir().join("v1/segments"))
         .into_iter()
         .next()
         .unwrap();
@@ -451,14 +422,7 @@ async fn the_server_verifies_its_store_in_the_background() {
     let n = bytes.len();
     bytes[n - 40] ^= 0x01;
     std::fs::write(&seg, bytes).unwrap();
-    for _ in 0..100 {
-        let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
-        last = text;
-        if metric(&last, "sealstream_store_verify_damaged_objects") == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = wait_metric(&env, "sealstream_store_verify_damaged_objects", 1.0).await;
     assert_eq!(
         metric(&last, "sealstream_store_verify_damaged_objects"),
         Some(1.0),
@@ -467,15 +431,24 @@ async fn the_server_verifies_its_store_in_the_background() {
     env.stop().await;
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
+/// The value of the metric line starting with `name`.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Scrape /metrics until `name` reads `value` (up to 10 s); returns the last scrape.
+async fn wait_metric(env: &Env, name: &str, value: f64) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
+        last = text;
+        if metric(&last, name) == Some(value) {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    out
+    last
 }

@@ -455,7 +455,7 @@ fn an_export_resumes_into_its_directory_and_never_overwrites() {
     f.export(&store, "out", &[]).code(0);
     // Again into the same directory: identical files are kept.
     f.export(&store, "out", &[]).code(0);
-    let frames: Vec<PathBuf> = walk(&f.path("out"))
+    let frames: Vec<PathBuf> = common::walk(&f.path("out"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
@@ -518,7 +518,7 @@ fn video_export_writes_an_mp4_at_capture_times() {
         .export(&store, "out", &["--video", "--agent-ca", "ca/ca.crt"])
         .code(0);
     let out = stdout(&a);
-    let mp4 = walk(&f.path("out"))
+    let mp4 = common::walk(&f.path("out"))
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "mp4"))
         .unwrap_or_else(|| panic!("no mp4 written: {out}"));
@@ -552,19 +552,6 @@ fn video_export_writes_an_mp4_at_capture_times() {
     // Resumed: the video is kept, not made again or overwritten.
     let a = f.export(&store, "out", &["--video"]).code(0);
     assert!(stdout(&a).contains("(already there)"), "{}", stdout(&a));
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -79,27 +79,30 @@ fn register_audit_hash(c: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// An `audit_log` row selected as `id, chain_seq, at_us, actor, action, detail, address,
+/// prev_hash, row_hash`.
+fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::ChainRow> {
+    Ok(crate::audit::ChainRow {
+        id: r.get(0)?,
+        chain_seq: r.get(1)?,
+        at_us: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        detail: r.get(5)?,
+        address: r.get(6)?,
+        prev_hash: r.get(7)?,
+        row_hash: r.get(8)?,
+    })
+}
+
 /// Rows numbered by migration 4 but not yet hashed (written before it), hashed in chain order.
 fn chain_pending_audit_rows(c: &mut Connection) -> rusqlite::Result<()> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let pending: Vec<crate::audit::ChainRow> = {
         let mut st = tx.prepare(
-            "SELECT id, chain_seq, at_us, actor, action, detail, address FROM audit_log WHERE row_hash IS NULL AND chain_seq IS NOT NULL ORDER BY chain_seq",
+            "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log WHERE row_hash IS NULL AND chain_seq IS NOT NULL ORDER BY chain_seq",
         )?;
-        st.query_map([], |r| {
-            Ok(crate::audit::ChainRow {
-                id: r.get(0)?,
-                chain_seq: r.get(1)?,
-                at_us: r.get(2)?,
-                actor: r.get(3)?,
-                action: r.get(4)?,
-                detail: r.get(5)?,
-                address: r.get(6)?,
-                prev_hash: None,
-                row_hash: None,
-            })
-        })?
-        .collect::<Result<_, _>>()?
+        st.query_map([], chain_row)?.collect::<Result<_, _>>()?
     };
     for r in pending {
         let (id, seq, at) = (r.id, r.chain_seq.unwrap_or(0), r.at_us.unwrap_or(0));
@@ -195,19 +198,7 @@ impl Lite {
                 "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log ORDER BY id",
             )?;
             let rows = st
-                .query_map([], |r| {
-                    Ok(crate::audit::ChainRow {
-                        id: r.get(0)?,
-                        chain_seq: r.get(1)?,
-                        at_us: r.get(2)?,
-                        actor: r.get(3)?,
-                        action: r.get(4)?,
-                        detail: r.get(5)?,
-                        address: r.get(6)?,
-                        prev_hash: r.get(7)?,
-                        row_hash: r.get(8)?,
-                    })
-                })?
+                .query_map([], chain_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })

@@ -146,26 +146,21 @@ impl Segment {
         }
         let body = buf.slice(..buf.len() - TRAILER_LEN);
         let trailer = &buf[buf.len() - TRAILER_LEN..];
+        let (id, created_us, count) = match decode_header(&body[..HEADER_LEN]) {
+            // A corrupted count is corruption: say so rather than blame the limit.
+            Err(DecodeError::OutOfRange {
+                field: "chunk_count",
+                ..
+            }) => return Err(DecodeError::SegmentChecksum),
+            other => other?,
+        };
         let mut r = Reader::new("segment", &body);
-        r.magic(MAGIC)?;
-        r.version(&[VERSION], "1")?;
-        if r.array::<3>()? != [0; 3] {
-            return Err(DecodeError::Invalid {
-                what: "segment",
-                reason: "reserved bytes are not zero".into(),
-            });
-        }
-        let id = r.array()?;
-        let created_us = r.i64()?;
-        let count = r.u32()?;
+        r.bytes(HEADER_LEN)?;
         // Each chunk takes at least FIXED_HEADER_LEN + 1 + 16 bytes, which bounds the count.
         let min_chunk = super::chunk::FIXED_HEADER_LEN + 1 + super::chunk::TAG_LEN;
-        let limit = (r.remaining() / min_chunk).min(MAX_CHUNKS as usize) as u64;
-        let count = match r.bounded("chunk_count", count.into(), 0, limit) {
-            Ok(c) => c,
-            // A corrupted count is corruption: say so rather than blame the limit.
-            Err(_) => return Err(DecodeError::SegmentChecksum),
-        };
+        if count > r.remaining() / min_chunk {
+            return Err(DecodeError::SegmentChecksum);
+        }
         let mut chunks = Vec::with_capacity(count);
         let mut digests = Vec::with_capacity(count);
         for _ in 0..count {

@@ -145,17 +145,11 @@ pub async fn list_meta(
 
 /// Every object under `prefix`, sorted by key.
 pub async fn list(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<Path>, StoreError> {
-    let mut paths: Vec<Path> = store
-        .list(Some(prefix))
-        .map_ok(|meta| meta.location)
-        .try_collect()
-        .await
-        .map_err(|source| StoreError::Backend {
-            path: prefix.to_string(),
-            source,
-        })?;
-    paths.sort();
-    Ok(paths)
+    Ok(list_meta(store, prefix)
+        .await?
+        .into_iter()
+        .map(|m| m.location)
+        .collect())
 }
 
 #[cfg(test)]

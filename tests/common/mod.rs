@@ -69,3 +69,17 @@ pub fn pubout(dir: &Path, private: &str, out: &str, encrypted: bool) -> PathBuf 
     openssl(dir, &args);
     dir.join(out)
 }
+
+/// Every file below `dir`, depth first.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
