@@ -70,6 +70,9 @@ pub struct ChainReport {
     /// The last row's chain number and hash.
     pub head: Option<(i64, String)>,
     pub problems: Vec<String>,
+    /// Rows numbered at the end of the chain but not hashed yet (SQLite: inserted by another
+    /// program; the server hashes them at its next audit write or checkpoint).
+    pub unhashed_tail: usize,
     /// Each chain number's hash (for checkpoints), in order.
     #[serde(skip)]
     pub hashes: std::collections::BTreeMap<i64, [u8; 32]>,
@@ -81,10 +84,21 @@ pub fn verify_chain(rows: &[ChainRow]) -> ChainReport {
         rows: rows.len(),
         ..Default::default()
     };
+    let last_hashed = rows
+        .iter()
+        .filter(|r| r.row_hash.is_some())
+        .filter_map(|r| r.chain_seq)
+        .max()
+        .unwrap_or(0);
     let mut chained: Vec<&ChainRow> = Vec::with_capacity(rows.len());
     for r in rows {
         match (r.chain_seq, r.at_us, &r.prev_hash, &r.row_hash) {
             (Some(_), Some(_), Some(_), Some(_)) => chained.push(r),
+            (Some(seq), Some(_), _, None) if seq > last_hashed => report.unhashed_tail += 1,
+            (Some(seq), ..) => report.problems.push(format!(
+                "chain row {seq} (id {}, {} {:?}) has lost its hash: edited",
+                r.id, r.action, r.actor
+            )),
             _ => report.problems.push(format!(
                 "row id {} ({} {:?}) is outside the chain: inserted around the trigger",
                 r.id, r.action, r.actor

@@ -53,6 +53,14 @@ async fn the_audit_chain_shows_every_kind_of_tampering(backend: Backend) {
         "another long password",
     )
     .await;
+    // The how-to's KEK insert, run by another program (psql, the sqlite3 shell): audited and
+    // chained all the same (on SQLite, hashed at the server's next audit write).
+    tamper(
+        &env,
+        "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) \
+         values (false, true, '/etc/sealstream/other.crt', '/etc/sealstream/other.pem')",
+    )
+    .await;
     for i in 0..4 {
         md.audit("ann", "view_session", &format!("session {i}"))
             .await
@@ -65,6 +73,17 @@ async fn the_audit_chain_shows_every_kind_of_tampering(backend: Backend) {
         "the how-to's KEK insert is audited: {actions:?}"
     );
     assert!(actions.iter().filter(|a| **a == "view_session").count() == 4);
+    assert!(
+        rows.iter()
+            .any(|r| r.action == "kek_insert" && r.detail.contains("other.crt")),
+        "a KEK inserted outside sealstream is audited"
+    );
+    let chain = sealstream::audit::verify_chain(&rows);
+    assert!(
+        chain.problems.is_empty() && chain.unhashed_tail == 0,
+        "{:?}",
+        chain.problems
+    );
     let head = rows.iter().filter_map(|r| r.chain_seq).max().unwrap();
     // The server signs the head within its interval.
     let latest = env.cfg.data_dir.join("audit/checkpoint.json");

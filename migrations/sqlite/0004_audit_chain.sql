@@ -1,7 +1,9 @@
 -- A tamper-evident audit log (see migrations/postgres/0004_audit_chain.sql for the chain's
--- definition). SQLite has no SHA-256: the hash is `sealstream_audit_hash(...)`, a function the
--- server registers on its connection, so a row inserted by another program (which lacks it)
--- is refused rather than left outside the chain.
+-- definition). SQLite has no SHA-256: the trigger numbers each row as it is inserted (by
+-- anyone: sealstream, the sqlite3 shell, the how-to's KEK insert) and sealstream hashes the
+-- numbered rows at the end of the chain, in order (metadata/sqlite.rs
+-- `chain_pending_audit_rows`): right after each of its own audit writes, and before each
+-- signed checkpoint.
 ALTER TABLE audit_log ADD COLUMN chain_seq INTEGER;
 ALTER TABLE audit_log ADD COLUMN at_us INTEGER;
 ALTER TABLE audit_log ADD COLUMN prev_hash BLOB;
@@ -12,19 +14,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS audit_log_chain_seq ON audit_log (chain_seq);
 UPDATE audit_log SET
   chain_seq = (SELECT count(*) FROM audit_log b WHERE b.id <= audit_log.id),
   at_us = CAST(unixepoch(at) AS INTEGER) * 1000000;
--- Their prev_hash and row_hash are filled in, in chain order, right after this migration
--- (metadata/sqlite.rs `chain_pending_audit_rows`).
+-- Their prev_hash and row_hash are filled in, in chain order, right after this migration.
 
 CREATE TRIGGER IF NOT EXISTS audit_log_chain AFTER INSERT ON audit_log
 BEGIN
   UPDATE audit_log SET
     chain_seq = coalesce((SELECT max(chain_seq) FROM audit_log), 0) + 1,
-    at_us = CAST(unixepoch('subsec') * 1000000 AS INTEGER),
-    prev_hash = coalesce(
-      (SELECT row_hash FROM audit_log WHERE chain_seq = (SELECT max(chain_seq) FROM audit_log)),
-      zeroblob(32))
-  WHERE id = NEW.id;
-  UPDATE audit_log SET row_hash = sealstream_audit_hash(prev_hash, chain_seq, at_us, actor, action, detail, address)
+    at_us = CAST(unixepoch('subsec') * 1000000 AS INTEGER)
   WHERE id = NEW.id;
 END;
 

@@ -85,6 +85,12 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     for p in &report.problems {
         println!("  BROKEN: {p}");
     }
+    if report.unhashed_tail > 0 {
+        println!(
+            "  {} row(s) at the end are numbered but not hashed yet (inserted outside sealstream; the server hashes them within audit_checkpoint_ms)",
+            report.unhashed_tail
+        );
+    }
     for (from, cp) in stored.into_iter().map(|(p, r)| match r {
         Ok(cp) => (p, Ok(cp)),
         Err(e) => (p, Err(e)),

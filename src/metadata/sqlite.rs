@@ -54,31 +54,6 @@ pub struct Lite {
     conn: Arc<Mutex<Connection>>,
 }
 
-/// `sealstream_audit_hash(prev, chain_seq, at_us, actor, action, detail, address)`: the audit
-/// chain's row hash (crate::audit::row_hash) for the trigger of migration 4.
-fn register_audit_hash(c: &Connection) -> rusqlite::Result<()> {
-    use rusqlite::functions::FunctionFlags;
-    c.create_scalar_function(
-        "sealstream_audit_hash",
-        7,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
-            let prev: Vec<u8> = ctx.get(0)?;
-            let address: Option<String> = ctx.get(6)?;
-            Ok(crate::audit::row_hash(
-                &prev,
-                ctx.get(1)?,
-                ctx.get(2)?,
-                &ctx.get::<String>(3)?,
-                &ctx.get::<String>(4)?,
-                &ctx.get::<String>(5)?,
-                address.as_deref(),
-            )
-            .to_vec())
-        },
-    )
-}
-
 /// An `audit_log` row selected as `id, chain_seq, at_us, actor, action, detail, address,
 /// prev_hash, row_hash`.
 fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::ChainRow> {
@@ -95,12 +70,15 @@ fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::ChainRow> 
     })
 }
 
-/// Rows numbered by migration 4 but not yet hashed (written before it), hashed in chain order.
+/// Hash the numbered rows at the end of the audit chain that have no hash yet (written before
+/// migration 4, or inserted since by anyone: the trigger only numbers them), in chain order.
+/// Only rows after the last hashed one: a row in the middle whose hash was removed stays
+/// unhashed, and `audit verify` reports it.
 fn chain_pending_audit_rows(c: &mut Connection) -> rusqlite::Result<()> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let pending: Vec<crate::audit::ChainRow> = {
         let mut st = tx.prepare(
-            "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log WHERE row_hash IS NULL AND chain_seq IS NOT NULL ORDER BY chain_seq",
+            "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log WHERE row_hash IS NULL AND chain_seq > coalesce((SELECT max(chain_seq) FROM audit_log WHERE row_hash IS NOT NULL), 0) ORDER BY chain_seq",
         )?;
         st.query_map([], chain_row)?.collect::<Result<_, _>>()?
     };
@@ -144,7 +122,6 @@ impl Lite {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
             c.pragma_update(None, "foreign_keys", "ON")?;
-            register_audit_hash(&c)?;
             Ok(c)
         })
         .await
@@ -207,6 +184,8 @@ impl Lite {
 
     pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, MetaError> {
         self.with(|c| {
+            // Rows inserted by other programs (the trigger numbered them) are hashed first.
+            chain_pending_audit_rows(c)?;
             Ok(c.query_row(
                 "SELECT chain_seq, row_hash FROM audit_log WHERE chain_seq IS NOT NULL AND row_hash IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
                 [],
@@ -436,6 +415,7 @@ impl Lite {
                 "INSERT INTO audit_log (actor, action, detail) VALUES (?1, ?2, ?3)",
                 params![a, b, d],
             )?;
+            chain_pending_audit_rows(c)?;
             Ok(())
         })
         .await
@@ -538,6 +518,7 @@ impl Lite {
                 params![actor, change.action(), access_detail(&change, &out)],
             )?;
             tx.commit()?;
+            chain_pending_audit_rows(c)?;
             Ok(out)
         })
         .await

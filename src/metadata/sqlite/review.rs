@@ -291,6 +291,7 @@ impl Lite {
                 tx.execute("DELETE FROM console_login WHERE user_name = ?1", [&u.name])?;
             }
             tx.commit()?;
+            super::chain_pending_audit_rows(c)?;
             Ok(true)
         })
         .await
@@ -358,6 +359,7 @@ impl Lite {
                 "INSERT INTO audit_log (actor, action, detail, address) VALUES (?1, ?2, ?3, ?4)",
                 params![v[0], v[1], v[2], v[3]],
             )?;
+            super::chain_pending_audit_rows(c)?;
             Ok(())
         })
         .await
