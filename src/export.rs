@@ -86,7 +86,9 @@ impl StreamReport {
     pub fn unproven(&self, ca_pinned: bool) -> bool {
         match &self.proof {
             Proof::Unsigned => ca_pinned,
-            Proof::Signed { unproven, .. } => ca_pinned && *unproven > 0,
+            // Chunks after the last checkpoint are unproven even when the certificate itself
+            // is not checked against a CA: the stream's own signatures say so.
+            Proof::Signed { unproven, .. } => *unproven > 0,
             Proof::Invalid => false, // its problem makes the stream tampered
         }
     }
@@ -139,8 +141,11 @@ impl Report {
         let pinned = self.agent_ca.is_some();
         self.streams
             .iter()
-            .filter(|s| !s.still_recording)
-            .filter(|s| s.status == Status::Incomplete || s.unproven(pinned))
+            // Still recording (the server says so) waives the missing final chunk only, never a
+            // missing signature.
+            .filter(|s| {
+                (s.status == Status::Incomplete && !s.still_recording) || s.unproven(pinned)
+            })
             .collect()
     }
 }
@@ -201,21 +206,21 @@ pub async fn export_with(
     };
 
     // Unwrap each DEK that a supplied key can open; the keys stay in memory only here.
-    let mut deks: HashMap<DekId, Dek> = HashMap::new();
-    let mut dek_problems: HashMap<DekId, String> = HashMap::new();
-    for record in scan.records.values() {
+    let mut deks: HashMap<(AgentId, DekId), Dek> = HashMap::new();
+    let mut dek_problems: HashMap<(AgentId, DekId), String> = HashMap::new();
+    for (owner, record) in &scan.records {
         match keys.iter().find(|k| k.kek_id == record.kek_id) {
             Some(k) => match Dek::unwrap(record, &k.key, k.kek_id) {
                 Ok(dek) => {
-                    deks.insert(record.dek_id, dek);
+                    deks.insert(owner.clone(), dek);
                 }
                 Err(e) => {
-                    dek_problems.insert(record.dek_id, e.to_string());
+                    dek_problems.insert(owner.clone(), e.to_string());
                 }
             },
             None => {
                 dek_problems.insert(
-                    record.dek_id,
+                    owner.clone(),
                     format!(
                         "no private key given for KEK {} (pass its key file with --key)",
                         record.kek_id
@@ -261,12 +266,7 @@ pub async fn export_with(
         path: out.to_owned(),
         source,
     })?;
-    let report_path = out.join("report.json");
-    let json = serde_json::to_vec_pretty(&report).expect("report serializes");
-    std::fs::write(&report_path, json).map_err(|source| ExportError::Write {
-        path: report_path,
-        source,
-    })?;
+    write_report(out, &report)?;
     Ok(report)
 }
 
@@ -279,7 +279,10 @@ async fn export_stream(
     chunks: &BTreeMap<u64, Vec<ChunkRef>>,
     check: inspect::StreamCheck,
     unique_kind: bool,
-    (deks, dek_problems): (&HashMap<DekId, Dek>, &HashMap<DekId, String>),
+    (deks, dek_problems): (
+        &HashMap<(AgentId, DekId), Dek>,
+        &HashMap<(AgentId, DekId), String>,
+    ),
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(StreamReport, u64), ExportError> {
@@ -326,8 +329,9 @@ async fn export_stream(
         if r.kind != kind {
             continue; // reported by the check
         }
-        let Some(dek) = deks.get(&r.dek_id) else {
-            if let Some(why) = dek_problems.get(&r.dek_id) {
+        let owner = (agent.clone(), r.dek_id);
+        let Some(dek) = deks.get(&owner) else {
+            if let Some(why) = dek_problems.get(&owner) {
                 if why.starts_with("no private key") {
                     no_key.get_or_insert(why.clone());
                 } else {
@@ -392,6 +396,25 @@ async fn export_stream(
     Ok((sr, decrypted))
 }
 
+/// A temporary name beside `path` that no exported file can have (a random part), so that
+/// staging a file never replaces another.
+fn staging_name(path: &Path) -> PathBuf {
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).expect("operating system random source failed");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", hex::encode(r)))
+}
+
+/// Write `report` as `out/report.json` (again, after the CLI learned more about its streams).
+pub fn write_report(out: &Path, report: &Report) -> Result<(), ExportError> {
+    let path = out.join("report.json");
+    let json = serde_json::to_vec_pretty(report).expect("report serializes");
+    std::fs::write(&path, json).map_err(|source| ExportError::Write { path, source })
+}
+
 /// Write `bytes` at `path` unless the same bytes are there (a resumed export); a file with
 /// other contents is never overwritten.
 fn write_once(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
@@ -407,12 +430,7 @@ fn write_once(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
             Err(ExportError::Exists(path.to_owned()))
         };
     }
-    let tmp = path.with_extension(format!(
-        "{}partial",
-        path.extension()
-            .map(|e| format!("{}.", e.to_string_lossy()))
-            .unwrap_or_default()
-    ));
+    let tmp = staging_name(path);
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
@@ -509,7 +527,7 @@ impl StreamWriter {
                 if self.keystrokes.is_none() {
                     std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
                     let path = self.keystrokes_path();
-                    let partial = path.with_extension("jsonl.partial");
+                    let partial = staging_name(&path);
                     let f = std::fs::File::create(&partial).map_err(Self::io(&partial))?;
                     self.files.push(path.display().to_string());
                     self.keystrokes = Some((std::io::BufWriter::new(f), partial, Sha256::new()));

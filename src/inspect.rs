@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::sign::{self, AgentCa, CertInfo};
-use crate::protocol::chunk::{FIXED_HEADER_LEN, FLAG_CHECKPOINT};
+use crate::protocol::chunk::{self, FIXED_HEADER_LEN, FLAG_CHECKPOINT};
 use crate::protocol::segment::{self, MAX_CHUNKS};
 use crate::protocol::{
     AgentId, DecodeError, DekId, DekRecord, Kind, SealedChunk, SessionId, StreamId, VERSION_2,
@@ -317,6 +317,13 @@ async fn scan_segment(
     let mut pos = segment::HEADER_LEN as u64;
     for index in 0..count.min(MAX_CHUNKS as usize) {
         let len = chunk_len(&mut w, pos, body_end).await?;
+        // Checked before anything that long is read.
+        if len > chunk::MAX_CHUNK_LEN as u64 {
+            return Err(Damage::Object(format!(
+                "chunk {index} at byte {pos}: its length fields say {len} bytes, more than the {}-byte limit",
+                chunk::MAX_CHUNK_LEN
+            )));
+        }
         let bytes = w.get(pos, len).await?;
         let c = SealedChunk::decode(bytes).map_err(|source| DecodeError::ChunkInSegment {
             index,
@@ -416,6 +423,10 @@ pub fn check_stream(
             } else {
                 check.problems.push(missing(expected, seq - 1));
             }
+        } else if c.gap {
+            check.problems.push(format!(
+                "chunk {seq} is a gap record with no missing chunks before it"
+            ));
         }
         expected = seq.saturating_add(1);
         if let Some(f) = check.final_seq {
@@ -626,7 +637,7 @@ pub async fn verify(
         let c = check_stream(key, chunks, &scan.records, ca);
         let unproven = match &c.proof {
             Proof::Unsigned => ca.is_some(),
-            Proof::Signed { unproven, .. } => ca.is_some() && *unproven > 0,
+            Proof::Signed { unproven, .. } => *unproven > 0,
             Proof::Invalid => false,
         };
         let verdict = if !c.problems.is_empty() {

@@ -49,18 +49,23 @@ pub fn encode(ffmpeg: &Path, frames: &[(PathBuf, i64)], out: &Path) -> Result<Wr
     if out.exists() {
         return Ok(Written::Kept);
     }
+    // ffmpeg reads the list line by line: frames are linked under names of our own (digits),
+    // so a frame's name (which may hold any character but `/`) never reaches the list.
+    let links = out.with_extension("frames.partial");
+    let _ = std::fs::remove_dir_all(&links);
+    std::fs::create_dir_all(&links).map_err(|e| format!("{}: {e}", links.display()))?;
     let mut list = String::from("ffconcat version 1.0\n");
-    for ((path, _), d) in frames.iter().zip(durations(frames)) {
-        let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let quoted = abs.display().to_string().replace('\'', "'\\''");
-        list.push_str(&format!("file '{quoted}'\nduration {d:.6}\n"));
+    let mut last = String::new();
+    for (i, ((path, _), d)) in frames.iter().zip(durations(frames)).enumerate() {
+        let link = links.join(format!("{i:08}"));
+        std::fs::hard_link(path, &link)
+            .or_else(|_| std::fs::copy(path, &link).map(|_| ()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let abs = std::fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+        last = abs.display().to_string().replace('\'', "'\\''");
+        list.push_str(&format!("file '{last}'\nduration {d:.6}\n"));
     }
     // The concat demuxer takes the last duration only when the file is listed again.
-    let last = std::fs::canonicalize(&frames[frames.len() - 1].0)
-        .map_err(|e| e.to_string())?
-        .display()
-        .to_string()
-        .replace('\'', "'\\''");
     list.push_str(&format!("file '{last}'\n"));
     let partial = out.with_extension("mp4.partial");
     let list_path = out.with_extension("ffconcat");
@@ -84,6 +89,7 @@ pub fn encode(ffmpeg: &Path, frames: &[(PathBuf, i64)], out: &Path) -> Result<Wr
         .arg(&partial)
         .output();
     let _ = std::fs::remove_file(&list_path);
+    let _ = std::fs::remove_dir_all(&links);
     let out_cmd = result.map_err(|e| format!("cannot run {}: {e}", ffmpeg.display()))?;
     if !out_cmd.status.success() {
         let _ = std::fs::remove_file(&partial);

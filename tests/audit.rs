@@ -397,6 +397,25 @@ async fn an_export_with_config_knows_a_stream_still_recording() {
         "{}",
         out(&a)
     );
+    // Still recording waives the missing final chunk, never a missing signature: this stream
+    // is unsigned (version 1), so against the agent CA it is still refused.
+    let ca = env.cfg.data_dir.join("pki/ca.crt");
+    let a = cli(
+        &d,
+        &[
+            &base[..],
+            &[
+                "out3",
+                "--config",
+                "serve.toml",
+                "--agent-ca",
+                ca.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    )
+    .code(7);
+    assert!(out(&a).contains("UNSIGNED"), "{}", out(&a));
     env.stop().await;
 }
 

@@ -411,6 +411,31 @@ fn renamed_moved_and_unknown_objects_are_named_as_such() {
 }
 
 #[test]
+fn a_dek_record_under_another_agents_name_does_not_stand_in_for_the_agents_own() {
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 3);
+    let store = f.store("s", &record, &chunks);
+    // Another agent's record with the same DEK id, wrapping another DEK (anyone with the
+    // public KEK can write one): the agent's chunks still open under its own record only.
+    let other = Recorder::with_dek(
+        AgentId::new("bystander").unwrap(),
+        &f.kek(),
+        Dek::from_bytes(record.dek_id, [0x42; 32]),
+    );
+    let st = storage::open_local(&store).unwrap();
+    rt().block_on(recorder::store_recording(
+        st.as_ref(),
+        other.dek_record(),
+        &[],
+    ))
+    .unwrap();
+    let a = f
+        .export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(0);
+    assert!(stdout(&a).contains("verification passed"), "{}", stdout(&a));
+}
+
+#[test]
 fn a_missing_dek_record_and_a_missing_key_each_have_their_own_code() {
     let f = Fixture::new();
     let (record, chunks) = f.record(Some("agent"), 3);

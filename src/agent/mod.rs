@@ -121,6 +121,18 @@ pub trait Observer: Send + Sync {
     fn sealed(&self, _bytes: usize) {}
 }
 
+impl QueueState {
+    /// The first chunk never written to the server: chunks are written in order, so those
+    /// with a `sent_at` are a prefix.
+    fn unsent_from(&self) -> usize {
+        self.unacked
+            .iter()
+            .position(|e| e.sent_at.is_none())
+            .unwrap_or(self.unacked.len())
+            .max(self.sent)
+    }
+}
+
 #[derive(Default)]
 struct QueueState {
     unacked: VecDeque<Entry>,
@@ -452,15 +464,14 @@ impl Agent {
             .acquire_many_owned(want)
             .await
             .expect("semaphore never closed");
-        let (chunk, chain_before) = {
-            let mut sealer = q.sealer.lock().expect("sealer lock");
-            let sealer = sealer.as_mut().expect("live streams have a sealer");
-            let before = sealer.chain_head();
-            let chunk = sealer
-                .seal(plaintext, captured, last)
-                .expect("captures stay within the chunk limit");
-            (chunk, before)
-        };
+        // The sealer stays locked until the chunk is queued: `drop_oldest` (which takes it
+        // first) must never see a sequence number sealed but not yet in the queue.
+        let mut sealer_guard = q.sealer.lock().expect("sealer lock");
+        let sealer = sealer_guard.as_mut().expect("live streams have a sealer");
+        let chain_before = sealer.chain_head();
+        let chunk = sealer
+            .seal(plaintext, captured, last)
+            .expect("captures stay within the chunk limit");
         self.sealed.fetch_add(1, Ordering::Relaxed);
         self.sealed_bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -483,6 +494,7 @@ impl Agent {
             });
             s.finished |= last;
         }
+        drop(sealer_guard);
         q.changed.notify_one();
     }
 
@@ -498,7 +510,7 @@ impl Agent {
                     return None;
                 }
                 let s = q.state.lock().expect("queue lock");
-                let e = s.unacked.get(s.sent)?;
+                let e = s.unacked.get(s.unsent_from())?;
                 (!s.finished && !e.chunk.header.gap)
                     .then_some((e.chunk.header.capture_time_us, q.clone()))
             })
@@ -512,7 +524,9 @@ impl Agent {
             return false;
         };
         let mut s = q.state.lock().expect("queue lock");
-        let from = s.sent;
+        // Never a chunk written to the server before (its ack may only be late: after a
+        // reconnect `sent` starts again at 0, but `sent_at` remembers).
+        let from = s.unsent_from();
         let dropped: Vec<Entry> = s.unacked.drain(from..).collect();
         let (Some(first), Some(last)) = (dropped.first(), dropped.last()) else {
             return false;

@@ -184,6 +184,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(serve) = &serve {
         mark_still_recording(serve, &mut report)?;
+        export::write_report(&args.out, &report)?;
     }
     if let Some(key) = private.first() {
         export::write_receipt(&args.out, &report, &dir.display().to_string(), key)?;

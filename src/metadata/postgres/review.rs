@@ -397,7 +397,7 @@ impl Pg {
             Box::pin(async move {
                 let rows = c
                     .query(
-                        "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, detail, address \
+                        "SELECT id, to_char(coalesce(to_timestamp(at_us / 1000000.0), at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, detail, address \
                          FROM audit_log WHERE ($1::int8 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
                         &[&before, &i64::from(limit)],
                     )

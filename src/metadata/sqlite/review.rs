@@ -372,7 +372,7 @@ impl Lite {
     ) -> Result<Vec<AuditRow>, MetaError> {
         self.with(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT id, at, actor, action, detail, address FROM audit_log \
+                "SELECT id, coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', at_us / 1000000.0, 'unixepoch'), at), actor, action, detail, address FROM audit_log \
                  WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = st.query_map(params![before, i64::from(limit)], |r| {
