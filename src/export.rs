@@ -150,6 +150,9 @@ impl Report {
     }
 }
 
+/// A DEK as its record names it: (agent, DEK id).
+type Owner = (AgentId, DekId);
+
 /// What to export and how to check it.
 #[derive(Default)]
 pub struct Options {
@@ -206,8 +209,8 @@ pub async fn export_with(
     };
 
     // Unwrap each DEK that a supplied key can open; the keys stay in memory only here.
-    let mut deks: HashMap<(AgentId, DekId), Dek> = HashMap::new();
-    let mut dek_problems: HashMap<(AgentId, DekId), String> = HashMap::new();
+    let mut deks: HashMap<Owner, Dek> = HashMap::new();
+    let mut dek_problems: HashMap<Owner, String> = HashMap::new();
     for (owner, record) in &scan.records {
         match keys.iter().find(|k| k.kek_id == record.kek_id) {
             Some(k) => match Dek::unwrap(record, &k.key, k.kek_id) {
@@ -279,10 +282,7 @@ async fn export_stream(
     chunks: &BTreeMap<u64, Vec<ChunkRef>>,
     check: inspect::StreamCheck,
     unique_kind: bool,
-    (deks, dek_problems): (
-        &HashMap<(AgentId, DekId), Dek>,
-        &HashMap<(AgentId, DekId), String>,
-    ),
+    (deks, dek_problems): (&HashMap<Owner, Dek>, &HashMap<Owner, String>),
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(StreamReport, u64), ExportError> {
