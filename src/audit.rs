@@ -298,7 +298,8 @@ pub async fn run_checkpoints(
         let cp = key.sign(head.0, &hash, crate::crypto::now_us());
         match write_checkpoint(&cp, store.as_ref(), &dir).await {
             Ok(()) => {
-                ::metrics::gauge!("sealstream_audit_checkpoint_seq").set(cp.chain_seq as f64);
+                ::metrics::gauge!(crate::server::metrics::AUDIT_CHECKPOINT_SEQ)
+                    .set(cp.chain_seq as f64);
                 last = Some(cp.chain_seq);
             }
             Err(e) => tracing::error!(error = %e, "audit checkpoint not written; retrying"),

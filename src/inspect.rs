@@ -715,15 +715,16 @@ pub async fn verify_in_background(
                         .ok()
                         .and_then(|x| x.as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    ::metrics::gauge!("sealstream_store_verify_streams", "verdict" => label)
+                    ::metrics::gauge!(crate::server::metrics::VERIFY_STREAMS, "verdict" => label)
                         .set(n as f64);
                 }
-                ::metrics::gauge!("sealstream_store_verify_damaged_objects")
+                ::metrics::gauge!(crate::server::metrics::VERIFY_DAMAGED)
                     .set(report.damaged_objects.len() as f64);
-                ::metrics::gauge!("sealstream_store_verify_bytes").set(report.segment_bytes as f64);
-                ::metrics::gauge!("sealstream_store_verify_seconds")
+                ::metrics::gauge!(crate::server::metrics::VERIFY_BYTES)
+                    .set(report.segment_bytes as f64);
+                ::metrics::gauge!(crate::server::metrics::VERIFY_SECONDS)
                     .set(started.elapsed().as_secs_f64());
-                ::metrics::gauge!("sealstream_store_verify_last_run_timestamp_seconds")
+                ::metrics::gauge!(crate::server::metrics::VERIFY_LAST_RUN)
                     .set(crate::crypto::now_us() as f64 / 1e6);
                 if report.outcome == Verdict::Tampered {
                     tracing::error!(

@@ -24,9 +24,42 @@ pub const PIPELINE_STALLED: &str = "sealstream_pipeline_stalled";
 pub const READY: &str = "sealstream_ready";
 pub const PARTIAL_BYTES: &str = "sealstream_ingest_partial_message_bytes";
 pub const DEK_RATE_LIMITED: &str = "sealstream_keys_dek_rate_limited_total";
+pub const AUDIT_CHECKPOINT_SEQ: &str = "sealstream_audit_checkpoint_seq";
+pub const VERIFY_STREAMS: &str = "sealstream_store_verify_streams";
+pub const VERIFY_DAMAGED: &str = "sealstream_store_verify_damaged_objects";
+pub const VERIFY_BYTES: &str = "sealstream_store_verify_bytes";
+pub const VERIFY_SECONDS: &str = "sealstream_store_verify_seconds";
+pub const VERIFY_LAST_RUN: &str = "sealstream_store_verify_last_run_timestamp_seconds";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        AUDIT_CHECKPOINT_SEQ,
+        "The audit chain row of the newest signed audit checkpoint."
+    );
+    describe_gauge!(
+        VERIFY_STREAMS,
+        "Streams by verdict (ok, unproven, incomplete, no_dek_record, tampered) in the last background verify of the store."
+    );
+    describe_gauge!(
+        VERIFY_DAMAGED,
+        "Objects the last background verify found corrupt, altered, renamed or moved."
+    );
+    describe_gauge!(
+        VERIFY_BYTES,
+        Unit::Bytes,
+        "Segment bytes the last background verify read."
+    );
+    describe_gauge!(
+        VERIFY_SECONDS,
+        Unit::Seconds,
+        "How long the last background verify took."
+    );
+    describe_gauge!(
+        VERIFY_LAST_RUN,
+        Unit::Seconds,
+        "When the last background verify finished (Unix time)."
+    );
     describe_counter!(
         RECEIVED_BYTES,
         Unit::Bytes,
