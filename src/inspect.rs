@@ -68,12 +68,10 @@ impl Filter {
     }
 
     fn keeps_stream(&self, chunks: &BTreeMap<u64, Vec<ChunkRef>>) -> bool {
-        let (Some(first), Some(last)) = (chunks.values().next(), chunks.values().next_back())
-        else {
+        let times = chunks.values().map(|c| c[0].capture_us);
+        let (Some(lo), Some(hi)) = (times.clone().min(), times.max()) else {
             return false;
         };
-        let lo = first[0].capture_us.min(last[0].capture_us);
-        let hi = chunks.values().map(|c| c[0].capture_us).max().unwrap_or(lo);
         self.since_us.is_none_or(|s| hi >= s) && self.until_us.is_none_or(|u| lo <= u)
     }
 }
@@ -532,12 +530,7 @@ fn prove(
     let (mut checkpoint, mut proven) = (None, 0u64);
     for (i, (seq, copies)) in chunks.iter().enumerate() {
         let c = &copies[0];
-        head = {
-            let mut h = Sha256::new();
-            h.update(head);
-            h.update(c.core_digest);
-            h.finalize().into()
-        };
+        head = sign::chain_link(&head, &c.core_digest);
         let Some(sig) = &c.signature else { continue };
         match sign::verify(
             &signed.cert,

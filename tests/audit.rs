@@ -425,21 +425,16 @@ async fn an_export_with_config_knows_a_stream_still_recording() {
 async fn the_server_verifies_its_store_in_the_background() {
     let env = Env::start_tuned(Backend::Sqlite, true, |c| c.verify_interval_ms = 200).await;
     let cfg = env.enroll("verified");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let spec = sealstream::agent::synthetic::SyntheticSpec {
-        users: 1,
-        duration: Duration::from_millis(600),
-        frame_size: 4096,
-        ..Default::default()
-    };
-    let r = sealstream::agent::run(
+    let r = common::agents::run_agent(
         cfg,
-        sealstream::agent::Source::Synthetic(spec),
-        rx,
-        Duration::from_secs(5),
+        sealstream::agent::synthetic::SyntheticSpec {
+            users: 1,
+            duration: Duration::from_millis(600),
+            frame_size: 4096,
+            ..Default::default()
+        },
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.unacked, 0);
     let last = wait_metric(&env, "sealstream_store_verify_streams{verdict=\"ok\"}", 2.0).await;
     assert_eq!(

@@ -41,21 +41,16 @@ fn names_in(expr: &str) -> Vec<String> {
 async fn the_exposition_alerts_and_dashboard_agree_and_pass_promtool() {
     let env = Env::start(Backend::Sqlite, true).await;
     let cfg = env.enroll("scraped");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let spec = sealstream::agent::synthetic::SyntheticSpec {
-        users: 1,
-        duration: Duration::from_millis(800),
-        frame_size: 4096,
-        ..Default::default()
-    };
-    let r = sealstream::agent::run(
+    let r = common::agents::run_agent(
         cfg,
-        sealstream::agent::Source::Synthetic(spec),
-        rx,
-        Duration::from_secs(5),
+        sealstream::agent::synthetic::SyntheticSpec {
+            users: 1,
+            duration: Duration::from_millis(800),
+            frame_size: 4096,
+            ..Default::default()
+        },
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.unacked, 0);
     let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -282,178 +282,20 @@ async fn an_agents_gap_record_is_reported_as_a_gap_and_a_forged_one_as_tampering
 
 /// The `signed` section (format version 2): an Ed25519 agent CA and agent, a signed DEK record,
 /// a stream of three chunks with its chain heads and checkpoints, and negative vectors.
-/// Written once with `SEALSTREAM_WRITE_VECTORS=1 cargo test --test vectors -- --ignored
-/// write_signed_vectors`; every other run checks them.
+/// Written by `cargo run --example make_vectors` with the rest of the file; checked here.
 mod signed {
     use super::*;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use sealstream::crypto::Checkpoints;
     use sealstream::crypto::sign::{self, AgentCa, AgentSigner};
     use sealstream::inspect::{self, Verdict};
-    use sealstream::protocol::payload::Frame;
-    use sealstream::protocol::{AgentId, Kind, SessionId, StreamId};
+    use sealstream::protocol::AgentId;
     use std::sync::Arc;
-
-    const AGENT: &str = "vector-agent";
-
-    fn ed25519_ca_and_agent() -> (String, String, String) {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DistinguishedName, DnType,
-            ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        };
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "vector agent CA");
-        ca.distinguished_name = dn;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        ca.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::from_ca_cert_der(ca_cert.der(), &ca_key).unwrap();
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, AGENT);
-        p.distinguished_name = dn;
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        (ca_cert.pem(), cert.pem(), key.serialize_pem())
-    }
 
     fn signer(cert_pem: &str, key_pem: &str) -> Arc<AgentSigner> {
         let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         Arc::new(AgentSigner::new(&cert, &key).unwrap())
-    }
-
-    fn stream(dek: &Dek, who: Option<&Arc<AgentSigner>>) -> Vec<SealedChunk> {
-        let s = StreamSealer::new(
-            dek,
-            AgentId::new(AGENT).unwrap(),
-            SessionId([0x5e; 16]),
-            StreamId(0),
-            Kind::Frame,
-        );
-        let mut s = match who {
-            Some(w) => s.signed_by(
-                w.clone(),
-                Checkpoints {
-                    every_chunks: 2,
-                    every: std::time::Duration::from_secs(1 << 30),
-                },
-            ),
-            None => s,
-        };
-        let t = 1_795_773_600_000_000;
-        let f0 = Frame {
-            name: "screen-000.png",
-            image: b"first frame",
-        }
-        .encode();
-        let f1 = Frame {
-            name: "screen-001.png",
-            image: b"second frame",
-        }
-        .encode();
-        vec![
-            s.seal(&f0, t, false).unwrap(),
-            s.seal(&f1, t + 1_000_000, false).unwrap(),
-            s.seal(&[], t + 2_000_000, true).unwrap(),
-        ]
-    }
-
-    #[test]
-    #[ignore = "writes tests/vectors/vectors.json's signed section (made once; the tests below check it)"]
-    fn write_signed_vectors() {
-        assert!(
-            std::env::var_os("SEALSTREAM_WRITE_VECTORS").is_some(),
-            "set SEALSTREAM_WRITE_VECTORS=1 to rewrite the published vectors"
-        );
-        let mut v = vectors();
-        let (ca, cert, key) = ed25519_ca_and_agent();
-        let (rogue_ca, rogue_cert, rogue_key) = ed25519_ca_and_agent();
-        let _ = rogue_ca;
-        let agent = signer(&cert, &key);
-        let rogue = signer(&rogue_cert, &rogue_key);
-        let kek = keys::load_public_key(&dir().join("kek.crt")).unwrap();
-        let dek = Dek::generate();
-        let mut record = dek.wrap(
-            &kek.key,
-            kek.kek_id,
-            AgentId::new(AGENT).unwrap(),
-            SessionId([0xa5; 16]),
-            1_795_773_600_000_000,
-        );
-        agent.sign_dek_record(&mut record).unwrap();
-        let chunks = stream(&dek, Some(&agent));
-        let mut head = sign::CHAIN_START;
-        let mut listed = Vec::new();
-        for c in &chunks {
-            head = sign::chain_next(&head, c.core());
-            let plain = StreamKey::for_chunk(&dek, &c.header).open(c).unwrap();
-            listed.push(serde_json::json!({
-                "seq": c.header.seq,
-                "checkpoint": c.header.checkpoint,
-                "final": c.header.last,
-                "plaintext": hex::encode(&plain[..]),
-                "core_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.core())),
-                "chain_head": hex::encode(head),
-                "sealed": hex::encode(c.bytes()),
-            }));
-        }
-        // Negative: the last checkpoint re-signed by another agent's key.
-        let mut resigned = chunks[2].core().to_vec();
-        let (scheme, sig) = rogue.sign(&sign::checkpoint_message(&head)).unwrap();
-        resigned.extend_from_slice(&scheme.to_be_bytes());
-        resigned.extend_from_slice(&(sig.len() as u16).to_be_bytes());
-        resigned.extend_from_slice(&sig);
-        // Negative: the same recording signed by an agent of another CA.
-        let mut rogue_record = dek.wrap(
-            &kek.key,
-            kek.kek_id,
-            AgentId::new(AGENT).unwrap(),
-            SessionId([0xa5; 16]),
-            1_795_773_600_000_000,
-        );
-        rogue.sign_dek_record(&mut rogue_record).unwrap();
-        let rogue_chunks = stream(&dek, Some(&rogue));
-        let hexes = |cs: &[SealedChunk]| -> Vec<String> {
-            cs.iter().map(|c| hex::encode(c.bytes())).collect()
-        };
-        let unsigned = stream(&dek, None);
-        v["signed"] = serde_json::json!({
-            "about": "format version 2: agent signatures (docs/format.md \"Agent signatures\"); Ed25519, so the signatures are deterministic",
-            "agent": AGENT,
-            "agent_ca": ca,
-            "agent_cert": cert,
-            "agent_key": key,
-            "dek": hex::encode(dek.dangerous_bytes()),
-            "dek_id": dek.id().to_string(),
-            "dek_record": hex::encode(record.encode()),
-            "chunks": listed,
-            "negative": [
-                {"name": "checkpoint signed by another agent's key", "expect": "tampered",
-                 "detail": "checkpoint at chunk 2: the signature does not verify",
-                 "stream": [hex::encode(chunks[0].bytes()), hex::encode(chunks[1].bytes()), hex::encode(&resigned)]},
-                {"name": "recording signed by an agent certificate of another CA", "expect": "tampered",
-                 "detail": "not issued by the pinned agent CA",
-                 "dek_record": hex::encode(rogue_record.encode()), "stream": hexes(&rogue_chunks)},
-                {"name": "chunk removed before a checkpoint", "expect": "tampered",
-                 "detail": "chunk 1 is missing",
-                 "stream": [hex::encode(chunks[0].bytes()), hex::encode(chunks[2].bytes())]},
-                {"name": "version-1 chunks under the agent's signed DEK (sealed by a KEK holder)", "expect": "tampered",
-                 "detail": "unsigned (version 1) chunks under DEK", "stream": hexes(&unsigned)},
-            ],
-        });
-        v["about"] = "sealstream format test vectors (versions 1 and 2; the signed section is version 2); see docs/format.md".into();
-        let text = serde_json::to_string_pretty(&v).unwrap();
-        std::fs::write(dir().join("vectors.json"), text + "\n").unwrap();
     }
 
     fn ca(v: &Value) -> AgentCa {

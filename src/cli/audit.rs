@@ -91,10 +91,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             report.unhashed_tail
         );
     }
-    for (from, cp) in stored.into_iter().map(|(p, r)| match r {
-        Ok(cp) => (p, Ok(cp)),
-        Err(e) => (p, Err(e)),
-    }) {
+    for (from, cp) in stored {
         match cp {
             Ok(cp) => failed |= !show(&from, &cp, &report, pinned.as_deref()),
             Err(e) => {

@@ -34,9 +34,14 @@ const SCHEMES: [SignatureScheme; 3] = [
 /// The next chain head: `SHA-256(previous head || SHA-256(chunk core))`, where the core is
 /// the chunk without a checkpoint's signature.
 pub fn chain_next(prev: &[u8; 32], core: &[u8]) -> [u8; 32] {
+    chain_link(prev, &Sha256::digest(core).into())
+}
+
+/// `chain_next` for a core whose SHA-256 is already known (a reader's scan computed it).
+pub fn chain_link(prev: &[u8; 32], core_digest: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(Sha256::digest(core));
+    h.update(core_digest);
     h.finalize().into()
 }
 
