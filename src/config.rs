@@ -36,8 +36,16 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// `postgres://...` for PostgreSQL; empty for the embedded SQLite file in `data_dir`.
     pub database_url: String,
-    /// Local object store directory; default `<data_dir>/store`.
+    /// Local object store directory; default `<data_dir>/store`. `store_url` replaces it.
     pub store_dir: Option<PathBuf>,
+    /// Where segments and DEK records go, as a URL: a local directory (a path or `file://`),
+    /// `s3://bucket/prefix` (any S3-compatible service), `gs://bucket/prefix` or
+    /// `az://container/prefix`. Empty: `store_dir`. `[store]` holds the endpoint and retries.
+    pub store_url: String,
+    pub store: Store,
+    /// This node's name in lease rows, logs and metrics (`node` label); default: the host
+    /// name and the QUIC port. Nodes sharing one PostgreSQL need distinct names.
+    pub node_id: String,
     /// How often the key actor re-reads `encryption_kek`, in milliseconds.
     pub kek_poll_ms: u64,
     /// How often the server signs the audit chain's head when it moved (a checkpoint in the
@@ -156,6 +164,58 @@ pub struct Segments {
     pub store_actors: usize,
 }
 
+/// `[store]`: how an object store URL is reached. Credentials come from the environment and
+/// the provider's usual chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, web identity,
+/// instance metadata; `GOOGLE_SERVICE_ACCOUNT`; `AZURE_STORAGE_ACCOUNT_NAME`/`_KEY`), never
+/// from this file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// S3-compatible endpoint (`http://127.0.0.1:9000`, `https://s3.example.net`); empty:
+    /// AWS itself, or `AWS_ENDPOINT_URL`.
+    pub endpoint: String,
+    /// S3 region; empty: `AWS_REGION` or us-east-1.
+    pub region: String,
+    /// Address buckets as `endpoint/bucket` (path style, most S3-compatible services) or, when
+    /// false, as `bucket.endpoint`; unset: path style, unless
+    /// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`.
+    pub path_style: Option<bool>,
+    /// An AWS shared credentials file to read when `AWS_ACCESS_KEY_ID` is not set; empty:
+    /// `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials` if present. Without either,
+    /// web identity, ECS and instance-metadata credentials are tried.
+    pub credentials_file: PathBuf,
+    /// Its profile; empty: `AWS_PROFILE`, else `default`.
+    pub profile: String,
+    /// Retries of a request that met throttling (429, 503 SlowDown), a 5xx or a timeout, with
+    /// exponential backoff; after them the chunks are answered `retry_later`.
+    pub retries: usize,
+    /// A request and its retries give up after this long (milliseconds).
+    pub retry_timeout_ms: u64,
+    /// One HTTP request may take this long (milliseconds).
+    pub request_timeout_ms: u64,
+    /// Segments at least this large are uploaded in parts (multipart upload)...
+    pub multipart_threshold_bytes: usize,
+    /// ...of this size (S3 needs at least 5 MiB).
+    pub multipart_part_bytes: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            endpoint: String::new(),
+            region: String::new(),
+            path_style: None,
+            credentials_file: PathBuf::new(),
+            profile: String::new(),
+            retries: 4,
+            retry_timeout_ms: 15_000,
+            request_timeout_ms: 30_000,
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+            multipart_part_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -164,6 +224,9 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("/var/lib/sealstream"),
             database_url: String::new(),
             store_dir: None,
+            store_url: String::new(),
+            store: Store::default(),
+            node_id: String::new(),
             kek_poll_ms: 1000,
             audit_checkpoint_ms: 60_000,
             verify_interval_ms: 0,
@@ -239,6 +302,14 @@ impl ServeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = resolve(base, &cfg.data_dir);
         cfg.store_dir = cfg.store_dir.map(|p| resolve(base, &p));
+        if !cfg.store.credentials_file.as_os_str().is_empty() {
+            cfg.store.credentials_file = resolve(base, &cfg.store.credentials_file);
+        }
+        if !cfg.store_url.is_empty() && !cfg.store_url.contains("://") {
+            cfg.store_url = resolve(base, Path::new(&cfg.store_url))
+                .display()
+                .to_string();
+        }
         if let Some(c) = &mut cfg.console {
             c.tls_cert = c.tls_cert.as_ref().map(|p| resolve(base, p));
             c.tls_key = c.tls_key.as_ref().map(|p| resolve(base, p));
@@ -267,6 +338,26 @@ impl ServeConfig {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
+        }
+        if let Err(e) = crate::storage::Location::parse(&self.store_location()) {
+            return bad("store_url", &e.to_string());
+        }
+        if self.store.multipart_part_bytes < 5 * 1024 * 1024
+            || self.store.multipart_threshold_bytes < self.store.multipart_part_bytes
+        {
+            return bad(
+                "store.multipart_part_bytes",
+                "must be at least 5 MiB (S3's smallest part) and at most multipart_threshold_bytes",
+            );
+        }
+        if self.store.retry_timeout_ms == 0 || self.store.request_timeout_ms == 0 {
+            return bad(
+                "store",
+                "retry_timeout_ms and request_timeout_ms must be at least 1",
+            );
+        }
+        if self.node_id.len() > 128 || self.node_id.chars().any(|c| c.is_control()) {
+            return bad("node_id", "at most 128 printable characters");
         }
         if let Some(c) = &self.console {
             if c.tls_cert.is_some() != c.tls_key.is_some() {
@@ -350,6 +441,28 @@ impl ServeConfig {
             .unwrap_or_else(|| self.data_dir.join("store"))
     }
 
+    /// The object store as a path or URL: `store_url`, else `store_dir`.
+    pub fn store_location(&self) -> String {
+        if self.store_url.is_empty() {
+            self.store_dir().display().to_string()
+        } else {
+            self.store_url.clone()
+        }
+    }
+
+    /// `node_id`, or the host name and QUIC port.
+    pub fn node(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "sealstream".into());
+        format!("{host}:{}", self.listen.port())
+    }
+
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("sealstream.db")
     }
@@ -375,8 +488,12 @@ pub enum SpoolFull {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The ingest server's UDP address.
+    /// The ingest server's UDP address (`host:port`; a name that resolves to several
+    /// addresses gives each of them).
     pub server: String,
+    /// More ingest nodes (`host:port` each), tried in turn after `server` when one cannot be
+    /// reached or its connection drops. Every node's pin goes in `server_pins`.
+    pub servers: Vec<String>,
     /// The TLS server name (SNI); the certificate is checked by pin, not by name.
     pub server_name: String,
     /// SHA-256 pins of the server's SubjectPublicKeyInfo: the current one and a backup.
@@ -423,6 +540,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             server: "127.0.0.1:7443".into(),
+            servers: Vec::new(),
             server_name: "sealstream".into(),
             server_pins: Vec::new(),
             cert: PathBuf::from("agent.crt"),
@@ -447,6 +565,18 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
+    /// Every configured ingest node: `server`, then `servers`, without repeats.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in std::iter::once(&self.server).chain(&self.servers) {
+            let a = a.trim();
+            if !a.is_empty() && !out.iter().any(|o| o == a) {
+                out.push(a.to_owned());
+            }
+        }
+        out
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_text(path, &read(path)?)
     }
@@ -473,6 +603,12 @@ impl AgentConfig {
                 message,
             })
         };
+        if self.addresses().is_empty() {
+            return bad(
+                "server",
+                "give the ingest server's host:port (and more nodes in `servers`)".into(),
+            );
+        }
         if self.server_pins.is_empty() {
             return bad(
                 "server_pins",

@@ -159,7 +159,12 @@ struct Agent {
     spool: Option<Mutex<spool::Spool>>,
     endpoint: quinn::Endpoint,
     client: Mutex<Client>,
-    server: SocketAddr,
+    /// Every configured node (`server`, then `servers`), resolved again before each round.
+    nodes: Vec<String>,
+    /// Which address the next connection attempt goes to (counts up; modulo the addresses).
+    next_node: AtomicU64,
+    /// The address of the current (or last) connection, for logs and metrics.
+    server: Mutex<SocketAddr>,
     queues: Mutex<Vec<Arc<Queue>>>,
     new_queue: Notify,
     memory: Arc<Semaphore>,
@@ -364,10 +369,11 @@ impl Agent {
             stamp: client_stamp,
             not_after: cert_not_after,
         };
-        let server = std::net::ToSocketAddrs::to_socket_addrs(&config.server)
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| AgentError::Address(config.server.clone()))?;
+        let nodes = config.addresses();
+        let server = resolve_nodes(&nodes)
+            .into_iter()
+            .next()
+            .ok_or_else(|| AgentError::Address(nodes.join(", ")))?;
         let bind: SocketAddr = if server.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -387,7 +393,9 @@ impl Agent {
             spool,
             endpoint,
             client: Mutex::new(client),
-            server,
+            nodes,
+            next_node: AtomicU64::new(0),
+            server: Mutex::new(server),
             queues: Mutex::new(Vec::new()),
             new_queue: Notify::new(),
             sealed: AtomicU64::new(0),
@@ -619,6 +627,22 @@ pub async fn run(
     run_observed(config, source, stop, drain, None).await
 }
 
+/// Every address the configured nodes resolve to, in order, without repeats (a name with
+/// several addresses gives each). Names that do not resolve now are skipped.
+pub(crate) fn resolve_nodes(nodes: &[String]) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for n in nodes {
+        if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(n) {
+            for a in addrs {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `run`, telling `observer` about every ack and rejection.
 pub async fn run_observed(
     config: AgentConfig,
@@ -628,7 +652,7 @@ pub async fn run_observed(
     observer: Option<Arc<dyn Observer>>,
 ) -> Result<AgentReport, AgentError> {
     let agent = Arc::new(Agent::new(config, observer)?);
-    tracing::info!(agent = %agent.identity, kek = %agent.kek, server = %agent.server, "agent starting; DEK made in memory");
+    tracing::info!(agent = %agent.identity, kek = %agent.kek, nodes = ?agent.nodes, "agent starting; DEK made in memory");
     let conn = tokio::spawn(agent.clone().connection_loop());
     let metrics = match agent.config.metrics_listen {
         Some(addr) => Some(metrics::start_metrics(agent.clone(), addr).await?),

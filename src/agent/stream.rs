@@ -2,6 +2,7 @@
 //! queue, the DEK record first, then every unacked chunk from the oldest, acks and refusals
 //! read back in order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,12 +20,29 @@ enum StreamEnd {
 }
 
 impl Agent {
+    /// The address for the next attempt, and how many there are: the configured nodes are
+    /// tried in turn, so a node that is down or gone only costs one attempt per round.
+    async fn pick_node(&self) -> (SocketAddr, usize) {
+        let nodes = self.nodes.clone();
+        let addrs = tokio::task::spawn_blocking(move || super::resolve_nodes(&nodes))
+            .await
+            .unwrap_or_default();
+        let mut server = self.server.lock().expect("server lock");
+        if !addrs.is_empty() {
+            let i = self.next_node.load(Ordering::Relaxed) as usize % addrs.len();
+            *server = addrs[i];
+        }
+        (*server, addrs.len().max(1))
+    }
+
     pub(super) async fn connection_loop(self: Arc<Self>) {
+        let mut failed_in_round = 0usize;
         loop {
+            let (server, nodes) = self.pick_node().await;
             let attempt = async {
                 let connecting = self
                     .endpoint
-                    .connect_with(self.client_config(), self.server, &self.config.server_name)
+                    .connect_with(self.client_config(), server, &self.config.server_name)
                     .map_err(|e| e.to_string())?;
                 // A handshake to a server that is down retransmits with growing backoff; start
                 // over instead, so agents reconnect within a few seconds of the server's return.
@@ -36,9 +54,12 @@ impl Agent {
             };
             let wait = match attempt.await {
                 Ok(conn) => {
+                    failed_in_round = 0;
                     self.connects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(server = %self.server, agent = %self.identity, "connected");
+                    tracing::info!(%server, agent = %self.identity, "connected");
                     let reason = self.clone().serve_connection(conn).await;
+                    // The next attempt goes to the next node: this one may be gone.
+                    self.next_node.fetch_add(1, Ordering::Relaxed);
                     match State::of_connection_error(&reason) {
                         // Our certificate is refused after the handshake, when the server
                         // checks it: the connection closes at once with that reason.
@@ -46,7 +67,19 @@ impl Agent {
                         _ => Duration::from_millis(self.config.reconnect_ms),
                     }
                 }
-                Err(e) => self.uplink.failed(State::of_connection_error(&e), &e),
+                Err(e) => {
+                    self.next_node.fetch_add(1, Ordering::Relaxed);
+                    failed_in_round += 1;
+                    let state = State::of_connection_error(&e);
+                    if failed_in_round < nodes && !state.needs_a_person() {
+                        // Other nodes are left to try in this round: at once.
+                        tracing::info!(%server, error = %e, "node unreachable; trying the next");
+                        Duration::from_millis(20)
+                    } else {
+                        failed_in_round = 0;
+                        self.uplink.failed(state, &e)
+                    }
+                }
             };
             for q in self.queues.lock().expect("queues lock").iter() {
                 q.state.lock().expect("queue lock").sent = 0;

@@ -55,7 +55,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     let (rows, stored) = super::runtime()?.block_on(async {
         let md = super::agent::metadata(&serve).await?;
         let rows = md.audit_chain_rows().await?;
-        let store = storage::open_local(&serve.store_dir())?;
+        let store = storage::open(&serve.store_location(), &serve.store)?.objects;
         let mut stored = Vec::new();
         for path in storage::list(
             store.as_ref(),

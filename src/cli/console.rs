@@ -224,12 +224,12 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     };
     actix_rt::System::new().block_on(async move {
         let md = metadata(&cfg).await?;
-        let store = sealstream::storage::open_local(&cfg.store_dir())?;
+        let store = sealstream::storage::open(&cfg.store_location(), &cfg.store)?.objects;
         let c = Console::start(&console, md, store).await?;
         eprintln!(
             "sealstream review console on {} (store {}, {})",
             c.url(),
-            cfg.store_dir().display(),
+            cfg.store_location(),
             if cfg.database_url.is_empty() {
                 "SQLite"
             } else {

@@ -16,10 +16,12 @@ use super::{EXIT_INCOMPLETE, EXIT_MALFORMED, EXIT_MISSING_KEY, EXIT_NO_DEK_RECOR
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    /// The store: a directory written by `sealstream seal` or `sealstream serve` (or a
-    /// `file://` URL).
+    /// The store: a directory written by `sealstream seal` or `sealstream serve`, a
+    /// `file://` URL, or the server's `store_url` (`s3://bucket/prefix`, `gs://…`, `az://…`;
+    /// endpoint and retries from `--config`'s `[store]` or the `AWS_*` environment).
+    /// Default with `--config`: the server's store.
     #[arg(long)]
-    store: String,
+    store: Option<String>,
     /// Output directory: new, or one an earlier export of the same store wrote (it resumes:
     /// identical files are kept, and nothing is ever overwritten).
     #[arg(long)]
@@ -64,18 +66,45 @@ pub struct ExportArgs {
     config: Option<PathBuf>,
 }
 
-/// A store argument as a directory: a path, or a `file://` URL.
-pub fn store_dir(store: &str) -> anyhow::Result<PathBuf> {
-    let dir = PathBuf::from(store.strip_prefix("file://").unwrap_or(store));
-    if store.contains("://") && !store.starts_with("file://") {
-        anyhow::bail!(
-            "{store}: this build reads stores in a local directory (a path or file:// URL)"
-        );
-    }
-    if !dir.is_dir() {
+/// Open a `--store` argument for reading: a directory (which must exist), a `file://` URL,
+/// or an object store URL (`s3://bucket/prefix`, `gs://…`, `az://…`) reached with `settings`
+/// (a server configuration's `[store]`, or the defaults and the environment).
+pub fn open_store(
+    store: &str,
+    settings: &sealstream::config::Store,
+) -> anyhow::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+    let location = storage::Location::parse(store)?;
+    if let Some(dir) = location.local_dir()
+        && !dir.is_dir()
+    {
         anyhow::bail!("{}: no such store directory", dir.display());
     }
-    Ok(dir)
+    Ok(storage::open(store, settings)?.objects)
+}
+
+/// `--store` and `--config` as given to export and verify: the server configuration (if
+/// any), the store's location, and the store opened with the configuration's `[store]`.
+pub type StoreOfArgs = (
+    Option<sealstream::config::ServeConfig>,
+    String,
+    std::sync::Arc<dyn object_store::ObjectStore>,
+);
+
+pub fn store_of_args(
+    store: Option<&str>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<StoreOfArgs> {
+    let serve = config
+        .map(sealstream::config::ServeConfig::load)
+        .transpose()?;
+    let location = match (store, &serve) {
+        (Some(s), _) => s.to_owned(),
+        (None, Some(serve)) => serve.store_location(),
+        (None, None) => anyhow::bail!("give --store (or --config for the server's store)"),
+    };
+    let settings = serve.as_ref().map(|s| s.store.clone()).unwrap_or_default();
+    let opened = open_store(&location, &settings)?;
+    Ok((serve, location, opened))
 }
 
 /// `--since` / `--until`: RFC 3339, or a date (its start, or with `end_of_day` its end).
@@ -105,7 +134,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .map(SessionId::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--session: {e}"))?;
-    let dir = store_dir(&args.store)?;
+    let (serve, location, store) = store_of_args(args.store.as_deref(), args.config.as_deref())?;
     let ffmpeg = if args.video {
         Some(video::find_ffmpeg().map_err(anyhow::Error::msg)?)
     } else {
@@ -137,18 +166,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let prompt = format!("Passphrase for {}: ", path.display());
         private.push(keys::load_private_key(path, || source.read(&prompt))?);
     }
-    let store = storage::open_local(&dir)?;
-    let serve = args
-        .config
-        .as_deref()
-        .map(sealstream::config::ServeConfig::load)
-        .transpose()?;
     if let Some(serve) = &serve {
         // Fail-closed: no audit row, no export.
         let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         let detail = format!(
             "store={} out={} session={} agents=[{}] since={} until={} keks=[{}]",
-            dir.display(),
+            location,
             args.out.display(),
             args.session.as_deref().unwrap_or("*"),
             args.agents.join(","),
@@ -178,7 +201,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             &args.out,
             &mut |p| show(&bar, p),
         ))
-        .with_context(|| format!("exporting {}", dir.display()))?;
+        .with_context(|| format!("exporting {location}"))?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -187,7 +210,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         export::write_report(&args.out, &report)?;
     }
     if let Some(key) = private.first() {
-        export::write_receipt(&args.out, &report, &dir.display().to_string(), key)?;
+        export::write_receipt(&args.out, &report, &location, key)?;
     }
     drop(private);
     print_report(&report, args.keys.is_empty());

@@ -34,18 +34,22 @@ pub fn run(config: &Path, sink: bool) -> anyhow::Result<ExitCode> {
             ""
         };
         eprintln!(
-            "sealstream serving QUIC on {}{reach}, ops on http://{}\n  state (agent CA, server key{}): {}\n  store: {}\n  metadata: {}\nserver pin for agents: {}",
+            "sealstream serving QUIC on {}{reach}, ops on http://{}\n  node: {}\n  state (agent CA, server key{}): {}\n  store: {}\n  metadata: {}\nserver pin for agents: {}",
             server.quic_addr,
             server.ops_addr,
+            server.node,
             if cfg.database_url.is_empty() { ", SQLite file" } else { "" },
             abs(&cfg.data_dir).display(),
-            abs(&cfg.store_dir()).display(),
+            match server.store.local_dir() {
+                Some(d) => abs(d).display().to_string(),
+                None => server.store.to_string(),
+            },
             server.metadata.describe(),
             server.pin
         );
         let console = match &cfg.console {
             Some(c) => {
-                let store = sealstream::storage::open_local(&cfg.store_dir())?;
+                let store = sealstream::storage::open(&cfg.store_location(), &cfg.store)?.objects;
                 let console = sealstream::console::Console::start(c, server.metadata.clone(), store)
                     .await
                     .context("starting the review console")?;

@@ -9,16 +9,19 @@ use std::time::Instant;
 
 use sealstream::crypto::AgentCa;
 use sealstream::inspect::{self, Verdict, VerifyReport};
-use sealstream::storage;
 
-use super::export::{proof_text, store_dir, utc};
+use super::export::{proof_text, store_of_args, utc};
 use super::{EXIT_INCOMPLETE, EXIT_NO_DEK_RECORD, EXIT_TAMPERED};
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// The store: a directory (or `file://` URL).
+    /// The store: a directory, a `file://` URL, or an object store URL (`s3://bucket/prefix`,
+    /// `gs://…`, `az://…`). Default with `--config`: the server's store.
     #[arg(long)]
-    store: String,
+    store: Option<String>,
+    /// A server configuration: its store (unless `--store`) and its `[store]` settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The agent CA certificate to check signatures against (pin your own copy).
     #[arg(long)]
     agent_ca: Option<PathBuf>,
@@ -31,14 +34,13 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let dir = store_dir(&args.store)?;
+    let (_, _, store) = store_of_args(args.store.as_deref(), args.config.as_deref())?;
     let ca = args
         .agent_ca
         .as_deref()
         .map(AgentCa::load)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--agent-ca {e}"))?;
-    let store = storage::open_local(&dir)?;
     let started = Instant::now();
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new_spinner();

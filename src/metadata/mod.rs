@@ -87,6 +87,9 @@ pub struct SegmentCommit {
     pub sha256: [u8; 32],
     pub chunks: Vec<ChunkRow>,
     pub streams: Vec<StreamUpdate>,
+    /// The lease epoch each agent's chunks were accepted under (PostgreSQL; none on SQLite).
+    /// Chunks and stream updates of an agent whose lease moved on are not indexed.
+    pub fences: Vec<(AgentId, i64)>,
 }
 
 /// PostgreSQL pool settings (the embedded SQLite file has one connection).
@@ -242,10 +245,29 @@ impl Metadata {
     }
 
     /// Index a durable segment: its row, its chunks and the streams' new positions, atomically.
-    pub async fn commit_segment(&self, commit: SegmentCommit) -> Result<(), MetaError> {
+    /// Returns the agents whose fence failed (a newer connection holds their lease): their
+    /// chunks were left out.
+    pub async fn commit_segment(&self, commit: SegmentCommit) -> Result<Vec<AgentId>, MetaError> {
         match self {
             Metadata::Postgres(p) => p.commit_segment(commit).await,
-            Metadata::Sqlite(s) => s.commit_segment(commit).await,
+            Metadata::Sqlite(s) => s.commit_segment(commit).await.map(|()| Vec::new()),
+        }
+    }
+
+    /// Take `agent`'s lease for a connection on `node`: its epoch, higher than any before.
+    /// SQLite (one node) has no leases: 0, which fences nothing.
+    pub async fn take_lease(&self, agent: &AgentId, node: &str) -> Result<i64, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.take_lease(agent, node).await,
+            Metadata::Sqlite(_) => Ok(0),
+        }
+    }
+
+    /// Every agent's lease: (agent, epoch, node, since_us), by agent.
+    pub async fn leases(&self) -> Result<Vec<(String, i64, String, i64)>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.leases().await,
+            Metadata::Sqlite(_) => Ok(Vec::new()),
         }
     }
 
@@ -484,5 +506,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_audit_chain.sql"),
         include_str!("../../migrations/sqlite/0004_audit_chain.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_agent_lease.sql"),
+        include_str!("../../migrations/sqlite/0005_agent_lease.sql"),
     ),
 ];

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::budget::Budget;
 use super::key_actor::{KeyActor, RegisterDek};
 use super::metrics as m;
-use super::registry::{AgentRegistry, peer_agent};
+use super::registry::{AgentRegistry, Lease, peer_agent};
 use super::store_actor::{StoreActor, StoreChunk};
 use super::verify::{StreamState, Verdict};
 use crate::config::Limits;
@@ -45,6 +45,11 @@ pub struct Shared {
     pub handshaking: AtomicUsize,
     /// Bytes of half-received messages buffered, server-wide (`limits.partial_bytes_total`).
     pub partial: Arc<Semaphore>,
+    /// This node's name (lease rows).
+    pub node: String,
+    /// Set while this node cannot reach its database: agents are turned away (and the open
+    /// connections closed) so that they fail over to a node that can.
+    pub database_down: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -55,6 +60,7 @@ impl Shared {
         metadata: Metadata,
         limits: Limits,
         memory_bytes: usize,
+        node: String,
     ) -> Self {
         let partial_total = limits.partial_bytes_total;
         Shared {
@@ -69,6 +75,8 @@ impl Shared {
             open: AtomicUsize::new(0),
             handshaking: AtomicUsize::new(0),
             partial: Arc::new(Semaphore::new(partial_total)),
+            node,
+            database_down: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -312,10 +320,35 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         );
         return;
     }
+    if shared.database_down.load(Ordering::Relaxed) {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "database_unreachable").increment(1);
+        conn.close(
+            quinn::VarInt::from_u32(6),
+            b"this node cannot reach its database; try another node",
+        );
+        shared.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     let span = tracing::info_span!("connection", conn = id, agent = %agent, %remote);
     async move {
         let guard = Arc::new(shared.agents.take_over(&agent, conn.clone()).await);
-        tracing::info!("agent connected");
+        // The lease after the registry: an older connection of this agent on this node has
+        // finished its chunks by now, so one node never holds two epochs of an agent.
+        let lease = match shared.metadata.take_lease(&agent, &shared.node).await {
+            Ok(epoch) => Arc::new(Lease::new(epoch, conn.clone())),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the agent's lease; connection closed");
+                metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "lease").increment(1);
+                conn.close(
+                    quinn::VarInt::from_u32(6),
+                    b"this node cannot reach its database; try another node",
+                );
+                shared.agents.release(&agent, &conn);
+                shared.open.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        tracing::info!(epoch = lease.epoch, "agent connected");
         metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
         let actor = ConnectionActor {
             agent: agent.clone(),
@@ -341,7 +374,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                             store,
                             shared.clone(),
                             Budget::new(partial.clone(), shared.partial.clone()),
-                            guard.clone(),
+                            (guard.clone(), lease.clone()),
                         )
                         .instrument(span),
                     ));
@@ -381,7 +414,8 @@ async fn serve_stream(
     store: Addr<StoreActor>,
     shared: Arc<Shared>,
     mut budget: Budget,
-    _guard: Arc<tokio::sync::OwnedMutexGuard<()>>,
+    // The agent's writer lock on this node (held until the stream ends) and its lease.
+    (_guard, lease): (Arc<tokio::sync::OwnedMutexGuard<()>>, Arc<Lease>),
 ) {
     metrics::gauge!(m::STREAMS_OPEN).increment(1.0);
     let (tx, rx) = mpsc::channel(shared.limits.max_in_flight_per_stream);
@@ -398,7 +432,8 @@ async fn serve_stream(
                     let pending = match msg.kind {
                         MSG_DEK => on_dek(&actor, &msg.body, started).await,
                         MSG_CHUNK => {
-                            on_chunk(&actor, &store, &shared, msg.body, &mut bound, started).await
+                            let to = (&store, &lease);
+                            on_chunk(&actor, to, &shared, msg.body, &mut bound, started).await
                         }
                         _ => unreachable!("decode_message accepts only known types"),
                     };
@@ -474,7 +509,7 @@ async fn on_dek(actor: &Addr<ConnectionActor>, body: &[u8], started: Instant) ->
 
 async fn on_chunk(
     actor: &Addr<ConnectionActor>,
-    store: &Addr<StoreActor>,
+    (store, lease): (&Addr<StoreActor>, &Arc<Lease>),
     shared: &Arc<Shared>,
     body: bytes::Bytes,
     bound: &mut Option<StreamKey>,
@@ -509,6 +544,18 @@ async fn on_chunk(
             started,
         );
     }
+    if lease.is_superseded() {
+        outcome(Reject::RetryLater, "connection superseded");
+        return Pending::Ready(
+            reject(
+                MSG_CHUNK,
+                h.seq,
+                Reject::RetryLater,
+                "a newer connection of this agent holds its lease".into(),
+            ),
+            started,
+        );
+    }
     let digest = crate::protocol::segment::chunk_digest(&chunk);
     match actor
         .send(Admit {
@@ -520,7 +567,11 @@ async fn on_chunk(
         Ok(Ok(Verdict::Accept)) => {
             let want = (chunk.len() as u32).min(shared.memory_bytes as u32).max(1);
             let permit = shared.memory.clone().acquire_many_owned(want).await;
-            let req = store.send(StoreChunk { chunk, digest });
+            let req = store.send(StoreChunk {
+                chunk,
+                digest,
+                lease: lease.clone(),
+            });
             let result = actix_rt::spawn(async move {
                 let r = req.await.unwrap_or(Err(Reject::RetryLater));
                 drop(permit);

@@ -29,10 +29,15 @@ pub const VERIFY_STREAMS: &str = "sealstream_store_verify_streams";
 pub const VERIFY_DAMAGED: &str = "sealstream_store_verify_damaged_objects";
 pub const VERIFY_BYTES: &str = "sealstream_store_verify_bytes";
 pub const VERIFY_SECONDS: &str = "sealstream_store_verify_seconds";
+pub const DATABASE_UP: &str = "sealstream_database_up";
 pub const VERIFY_LAST_RUN: &str = "sealstream_store_verify_last_run_timestamp_seconds";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        DATABASE_UP,
+        "1 while this node reaches its PostgreSQL, 0 after three failed checks (agents are sent to other nodes)."
+    );
     describe_gauge!(
         AUDIT_CHECKPOINT_SEQ,
         "The audit chain row of the newest signed audit checkpoint."

@@ -42,6 +42,12 @@ pub enum ServeError {
     AuditKey(String),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(
+        "{0}: another `sealstream serve` is running on this state directory (pid {1}). The embedded SQLite file serves one ingest node; for several nodes give each its own data_dir, one shared `database_url = \"postgres://...\"` and one shared `store_url`"
+    )]
+    SecondNode(String, String),
+    #[error("{0}: {1}")]
+    Lock(String, std::io::Error),
     #[error("ops listener {addr}: {source}")]
     Ops {
         addr: SocketAddr,
@@ -93,6 +99,11 @@ pub struct Server {
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
     stores: Vec<Addr<store_actor::StoreActor>>,
+    /// This node's name (lease rows, the `node` metric label).
+    pub node: String,
+    /// Where segments go.
+    pub store: storage::Location,
+    _single: Option<SingleNode>,
 }
 
 impl Server {
@@ -128,23 +139,29 @@ impl Server {
                 .await?,
             )
         };
+        // SQLite serves one node: a second `serve` on the same state directory stops here.
+        let single = if postgres.is_none() {
+            Some(SingleNode::lock(&cfg.data_dir)?)
+        } else {
+            None
+        };
         let pki = Pki::open_or_create(&cfg.data_dir)?;
-        let store = storage::open_local(&cfg.store_dir())?;
+        let opened = storage::open(&cfg.store_location(), &cfg.store)?;
+        let store = opened.objects.clone();
         let metadata = match postgres {
             Some(pg) => pg,
             None => Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?,
         };
-        ops::prometheus();
+        let node = cfg.node();
+        ops::prometheus_for(Some(&node));
         metrics::describe();
         let progress = Arc::new(watchdog::Progress::new(Duration::from_millis(
             cfg.watchdog.stall_after_ms,
         )));
 
-        // Segments bypass object_store locally: direct I/O, fsync, hard link (storage::durable).
-        let segments: store_actor::SegmentStore = match segments {
-            Some(s) => s,
-            None => Arc::new(crate::storage::durable::LocalDir::new(&cfg.store_dir())),
-        };
+        // Segments bypass object_store locally: direct I/O, fsync, hard link (storage::durable);
+        // elsewhere a conditional PUT or a multipart upload (storage::remote).
+        let segments: store_actor::SegmentStore = segments.unwrap_or(opened.segments);
         let key = KeyActor::new(
             metadata.clone(),
             store.clone(),
@@ -180,6 +197,7 @@ impl Server {
             metadata.clone(),
             cfg.limits.clone(),
             memory,
+            node.clone(),
         ));
         // Which certificates may connect: read before the first handshake, then kept fresh.
         shared
@@ -228,6 +246,9 @@ impl Server {
             shared.clone(),
             Duration::from_millis(cfg.access_poll_ms),
         )));
+        if matches!(metadata, Metadata::Postgres(_)) {
+            tasks.push(actix_rt::spawn(watch_database(shared.clone())));
+        }
 
         let (max, max_handshakes) = (cfg.limits.max_connections, cfg.limits.max_handshakes);
         let ep = endpoint.clone();
@@ -263,7 +284,7 @@ impl Server {
         arbiters.extend(ingest);
         ready.store(true, Ordering::Relaxed);
         let pin = pki.server_pin();
-        tracing::info!(%quic_addr, %ops_addr, metadata = metadata.kind(), server_pin = %pin, "sealstream serving");
+        tracing::info!(%quic_addr, %ops_addr, %node, store = %opened.location, metadata = metadata.kind(), server_pin = %pin, "sealstream serving");
         Ok(Server {
             quic_addr,
             ops_addr,
@@ -276,6 +297,9 @@ impl Server {
             tasks,
             arbiters,
             stores,
+            node,
+            store: opened.location,
+            _single: single,
         })
     }
 
@@ -305,6 +329,71 @@ impl Server {
         }
         for a in self.arbiters {
             a.stop();
+        }
+    }
+}
+
+/// An exclusive lock on `<data_dir>/serve.lock` held while `serve` runs on SQLite.
+struct SingleNode(#[allow(dead_code)] std::fs::File);
+
+impl SingleNode {
+    fn lock(data_dir: &std::path::Path) -> Result<SingleNode, ServeError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = data_dir.join("serve.lock");
+        let err = |e| ServeError::Lock(path.display().to_string(), e);
+        std::fs::create_dir_all(data_dir).map_err(err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(ServeError::SecondNode(
+                path.display().to_string(),
+                pid.trim().to_owned(),
+            ));
+        }
+        f.set_len(0).map_err(err)?;
+        f.rewind().map_err(err)?;
+        write!(f, "{}", std::process::id()).map_err(err)?;
+        Ok(SingleNode(f))
+    }
+}
+
+/// Every second, check that the database answers. After three failures in a row the node
+/// closes its agents' connections and turns new ones away (they fail over to a node that can
+/// index their chunks), until it answers again.
+async fn watch_database(shared: Arc<connection::Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tick.tick().await;
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), shared.metadata.ping()).await,
+            Ok(Ok(()))
+        );
+        failures = if ok { 0 } else { failures + 1 };
+        let down = failures >= 3;
+        if shared.database_down.swap(down, Ordering::Relaxed) != down {
+            if down {
+                let closed = shared
+                    .agents
+                    .close_all("this node cannot reach its database; try another node");
+                tracing::error!(
+                    closed,
+                    "database unreachable: agents sent to other nodes until it answers"
+                );
+            } else {
+                tracing::info!("database reachable again: accepting agents");
+            }
+            ::metrics::gauge!(metrics::DATABASE_UP).set(if down { 0.0 } else { 1.0 });
         }
     }
 }

@@ -18,13 +18,23 @@ static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Install the Prometheus recorder once per process; `None` if another recorder was installed.
 pub fn prometheus() -> Option<PrometheusHandle> {
+    prometheus_for(None)
+}
+
+/// `prometheus`, with every metric labelled `node` when the recorder is installed by this
+/// call (the first in the process wins).
+pub fn prometheus_for(node: Option<&str>) -> Option<PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
             let latency = [
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ];
             let sizes: Vec<f64> = (16..=30).map(|p| f64::from(1u32 << p)).collect();
-            let recorder = PrometheusBuilder::new()
+            let mut builder = PrometheusBuilder::new();
+            if let Some(node) = node {
+                builder = builder.add_global_label("node", node);
+            }
+            let recorder = builder
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &sizes))
                 .ok()?

@@ -67,6 +67,17 @@ impl AgentRegistry {
         self.inner.lock().expect("agent registry lock").len()
     }
 
+    /// Close every open connection with `reason` (code 6); returns how many.
+    pub fn close_all(&self, reason: &str) -> usize {
+        let map = self.inner.lock().expect("agent registry lock");
+        let mut closed = 0;
+        for conn in map.values().filter_map(|(_, c)| c.as_ref()) {
+            conn.close(quinn::VarInt::from_u32(6), reason.as_bytes());
+            closed += 1;
+        }
+        closed
+    }
+
     /// Close every open connection whose certificate `rules` now refuse; returns how many.
     pub fn enforce(&self, rules: &super::access::Rules) -> usize {
         let map = self.inner.lock().expect("agent registry lock");
@@ -84,6 +95,49 @@ impl AgentRegistry {
             }
         }
         closed
+    }
+}
+
+/// A connection's hold on its agent's lease: the epoch it was accepted under. Chunks carry
+/// it into segment commits; a commit that finds a newer epoch supersedes this connection.
+pub struct Lease {
+    pub epoch: i64,
+    conn: quinn::Connection,
+    superseded: std::sync::atomic::AtomicBool,
+}
+
+impl Lease {
+    pub(super) fn new(epoch: i64, conn: quinn::Connection) -> Self {
+        Lease {
+            epoch,
+            conn,
+            superseded: Default::default(),
+        }
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A newer connection of the agent (on another node) holds the lease: stop acking and
+    /// close, so the agent carries on with the newer one.
+    pub fn supersede(&self) {
+        if !self
+            .superseded
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(epoch = self.epoch, remote = %self.conn.remote_address(), "connection superseded: a newer connection of this agent holds its lease; its chunks in flight are answered retry_later");
+            metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "superseded").increment(1);
+            // Closed a moment later: the answers in flight (retry_later) reach the agent first.
+            let conn = self.conn.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                conn.close(
+                    quinn::VarInt::from_u32(5),
+                    b"superseded: a newer connection of this agent holds its lease",
+                );
+            });
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::metrics as m;
+use super::registry::Lease;
 use super::watchdog::{Progress, Stage};
 use crate::crypto::now_us;
 use crate::metadata::{ChunkRow, Metadata, SegmentCommit, StreamUpdate};
@@ -25,6 +26,7 @@ pub type SegmentStore = Arc<dyn SegmentWriter>;
 struct Waiting {
     chunk: SealedChunk,
     digest: [u8; 32],
+    lease: Arc<Lease>,
     reply: oneshot::Sender<Result<(), Reject>>,
 }
 
@@ -84,6 +86,17 @@ async fn write_segment(
 ) {
     let n = batch.len();
     let started = Instant::now();
+    // Each agent's fence: the epoch its chunks were accepted under. One node holds one epoch
+    // of an agent at a time (the registry ends an older connection before the lease is
+    // taken); should two meet here anyway, the older one's chunks are not indexed.
+    let mut fences: BTreeMap<crate::protocol::AgentId, i64> = BTreeMap::new();
+    for w in &batch {
+        let e = fences
+            .entry(w.chunk.header.agent.clone())
+            .or_insert(w.lease.epoch);
+        *e = (*e).max(w.lease.epoch);
+    }
+    let behind = |w: &Waiting| w.lease.epoch < fences[&w.chunk.header.agent];
     let created = now_us();
     let id = Segment::new_id(created);
     let digests: Vec<[u8; 32]> = batch.iter().map(|w| w.digest).collect();
@@ -95,7 +108,13 @@ async fn write_segment(
     let mut offset = crate::protocol::segment::HEADER_LEN as u64;
     let rows: Vec<ChunkRow> = batch
         .iter()
-        .map(|w| {
+        .filter_map(|w| {
+            let len = w.chunk.len();
+            let at = offset;
+            offset += len as u64;
+            if behind(w) {
+                return None;
+            }
             let h = &w.chunk.header;
             let u = streams
                 .entry((h.agent.clone(), h.session, h.stream))
@@ -111,23 +130,22 @@ async fn write_segment(
             if h.last {
                 u.final_seq = Some(h.seq);
             }
-            let len = w.chunk.len();
-            let row = ChunkRow {
+            Some(ChunkRow {
                 agent: h.agent.clone(),
                 session: h.session,
                 stream: h.stream,
                 seq: h.seq,
                 digest: w.digest,
-                offset,
+                offset: at,
                 len: len as u32,
                 capture_us: h.capture_time_us,
                 flags: crate::metadata::index_flags(&w.chunk),
                 dek_id: h.dek_id.0,
-            };
-            offset += len as u64;
-            row
+            })
         })
         .collect();
+    let stale_here: Vec<bool> = batch.iter().map(behind).collect();
+    let fences: Vec<_> = fences.into_iter().filter(|(_, e)| *e > 0).collect();
     let put = store.put(path.clone(), parts).await;
     progress.finish(
         Stage::Store,
@@ -155,6 +173,7 @@ async fn write_segment(
                 sha256,
                 chunks: rows,
                 streams: streams.into_values().collect(),
+                fences,
             };
             progress.begin(Stage::Index, n);
             let committed = md.commit_segment(commit).await;
@@ -164,7 +183,7 @@ async fn write_segment(
                 committed.is_err() as usize * n,
             );
             match committed {
-                Ok(()) => Ok(()),
+                Ok(stale) => Ok(stale),
                 Err(e) => {
                     metrics::counter!(m::COMMIT_ERRORS).increment(1);
                     tracing::error!(error = %e, segment = %path, "segment index commit failed; agents will resend");
@@ -177,8 +196,16 @@ async fn write_segment(
     metrics::histogram!(m::FLUSH_DURATION).record(started.elapsed().as_secs_f64());
     metrics::gauge!(m::STORE_PENDING_BYTES)
         .decrement(batch.iter().map(|w| w.chunk.len() as f64).sum::<f64>());
-    for w in batch {
-        let _ = w.reply.send(result);
+    for (w, behind) in batch.into_iter().zip(stale_here) {
+        let answer = match &result {
+            Err(r) => Err(*r),
+            Ok(stale) if behind || stale.contains(&w.chunk.header.agent) => {
+                w.lease.supersede();
+                Err(Reject::RetryLater)
+            }
+            Ok(_) => Ok(()),
+        };
+        let _ = w.reply.send(answer);
     }
 }
 
@@ -201,6 +228,7 @@ impl Actor for StoreActor {
 pub struct StoreChunk {
     pub chunk: SealedChunk,
     pub digest: [u8; 32],
+    pub lease: Arc<Lease>,
 }
 
 impl Handler<StoreChunk> for StoreActor {
@@ -225,6 +253,7 @@ impl Handler<StoreChunk> for StoreActor {
         self.batch.push(Waiting {
             chunk: msg.chunk,
             digest: msg.digest,
+            lease: msg.lease,
             reply: tx,
         });
         if self.batch_bytes >= self.max_bytes {

@@ -1,8 +1,12 @@
-//! The object store: opening it (local directory with fsync by default) and writing objects
-//! create-if-absent. Object keys are formatted only in `paths`.
+//! The object store: opening it by URL (a local directory with fsync by default; S3, GCS or
+//! Azure through object_store's builders) and writing objects create-if-absent. Object keys
+//! are formatted only in `paths`.
 
 pub mod durable;
 pub mod paths;
+pub mod remote;
+
+pub use remote::{Location, Store, open};
 
 use std::sync::Arc;
 
@@ -16,6 +20,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 pub enum StoreError {
     #[error("cannot open store {dir}: {detail}")]
     Open { dir: String, detail: String },
+    #[error(
+        "store {0:?}: not a store location; give a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+    )]
+    Url(String),
     #[error("object {path}: already exists with different bytes (refusing to overwrite)")]
     Conflict { path: String },
     #[error("object {path}: {detail}")]
@@ -58,29 +66,56 @@ pub async fn put_new(
     path: &Path,
     bytes: Bytes,
 ) -> Result<PutOutcome, StoreError> {
+    put_new_parts(store, path, vec![bytes]).await
+}
+
+/// `put_new` of the object made of `parts` in order (one conditional PUT, `If-None-Match: *`
+/// on S3: the parts are not copied together first).
+pub async fn put_new_parts(
+    store: &dyn ObjectStore,
+    path: &Path,
+    parts: Vec<Bytes>,
+) -> Result<PutOutcome, StoreError> {
     let opts = PutOptions {
         mode: PutMode::Create,
         ..Default::default()
     };
-    match store
-        .put_opts(path, PutPayload::from_bytes(bytes.clone()), opts)
-        .await
-    {
+    let payload: PutPayload = parts.iter().cloned().collect();
+    match store.put_opts(path, payload, opts).await {
         Ok(_) => Ok(PutOutcome::Created),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let existing = get(store, path).await?;
-            if existing == bytes {
-                Ok(PutOutcome::AlreadyPresent)
-            } else {
-                Err(StoreError::Conflict {
-                    path: path.to_string(),
-                })
-            }
+            same_or_conflict(store, path, &parts).await
         }
         Err(source) => Err(StoreError::Backend {
             path: path.to_string(),
             source,
         }),
+    }
+}
+
+/// An object found where a new one was to go: identical bytes are a repeat of our own write
+/// (its answer was lost), anything else a conflict.
+pub(crate) async fn same_or_conflict(
+    store: &dyn ObjectStore,
+    path: &Path,
+    parts: &[Bytes],
+) -> Result<PutOutcome, StoreError> {
+    let existing = get(store, path).await?;
+    let mut rest = &existing[..];
+    for p in parts {
+        if rest.len() < p.len() || rest[..p.len()] != p[..] {
+            return Err(StoreError::Conflict {
+                path: path.to_string(),
+            });
+        }
+        rest = &rest[p.len()..];
+    }
+    if rest.is_empty() {
+        Ok(PutOutcome::AlreadyPresent)
+    } else {
+        Err(StoreError::Conflict {
+            path: path.to_string(),
+        })
     }
 }
 

@@ -34,6 +34,17 @@ pub async fn check(
     reports: &[AgentReport],
     out: &Path,
 ) -> usize {
+    let store = storage::open_local(store_dir).unwrap();
+    check_store(store.as_ref(), key, reports, out).await
+}
+
+/// `check` on any object store (S3 on moto as well as a directory).
+pub async fn check_store(
+    store: &dyn object_store::ObjectStore,
+    key: &sealstream::keys::PrivateKeyFile,
+    reports: &[AgentReport],
+    out: &Path,
+) -> usize {
     for r in reports {
         assert_eq!(
             r.unacked, 0,
@@ -42,8 +53,7 @@ pub async fn check(
         );
         assert_eq!(r.duplicate_acks, 0);
     }
-    let store = storage::open_local(store_dir).unwrap();
-    let report = export::export(store.as_ref(), std::slice::from_ref(key), None, out)
+    let report = export::export(store, std::slice::from_ref(key), None, out)
         .await
         .unwrap();
     assert!(!report.tampered(), "{:?}", report.damaged_objects);

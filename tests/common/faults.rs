@@ -103,6 +103,39 @@ impl SegmentWriter for Faulty {
     }
 }
 
+/// A TCP relay to `target` (a node's way to PostgreSQL) that can be cut: while `cut` is set,
+/// open connections are dropped and new ones closed at once.
+pub async fn tcp_relay(target: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if cut.load(Ordering::SeqCst) {
+                continue; // dropped: closed at once
+            }
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let severed = async {
+                    while !cut.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = severed => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A UDP relay between agent and server whose traffic can be cut.
 pub async fn relay(server: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
     relay_each_way(server, cut.clone(), cut).await

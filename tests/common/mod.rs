@@ -6,6 +6,8 @@ pub mod agents;
 pub mod browser;
 pub mod console;
 pub mod faults;
+pub mod moto;
+pub mod object_faults;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -58,15 +58,23 @@ impl Pg {
     }
 
     /// The segment row, its chunk rows and its streams' positions in one statement (so one
-    /// round trip and one implicit transaction). Stream rows are updated in key order, so two
+    /// round trip and one implicit transaction), fenced: the lease rows of the segment's agents
+    /// are locked (shared) and an agent whose epoch moved on gets nothing indexed; the
+    /// statement returns those agents. Stream rows are updated in key order, so two
     /// segments of the same streams committing at once cannot deadlock.
-    pub async fn commit_segment(&self, s: SegmentCommit) -> Result<(), MetaError> {
+    pub async fn commit_segment(&self, s: SegmentCommit) -> Result<Vec<AgentId>, MetaError> {
         self.run(Which::Index, move |c, t| {
             Box::pin(async move {
                 let e = |e| pg_err(&t, e);
                 let st = c
                     .prepare_cached(
-                        "WITH seg AS ( \
+                        "WITH fence AS ( \
+                           SELECT l.agent_id, l.epoch <> f.e AS stale \
+                           FROM agent_lease l JOIN unnest($23::text[], $24::int8[]) AS f(a, e) ON l.agent_id = f.a \
+                           ORDER BY l.agent_id FOR SHARE OF l \
+                         ), stale AS ( \
+                           SELECT agent_id FROM fence WHERE stale \
+                         ), seg AS ( \
                            INSERT INTO segments (segment_id, object_key, size_bytes, sha256, chunk_count) \
                            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING \
                          ), ch AS ( \
@@ -76,6 +84,7 @@ impl Pg {
                            FROM unnest($6::text[], $7::bytea[], $8::int8[], $9::int8[], $10::bytea[], \
                                        $17::int8[], $18::int4[], $19::int8[], $20::int2[], $21::bytea[]) \
                                 AS u(a, s, st, q, d, o, l, cu, f, k) \
+                           WHERE u.a NOT IN (SELECT agent_id FROM stale) \
                            ON CONFLICT DO NOTHING \
                            RETURNING agent_id, session_id, chunk_len, capture_us, flags, dek_id \
                          ), rs AS ( \
@@ -93,12 +102,16 @@ impl Pg {
                            gaps = recording_session.gaps + EXCLUDED.gaps, \
                            last_dek_id = EXCLUDED.last_dek_id, \
                            updated_us = EXCLUDED.updated_us \
+                         ), sr AS ( \
+                           INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) \
+                           SELECT v.* FROM unnest($11::text[], $12::bytea[], $13::int8[], $14::int2[], $15::int8[], $16::int8[]) \
+                                AS v(a, s, st, k, n, f) \
+                           WHERE v.a NOT IN (SELECT agent_id FROM stale) \
+                           ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
+                           next_seq = GREATEST(streams.next_seq, EXCLUDED.next_seq), \
+                           final_seq = COALESCE(streams.final_seq, EXCLUDED.final_seq) \
                          ) \
-                         INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) \
-                         SELECT * FROM unnest($11::text[], $12::bytea[], $13::int8[], $14::int2[], $15::int8[], $16::int8[]) \
-                         ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
-                         next_seq = GREATEST(streams.next_seq, EXCLUDED.next_seq), \
-                         final_seq = COALESCE(streams.final_seq, EXCLUDED.final_seq)",
+                         SELECT agent_id FROM stale",
                     )
                     .await
                     .map_err(e)?;
@@ -114,6 +127,8 @@ impl Pg {
                 let c_flags: Vec<i16> = ch.iter().map(|r| i16::from(r.flags)).collect();
                 let c_dek: Vec<&[u8]> = ch.iter().map(|r| &r.dek_id[..]).collect();
                 let now = now_us();
+                let f_agent: Vec<&str> = s.fences.iter().map(|(a, _)| a.as_str()).collect();
+                let f_epoch: Vec<i64> = s.fences.iter().map(|(_, e)| *e).collect();
                 let mut streams: Vec<_> = s.streams.iter().collect();
                 streams.sort_by(|a, b| {
                     (a.agent.as_str(), a.session.0, a.stream.0).cmp(&(
@@ -129,7 +144,8 @@ impl Pg {
                 let s_next: Vec<i64> = streams.iter().map(|u| u.next_seq as i64).collect();
                 let s_final: Vec<Option<i64>> =
                     streams.iter().map(|u| u.final_seq.map(|v| v as i64)).collect();
-                c.execute(
+                let stale = c
+                    .query(
                     &st,
                     &[
                         &&s.segment_id[..],
@@ -154,11 +170,61 @@ impl Pg {
                         &c_flags,
                         &c_dek,
                         &now,
+                        &f_agent,
+                        &f_epoch,
                     ],
                 )
                 .await
                 .map_err(e)?;
-                Ok(())
+                stale
+                    .iter()
+                    .map(|r| {
+                        AgentId::new(r.get::<_, String>(0))
+                            .map_err(|e| MetaError::Row(format!("agent_lease: {e}")))
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+}
+
+impl Pg {
+    /// Raise `agent`'s lease epoch (or create it at 1) for a connection on `node`. The update
+    /// waits for segment commits that hold the row (shared), so every chunk committed under
+    /// the old epoch is visible to the new connection's first read of a stream.
+    pub async fn take_lease(&self, agent: &AgentId, node: &str) -> Result<i64, MetaError> {
+        let row = self
+            .row(
+                Which::Index,
+                "INSERT INTO agent_lease (agent_id, epoch, node, since_us) VALUES ($1, 1, $2, $3) \
+                 ON CONFLICT (agent_id) DO UPDATE SET epoch = agent_lease.epoch + 1, \
+                 node = EXCLUDED.node, since_us = EXCLUDED.since_us RETURNING epoch",
+                vec![
+                    Box::new(agent.as_str().to_owned()),
+                    Box::new(node.to_owned()),
+                    Box::new(now_us()),
+                ],
+            )
+            .await?;
+        row.map(|r| r.get::<_, i64>(0))
+            .ok_or_else(|| MetaError::Row("agent_lease: no epoch returned".into()))
+    }
+
+    pub async fn leases(&self) -> Result<Vec<(String, i64, String, i64)>, MetaError> {
+        self.run(Which::Index, |c, t| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT agent_id, epoch, node, since_us FROM agent_lease ORDER BY agent_id",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect())
             })
         })
         .await

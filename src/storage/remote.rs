@@ -1,0 +1,374 @@
+//! Opening a store by its location (a directory or a URL), and writing segments to object
+//! stores other than a local directory: one conditional PUT (`If-None-Match: *`) per segment,
+//! multipart uploads for large ones, and object_store's retries with backoff on throttling,
+//! 5xx and timeouts, bounded so that a store that stays down turns into `retry_later` for the
+//! agents instead of a wait without end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+};
+
+use super::durable::{LocalDir, SegmentWriter};
+use super::{PutOutcome, StoreError};
+use crate::config;
+
+/// Where a store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A local directory (segments by direct I/O and fsync, `storage::durable`).
+    Local(PathBuf),
+    /// An S3-compatible bucket, with an optional key prefix.
+    S3 { bucket: String, prefix: String },
+    /// A Google Cloud Storage bucket.
+    Gcs { bucket: String, prefix: String },
+    /// An Azure Blob Storage container.
+    Azure { container: String, prefix: String },
+}
+
+impl Location {
+    /// A directory path, `file:///dir`, `s3://bucket/prefix` (also `s3a://`),
+    /// `gs://bucket/prefix` or `az://container/prefix` (also `azure://`).
+    pub fn parse(text: &str) -> Result<Location, StoreError> {
+        let bad = || StoreError::Url(text.to_owned());
+        let Some((scheme, rest)) = text.split_once("://") else {
+            if text.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Location::Local(PathBuf::from(text)));
+        };
+        if scheme == "file" {
+            if rest.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Location::Local(PathBuf::from(rest)));
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/').to_owned();
+        if bucket.is_empty() || bucket.contains(['?', '#', '@']) || prefix.contains(['?', '#']) {
+            return Err(bad());
+        }
+        let bucket = bucket.to_owned();
+        match scheme {
+            "s3" | "s3a" => Ok(Location::S3 { bucket, prefix }),
+            "gs" => Ok(Location::Gcs { bucket, prefix }),
+            "az" | "azure" => Ok(Location::Azure {
+                container: bucket,
+                prefix,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Location::Local(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, bucket, prefix) = match self {
+            Location::Local(d) => return write!(f, "{}", d.display()),
+            Location::S3 { bucket, prefix } => ("s3", bucket, prefix),
+            Location::Gcs { bucket, prefix } => ("gs", bucket, prefix),
+            Location::Azure { container, prefix } => ("az", container, prefix),
+        };
+        if prefix.is_empty() {
+            write!(f, "{scheme}://{bucket}")
+        } else {
+            write!(f, "{scheme}://{bucket}/{prefix}")
+        }
+    }
+}
+
+/// An opened store: the object_store every reader uses, and the writer segments go through.
+#[derive(Clone)]
+pub struct Store {
+    pub objects: Arc<dyn ObjectStore>,
+    pub segments: Arc<dyn SegmentWriter>,
+    pub location: Location,
+}
+
+/// Open the store at `location` (see `Location::parse`) with `settings` (endpoint, retries,
+/// multipart sizes). A local directory is created if absent.
+pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreError> {
+    let location = Location::parse(location)?;
+    let open_err = |e: object_store::Error| StoreError::Open {
+        dir: location.to_string(),
+        detail: e.to_string(),
+    };
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: settings.retries,
+        retry_timeout: Duration::from_millis(settings.retry_timeout_ms),
+    };
+    // Timeouts as configuration keys, so that the environment's client settings
+    // (AWS_ALLOW_HTTP, proxies) stay in force.
+    let timeouts = [
+        (
+            ClientConfigKey::Timeout,
+            format!("{}ms", settings.request_timeout_ms),
+        ),
+        (ClientConfigKey::ConnectTimeout, "5s".to_owned()),
+    ];
+    let (raw, prefix): (Arc<dyn ObjectStore>, &str) = match &location {
+        Location::Local(dir) => {
+            let objects = super::open_local(dir)?;
+            let segments: Arc<dyn SegmentWriter> = Arc::new(LocalDir::new(dir));
+            return Ok(Store {
+                objects,
+                segments,
+                location,
+            });
+        }
+        Location::S3 { bucket, prefix } => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry);
+            for (k, v) in timeouts {
+                b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
+            }
+            if !settings.endpoint.is_empty() {
+                b = b
+                    .with_endpoint(&settings.endpoint)
+                    .with_allow_http(settings.endpoint.starts_with("http://"));
+            }
+            if !settings.region.is_empty() {
+                b = b.with_region(&settings.region);
+            }
+            // object_store addresses buckets by path unless told otherwise (or by
+            // AWS_VIRTUAL_HOSTED_STYLE_REQUEST).
+            if let Some(path_style) = settings.path_style {
+                b = b.with_virtual_hosted_style_request(!path_style);
+            }
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+                && let Some(c) = shared_credentials(settings)?
+            {
+                b = b
+                    .with_access_key_id(&c.key_id)
+                    .with_secret_access_key(c.secret.as_str());
+                if let Some(t) = &c.token {
+                    b = b.with_token(t.as_str());
+                }
+            }
+            (Arc::new(b.build().map_err(open_err)?), prefix)
+        }
+        Location::Gcs { bucket, prefix } => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry);
+            for (k, v) in timeouts {
+                b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
+            }
+            (Arc::new(b.build().map_err(open_err)?), prefix)
+        }
+        Location::Azure { container, prefix } => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(container)
+                .with_retry(retry);
+            for (k, v) in timeouts {
+                b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
+            }
+            (Arc::new(b.build().map_err(open_err)?), prefix)
+        }
+    };
+    let objects: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        raw
+    } else {
+        Arc::new(PrefixStore::new(raw, prefix))
+    };
+    Ok(Store {
+        segments: Arc::new(ObjectWriter {
+            objects: objects.clone(),
+            multipart_threshold: settings.multipart_threshold_bytes,
+            part_bytes: settings.multipart_part_bytes,
+        }),
+        objects,
+        location,
+    })
+}
+
+/// Credentials from the AWS shared credentials file (`[store] credentials_file`, else
+/// `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`), profile `[store] profile`, else
+/// `AWS_PROFILE`, else `default`. None when there is no such file.
+fn shared_credentials(settings: &config::Store) -> Result<Option<Credentials>, StoreError> {
+    let path = if !settings.credentials_file.as_os_str().is_empty() {
+        settings.credentials_file.clone()
+    } else if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        PathBuf::from(p)
+    } else if let Some(home) = std::env::var_os("HOME") {
+        PathBuf::from(home).join(".aws/credentials")
+    } else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => zeroize::Zeroizing::new(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if settings.credentials_file.as_os_str().is_empty() {
+                return Ok(None);
+            }
+            return Err(StoreError::Open {
+                dir: path.display().to_string(),
+                detail: "store.credentials_file: no such file".into(),
+            });
+        }
+        Err(e) => {
+            return Err(StoreError::Open {
+                dir: path.display().to_string(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    let profile = if settings.profile.is_empty() {
+        std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into())
+    } else {
+        settings.profile.clone()
+    };
+    Credentials::parse(&text, &profile)
+        .map(Some)
+        .ok_or_else(|| StoreError::Open {
+            dir: path.display().to_string(),
+            detail: format!(
+                "profile [{profile}] with aws_access_key_id and aws_secret_access_key not found"
+            ),
+        })
+}
+
+struct Credentials {
+    key_id: String,
+    secret: zeroize::Zeroizing<String>,
+    token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl Credentials {
+    /// The INI format of `~/.aws/credentials`: `[profile]` sections of `key = value` lines.
+    fn parse(text: &str, profile: &str) -> Option<Credentials> {
+        let (mut key_id, mut secret, mut token) = (None, None, None);
+        let mut inside = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') && line.ends_with(']') {
+                inside = line[1..line.len() - 1].trim() == profile;
+                continue;
+            }
+            if !inside || line.starts_with(['#', ';']) {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "aws_access_key_id" => key_id = Some(v),
+                "aws_secret_access_key" => secret = Some(zeroize::Zeroizing::new(v)),
+                "aws_session_token" => token = Some(zeroize::Zeroizing::new(v)),
+                _ => {}
+            }
+        }
+        Some(Credentials {
+            key_id: key_id?,
+            secret: secret?,
+            token,
+        })
+    }
+}
+
+/// Segments into an object store: a conditional PUT, or a multipart upload when large.
+#[derive(Clone, Debug)]
+pub struct ObjectWriter {
+    pub objects: Arc<dyn ObjectStore>,
+    pub multipart_threshold: usize,
+    pub part_bytes: usize,
+}
+
+impl ObjectWriter {
+    async fn put_parts(&self, path: &Path, parts: Vec<Bytes>) -> Result<PutOutcome, StoreError> {
+        let size: usize = parts.iter().map(Bytes::len).sum();
+        if size < self.multipart_threshold {
+            return super::put_new_parts(self.objects.as_ref(), path, parts).await;
+        }
+        // object_store's multipart completion is not conditional: look first. Segment names
+        // carry 128 random bits and only ingest nodes write them, so an object already there
+        // is our own earlier write whose answer was lost (same bytes) or a conflict.
+        let backend = |source| StoreError::Backend {
+            path: path.to_string(),
+            source,
+        };
+        match self.objects.head(path).await {
+            Ok(_) => return super::same_or_conflict(self.objects.as_ref(), path, &parts).await,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(backend(e)),
+        }
+        let upload = self.objects.put_multipart(path).await.map_err(backend)?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, self.part_bytes);
+        for p in parts {
+            w.put(p);
+        }
+        w.finish().await.map_err(backend)?;
+        Ok(PutOutcome::Created)
+    }
+}
+
+impl SegmentWriter for ObjectWriter {
+    fn put(
+        &self,
+        path: Path,
+        parts: Vec<Bytes>,
+    ) -> futures::future::BoxFuture<'static, Result<PutOutcome, StoreError>> {
+        let me = self.clone();
+        Box::pin(async move { me.put_parts(&path, parts).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_print_back() {
+        for text in [
+            "s3://bucket",
+            "s3://bucket/a/b",
+            "gs://b/p",
+            "az://container/p",
+        ] {
+            assert_eq!(Location::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            Location::parse("file:///var/x").unwrap(),
+            Location::Local("/var/x".into())
+        );
+        assert_eq!(
+            Location::parse("rel/dir").unwrap(),
+            Location::Local("rel/dir".into())
+        );
+        for bad in ["", "ftp://x/y", "s3://", "s3:///p", "file://", "s3://b?x=1"] {
+            let e = Location::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("s3://bucket/prefix"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn shared_credentials_pick_the_profile() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = S\n\n[ci]\n# note\naws_access_key_id=B\naws_secret_access_key=T\naws_session_token=X\n";
+        let d = Credentials::parse(text, "default").unwrap();
+        assert_eq!((d.key_id.as_str(), d.secret.as_str()), ("A", "S"));
+        assert!(d.token.is_none());
+        let c = Credentials::parse(text, "ci").unwrap();
+        assert_eq!(c.key_id, "B");
+        assert_eq!(c.token.unwrap().as_str(), "X");
+        assert!(Credentials::parse(text, "other").is_none());
+    }
+}

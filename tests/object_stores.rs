@@ -1,0 +1,299 @@
+//! The object stores: one conformance suite over every backend the tests can start (a local
+//! directory, S3 on moto's server), agents recording into each through the real server, the
+//! export and `sealstream verify` reading each by URL, and a store that fails, slows down,
+//! throttles (503 SlowDown) or is unreachable, on each, losing nothing acked.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use sealstream::config;
+use sealstream::storage::remote::ObjectWriter;
+use sealstream::storage::{self, PutOutcome, StoreError};
+
+use common::agents::{check_store, run_agent, spec};
+use common::moto::Moto;
+use common::object_faults::{Fault, FaultyStore};
+use common::server::{Backend, Env};
+
+/// A store every test here runs on.
+struct Case {
+    name: &'static str,
+    location: String,
+    settings: config::Store,
+    /// Environment for a `sealstream` command that reads the store by `location` alone.
+    env: Vec<(&'static str, String)>,
+    _dir: tempfile::TempDir,
+    _moto: Option<Moto>,
+}
+
+fn backends() -> Vec<Case> {
+    let local = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let bucket = moto.bucket("recordings");
+    vec![
+        Case {
+            name: "local directory",
+            location: local.path().join("store").display().to_string(),
+            settings: config::Store::default(),
+            env: Vec::new(),
+            _dir: local,
+            _moto: None,
+        },
+        Case {
+            name: "S3 (moto)",
+            location: format!("{bucket}/estate-a"),
+            settings: moto.settings(),
+            env: moto.env(),
+            _dir: tempfile::tempdir().unwrap(),
+            _moto: Some(moto),
+        },
+    ]
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_writes_create_if_absent_reads_ranges_lists_and_uploads_in_parts() {
+    for case in backends() {
+        let name = case.name;
+        let opened = storage::open(&case.location, &case.settings).unwrap();
+        let objects = opened.objects.as_ref();
+        let p = Path::from("v1/deks/agent/one.dek");
+
+        // Create-if-absent: created, the same bytes again are a repeat, other bytes refused.
+        let a = pattern(3000, 1);
+        assert_eq!(
+            storage::put_new(objects, &p, a.clone()).await.unwrap(),
+            PutOutcome::Created,
+            "{name}"
+        );
+        assert_eq!(
+            storage::put_new(objects, &p, a.clone()).await.unwrap(),
+            PutOutcome::AlreadyPresent,
+            "{name}"
+        );
+        let e = storage::put_new(objects, &p, pattern(3000, 2))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{name}: {e}");
+        assert_eq!(storage::get(objects, &p).await.unwrap(), a, "{name}: kept");
+
+        // Byte ranges, absent objects, sorted listings.
+        assert_eq!(
+            storage::get_range(objects, &p, 100, 50).await.unwrap(),
+            a.slice(100..150),
+            "{name}"
+        );
+        assert!(
+            storage::get_opt(objects, &Path::from("v1/none"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
+        let q = Path::from("v1/deks/agent/0.dek");
+        storage::put_new(objects, &q, pattern(10, 3)).await.unwrap();
+        let listed = storage::list(objects, &Path::from("v1/deks"))
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![q.clone(), p.clone()], "{name}");
+
+        // The segment writer this backend uses in `serve`, from parts.
+        let seg = Path::from("v1/segments/2026-11-28/aa.seg");
+        let parts = vec![pattern(1000, 4), pattern(2000, 5)];
+        let whole: Vec<u8> = parts.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(
+            opened
+                .segments
+                .put(seg.clone(), parts.clone())
+                .await
+                .unwrap(),
+            PutOutcome::Created,
+            "{name}"
+        );
+        assert_eq!(
+            opened
+                .segments
+                .put(seg.clone(), parts.clone())
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyPresent,
+            "{name}"
+        );
+        assert!(matches!(
+            opened
+                .segments
+                .put(seg.clone(), vec![pattern(3000, 6)])
+                .await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(storage::get(objects, &seg).await.unwrap(), whole, "{name}");
+
+        // A large segment in parts (multipart upload; a local directory writes it whole).
+        let big = Path::from("v1/segments/2026-11-28/bb.seg");
+        let parts: Vec<Bytes> = (0..6).map(|i| pattern(2 * 1024 * 1024 + 7, i)).collect();
+        let whole: Vec<u8> = parts.iter().flat_map(|b| b.to_vec()).collect();
+        let writer = ObjectWriter {
+            objects: opened.objects.clone(),
+            multipart_threshold: 5 * 1024 * 1024,
+            part_bytes: 5 * 1024 * 1024,
+        };
+        use sealstream::storage::durable::SegmentWriter;
+        assert_eq!(
+            writer.put(big.clone(), parts.clone()).await.unwrap(),
+            PutOutcome::Created,
+            "{name}"
+        );
+        assert_eq!(storage::get(objects, &big).await.unwrap(), whole, "{name}");
+        assert_eq!(
+            writer.put(big.clone(), parts.clone()).await.unwrap(),
+            PutOutcome::AlreadyPresent,
+            "{name}"
+        );
+        let mut other = parts.clone();
+        other[5] = pattern(2 * 1024 * 1024 + 7, 99);
+        assert!(
+            matches!(
+                writer.put(big.clone(), other).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{name}"
+        );
+        assert_eq!(storage::get(objects, &big).await.unwrap(), whole, "{name}");
+        eprintln!("{name}: conformance passed");
+    }
+}
+
+#[actix_rt::test]
+async fn agents_record_into_every_backend_and_export_and_verify_read_it_by_url() {
+    for case in backends() {
+        let name = case.name;
+        // The production pairing on S3 (PostgreSQL); the embedded one on a directory.
+        let backend = if case._moto.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let (location, settings) = (case.location.clone(), case.settings.clone());
+        let env = Env::start_tuned(backend, true, move |c| {
+            c.store_url = location;
+            c.store = settings;
+        })
+        .await;
+        assert_eq!(env.server().store.to_string(), case.location, "{name}");
+        let reports = vec![
+            run_agent(env.enroll("vdi-01"), spec(2, 2.5)).await,
+            run_agent(env.enroll("vdi-02"), spec(1, 2.5)).await,
+        ];
+        let opened = storage::open(&case.location, &case.settings).unwrap();
+        let frames = check_store(
+            opened.objects.as_ref(),
+            &env.private_key(),
+            &reports,
+            &env.dir.path().join("checked"),
+        )
+        .await;
+        assert!(frames > 20, "{name}: {frames}");
+
+        // The CLI reads the same store by its URL (S3 settings from the environment).
+        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_sealstream"))
+            .args(["verify", "--store", &case.location])
+            .envs(case.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&verify.stdout);
+        assert!(
+            verify.status.success(),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let out = env.dir.path().join("exported");
+        let export = std::process::Command::new(env!("CARGO_BIN_EXE_sealstream"))
+            .args(["export", "--store", &case.location, "--out"])
+            .arg(&out)
+            .arg("--key")
+            .arg(&env.kek_priv)
+            .arg("--passphrase-file")
+            .arg(&env.pass_file)
+            .envs(case.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            export.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&export.stdout),
+            String::from_utf8_lossy(&export.stderr)
+        );
+        assert_eq!(
+            common::agents::check_sessions(&out, &reports),
+            frames,
+            "{name}: the CLI exported every frame"
+        );
+        eprintln!("{name}: {frames} frames recorded, verified and exported by URL");
+        env.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_backend() {
+    for case in backends() {
+        let name = case.name;
+        let (location, settings) = (case.location.clone(), case.settings.clone());
+        let mut env = Env::start_tuned(Backend::Sqlite, true, move |c| {
+            c.store_url = location;
+            c.store = settings;
+        })
+        .await;
+        env.server.take().unwrap().shutdown().await;
+        let opened = storage::open(&case.location, &case.settings).unwrap();
+        let faulty = FaultyStore::new(opened.objects.clone());
+        let writer = ObjectWriter {
+            objects: faulty.clone(),
+            multipart_threshold: 16 * 1024 * 1024,
+            part_bytes: 8 * 1024 * 1024,
+        };
+        env.server = Some(
+            sealstream::server::Server::start_with(&env.cfg, Some(Arc::new(writer)))
+                .await
+                .unwrap(),
+        );
+        let agent = tokio::spawn(run_agent(env.enroll("terminal-7"), spec(2, 6.0)));
+        for fault in [
+            Fault::Failing,
+            Fault::Slow,
+            Fault::Throttling,
+            Fault::Unreachable,
+        ] {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            faulty.set(fault);
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            faulty.set(Fault::Healthy);
+        }
+        let report = agent.await.unwrap();
+        let refused = faulty.refused.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(refused >= 3, "{name}: faults were injected ({refused})");
+        assert!(
+            report.rejected.get("retry_later").copied().unwrap_or(0) > 0,
+            "{name}: {:?}",
+            report.rejected
+        );
+        let frames = check_store(
+            opened.objects.as_ref(),
+            &env.private_key(),
+            &[report],
+            &env.dir.path().join("export"),
+        )
+        .await;
+        eprintln!("{name}: {refused} writes refused by injected faults, {frames} frames verified");
+        env.stop().await;
+    }
+}
