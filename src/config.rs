@@ -452,6 +452,11 @@ impl ServeConfig {
 
     /// `node_id`, or the host name and QUIC port.
     pub fn node(&self) -> String {
+        self.node_on(self.listen.port())
+    }
+
+    /// `node`, with the QUIC port actually bound (`listen` may ask for port 0).
+    pub fn node_on(&self, port: u16) -> String {
         if !self.node_id.is_empty() {
             return self.node_id.clone();
         }
@@ -460,7 +465,7 @@ impl ServeConfig {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "sealstream".into());
-        format!("{host}:{}", self.listen.port())
+        format!("{host}:{port}")
     }
 
     pub fn sqlite_path(&self) -> PathBuf {
@@ -672,6 +677,17 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shipped_example_configurations_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let serve = ServeConfig::load(&root.join("config/serve.toml")).unwrap();
+        assert_eq!(serve.store.retries, 4);
+        AgentConfig::load(&root.join("config/agent.toml")).unwrap();
+        let node = ServeConfig::load(&root.join("ops/serve-node.toml")).unwrap();
+        assert_eq!(node.node(), "ingest-1");
+        assert_eq!(node.store_location(), "s3://recordings-example/estate-a");
+    }
+
     use super::*;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {

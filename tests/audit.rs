@@ -476,8 +476,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 async fn wait_metric(env: &Env, name: &str, value: f64) -> String {
     let mut last = String::new();
     for _ in 0..100 {
-        let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
-        last = text;
+        last = common::agents::metrics_text(env.server().ops_addr).await;
         if metric(&last, name) == Some(value) {
             break;
         }

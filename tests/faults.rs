@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::agents::{check, free_tcp, free_udp, http_get, rss_kib, run_agent, spec};
+use common::agents::{check, free_tcp, free_udp, rss_kib, run_agent, spec};
 use common::faults::{Child, Faulty, PrivatePg, relay};
 use common::server::Env;
 use sealstream::config::{AgentConfig, ServeConfig};
@@ -441,7 +441,7 @@ async fn a_full_spool_under_drop_oldest_records_gaps_that_export_reports() {
     let agent = tokio::spawn(run_agent(cfg, s));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // The agent's own metrics show the spool filling and the drops.
-    let (_, text) = http_get(metrics_addr, "/metrics").await;
+    let text = common::agents::metrics_text(metrics_addr).await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name) && !l.starts_with('#'))

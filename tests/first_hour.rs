@@ -86,7 +86,7 @@ impl Serve {
     }
 
     fn metrics(&self) -> String {
-        http(self.ops, "/metrics")
+        common::agents::without_node_label(&http(self.ops, "/metrics"))
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod console_bench;
 mod console_player;
+mod nodes;
 mod pg;
 mod report;
 mod runner;
@@ -102,6 +103,35 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The scenario against 1 and against N ingest nodes (child processes) sharing one
+    /// PostgreSQL database and one store (a directory, or S3 on a moto server the harness
+    /// starts): aggregate and per-node throughput, ack latency, peak RSS per node, and store
+    /// PUTs per second.
+    Nodes {
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Node counts to compare, e.g. 1,3.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        nodes: Vec<usize>,
+        #[arg(long, value_enum, default_value = "local")]
+        store: nodes::StoreKind,
+        /// A PostgreSQL server the harness may create databases on (several nodes need one).
+        #[arg(long, env = "SEALSTREAM_LOADTEST_DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        #[arg(long)]
+        duration: Option<f64>,
+        #[arg(long)]
+        agents: Option<usize>,
+        #[arg(long)]
+        users: Option<usize>,
+        /// The `sealstream` binary to spawn; default: next to this one.
+        #[arg(long)]
+        sealstream: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Sealing pipeline throughput as a ratio of bare AES-256-GCM throughput.
     Seal {
         #[arg(long, default_value_t = 64 * 1024)]
@@ -158,6 +188,74 @@ fn main() -> anyhow::Result<()> {
             rounds,
             json,
         } => seal_bench::seal(frame_size, total, rounds, json),
+        Command::Nodes {
+            scenario,
+            nodes: counts,
+            store,
+            database_url,
+            rounds,
+            duration,
+            agents,
+            users,
+            sealstream,
+            out,
+        } => {
+            let sc = scenario_with(&scenario, duration, agents, users)?;
+            anyhow::ensure!(
+                rounds >= 1 && !counts.is_empty() && !counts.contains(&0),
+                "--rounds and every --nodes count must be at least 1"
+            );
+            let bin = match sealstream {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("sealstream"),
+            };
+            anyhow::ensure!(
+                bin.exists(),
+                "{}: not found; build it (cargo build --release) or pass --sealstream",
+                bin.display()
+            );
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from("loadtest-results").join(format!("{}-nodes-{secs}", sc.name))
+            });
+            let args = nodes::Args {
+                scenario: sc,
+                counts,
+                store,
+                database_url,
+                rounds,
+                bin,
+                out: out.clone(),
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(nodes::run(args))?;
+            std::fs::write(
+                out.join("nodes.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            if let Some(s) = report.median_scaling {
+                println!("aggregate throughput, most nodes / one node (median): {s:.3}");
+            }
+            println!("report: {}/nodes.json", out.display());
+            let bad: Vec<_> = report
+                .runs
+                .iter()
+                .filter(|r| {
+                    r.lost > 0 || r.duplicates > 0 || r.stored_chunks as u64 != r.acked_chunks
+                })
+                .collect();
+            anyhow::ensure!(
+                bad.is_empty(),
+                "{} run(s) lost a chunk, acked one twice or indexed one other than once",
+                bad.len()
+            );
+            Ok(())
+        }
         Command::Run {
             scenario,
             out,
@@ -172,16 +270,7 @@ fn main() -> anyhow::Result<()> {
             compare_sqlite,
             rounds,
         } => {
-            let mut sc = scenario::Scenario::load(&scenario)?;
-            if let Some(d) = duration {
-                sc.duration_s = d;
-            }
-            if let Some(a) = agents {
-                sc.agents = a;
-            }
-            if let Some(u) = users {
-                sc.users_per_agent = u;
-            }
+            let mut sc = scenario_with(&scenario, duration, agents, users)?;
             if let Some(url) = database_url {
                 sc.server.database_url = url;
             }
@@ -237,6 +326,26 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A scenario file with the command line's overrides of its duration, agents and users.
+fn scenario_with(
+    path: &std::path::Path,
+    duration: Option<f64>,
+    agents: Option<usize>,
+    users: Option<usize>,
+) -> anyhow::Result<scenario::Scenario> {
+    let mut sc = scenario::Scenario::load(path)?;
+    if let Some(d) = duration {
+        sc.duration_s = d;
+    }
+    if let Some(a) = agents {
+        sc.agents = a;
+    }
+    if let Some(u) = users {
+        sc.users_per_agent = u;
+    }
+    Ok(sc)
 }
 
 /// How a run is made: the scenario, where results go, where the server runs.

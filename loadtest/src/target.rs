@@ -246,23 +246,25 @@ impl Running {
 
     pub async fn stop(self) {
         match self {
-            Running::Child { mut child, pid } => {
-                // SIGTERM for a clean shutdown, then wait.
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
-                if tokio::time::timeout(Duration::from_secs(15), child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.kill().await;
-                }
-            }
+            Running::Child { child, pid } => stop_child(child, pid).await,
             Running::InProcess { stop, thread } => {
                 let _ = stop.send(());
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
         }
+    }
+}
+
+/// SIGTERM a child `sealstream serve` for a clean shutdown, then wait (SIGKILL after 15 s).
+pub async fn stop_child(mut child: tokio::process::Child, pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
     }
 }

@@ -738,3 +738,30 @@ pub async fn run_observed(
         gap_records: agent.gaps.load(Ordering::Relaxed),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configured_node_is_resolved_once_in_order() {
+        let cfg = AgentConfig {
+            server: "127.0.0.1:7443".into(),
+            servers: vec![
+                "127.0.0.2:7443".into(),
+                " 127.0.0.1:7443 ".into(),
+                "localhost:7444".into(),
+                "no-such-host.invalid:7443".into(),
+            ],
+            ..AgentConfig::default()
+        };
+        let nodes = cfg.addresses();
+        assert_eq!(nodes.len(), 4, "the repeat is dropped: {nodes:?}");
+        let addrs = resolve_nodes(&nodes);
+        assert_eq!(addrs[0], "127.0.0.1:7443".parse().unwrap());
+        assert_eq!(addrs[1], "127.0.0.2:7443".parse().unwrap());
+        // A name gives each of its addresses; one that does not resolve is skipped.
+        assert!(addrs[2..].iter().all(|a| a.port() == 7444), "{addrs:?}");
+        assert!(addrs.len() >= 3, "{addrs:?}");
+    }
+}

@@ -152,7 +152,7 @@ impl Server {
             Some(pg) => pg,
             None => Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?,
         };
-        let node = cfg.node();
+        let node = cfg.node_on(socket.local_addr().map_or(cfg.listen.port(), |a| a.port()));
         ops::prometheus_for(Some(&node));
         metrics::describe();
         let progress = Arc::new(watchdog::Progress::new(Duration::from_millis(

@@ -127,7 +127,35 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 pub async fn metrics_text(addr: SocketAddr) -> String {
     let (line, text) = http_get(addr, "/metrics").await;
     assert!(line.contains(" 200 "), "{line}");
-    text
+    without_node_label(&text)
+}
+
+/// A server's exposition without the `node` label every series carries, so that tests can
+/// look lines up as `name{label="…"} value` (checked to be there first).
+pub fn without_node_label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = match line.find("{node=\"") {
+            Some(at) if !line.starts_with('#') => {
+                let rest = &line[at + 7..];
+                let end = rest.find('"').expect("a closed node label");
+                let after = &rest[end + 1..];
+                let after = after.strip_prefix(',').map_or_else(
+                    || {
+                        after
+                            .strip_prefix('}')
+                            .map_or(after.to_owned(), |a| a.to_owned())
+                    },
+                    |a| format!("{{{a}"),
+                );
+                format!("{}{after}", &line[..at])
+            }
+            _ => line.to_owned(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Every frame and keystroke batch the agents recorded is in the export at `out`, byte for
