@@ -186,6 +186,9 @@ pub struct Store {
     pub credentials_file: PathBuf,
     /// Its profile; empty: `AWS_PROFILE`, else `default`.
     pub profile: String,
+    /// Send an `x-amz-checksum-sha256` with every upload (S3 buckets with Object Lock default
+    /// retention require an integrity checksum on PUT).
+    pub checksum_sha256: bool,
     /// Retries of a request that met throttling (429, 503 SlowDown), a 5xx or a timeout, with
     /// exponential backoff; after them the chunks are answered `retry_later`.
     pub retries: usize,
@@ -207,6 +210,7 @@ impl Default for Store {
             path_style: None,
             credentials_file: PathBuf::new(),
             profile: String::new(),
+            checksum_sha256: false,
             retries: 4,
             retry_timeout_ms: 15_000,
             request_timeout_ms: 30_000,

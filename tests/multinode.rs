@@ -16,7 +16,7 @@ use sealstream::metadata::{Metadata, Table};
 use sealstream::pki::Pki;
 use sealstream::protocol::uplink::{MSG_CHUNK, MSG_DEK, Reject};
 use sealstream::protocol::{AgentId, Kind, SessionId, StreamId};
-use sealstream::recorder::Recorder;
+use sealstream::recorder::{FRAMES_STREAM, KEYSTROKES_STREAM, Recorder};
 use sealstream::server::Server;
 
 use common::agents::{check_store, free_tcp, free_udp, metrics_text, run_agent, spec};
@@ -100,16 +100,31 @@ async fn an_agent_on_two_nodes_at_once_is_acked_only_by_its_newest_connection() 
         .await
         .expect("node A closes the superseded connection");
     assert!(reason.to_string().contains("superseded"), "{reason}");
+    // Node A's commit indexed nothing: without the fence it would have stored chunk 1 and
+    // moved the stream on (next_seq 2) behind node B's back.
+    let md = &env.server().metadata;
+    let agent = AgentId::new("vdi-x").unwrap();
+    let row = md
+        .stream(&agent, session, StreamId(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.next_seq, 1, "the superseded node committed nothing");
+    assert!(
+        md.chunk_digest(&agent, session, StreamId(0), 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Node B carries on from chunk 1.
     for c in &chunks[1..] {
         on_b.send(MSG_CHUNK, c.bytes()).await.unwrap();
         ack(on_b.response().await.unwrap());
     }
-    let md = &env.server().metadata;
-    assert_eq!(md.count(Table::Chunks).await.unwrap(), 4, "each chunk once");
+    assert_eq!(md.count(Table::Chunks).await.unwrap(), 4);
     let row = md
-        .stream(&AgentId::new("vdi-x").unwrap(), session, StreamId(0))
+        .stream(&agent, session, StreamId(0))
         .await
         .unwrap()
         .unwrap();
@@ -375,6 +390,25 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
     )
     .await;
     let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
+    // The index agrees with the bucket: every acked chunk indexed once, every stream ended.
+    assert_eq!(md.count(Table::Chunks).await.unwrap() as u64, sealed);
+    for r in &reports {
+        for session in &r.sessions {
+            for (stream, kind) in [(FRAMES_STREAM, "frames"), (KEYSTROKES_STREAM, "keystrokes")] {
+                let row = md
+                    .stream(&r.agent, session.session, stream)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{} {kind}: no stream row", r.agent));
+                assert_eq!(
+                    row.final_seq.map(|f| f + 1),
+                    Some(row.next_seq),
+                    "{} {kind}: ended at its final chunk",
+                    r.agent
+                );
+            }
+        }
+    }
     eprintln!(
         "3 nodes, 20 agents: {sealed} chunks acked and exported exactly once ({frames} frames); {moved} agents reconnected; epochs up to {}",
         leases.iter().map(|l| l.1).max().unwrap_or(0)

@@ -297,3 +297,72 @@ async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_b
         env.stop().await;
     }
 }
+
+/// Real HTTP throttling (503 SlowDown from a proxy in front of moto): a short burst is
+/// absorbed by object_store's retries within `[store] retries` / `retry_timeout_ms` (no
+/// failed put, nothing answered retry_later for it); a long one outlasts them, the chunks are
+/// answered retry_later, and the agent's resends land once it ends. Nothing is lost.
+#[actix_rt::test]
+async fn s3_throttling_is_retried_within_the_store_settings_then_answered_retry_later() {
+    let moto = Moto::start();
+    let bucket = moto.bucket("throttled");
+    let proxy = common::moto::Throttle::start(&moto.endpoint).await;
+    let settings = config::Store {
+        endpoint: proxy.endpoint.clone(),
+        retries: 6,
+        retry_timeout_ms: 3_000,
+        ..moto.settings()
+    };
+    let location = format!("{bucket}/estate");
+    let (l, s) = (location.clone(), settings.clone());
+    let env = Env::start_tuned(Backend::Sqlite, true, move |c| {
+        c.store_url = l;
+        c.store = s;
+    })
+    .await;
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    // A burst shorter than the retries, while one agent records: absorbed, so that agent never
+    // hears retry_later. (Per-agent answers: the metrics are shared with the other tests.)
+    let first = tokio::spawn(run_agent(env.enroll("throttled-1"), spec(1, 3.0)));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    proxy.throttle.store(true, SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.throttle.store(false, SeqCst);
+    let first = first.await.unwrap();
+    let slowed = proxy.slowed.load(Relaxed);
+    assert!(slowed >= 1, "the proxy throttled requests");
+    assert_eq!(
+        first.rejected.get("retry_later"),
+        None,
+        "retries absorbed {slowed} 503s: {:?}",
+        first.rejected
+    );
+
+    // A stretch longer than retry_timeout_ms: puts give up, chunks are answered retry_later,
+    // and they are delivered once it ends.
+    let second = tokio::spawn(run_agent(env.enroll("throttled-2"), spec(1, 6.0)));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.throttle.store(true, SeqCst);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    proxy.throttle.store(false, SeqCst);
+    let second = second.await.unwrap();
+    assert!(
+        second.rejected.get("retry_later").copied().unwrap_or(0) > 0,
+        "{:?}",
+        second.rejected
+    );
+    let report = vec![first, second];
+    let opened = storage::open(&location, &moto.settings()).unwrap();
+    let frames = check_store(
+        opened.objects.as_ref(),
+        &env.private_key(),
+        &report,
+        &env.dir.path().join("export"),
+    )
+    .await;
+    eprintln!(
+        "throttled S3: {} requests answered 503 SlowDown, {frames} frames verified",
+        proxy.slowed.load(Relaxed)
+    );
+    env.stop().await;
+}

@@ -165,6 +165,8 @@ struct Agent {
     next_node: AtomicU64,
     /// The address of the current (or last) connection, for logs and metrics.
     server: Mutex<SocketAddr>,
+    /// The last resolution of `nodes` (kept when a lookup fails or hangs).
+    addrs: Mutex<Vec<SocketAddr>>,
     queues: Mutex<Vec<Arc<Queue>>>,
     new_queue: Notify,
     memory: Arc<Semaphore>,
@@ -370,9 +372,9 @@ impl Agent {
             not_after: cert_not_after,
         };
         let nodes = config.addresses();
-        let server = resolve_nodes(&nodes)
-            .into_iter()
-            .next()
+        let addrs = resolve_nodes(&nodes);
+        let server = *addrs
+            .first()
             .ok_or_else(|| AgentError::Address(nodes.join(", ")))?;
         let bind: SocketAddr = if server.is_ipv4() {
             "0.0.0.0:0"
@@ -396,6 +398,12 @@ impl Agent {
             nodes,
             next_node: AtomicU64::new(0),
             server: Mutex::new(server),
+            addrs: Mutex::new(
+                addrs
+                    .into_iter()
+                    .filter(|a| a.is_ipv4() == server.is_ipv4())
+                    .collect(),
+            ),
             queues: Mutex::new(Vec::new()),
             new_queue: Notify::new(),
             sealed: AtomicU64::new(0),
@@ -627,12 +635,16 @@ pub async fn run(
     run_observed(config, source, stop, drain, None).await
 }
 
-/// Every address the configured nodes resolve to, in order, without repeats (a name with
-/// several addresses gives each). Names that do not resolve now are skipped.
+/// Every address the configured nodes resolve to, in the nodes' order, without repeats (a name
+/// with several addresses gives each, sorted, so that round-robin DNS answers in another
+/// order do not move the agent's place in its rotation). Names that do not resolve now are
+/// skipped.
 pub(crate) fn resolve_nodes(nodes: &[String]) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for n in nodes {
         if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(n) {
+            let mut addrs: Vec<SocketAddr> = addrs.collect();
+            addrs.sort();
             for a in addrs {
                 if !out.contains(&a) {
                     out.push(a);

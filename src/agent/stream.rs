@@ -21,18 +21,26 @@ enum StreamEnd {
 
 impl Agent {
     /// The address for the next attempt, and how many there are: the configured nodes are
-    /// tried in turn, so a node that is down or gone only costs one attempt per round.
+    /// tried in turn, so a node that is down or gone only costs one attempt per round. Names
+    /// are resolved again each time (within 2 s, else the last answer stands); addresses of
+    /// the other IP family than the agent's socket are left out.
     async fn pick_node(&self) -> (SocketAddr, usize) {
         let nodes = self.nodes.clone();
-        let addrs = tokio::task::spawn_blocking(move || super::resolve_nodes(&nodes))
-            .await
-            .unwrap_or_default();
-        let mut server = self.server.lock().expect("server lock");
-        if !addrs.is_empty() {
-            let i = self.next_node.load(Ordering::Relaxed) as usize % addrs.len();
-            *server = addrs[i];
+        let lookup = tokio::task::spawn_blocking(move || super::resolve_nodes(&nodes));
+        let ipv4 = self.endpoint.local_addr().map_or(true, |a| a.is_ipv4());
+        let fresh: Vec<SocketAddr> =
+            match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+                Ok(Ok(addrs)) => addrs.into_iter().filter(|a| a.is_ipv4() == ipv4).collect(),
+                _ => Vec::new(),
+            };
+        let mut known = self.addrs.lock().expect("addresses lock");
+        if !fresh.is_empty() {
+            *known = fresh;
         }
-        (*server, addrs.len().max(1))
+        let i = self.next_node.load(Ordering::Relaxed) as usize % known.len().max(1);
+        let server = known.get(i).copied().unwrap_or(known[0]);
+        *self.server.lock().expect("server lock") = server;
+        (server, known.len().max(1))
     }
 
     pub(super) async fn connection_loop(self: Arc<Self>) {
@@ -52,32 +60,43 @@ impl Agent {
                     Err(_) => Err(format!("no handshake within {limit:?}")),
                 }
             };
-            let wait = match attempt.await {
+            // Ok: a connection served and ended; Err: this node did not take us.
+            let outcome = match attempt.await {
                 Ok(conn) => {
-                    failed_in_round = 0;
                     self.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%server, agent = %self.identity, "connected");
                     let reason = self.clone().serve_connection(conn).await;
-                    // The next attempt goes to the next node: this one may be gone.
-                    self.next_node.fetch_add(1, Ordering::Relaxed);
-                    match State::of_connection_error(&reason) {
-                        // Our certificate is refused after the handshake, when the server
-                        // checks it: the connection closes at once with that reason.
-                        s if s.needs_a_person() => self.uplink.failed(s, &reason),
-                        _ => Duration::from_millis(self.config.reconnect_ms),
+                    // Our certificate is refused after the handshake, when the server checks
+                    // it; a node that cannot reach its database sends agents elsewhere: either
+                    // way the connection closes at once with that reason.
+                    if State::of_connection_error(&reason).needs_a_person()
+                        || reason.contains("try another node")
+                    {
+                        Err(reason)
+                    } else {
+                        Ok(())
                     }
                 }
+                Err(e) => Err(e),
+            };
+            // The next attempt goes to the next node: this one may be gone.
+            self.next_node.fetch_add(1, Ordering::Relaxed);
+            let wait = match outcome {
+                Ok(()) => {
+                    failed_in_round = 0;
+                    Duration::from_millis(self.config.reconnect_ms)
+                }
                 Err(e) => {
-                    self.next_node.fetch_add(1, Ordering::Relaxed);
                     failed_in_round += 1;
-                    let state = State::of_connection_error(&e);
-                    if failed_in_round < nodes && !state.needs_a_person() {
-                        // Other nodes are left to try in this round: at once.
-                        tracing::info!(%server, error = %e, "node unreachable; trying the next");
+                    if failed_in_round < nodes {
+                        // Other nodes are left to try in this round: at once. Only a whole
+                        // round refused backs off (one node with a wrong pin must not hold
+                        // the agent back while the others take it).
+                        tracing::info!(%server, error = %e, "node unreachable or refusing; trying the next");
                         Duration::from_millis(20)
                     } else {
                         failed_in_round = 0;
-                        self.uplink.failed(state, &e)
+                        self.uplink.failed(State::of_connection_error(&e), &e)
                     }
                 }
             };

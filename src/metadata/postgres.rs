@@ -199,8 +199,13 @@ impl Pg {
         self.run(Which::Keys, |mut c, t| {
             Box::pin(async move {
                 let e = |e| pg_err(&t, e);
+                // Nodes starting together on an empty database: one creates the table at a
+                // time (a transaction-scoped advisory lock), then each migration is serialised
+                // by the table lock below.
                 c.batch_execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                    "BEGIN; SELECT pg_advisory_xact_lock(7460551842); \
+                     CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+                     COMMIT",
                 )
                 .await
                 .map_err(e)?;

@@ -348,6 +348,13 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                 return;
             }
         };
+        if conn.close_reason().is_some() {
+            // Gone while it waited for an older connection: it serves nothing, and the epoch it
+            // took is simply older than the agent's next one.
+            shared.agents.release(&agent, &conn);
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         tracing::info!(epoch = lease.epoch, "agent connected");
         metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
         let actor = ConnectionActor {

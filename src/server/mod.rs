@@ -373,6 +373,7 @@ async fn watch_database(shared: Arc<connection::Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    ::metrics::gauge!(metrics::DATABASE_UP).set(1.0);
     loop {
         tick.tick().await;
         let ok = matches!(

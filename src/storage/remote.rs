@@ -38,7 +38,11 @@ impl Location {
     pub fn parse(text: &str) -> Result<Location, StoreError> {
         let bad = || StoreError::Url(text.to_owned());
         let Some((scheme, rest)) = text.split_once("://") else {
-            if text.is_empty() {
+            // `s3:/bucket` or `s3:bucket` is a mistyped URL, not a directory.
+            let typo = text
+                .split_once(':')
+                .is_some_and(|(s, _)| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphanumeric()));
+            if text.is_empty() || typo {
                 return Err(bad());
             }
             return Ok(Location::Local(PathBuf::from(text)));
@@ -135,9 +139,22 @@ pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreErro
             });
         }
         Location::S3 { bucket, prefix } => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(retry);
+            // The AWS_* environment, as `from_env` reads it, but an empty value counts as unset
+            // (systemd's `EnvironmentFile` makes `AWS_ACCESS_KEY_ID=` an empty variable, which
+            // would otherwise be taken as an empty static key and hide the instance's role).
+            let mut b = object_store::aws::AmazonS3Builder::new();
+            for (k, v) in std::env::vars() {
+                if k.starts_with("AWS_")
+                    && !v.is_empty()
+                    && let Ok(key) = k.to_ascii_lowercase().parse()
+                {
+                    b = b.with_config(key, v);
+                }
+            }
+            let mut b = b.with_bucket_name(bucket).with_retry(retry);
+            if settings.checksum_sha256 {
+                b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+            }
             for (k, v) in timeouts {
                 b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
             }
@@ -154,9 +171,8 @@ pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreErro
             if let Some(path_style) = settings.path_style {
                 b = b.with_virtual_hosted_style_request(!path_style);
             }
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
-                && let Some(c) = shared_credentials(settings)?
-            {
+            let key_in_env = std::env::var("AWS_ACCESS_KEY_ID").is_ok_and(|v| !v.is_empty());
+            if !key_in_env && let Some(c) = shared_credentials(settings)? {
                 b = b
                     .with_access_key_id(&c.key_id)
                     .with_secret_access_key(c.secret.as_str());
@@ -205,7 +221,8 @@ pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreErro
 /// `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`), profile `[store] profile`, else
 /// `AWS_PROFILE`, else `default`. None when there is no such file.
 fn shared_credentials(settings: &config::Store) -> Result<Option<Credentials>, StoreError> {
-    let path = if !settings.credentials_file.as_os_str().is_empty() {
+    let explicit = !settings.credentials_file.as_os_str().is_empty();
+    let path = if explicit {
         settings.credentials_file.clone()
     } else if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
         PathBuf::from(p)
@@ -214,37 +231,34 @@ fn shared_credentials(settings: &config::Store) -> Result<Option<Credentials>, S
     } else {
         return Ok(None);
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => zeroize::Zeroizing::new(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if settings.credentials_file.as_os_str().is_empty() {
-                return Ok(None);
-            }
-            return Err(StoreError::Open {
-                dir: path.display().to_string(),
-                detail: "store.credentials_file: no such file".into(),
-            });
-        }
-        Err(e) => {
-            return Err(StoreError::Open {
-                dir: path.display().to_string(),
-                detail: e.to_string(),
-            });
-        }
-    };
     let profile = if settings.profile.is_empty() {
         std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into())
     } else {
         settings.profile.clone()
     };
-    Credentials::parse(&text, &profile)
-        .map(Some)
-        .ok_or_else(|| StoreError::Open {
-            dir: path.display().to_string(),
-            detail: format!(
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => Credentials::parse(&zeroize::Zeroizing::new(text), &profile).ok_or_else(|| {
+            format!(
                 "profile [{profile}] with aws_access_key_id and aws_secret_access_key not found"
-            ),
-        })
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    match found {
+        Ok(c) => Ok(Some(c)),
+        // Set in the configuration: its absence or a missing profile is an error.
+        Err(detail) if explicit => Err(StoreError::Open {
+            dir: path.display().to_string(),
+            detail: format!("store.credentials_file: {detail}"),
+        }),
+        // A default location: the rest of the chain (web identity, instance metadata) runs.
+        Err(detail) => {
+            if path.exists() {
+                tracing::warn!(file = %path.display(), %detail, "AWS shared credentials file not used");
+            }
+            Ok(None)
+        }
+    }
 }
 
 struct Credentials {
@@ -354,7 +368,16 @@ mod tests {
             Location::parse("rel/dir").unwrap(),
             Location::Local("rel/dir".into())
         );
-        for bad in ["", "ftp://x/y", "s3://", "s3:///p", "file://", "s3://b?x=1"] {
+        for bad in [
+            "",
+            "ftp://x/y",
+            "s3://",
+            "s3:///p",
+            "file://",
+            "s3://b?x=1",
+            "s3:/bucket",
+            "gs:bucket",
+        ] {
             let e = Location::parse(bad).unwrap_err().to_string();
             assert!(e.contains("s3://bucket/prefix"), "{bad}: {e}");
         }
