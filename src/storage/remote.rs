@@ -6,14 +6,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{
-    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::durable::{LocalDir, SegmentWriter};
 use super::{PutOutcome, StoreError};
@@ -106,6 +103,40 @@ pub struct Store {
 /// multipart sizes). A local directory is created if absent.
 pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreError> {
     let location = Location::parse(location)?;
+    if let Location::Local(dir) = &location {
+        let objects = super::open_local(dir)?;
+        let segments: Arc<dyn SegmentWriter> = Arc::new(LocalDir::new(dir));
+        return Ok(Store {
+            objects,
+            segments,
+            location,
+        });
+    }
+    let (raw, prefix) = open_cloud(&location, settings)?;
+    let objects: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        raw
+    } else {
+        Arc::new(PrefixStore::new(raw, prefix))
+    };
+    Ok(Store {
+        segments: Arc::new(ObjectWriter {
+            objects: objects.clone(),
+            multipart_threshold: settings.multipart_threshold_bytes,
+            part_bytes: settings.multipart_part_bytes,
+        }),
+        objects,
+        location,
+    })
+}
+
+/// A bucket or container through object_store's builders, and the key prefix inside it.
+#[cfg(feature = "cloud")]
+fn open_cloud<'a>(
+    location: &'a Location,
+    settings: &config::Store,
+) -> Result<(Arc<dyn ObjectStore>, &'a str), StoreError> {
+    use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
+    use std::time::Duration;
     let open_err = |e: object_store::Error| StoreError::Open {
         dir: location.to_string(),
         detail: e.to_string(),
@@ -128,16 +159,8 @@ pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreErro
         ),
         (ClientConfigKey::ConnectTimeout, "5s".to_owned()),
     ];
-    let (raw, prefix): (Arc<dyn ObjectStore>, &str) = match &location {
-        Location::Local(dir) => {
-            let objects = super::open_local(dir)?;
-            let segments: Arc<dyn SegmentWriter> = Arc::new(LocalDir::new(dir));
-            return Ok(Store {
-                objects,
-                segments,
-                location,
-            });
-        }
+    Ok(match location {
+        Location::Local(_) => unreachable!("opened by `open`"),
         Location::S3 { bucket, prefix } => {
             // The AWS_* environment, as `from_env` reads it, but an empty value counts as unset
             // (systemd's `EnvironmentFile` makes `AWS_ACCESS_KEY_ID=` an empty variable, which
@@ -200,26 +223,24 @@ pub fn open(location: &str, settings: &config::Store) -> Result<Store, StoreErro
             }
             (Arc::new(b.build().map_err(open_err)?), prefix)
         }
-    };
-    let objects: Arc<dyn ObjectStore> = if prefix.is_empty() {
-        raw
-    } else {
-        Arc::new(PrefixStore::new(raw, prefix))
-    };
-    Ok(Store {
-        segments: Arc::new(ObjectWriter {
-            objects: objects.clone(),
-            multipart_threshold: settings.multipart_threshold_bytes,
-            part_bytes: settings.multipart_part_bytes,
-        }),
-        objects,
-        location,
+    })
+}
+
+#[cfg(not(feature = "cloud"))]
+fn open_cloud<'a>(
+    location: &'a Location,
+    _: &config::Store,
+) -> Result<(Arc<dyn ObjectStore>, &'a str), StoreError> {
+    Err(StoreError::Open {
+        dir: location.to_string(),
+        detail: "this build has no object store clients (built without the `cloud` feature)".into(),
     })
 }
 
 /// Credentials from the AWS shared credentials file (`[store] credentials_file`, else
 /// `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`), profile `[store] profile`, else
 /// `AWS_PROFILE`, else `default`. None when there is no such file.
+#[cfg(feature = "cloud")]
 fn shared_credentials(settings: &config::Store) -> Result<Option<Credentials>, StoreError> {
     let explicit = !settings.credentials_file.as_os_str().is_empty();
     let path = if explicit {
@@ -261,12 +282,14 @@ fn shared_credentials(settings: &config::Store) -> Result<Option<Credentials>, S
     }
 }
 
+#[cfg(feature = "cloud")]
 struct Credentials {
     key_id: String,
     secret: zeroize::Zeroizing<String>,
     token: Option<zeroize::Zeroizing<String>>,
 }
 
+#[cfg(feature = "cloud")]
 impl Credentials {
     /// The INI format of `~/.aws/credentials`: `[profile]` sections of `key = value` lines.
     fn parse(text: &str, profile: &str) -> Option<Credentials> {
@@ -383,6 +406,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cloud")]
     #[test]
     fn shared_credentials_pick_the_profile() {
         let text = "[default]\naws_access_key_id = A\naws_secret_access_key = S\n\n[ci]\n# note\naws_access_key_id=B\naws_secret_access_key=T\naws_session_token=X\n";
