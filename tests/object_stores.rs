@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path;
 use sealstream::config;
+use sealstream::storage::durable::SegmentWriter;
 use sealstream::storage::remote::ObjectWriter;
 use sealstream::storage::{self, PutOutcome, StoreError};
 
@@ -61,6 +62,38 @@ fn pattern(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
+/// `writer` creates `path` from `parts`, takes the same parts again as a repeat, refuses
+/// `other` as a conflict, and the object keeps the first bytes throughout.
+async fn create_if_absent(
+    name: &str,
+    objects: &dyn object_store::ObjectStore,
+    writer: &dyn SegmentWriter,
+    path: &Path,
+    parts: Vec<Bytes>,
+    other: Vec<Bytes>,
+) {
+    let whole: Vec<u8> = parts.iter().flat_map(|b| b.to_vec()).collect();
+    let put = |p: Vec<Bytes>| writer.put(path.clone(), p);
+    assert_eq!(
+        put(parts.clone()).await.unwrap(),
+        PutOutcome::Created,
+        "{name}"
+    );
+    assert_eq!(storage::get(objects, path).await.unwrap(), whole, "{name}");
+    assert_eq!(
+        put(parts).await.unwrap(),
+        PutOutcome::AlreadyPresent,
+        "{name}"
+    );
+    let e = put(other).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict { .. }), "{name}: {e}");
+    assert_eq!(
+        storage::get(objects, path).await.unwrap(),
+        whole,
+        "{name}: kept"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_writes_create_if_absent_reads_ranges_lists_and_uploads_in_parts() {
     for case in backends() {
@@ -108,67 +141,22 @@ async fn every_backend_writes_create_if_absent_reads_ranges_lists_and_uploads_in
         assert_eq!(listed, vec![q.clone(), p.clone()], "{name}");
 
         // The segment writer this backend uses in `serve`, from parts.
-        let seg = Path::from("v1/segments/2026-11-28/aa.seg");
         let parts = vec![pattern(1000, 4), pattern(2000, 5)];
-        let whole: Vec<u8> = parts.iter().flat_map(|b| b.to_vec()).collect();
-        assert_eq!(
-            opened
-                .segments
-                .put(seg.clone(), parts.clone())
-                .await
-                .unwrap(),
-            PutOutcome::Created,
-            "{name}"
-        );
-        assert_eq!(
-            opened
-                .segments
-                .put(seg.clone(), parts.clone())
-                .await
-                .unwrap(),
-            PutOutcome::AlreadyPresent,
-            "{name}"
-        );
-        assert!(matches!(
-            opened
-                .segments
-                .put(seg.clone(), vec![pattern(3000, 6)])
-                .await,
-            Err(StoreError::Conflict { .. })
-        ));
-        assert_eq!(storage::get(objects, &seg).await.unwrap(), whole, "{name}");
+        let seg = Path::from("v1/segments/2026-11-28/aa.seg");
+        let other = vec![pattern(3000, 6)];
+        create_if_absent(name, objects, opened.segments.as_ref(), &seg, parts, other).await;
 
         // A large segment in parts (multipart upload; a local directory writes it whole).
-        let big = Path::from("v1/segments/2026-11-28/bb.seg");
         let parts: Vec<Bytes> = (0..6).map(|i| pattern(2 * 1024 * 1024 + 7, i)).collect();
-        let whole: Vec<u8> = parts.iter().flat_map(|b| b.to_vec()).collect();
+        let mut other = parts.clone();
+        other[5] = pattern(2 * 1024 * 1024 + 7, 99);
         let writer = ObjectWriter {
             objects: opened.objects.clone(),
             multipart_threshold: 5 * 1024 * 1024,
             part_bytes: 5 * 1024 * 1024,
         };
-        use sealstream::storage::durable::SegmentWriter;
-        assert_eq!(
-            writer.put(big.clone(), parts.clone()).await.unwrap(),
-            PutOutcome::Created,
-            "{name}"
-        );
-        assert_eq!(storage::get(objects, &big).await.unwrap(), whole, "{name}");
-        assert_eq!(
-            writer.put(big.clone(), parts.clone()).await.unwrap(),
-            PutOutcome::AlreadyPresent,
-            "{name}"
-        );
-        let mut other = parts.clone();
-        other[5] = pattern(2 * 1024 * 1024 + 7, 99);
-        assert!(
-            matches!(
-                writer.put(big.clone(), other).await,
-                Err(StoreError::Conflict { .. })
-            ),
-            "{name}"
-        );
-        assert_eq!(storage::get(objects, &big).await.unwrap(), whole, "{name}");
+        let big = Path::from("v1/segments/2026-11-28/bb.seg");
+        create_if_absent(name, objects, &writer, &big, parts, other).await;
         eprintln!("{name}: conformance passed");
     }
 }
