@@ -317,38 +317,41 @@ async fn nothing_is_served_when_the_audit_log_cannot_be_written() {
     env.stop().await;
 }
 
-/// A login unused for longer than the idle time is gone.
+/// A login unused for longer than the idle time is gone: the console's own check on each
+/// request refuses it (the login is aged in the database, as time would age it), while a
+/// fresh login goes on working.
 #[actix_rt::test]
 async fn an_idle_login_expires() {
     let env = Env::start(Backend::Sqlite, false).await;
     let md = &env.server().metadata;
     add_user(md, "ann", Role::Admin, &[], ANN).await;
-    let console = start(&env, |_| {}).await;
-    let mut ann = Http::new(console.addr);
-    assert_eq!(ann.login("ann", ANN).await.status, 200);
-    let token = ann
-        .cookie
-        .as_ref()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_owned();
-    let hash = sealstream::console::auth::token_sha256(&token);
-    let idle = 15 * 60_000_000;
-    assert!(
-        md.touch_login(hash, now_us(), idle)
-            .await
-            .unwrap()
-            .is_some()
+    let console = start(&env, |c| c.idle_minutes = 15).await;
+    let mut old = Http::new(console.addr);
+    assert_eq!(old.login("ann", ANN).await.status, 200);
+    assert_eq!(old.get("/api/me").await.status, 200);
+    let mut fresh = Http::new(console.addr);
+    assert_eq!(fresh.login("ann", ANN).await.status, 200);
+
+    let token = old.cookie.as_ref().unwrap().split_once('=').unwrap().1;
+    let hash = sealstream::console::auth::token_sha256(token);
+    let aged = now_us() - 16 * 60_000_000;
+    let db = rusqlite::Connection::open(env.cfg.sqlite_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE console_login SET last_seen_us = ?1 WHERE token_sha256 = ?2",
+            rusqlite::params![aged, &hash[..]],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "the login's row");
+
+    let r = old.get("/api/me").await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        fresh.get("/api/me").await.status,
+        200,
+        "a fresh login still works"
     );
-    assert!(
-        md.touch_login(hash, now_us() + idle + 1_000_000, idle)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(ann.get("/api/me").await.status, 401);
     console.stop().await;
     env.stop().await;
 }
@@ -436,6 +439,10 @@ async fn key_files_are_served_only_when_they_are_key_files() {
     .await
     .unwrap();
     env.server().reload_keks().await;
+    // An agent's DEK under it, so that the console would serve its key file at all.
+    let mut other = env.enroll("ts-02");
+    other.kek = other_pub.clone();
+    run_agent(other, spec(1, 0.3)).await;
     let console = start(&env, |_| {}).await;
     let mut ann = Http::new(console.addr);
     assert_eq!(ann.login("ann", ANN).await.status, 200);
@@ -465,4 +472,114 @@ async fn key_files_are_served_only_when_they_are_key_files() {
     );
     console.stop().await;
     env.stop().await;
+}
+
+/// A KEK's private key file is an offline passphrase-guessing target: a reviewer gets it only
+/// for a KEK that wraps a DEK of an agent they are granted, whatever the KEK is bound to (the
+/// how-to's insert binds it to none); every fetch and every refusal is audited.
+async fn private_key_files_follow_the_grant(backend: Backend) {
+    let env = Env::start(backend, true).await;
+    let d = env.dir.path();
+    common::genrsa(d, "team-b.pem", 2048, &["-aes256"]);
+    let team_b_pub = common::pubout(d, "team-b.pem", "team-b.crt", true);
+    common::genrsa(d, "unused.pem", 2048, &["-aes256"]);
+    let unused_pub = common::pubout(d, "unused.pem", "unused.crt", true);
+    let md = &env.server().metadata;
+    for (public, private) in [(&team_b_pub, "team-b.pem"), (&unused_pub, "unused.pem")] {
+        md.insert_kek(
+            true,
+            true,
+            &public.display().to_string(),
+            &d.join(private).display().to_string(),
+        )
+        .await
+        .unwrap();
+    }
+    env.server().reload_keks().await;
+    run_agent(env.enroll("ts-01"), spec(1, 0.5)).await;
+    let mut vdi = env.enroll("vdi-01");
+    vdi.kek = team_b_pub.clone();
+    run_agent(vdi, spec(1, 0.5)).await;
+    add_user(md, "ann", Role::Admin, &[], ANN).await;
+    add_user(md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
+
+    let team_a = common::openssl_fingerprint(d, "publickey.crt");
+    let team_b = common::openssl_fingerprint(d, "team-b.crt");
+    let unused = common::openssl_fingerprint(d, "unused.crt");
+    let console = start(&env, |_| {}).await;
+    let mut rita = Http::new(console.addr);
+    assert_eq!(rita.login("rita", RITA).await.status, 200);
+    let listed = rita.get("/api/keks").await.json();
+    let private_file = |kek: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kek_id"] == kek)
+            .map(|k| k["private_file"].as_bool().unwrap())
+    };
+    assert_eq!(private_file(&team_a), Some(true), "{listed}");
+    assert_eq!(private_file(&team_b), Some(false), "{listed}");
+    assert_eq!(private_file(&unused), Some(false), "{listed}");
+
+    let r = rita.get(&format!("/api/keks/{team_a}/private")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, std::fs::read(d.join("keypair.pem")).unwrap());
+    for kek in [&team_b, &unused] {
+        let r = rita.get(&format!("/api/keks/{kek}/private")).await;
+        assert_eq!(r.status, 404, "{kek}: {r:?}");
+        assert!(!String::from_utf8_lossy(&r.body).contains("PRIVATE KEY"));
+        // The public key is no secret: still served.
+        assert_eq!(
+            rita.get(&format!("/api/keks/{kek}/public")).await.status,
+            200
+        );
+    }
+    let mut ann = Http::new(console.addr);
+    assert_eq!(ann.login("ann", ANN).await.status, 200);
+    let r = ann.get(&format!("/api/keks/{team_b}/private")).await;
+    assert_eq!(r.status, 200, "an admin sees every agent: {r:?}");
+    assert_eq!(r.body, std::fs::read(d.join("team-b.pem")).unwrap());
+
+    let rows = actions(&env).await;
+    let has = |actor: &str, action: &str, detail: String| {
+        rows.iter()
+            .any(|(a, act, det, _)| a == actor && act == action && *det == detail)
+    };
+    assert!(
+        has(
+            "rita",
+            "fetch_key_file",
+            format!("kek={team_a} file=private")
+        ),
+        "{rows:?}"
+    );
+    assert!(
+        has("rita", "denied", format!("kek={team_b} file=private")),
+        "{rows:?}"
+    );
+    assert!(
+        has("rita", "denied", format!("kek={unused} file=private")),
+        "{rows:?}"
+    );
+    assert!(
+        has(
+            "ann",
+            "fetch_key_file",
+            format!("kek={team_b} file=private")
+        ),
+        "{rows:?}"
+    );
+    console.stop().await;
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn private_key_files_follow_the_grant_sqlite() {
+    private_key_files_follow_the_grant(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn private_key_files_follow_the_grant_postgres() {
+    private_key_files_follow_the_grant(Backend::Postgres).await;
 }

@@ -544,18 +544,30 @@ async fn visible_keks(
         .collect())
 }
 
+/// May `caller` have `kek`'s private key file: does it wrap a DEK of an agent they may see?
+async fn may_fetch_private(state: &State, caller: &Caller, kek: &str) -> Result<bool, ApiError> {
+    Ok(state
+        .md
+        .kek_agents(kek)
+        .await?
+        .iter()
+        .any(|a| caller.may_see(a)))
+}
+
 async fn keks(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
     state.audit(&caller, "list_keks", "").await?;
-    let out: Vec<KekJson> = visible_keks(&state, &caller)
-        .await?
-        .into_iter()
-        .map(|k| KekJson {
-            kek_id: k.fingerprint.unwrap_or_default(),
+    let mut out = Vec::new();
+    for k in visible_keks(&state, &caller).await? {
+        let kek_id = k.fingerprint.unwrap_or_default();
+        let private_file = k.priv_datafile.is_some_and(|p| !p.is_empty())
+            && may_fetch_private(&state, &caller, &kek_id).await?;
+        out.push(KekJson {
+            kek_id,
             priv_encrypted: k.priv_encrypted,
             active: k.active,
-            private_file: k.priv_datafile.is_some_and(|p| !p.is_empty()),
-        })
-        .collect();
+            private_file,
+        });
+    }
     Ok(HttpResponse::Ok().json(out))
 }
 
@@ -581,11 +593,20 @@ async fn kek_file(
     };
     let file = match which.as_str() {
         "public" => row.pub_datafile.clone(),
-        "private" => row
-            .priv_datafile
-            .clone()
-            .filter(|p| !p.is_empty())
-            .ok_or(ApiError::NotFound)?,
+        "private" => {
+            // The private key file is an offline passphrase-guessing target: only a reviewer
+            // who may see an agent whose DEKs this KEK wraps gets it, whatever the KEK's
+            // binding says (the how-to's insert binds a KEK to no agent).
+            if !may_fetch_private(&state, &caller, &kek).await? {
+                return Err(state
+                    .denied(&caller, &format!("kek={kek} file=private"))
+                    .await);
+            }
+            row.priv_datafile
+                .clone()
+                .filter(|p| !p.is_empty())
+                .ok_or(ApiError::NotFound)?
+        }
         _ => return Err(ApiError::NotFound),
     };
     state

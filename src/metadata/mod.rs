@@ -512,4 +512,9 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0005_agent_lease.sql"),
         include_str!("../../migrations/sqlite/0005_agent_lease.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_dek_by_kek.sql"),
+        include_str!("../../migrations/sqlite/0006_dek_by_kek.sql"),
+    ),
 ];

@@ -224,6 +224,14 @@ impl Metadata {
         }
     }
 
+    /// The agents that have a DEK record wrapped under `kek` (a `sha256:` KEK id).
+    pub async fn kek_agents(&self, kek: &str) -> Result<Vec<String>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.kek_agents(kek.to_owned()).await,
+            Metadata::Sqlite(s) => s.kek_agents(kek.to_owned()).await,
+        }
+    }
+
     pub async fn console_user(&self, name: &str) -> Result<Option<ConsoleUser>, MetaError> {
         match self {
             Metadata::Postgres(p) => p.console_user(name.to_owned()).await,

@@ -214,6 +214,22 @@ impl Pg {
         .await
     }
 
+    pub async fn kek_agents(&self, kek: String) -> Result<Vec<String>, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT DISTINCT agent_id FROM encryption_dek WHERE kek_fingerprint = $1",
+                        &[&kek],
+                    )
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })
+        })
+        .await
+    }
+
     pub async fn console_user(&self, name: String) -> Result<Option<ConsoleUser>, MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {

@@ -227,6 +227,17 @@ impl Lite {
         .await
     }
 
+    pub async fn kek_agents(&self, kek: String) -> Result<Vec<String>, MetaError> {
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT DISTINCT agent_id FROM encryption_dek WHERE kek_fingerprint = ?1",
+            )?;
+            let rows = st.query_map([kek], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     pub async fn console_user(&self, name: String) -> Result<Option<ConsoleUser>, MetaError> {
         self.with(move |c| {
             c.query_row(
