@@ -637,14 +637,21 @@ fn keys_convert_writes_the_form_browsers_open() {
 }
 
 /// Console accounts from the command line: added with an argon2id hash (never the password),
-/// listed, disabled, enabled, granted, given a new password; a taken name or a short password
-/// is refused with words that say so; every change is in the audit log.
+/// listed, disabled, enabled, granted, given a new password (the console then takes the new
+/// one and refuses the old); a taken name or a short password is refused with words that say
+/// so; every change is in the audit log.
 #[test]
 fn users_are_added_listed_disabled_and_granted_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("serve.toml"), "data_dir = \"state\"\n").unwrap();
+    let console = common::agents::free_tcp();
+    std::fs::write(
+        d.join("serve.toml"),
+        format!("data_dir = \"state\"\n[console]\nlisten = \"{console}\"\n"),
+    )
+    .unwrap();
     std::fs::write(d.join("pw.txt"), "a long enough password\n").unwrap();
+    std::fs::write(d.join("new-pw.txt"), "another long password\n").unwrap();
     std::fs::write(d.join("short.txt"), "short\n").unwrap();
     let users = |args: &[&str]| {
         let mut c = sealstream(d);
@@ -689,10 +696,22 @@ fn users_are_added_listed_disabled_and_granted_from_the_command_line() {
         .stdout(predicate::str::is_match(r"rita\s+reviewer\s+disabled").unwrap());
     users(&["enable", "rita"]).success();
     users(&["grant", "rita", "--agents", "eu-*"]).success();
-    users(&["passwd", "rita", "--password-file", "pw.txt"]).success();
+    users(&["passwd", "rita", "--password-file", "new-pw.txt"]).success();
     users(&["list"])
         .success()
         .stdout(predicate::str::is_match(r"rita\s+reviewer\s+active\s+eu-\*").unwrap());
+    // `sealstream console` on the same config: rita logs in with her new password only; ann's
+    // is untouched.
+    let logins = console_logins(
+        d,
+        console,
+        &[
+            ("rita", "a long enough password"),
+            ("rita", "another long password"),
+            ("ann", "a long enough password"),
+        ],
+    );
+    assert_eq!(logins, [401, 200, 200], "old, new, other user");
     users(&["disable", "nobody"])
         .failure()
         .stderr(predicate::str::contains("no console user named"));
@@ -721,6 +740,58 @@ fn users_are_added_listed_disabled_and_granted_from_the_command_line() {
     ] {
         assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
     }
+}
+
+/// Run `sealstream console --config serve.toml` in `d` (listening on `addr`) and return the
+/// HTTP status of a console login with each (user, password), in order.
+fn console_logins(d: &Path, addr: std::net::SocketAddr, logins: &[(&str, &str)]) -> Vec<u16> {
+    use std::io::{BufRead, BufReader};
+    /// Ends the console when the test ends, passed or not.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Running(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("sealstream"))
+            .current_dir(d)
+            .args(["console", "--config", "serve.toml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let up = line.contains("sealstream review console on");
+        said.push(line);
+        if up {
+            break;
+        }
+    }
+    // Keep reading what it says, so its stderr never breaks.
+    std::thread::spawn(move || stderr.for_each(drop));
+    assert!(
+        said.last()
+            .is_some_and(|l| l.contains("sealstream review console on")),
+        "the console did not start: {said:?}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for (user, password) in logins {
+            let mut http = common::console::Http::new(addr);
+            out.push(http.login(user, password).await.status);
+        }
+        out
+    })
 }
 
 /// `quickstart --serve` keeps the server and the console running after the round trip, with

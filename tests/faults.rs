@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,9 +18,12 @@ use std::time::Duration;
 use common::agents::{check, free_tcp, free_udp, rss_kib, run_agent, spec};
 use common::faults::{Child, Faulty, PrivatePg, relay};
 use common::server::Env;
+use sealstream::agent::spool;
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::export::{self, Status};
+use sealstream::inspect;
 use sealstream::metadata::{Metadata, Table};
+use sealstream::protocol::{SessionId, StreamId};
 use sealstream::storage;
 use sha2::{Digest, Sha256};
 
@@ -307,6 +311,43 @@ async fn postgresql_stopped_and_restarted_mid_run_loses_nothing() {
     env.stop().await;
 }
 
+/// What a killed agent's spool holds, read from its files without opening the spool (which
+/// would recover and rewrite it): per stream, the chunks the ack ledger does not name (to be
+/// resent, with their SHA-256) and the highest sequence number spooled.
+#[derive(Default)]
+struct Spooled {
+    unacked: BTreeMap<(SessionId, StreamId), BTreeMap<u64, [u8; 32]>>,
+    last_seq: BTreeMap<(SessionId, StreamId), u64>,
+    dek_records: usize,
+}
+
+fn read_spool(dir: &std::path::Path) -> Spooled {
+    let acked = std::fs::read(dir.join("ledger"))
+        .map(|b| spool::scan_ledger(&b).acked)
+        .unwrap_or_default();
+    let mut out = Spooled::default();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "spool") {
+            continue;
+        }
+        let scan = spool::scan_file(&std::fs::read(&path).unwrap());
+        out.dek_records += scan.deks.len();
+        for c in scan.chunks {
+            let h = &c.header;
+            let last = out.last_seq.entry((h.session, h.stream)).or_default();
+            *last = (*last).max(h.seq);
+            if !acked.contains(&(h.session, h.stream, h.seq)) {
+                out.unacked
+                    .entry((h.session, h.stream))
+                    .or_default()
+                    .insert(h.seq, Sha256::digest(c.bytes()).into());
+            }
+        }
+    }
+    out
+}
+
 #[actix_rt::test]
 async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
     let mut env = Env::start(common::server::Backend::Sqlite, true).await;
@@ -343,16 +384,25 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     first.kill().unwrap(); // SIGKILL, mid-run
     first.wait().unwrap();
+
+    // What the killed agent left: read from its spool files and ack ledger, not from what the
+    // agent says about them.
+    let spooled = read_spool(&dir.join("spool"));
+    let unacked: u64 = spooled.unacked.values().map(|c| c.len() as u64).sum();
+    assert!(spooled.dek_records > 0, "the spool holds its DEK record");
+    assert_eq!(
+        spooled.unacked.len(),
+        6,
+        "each of the 3 users' 2 streams sealed chunks while the server was down: {:?}",
+        spooled.unacked.keys().collect::<Vec<_>>()
+    );
+
     env.cfg.listen = addr;
     env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
-    let stored_at_kill = env.server().metadata.count(Table::Chunks).await.unwrap();
-    let spooled: Vec<_> = std::fs::read_dir(dir.join("spool"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let stored_at_kill = env.server().metadata.count(Table::Chunks).await.unwrap() as u64;
     assert!(
-        stored_at_kill > 0 && !spooled.is_empty(),
-        "killed with data in flight: {stored_at_kill} stored, spool {spooled:?}"
+        stored_at_kill > 0,
+        "the killed run had chunks stored before the server went away"
     );
 
     let second = agent("1", "1");
@@ -363,15 +413,11 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("0 not acked yet"), "{stdout}");
-    let recovered: u64 = stdout
-        .split("spool: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
     assert!(
-        recovered > 0,
-        "chunks sealed while the server was down came back from the spool: {stdout}"
+        stdout.contains(&format!(
+            "spool: {unacked} chunks recovered from the last run"
+        )),
+        "the agent found the {unacked} unacked chunks its spool holds: {stdout}"
     );
     let left = std::fs::read_dir(dir.join("spool"))
         .unwrap()
@@ -383,14 +429,49 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
                 .is_some_and(|x| x == "spool")
         })
         .count();
-    assert!(
-        left <= 1,
-        "the spool drained (at most the open file remains): {left}"
-    );
+    assert_eq!(left, 0, "every spool file was acked in full and deleted");
 
-    // The checker: every stored chunk exported once; the killed run's streams are contiguous
-    // from 0 (nothing acked went missing, no gap) and end without a final chunk.
+    // The store, read without a key: every chunk the killed agent had spooled unacked is there
+    // with the same bytes, and each of the killed run's streams holds every number from 0 to
+    // the last one it sealed, each once.
     let store = storage::open_local(&env.store_dir()).unwrap();
+    let scan = inspect::scan(store.as_ref(), &inspect::Filter::default(), false, |_| {})
+        .await
+        .unwrap();
+    assert!(scan.damaged.is_empty(), "{:?}", scan.damaged);
+    let crashy = sealstream::protocol::AgentId::new("crashy").unwrap();
+    for (&(session, stream), last) in &spooled.last_seq {
+        let held = scan
+            .streams
+            .get(&(crashy.clone(), session, stream))
+            .unwrap_or_else(|| panic!("stream {session}/{} not in the store", stream.0));
+        let seqs: Vec<u64> = held.keys().copied().collect();
+        assert_eq!(
+            seqs,
+            (0..=*last).collect::<Vec<_>>(),
+            "stream {session}/{}: every chunk 0..={last} stored",
+            stream.0
+        );
+        for (seq, copies) in held {
+            assert_eq!(copies.len(), 1, "{session}/{}/{seq} stored once", stream.0);
+        }
+        for (seq, digest) in spooled
+            .unacked
+            .get(&(session, stream))
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(
+                &held[seq][0].digest, digest,
+                "{session}/{}/{seq}: the spooled bytes were stored",
+                stream.0
+            );
+        }
+    }
+
+    // The export: the killed run's streams are authentic and contiguous up to their last
+    // spooled chunk (no final chunk: the agent was killed before it could seal one); the second
+    // run's user finished normally.
     let out_dir = env.dir.path().join("export");
     let report = export::export(store.as_ref(), &[env.private_key()], None, &out_dir)
         .await
@@ -399,23 +480,25 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
     let stored = env.server().metadata.count(Table::Chunks).await.unwrap() as u64;
     let exported: u64 = report.streams.iter().map(|s| s.chunks).sum();
     assert_eq!(exported, stored, "each stored chunk exported exactly once");
-    let incomplete = report
-        .streams
-        .iter()
-        .filter(|s| s.status == Status::Incomplete)
-        .count();
-    let complete = report
-        .streams
-        .iter()
-        .filter(|s| s.status == Status::Complete)
-        .count();
+    for s in &report.streams {
+        let killed = spooled.last_seq.iter().find(|((session, stream), _)| {
+            session.to_string() == s.session && stream.0 == s.stream
+        });
+        match killed {
+            Some((_, last)) => {
+                assert_eq!(s.status, Status::Incomplete, "{s:?}");
+                assert_eq!(s.chunks, last + 1, "{s:?}");
+            }
+            None => assert_eq!(s.status, Status::Complete, "{s:?}"),
+        }
+    }
     assert_eq!(
-        incomplete, 6,
-        "the killed run's 3 users x 2 streams end without a final chunk"
+        report.streams.len(),
+        6 + 2,
+        "3 killed users' and 1 finished user's streams"
     );
-    assert_eq!(complete, 2, "the second run's user finished normally");
     eprintln!(
-        "agent SIGKILL: {stored_at_kill} chunks stored at the kill, {recovered} resent from the spool, {stored} stored in all, 0 missing, 0 duplicates"
+        "agent SIGKILL: {stored_at_kill} chunks stored at the kill, {unacked} unacked in the spool and all stored after the restart, {stored} stored in all, 0 missing, 0 duplicates"
     );
     env.stop().await;
 }

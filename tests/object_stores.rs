@@ -6,11 +6,15 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path;
+use sealstream::agent;
 use sealstream::config;
+use sealstream::protocol::uplink::Reject;
 use sealstream::storage::durable::SegmentWriter;
 use sealstream::storage::remote::ObjectWriter;
 use sealstream::storage::{self, PutOutcome, StoreError};
@@ -231,6 +235,37 @@ async fn agents_record_into_every_backend_and_export_and_verify_read_it_by_url()
     }
 }
 
+/// The agent's retry_later answers, counted under the store fault in force when each arrived.
+struct RetryLaterByFault {
+    store: Arc<FaultyStore>,
+    seen: [AtomicU64; 5],
+}
+
+impl RetryLaterByFault {
+    fn seen(&self, f: Fault) -> u64 {
+        self.seen[f as usize].load(SeqCst)
+    }
+}
+
+impl agent::Observer for RetryLaterByFault {
+    fn acked(&self, _bytes: usize, _latency: Duration) {}
+
+    fn rejected(&self, code: Reject) {
+        if code == Reject::RetryLater {
+            self.seen[self.store.current() as usize].fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// Wait (up to a minute) until `done` holds; `what` says what was awaited if it never does.
+async fn wait_until(mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{}", what());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_backend() {
     for case in backends() {
@@ -254,24 +289,75 @@ async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_b
                 .await
                 .unwrap(),
         );
-        let agent = tokio::spawn(run_agent(env.enroll("terminal-7"), spec(2, 6.0)));
+        let observer = Arc::new(RetryLaterByFault {
+            store: faulty.clone(),
+            seen: Default::default(),
+        });
+        // The agent records until told to stop, so that every fault meets its writes however
+        // slow the machine.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let agent = tokio::spawn(agent::run_observed(
+            env.enroll("terminal-7"),
+            agent::Source::Synthetic(spec(2, 600.0)),
+            stopped,
+            Duration::from_secs(120),
+            Some(observer.clone() as Arc<dyn agent::Observer>),
+        ));
         for fault in [
             Fault::Failing,
             Fault::Slow,
             Fault::Throttling,
             Fault::Unreachable,
         ] {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Healthy in between: writes go through again before the next fault.
+            let healthy = faulty.hits(Fault::Healthy);
+            wait_until(
+                || faulty.hits(Fault::Healthy) >= healthy + 2,
+                || format!("{name}: writes go through before {fault:?}"),
+            )
+            .await;
             faulty.set(fault);
-            tokio::time::sleep(Duration::from_millis(900)).await;
+            // Each fault acts on writes of its own, and each refusing one reaches the agent as
+            // retry_later (the chunks are resent); a slow store only delays.
+            wait_until(
+                || {
+                    faulty.hits(fault) >= 2 && (fault == Fault::Slow || observer.seen(fault) >= 1)
+                },
+                || {
+                    format!(
+                        "{name}: {fault:?} acted on {} writes and the agent heard retry_later {} times under it",
+                        faulty.hits(fault),
+                        observer.seen(fault)
+                    )
+                },
+            )
+            .await;
             faulty.set(Fault::Healthy);
         }
-        let report = agent.await.unwrap();
-        let refused = faulty.refused.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(refused >= 3, "{name}: faults were injected ({refused})");
+        stop.send(true).unwrap();
+        let report = agent.await.unwrap().unwrap();
+        let refused = faulty.refused.load(SeqCst);
+        let per_fault = [
+            Fault::Failing,
+            Fault::Slow,
+            Fault::Throttling,
+            Fault::Unreachable,
+        ]
+        .map(|f| (f, faulty.hits(f), observer.seen(f)));
+        for (f, hits, retries) in per_fault {
+            assert!(hits > 0, "{name}: {f:?} acted on a write: {per_fault:?}");
+            if f != Fault::Slow {
+                assert!(
+                    retries > 0,
+                    "{name}: the agent was told retry_later under {f:?}: {per_fault:?}"
+                );
+            }
+        }
+        // Every refused write held at least one chunk, each answered retry_later.
+        let retry_later = report.rejected.get("retry_later").copied().unwrap_or(0);
         assert!(
-            report.rejected.get("retry_later").copied().unwrap_or(0) > 0,
-            "{name}: {:?}",
+            retry_later >= refused,
+            "{name}: {refused} writes refused, {retry_later} retry_later answers: {:?}",
             report.rejected
         );
         let frames = check_store(
@@ -281,7 +367,9 @@ async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_b
             &env.dir.path().join("export"),
         )
         .await;
-        eprintln!("{name}: {refused} writes refused by injected faults, {frames} frames verified");
+        eprintln!(
+            "{name}: (fault, writes it acted on, retry_later heard under it) {per_fault:?}; {refused} writes refused, {frames} frames verified"
+        );
         env.stop().await;
     }
 }

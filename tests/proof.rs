@@ -283,14 +283,29 @@ fn a_kek_holder_cannot_alter_reorder_or_cut_a_signed_stream() {
     .unwrap();
     let dek = Dek::unwrap(&record, &private.key, private.kek_id).unwrap();
     let h = &chunks[1].header;
-    let mut forger =
+    // A sealer of chunks from 1 on under the agent's DEK (version 2; it cannot sign the
+    // agent's checkpoints).
+    let sealer_from_1 = || {
         StreamSealer::starting_at(&dek, h.agent.clone(), h.session, h.stream, h.kind, 1).signed_by(
             f.signer("rogue"),
             Checkpoints {
                 every_chunks: 1000,
                 every: std::time::Duration::from_secs(3600),
             },
+        )
+    };
+    // Verify and export both say the chain the agent signed at chunk 3 no longer holds.
+    let refused = |store: &Path, out: &str| {
+        let a = f.verify(store, Some("ca/ca.crt")).code(3);
+        assert!(
+            stdout(&a).contains("checkpoint at chunk 3: the signature does not verify"),
+            "{}",
+            stdout(&a)
         );
+        let a = f.export(store, out, &["--agent-ca", "ca/ca.crt"]).code(3);
+        assert!(stdout(&a).contains("TAMPERED"), "{}", stdout(&a));
+    };
+    let mut forger = sealer_from_1();
     let frame = sealstream::protocol::payload::Frame {
         name: "f001.png",
         image: b"an altered frame",
@@ -300,21 +315,31 @@ fn a_kek_holder_cannot_alter_reorder_or_cut_a_signed_stream() {
     assert!(!forged.header.checkpoint);
     let mut altered = chunks.clone();
     altered[1] = forged;
-    let store = f.store("altered", &record, &altered);
-    let a = f.verify(&store, Some("ca/ca.crt")).code(3);
-    assert!(
-        stdout(&a).contains("checkpoint at chunk 3: the signature does not verify"),
-        "{}",
-        stdout(&a)
-    );
-    let a = f
-        .export(&store, "out", &["--agent-ca", "ca/ca.crt"])
-        .code(3);
-    assert!(stdout(&a).contains("TAMPERED"));
+    refused(&f.store("altered", &record, &altered), "out");
 
-    // Two chunks swapped (each re-numbered would fail its tag; here the store simply holds
-    // them in another order, which the numbering fixes): the chain still matches, nothing to
-    // report. Removing one is reported.
+    // Two frames swapped: the KEK holder re-seals frame 2 as chunk 1 and frame 1 as chunk 2
+    // (each tag valid under the DEK, each number in place), but the chain the agent signed
+    // at chunk 3 ran through them in the other order.
+    let key = sealstream::crypto::StreamKey::derive(&dek, &h.agent, h.session, h.stream, h.kind);
+    let (one, two) = (key.open(&chunks[1]).unwrap(), key.open(&chunks[2]).unwrap());
+    let mut swapper = sealer_from_1();
+    let mut reordered = chunks.clone();
+    reordered[1] = swapper
+        .seal(&two, chunks[1].header.capture_time_us, false)
+        .unwrap();
+    reordered[2] = swapper
+        .seal(&one, chunks[2].header.capture_time_us, false)
+        .unwrap();
+    assert_eq!(key.open(&reordered[1]).unwrap(), two, "a valid chunk 1");
+    refused(&f.store("reordered", &record, &reordered), "out-reordered");
+    // The same chunks merely stored in another order are the recording as sealed: the
+    // numbering puts them back, nothing to report.
+    let mut shuffled = chunks.clone();
+    shuffled.swap(1, 2);
+    let store = f.store("shuffled", &record, &shuffled);
+    f.verify(&store, Some("ca/ca.crt")).code(0);
+
+    // Removing one is reported.
     let mut cut = chunks.clone();
     cut.remove(2);
     let store = f.store("removed", &record, &cut);

@@ -1,13 +1,12 @@
-// Shared test helpers: the vectors of tests/vectors, and a small stream verifier (docs/format.md
-// "Verifying a stream") used to check the negative vectors.
+// Shared test helpers: the vectors of tests/vectors, their keys, and sealing of extra chunks.
+// Nothing here checks a chunk: the tests run the page's own modules for that.
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { openPrivateKey } from '../assets/js/keyfile.js';
 import { parseDekRecord, unwrapDek } from '../assets/js/dek.js';
-import { StreamKeys, TamperedError, nonce, parseChunk, streamKeyInfo } from '../assets/js/chunk.js';
-import { parseGap } from '../assets/js/payload.js';
-import { concat, equalBytes, fromHex, u16be, u32be, utf8, view } from '../assets/js/hex.js';
+import { StreamKeys, nonce, parseChunk, streamKeyInfo } from '../assets/js/chunk.js';
+import { concat, fromHex, u16be, u32be, utf8, view } from '../assets/js/hex.js';
 
 export const VECTORS_DIR = fileURLToPath(new URL('../../tests/vectors/', import.meta.url));
 export const vectors = JSON.parse(readFileSync(VECTORS_DIR + 'vectors.json', 'utf8'));
@@ -28,46 +27,6 @@ export function vectorKeys() {
     return { privateKey, record, dek, keys };
   })();
   return opened;
-}
-
-/**
- * Verify the chunks (bytes) of one stream: {status: 'complete' | 'incomplete' | 'tampered', detail}.
- */
-export async function verifyStream(chunkBytes, keys) {
-  const bySeq = new Map();
-  for (const bytes of chunkBytes) {
-    const c = parseChunk(bytes);
-    const same = bySeq.get(c.seq);
-    if (same && !equalBytes(same.bytes, c.bytes)) return tampered(`two different chunks ${c.seq}`);
-    bySeq.set(c.seq, c);
-  }
-  const chunks = [...bySeq.values()].sort((a, b) => (a.seq < b.seq ? -1 : 1));
-  let expect = 0n;
-  let final = false;
-  for (const c of chunks) {
-    if (final) return tampered(`chunk ${c.seq} follows the final chunk`);
-    if (c.kind !== chunks[0].kind) return tampered(`chunk ${c.seq} has another kind`);
-    let plain;
-    try {
-      plain = await keys.open(c);
-    } catch (err) {
-      if (err instanceof TamperedError) return tampered(err.message);
-      throw err;
-    }
-    if (c.gap) {
-      const gap = parseGap(plain);
-      if (gap.firstSeq !== expect || gap.lastSeq + 1n !== c.seq) return tampered(`gap record ${c.seq} does not match the hole`);
-    } else if (c.seq !== expect) {
-      return tampered(`chunks ${expect}..${c.seq - 1n} are missing`);
-    }
-    expect = c.seq + 1n;
-    final = c.final;
-  }
-  return { status: final ? 'complete' : 'incomplete', detail: '' };
-}
-
-function tampered(detail) {
-  return { status: 'tampered', detail };
 }
 
 /**

@@ -6,6 +6,7 @@
 
 mod console_bench;
 mod console_player;
+mod export_check;
 mod nodes;
 mod pg;
 mod report;
@@ -47,6 +48,11 @@ enum Command {
         /// Keep the servers' data directories (stores can be many GB) after the run.
         #[arg(long)]
         keep_data: bool,
+        /// After each pipeline run, export its store with the run's KEK (as an operator
+        /// would) and compare every frame and keystroke batch with what the agents sealed:
+        /// `export_mismatches` in report.json, and a failed run if any.
+        #[arg(long)]
+        check_export: bool,
         /// Override the scenario's duration, agents or users per agent.
         #[arg(long)]
         duration: Option<f64>,
@@ -263,6 +269,7 @@ fn main() -> anyhow::Result<()> {
             sealstream,
             pipeline_only,
             keep_data,
+            check_export,
             duration,
             agents,
             users,
@@ -311,6 +318,7 @@ fn main() -> anyhow::Result<()> {
                 host,
                 bin,
                 keep_data,
+                check_export,
             };
             let report = rt.block_on(run(setup, pipeline_only, compare_sqlite, rounds, command))?;
             println!("{}", report::summary(&report));
@@ -321,7 +329,7 @@ fn main() -> anyhow::Result<()> {
             }
             anyhow::ensure!(
                 report.problems.is_empty(),
-                "chunks were lost, acked twice or not indexed exactly once (see above)"
+                "chunks were lost, acked twice, not indexed exactly once or not exported as sealed (see above)"
             );
             Ok(())
         }
@@ -355,10 +363,12 @@ struct Setup {
     host: target::Host,
     bin: PathBuf,
     keep_data: bool,
+    check_export: bool,
 }
 
 /// One measurement: a fresh server of `mode` (on `admin`'s PostgreSQL when given, else
-/// SQLite), the scenario's agents against it, the index counted afterwards.
+/// SQLite), the scenario's agents against it, the index counted afterwards (and, with
+/// `--check-export`, the store exported and compared with what the agents sealed).
 async fn measure(
     setup: &Setup,
     mode: target::Mode,
@@ -417,6 +427,30 @@ async fn measure(
                     sealstream::metadata::Metadata::open(&server_url, &prepared.cfg.sqlite_path())
                         .await?;
                 result.stored_chunks = Some(md.count(sealstream::metadata::Table::Chunks).await?);
+            }
+            let reports = std::mem::take(&mut result.agent_reports);
+            if mode == Mode::Pipeline && setup.check_export {
+                let out = dir.join("export");
+                let check = export_check::check(
+                    &prepared.cfg.store_dir(),
+                    &prepared.kek_private,
+                    &reports,
+                    &out,
+                )
+                .await;
+                if !setup.keep_data {
+                    // Plaintext of the whole run: as large as the store.
+                    let _ = std::fs::remove_dir_all(&out);
+                }
+                let check = check.unwrap_or_else(|e| export_check::ExportCheck {
+                    exported_chunks: 0,
+                    frames_matched: 0,
+                    mismatches: vec![format!("the export failed: {e:#}")],
+                });
+                result.exported_chunks = Some(check.exported_chunks);
+                result.export_frames_matched = Some(check.frames_matched);
+                result.export_mismatches = Some(check.mismatches.len() as u64);
+                result.export_first_mismatches = check.mismatches.into_iter().take(10).collect();
             }
             Ok(result)
         }
@@ -494,6 +528,15 @@ async fn run(
             let stored_wrong = result
                 .stored_chunks
                 .is_some_and(|n| n as u64 != result.acked_chunks);
+            if let Some(n) = result.export_mismatches.filter(|&n| n > 0) {
+                report.problems.push(format!(
+                    "round {}, {:?} on {}: the export of the store differs from what the agents sealed in {n} place(s), first: {}",
+                    report.rounds.len() + 1,
+                    mode,
+                    result.database.as_deref().unwrap_or("the sink"),
+                    result.export_first_mismatches.join("; ")
+                ));
+            }
             if result.lost > 0 || result.duplicates > 0 || stored_wrong {
                 report.problems.push(format!(
                     "round {}, {:?} on {}: {} lost, {} acked twice, {} index rows for {} acked chunks",

@@ -28,7 +28,8 @@ pub struct Report {
     pub postgres_to_sqlite: Option<f64>,
     /// Every round's figures (`--rounds`); the runs above are the last round's.
     pub rounds: Vec<Round>,
-    /// Runs that lost a chunk, acked one twice or indexed one other than once.
+    /// Runs that lost a chunk, acked one twice, indexed one other than once or (with
+    /// `--check-export`) exported something other than what the agents sealed.
     pub problems: Vec<String>,
     pub median_ratio: Option<f64>,
     pub median_postgres_to_sqlite: Option<f64>,
@@ -191,7 +192,15 @@ pub fn summary(r: &Report) -> String {
             run.duplicates,
             run.stored_chunks
                 .map(|n| format!(" index rows {n}"))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &run
+                    .export_mismatches
+                    .map(|n| format!(
+                        " | export: {} chunks, {} frames as sealed, {n} mismatches",
+                        run.exported_chunks.unwrap_or(0),
+                        run.export_frames_matched.unwrap_or(0)
+                    ))
+                    .unwrap_or_default(),
             run.drain_s
                 .map(|d| format!(
                     " | backlog {} chunks drained in {d:.1} s",

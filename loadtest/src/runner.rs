@@ -102,6 +102,15 @@ pub struct RunResult {
     pub database: Option<String>,
     /// Index rows in the pipeline's database after the run (each acked chunk once).
     pub stored_chunks: Option<i64>,
+    /// `--check-export`: chunks an export of the pipeline's store decrypted, frames in it with
+    /// the SHA-256 of the frame the agent sealed, and the differences from what the agents
+    /// sealed (missing, altered, extra or duplicated frames, keystrokes, chunk count, damaged
+    /// objects, streams not complete), the first few of them described.
+    pub exported_chunks: Option<u64>,
+    pub export_frames_matched: Option<u64>,
+    pub export_mismatches: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export_first_mismatches: Vec<String>,
     /// This run's throughput / the transport-only run's, measured side by side.
     pub ratio_to_transport: Option<f64>,
     /// The longest time between two acks, anywhere, while agents were sending: a pipeline
@@ -125,6 +134,9 @@ pub struct RunResult {
     pub backlog_chunks: u64,
     pub drain_s: Option<f64>,
     pub samples: Vec<Sample>,
+    /// What each agent sealed (frame digests per session), for `--check-export`.
+    #[serde(skip)]
+    pub agent_reports: Vec<sealstream::agent::AgentReport>,
 }
 
 /// Process stats from /proc (Linux): (cpu ticks, rss bytes).
@@ -239,10 +251,12 @@ where
     }
     let mut lost = 0;
     let mut duplicates = 0;
+    let mut agent_reports = Vec::with_capacity(tasks.len());
     for t in tasks {
         let report = t.await??;
         lost += report.chunks_sealed - report.chunks_acked;
         duplicates += report.duplicate_acks;
+        agent_reports.push(report);
     }
     let hist = collector.latency_us.lock().expect("histogram lock").clone();
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
@@ -272,6 +286,10 @@ where
         mode,
         database: None,
         stored_chunks: None,
+        exported_chunks: None,
+        export_frames_matched: None,
+        export_mismatches: None,
+        export_first_mismatches: Vec::new(),
         ratio_to_transport: None,
         longest_ack_gap_ms: collector.longest_gap_us.load(Ordering::Relaxed) as f64 / 1000.0,
         window_s: window,
@@ -303,6 +321,7 @@ where
         backlog_chunks: if scenario.outage_s > 0.0 { backlog } else { 0 },
         drain_s,
         samples,
+        agent_reports,
     };
     Ok((result, target))
 }

@@ -52,6 +52,10 @@ pub enum Running {
     },
 }
 
+/// The passphrase of the run's KEK private key (`<run dir>/customer/keypair.pem`): with it an
+/// operator exports a kept store (`--keep-data`) with `sealstream export`.
+pub const KEK_PASSPHRASE: &[u8] = b"loadtest passphrase, not a secret";
+
 fn free_udp_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -92,7 +96,7 @@ impl Prepared {
         );
         std::fs::write(&config_path, toml)?;
         Pki::open_or_create(&cfg.data_dir)?;
-        let pass = Passphrase::new(b"loadtest passphrase, not a secret".to_vec());
+        let pass = Passphrase::new(KEK_PASSPHRASE.to_vec());
         let g = keys::generate_keypair(&dir.join("customer"), 2048, &pass)?;
         Ok(Prepared {
             mode,

@@ -118,23 +118,66 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// What the `openssl` CLI derives with `EVP_BytesToKey(cipher, md5, salt, pass, 1)`:
+    /// `openssl enc -<cipher> -md md5 -S <salt> -pass pass:<pw> -P` prints `key=` and `iv =`
+    /// in hex (the same derivation continued: key bytes, then IV bytes).
+    fn openssl_bytes_to_key(cipher: &str, passphrase: &str, salt: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let out = std::process::Command::new("openssl")
+            .args(["enc", &format!("-{cipher}"), "-md", "md5", "-P", "-S"])
+            .arg(hex::encode(salt))
+            .arg("-pass")
+            .arg(format!("pass:{passphrase}"))
+            .output()
+            .expect("the openssl CLI is installed");
+        assert!(
+            out.status.success(),
+            "openssl enc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let field = |name: &str| {
+            let line = text
+                .lines()
+                .find(|l| l.split('=').next().unwrap().trim() == name)
+                .unwrap_or_else(|| panic!("no {name}= in {text}"));
+            hex::decode(line.split_once('=').unwrap().1.trim()).unwrap()
+        };
+        assert_eq!(field("salt"), salt, "{text}");
+        (field("key"), field("iv"))
+    }
+
     #[test]
     fn bytes_to_key_matches_openssl() {
-        // `openssl enc -aes-256-cbc -md md5 -pass pass:secret -S 0102030405060708 -P -nosalt`-style
-        // derivation: the first MD5 block is MD5("secret" | salt).
-        let salt = [1, 2, 3, 4, 5, 6, 7, 8];
-        let k = bytes_to_key(b"secret", &salt, 32);
-        let mut h = Md5::new();
-        h.update(b"secret");
-        h.update(salt);
-        let d1: [u8; 16] = h.finalize().into();
-        let mut h = Md5::new();
-        h.update(d1);
-        h.update(b"secret");
-        h.update(salt);
-        let d2: [u8; 16] = h.finalize().into();
-        assert_eq!(&k[..16], &d1);
-        assert_eq!(&k[16..], &d2);
+        let cases: [(&str, usize, usize, &str, [u8; 8]); 5] = [
+            ("aes-128-cbc", 16, 16, "secret", [1, 2, 3, 4, 5, 6, 7, 8]),
+            ("aes-192-cbc", 24, 16, "correct horse battery", [0xff; 8]),
+            ("aes-256-cbc", 32, 16, "secret", [1, 2, 3, 4, 5, 6, 7, 8]),
+            (
+                "aes-256-cbc",
+                32,
+                16,
+                "p\u{e4}ss w\u{f6}rd",
+                [0x9a, 0, 0x3c, 0x7e, 0, 1, 0xd2, 0x10],
+            ),
+            ("des-ede3-cbc", 24, 8, "x", [0, 0, 0, 0, 0, 0, 0, 0]),
+        ];
+        for (cipher, key_len, iv_len, pass, salt) in cases {
+            let (key, iv) = openssl_bytes_to_key(cipher, pass, &salt);
+            assert_eq!((key.len(), iv.len()), (key_len, iv_len), "{cipher}");
+            // The key a `DEK-Info: <cipher>,<iv>` PEM decrypts with...
+            assert_eq!(
+                hex::encode(bytes_to_key(pass.as_bytes(), &salt, key_len)),
+                hex::encode(&key),
+                "{cipher} {pass:?}"
+            );
+            // ...and the derivation carried on past it, as openssl carries it into the IV.
+            let both = bytes_to_key(pass.as_bytes(), &salt, key_len + iv_len);
+            assert_eq!(
+                hex::encode(&both[key_len..]),
+                hex::encode(&iv),
+                "{cipher} {pass:?}"
+            );
+        }
     }
 
     #[test]

@@ -78,19 +78,16 @@ pub async fn run_agent(cfg: AgentConfig, spec: SyntheticSpec) -> AgentReport {
     .unwrap()
 }
 
-/// A process's resident memory in KiB (Linux).
+/// A process's resident memory in KiB (Linux). Panics when it cannot be read: a memory
+/// check that read 0 would pass whatever the process did.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("the memory of process {pid} cannot be read: {e}"));
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 pub fn free_udp() -> SocketAddr {

@@ -37,6 +37,9 @@ pub struct FaultyStore {
     calls: AtomicU64,
     /// Writes refused by an injected fault.
     pub refused: AtomicU64,
+    /// Writes each fault acted on, by `Fault as usize`: refused (Failing, Throttling,
+    /// Unreachable), delayed (Slow), let through (Healthy).
+    hits: [AtomicU64; 5],
 }
 
 impl FaultyStore {
@@ -46,11 +49,28 @@ impl FaultyStore {
             fault: AtomicU8::new(0),
             calls: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            hits: Default::default(),
         })
     }
 
     pub fn set(&self, f: Fault) {
         self.fault.store(f as u8, Ordering::SeqCst);
+    }
+
+    /// The fault applied to writes now.
+    pub fn current(&self) -> Fault {
+        match self.fault.load(Ordering::SeqCst) {
+            1 => Fault::Failing,
+            2 => Fault::Slow,
+            3 => Fault::Throttling,
+            4 => Fault::Unreachable,
+            _ => Fault::Healthy,
+        }
+    }
+
+    /// Writes `f` acted on so far (see `hits`).
+    pub fn hits(&self, f: Fault) -> u64 {
+        self.hits[f as usize].load(Ordering::SeqCst)
     }
 
     /// Apply the current fault to one write: Err is what the caller sees.
@@ -60,16 +80,20 @@ impl FaultyStore {
             store: "FaultyStore",
             source: format!("{path}: {msg}").into(),
         };
+        let fault = self.fault.load(Ordering::SeqCst);
+        let hit = || self.hits[usize::from(fault)].fetch_add(1, Ordering::SeqCst);
         let refuse = |e| {
             self.refused.fetch_add(1, Ordering::Relaxed);
+            hit();
             Err(e)
         };
-        match self.fault.load(Ordering::SeqCst) {
+        match fault {
             1 => refuse(err(
                 "Server returned non-2xx status code: 500 Internal Server Error: InternalError (injected)",
             )),
             2 => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                hit();
                 Ok(())
             }
             3 if n.is_multiple_of(2) => refuse(err(
@@ -80,6 +104,10 @@ impl FaultyStore {
                 refuse(err(
                     "error sending request: client error (Connect): tcp connect error: Connection refused (injected)",
                 ))
+            }
+            0 => {
+                hit();
+                Ok(())
             }
             _ => Ok(()),
         }
