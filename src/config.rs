@@ -83,6 +83,9 @@ pub struct Console {
     pub max_failed_logins: u32,
     /// A session that had a chunk indexed this recently counts as recording now.
     pub live_window_ms: u64,
+    /// The deployment's agent CA certificate (PEM), against which the page checks the agents'
+    /// signatures; unset: `<data_dir>/pki/ca.crt`.
+    pub agent_ca: Option<PathBuf>,
 }
 
 impl Default for Console {
@@ -94,6 +97,7 @@ impl Default for Console {
             idle_minutes: 15,
             max_failed_logins: 5,
             live_window_ms: 120_000,
+            agent_ca: None,
         }
     }
 }
@@ -317,6 +321,10 @@ impl ServeConfig {
         if let Some(c) = &mut cfg.console {
             c.tls_cert = c.tls_cert.as_ref().map(|p| resolve(base, p));
             c.tls_key = c.tls_key.as_ref().map(|p| resolve(base, p));
+            c.agent_ca = Some(match &c.agent_ca {
+                Some(p) => resolve(base, p),
+                None => cfg.data_dir.join("pki").join("ca.crt"),
+            });
         }
         cfg.validate(path)?;
         Ok(cfg)
@@ -716,6 +724,13 @@ mod tests {
         assert_eq!(c.store_dir(), dir.path().join("data/store"));
         assert_eq!(c.segments.max_age_ms, 50);
         assert_eq!(c.segments.max_bytes, 8 * 1024 * 1024);
+        // The console checks signatures against the server's agent CA unless told otherwise.
+        let (dir, p) = write("data_dir = \"data\"\n[console]\n");
+        let c = ServeConfig::load(&p).unwrap().console.unwrap();
+        assert_eq!(c.agent_ca.unwrap(), dir.path().join("data/pki/ca.crt"));
+        let (dir, p) = write("[console]\nagent_ca = \"offline/ca.crt\"\n");
+        let c = ServeConfig::load(&p).unwrap().console.unwrap();
+        assert_eq!(c.agent_ca.unwrap(), dir.path().join("offline/ca.crt"));
     }
 
     #[test]

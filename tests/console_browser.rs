@@ -20,8 +20,14 @@ use common::browser::{
 use common::console::{add_user, picture, png, start};
 use common::server::{Backend, Env};
 use fantoccini::Locator;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sealstream::agent::{self, Source};
-use sealstream::metadata::Role;
+use sealstream::crypto::{AgentSigner, Checkpoints};
+use sealstream::metadata::{ChunkRow, Role, SegmentCommit, StreamUpdate};
+use sealstream::protocol::payload::Frame;
+use sealstream::protocol::{AgentId, DekRecord, Kind, SealedChunk, Segment, SessionId, StreamId};
+use sealstream::recorder::Recorder;
+use sealstream::storage::{self, paths};
 use serde_json::json;
 
 const KEY_CANARY: &str = "KEYCANARY-93c1f0";
@@ -167,6 +173,14 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     page.shot("login-refused").await;
     page.login("rita", RITA).await;
     page.open_session("ts-01").await;
+    // The page checked what the store holds before anything else: signed to its end.
+    let proof = page
+        .until(
+            "the verdict on ts-01",
+            "return document.getElementById('proof-badge').dataset.status ?? null",
+        )
+        .await;
+    assert_eq!(proof, "verified");
 
     // The session is marked Encrypted; nothing is shown before decryption.
     let badges = page
@@ -439,8 +453,14 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
             .await,
         json!(true)
     );
+    // A step while locked lands in the locked state (the player says which frame it would
+    // show) and draws nothing: with keys left behind it would decrypt instead.
     page.click("step-fwd").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    page.until(
+        "the step handled while locked",
+        "return document.getElementById('frame').dataset.lockedIndex ?? null",
+    )
+    .await;
     assert_eq!(page.shown_seq().await, None, "nothing decrypts after Lock");
     page.shot("locked").await;
 
@@ -575,5 +595,263 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
         );
     }
     assert!(!logs.0.lock().unwrap().is_empty(), "the logs were captured");
+    env.stop().await;
+}
+
+/// What a store and database operator can do to recordings, each written straight into the
+/// store and the index as that operator would (object puts, SQL), and what the page says of
+/// each: the same verdict `verify --agent-ca` gives on the same store, in a reviewer's words,
+/// with capture times from the chunks themselves rather than the index.
+struct Operator<'a> {
+    env: &'a Env,
+    store: Arc<dyn object_store::ObjectStore>,
+}
+
+const T0_US: i64 = 1_795_773_600_000_000;
+
+impl Operator<'_> {
+    /// `frames` PNG frames and a final chunk by enrolled agent `name`, signed by its enrolment
+    /// key (checkpoints every 4 chunks) or, when `signed` is false, sealed from the public KEK
+    /// alone (what anyone holding the public KEK can make in the agent's name).
+    fn record(&self, name: &str, signed: bool, frames: u32) -> (DekRecord, Vec<SealedChunk>) {
+        use rustls::pki_types::pem::PemObject;
+        let cfg = self.env.enroll(name);
+        let kek = sealstream::keys::load_public_key(&self.env.kek_pub).unwrap();
+        let mut rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
+        if signed {
+            let cert = CertificateDer::from_pem_file(&cfg.cert).unwrap();
+            let key = PrivateKeyDer::from_pem_file(&cfg.key).unwrap();
+            let signer = Arc::new(AgentSigner::new(&cert, &key).unwrap());
+            let every = Checkpoints {
+                every_chunks: 4,
+                every: Duration::from_secs(3600),
+            };
+            rec = rec.signed_by(signer, every).unwrap();
+        }
+        let mut s = rec.open_stream(SessionId::random(), StreamId(0), Kind::Frame);
+        let mut chunks = Vec::new();
+        for n in 0..frames {
+            let image = png(W, H, &picture(W, H, n));
+            let frame = Frame {
+                name: &format!("screen-{n:03}.png"),
+                image: &image,
+            }
+            .encode();
+            chunks.push(
+                s.seal(&frame, T0_US + i64::from(n) * 1_000_000, false)
+                    .unwrap(),
+            );
+        }
+        let end = T0_US + i64::from(frames) * 1_000_000;
+        chunks.push(s.seal(&[], end, true).unwrap());
+        (rec.dek_record().clone(), chunks)
+    }
+
+    /// Put `chunks` into one segment object and `record` beside it, and index them; `claim`
+    /// edits the index's rows first (what the index says, not what is stored).
+    async fn write(
+        &self,
+        record: &DekRecord,
+        chunks: &[SealedChunk],
+        claim: impl FnOnce(&mut Vec<ChunkRow>, &mut StreamUpdate),
+    ) {
+        let dek_key = paths::dek_record(&record.agent, record.dek_id);
+        storage::put_new(self.store.as_ref(), &dek_key, record.encode().into())
+            .await
+            .unwrap();
+        let created = sealstream::metadata::now_us();
+        let id = Segment::new_id(created);
+        let (bytes, sha256) = Segment::encode(id, created, chunks);
+        let key = paths::segment(created, &id);
+        let size = bytes.len() as u64;
+        storage::put_new(self.store.as_ref(), &key, bytes)
+            .await
+            .unwrap();
+        let mut offset = sealstream::protocol::segment::HEADER_LEN as u64;
+        let mut rows = Vec::new();
+        for c in chunks {
+            let h = &c.header;
+            rows.push(ChunkRow {
+                agent: h.agent.clone(),
+                session: h.session,
+                stream: h.stream,
+                seq: h.seq,
+                digest: sealstream::protocol::segment::chunk_digest(c),
+                offset,
+                len: c.len() as u32,
+                capture_us: h.capture_time_us,
+                flags: sealstream::metadata::index_flags(c),
+                dek_id: h.dek_id.0,
+            });
+            offset += c.len() as u64;
+        }
+        let last = &chunks[chunks.len() - 1].header;
+        let mut stream = StreamUpdate {
+            agent: last.agent.clone(),
+            session: last.session,
+            stream: last.stream,
+            kind: last.kind.code(),
+            next_seq: last.seq + 1,
+            final_seq: last.last.then_some(last.seq),
+        };
+        claim(&mut rows, &mut stream);
+        let md = &self.env.server().metadata;
+        md.insert_deks(vec![(record.clone(), dek_key.to_string())])
+            .await
+            .unwrap();
+        md.commit_segment(SegmentCommit {
+            segment_id: id,
+            object_key: key.to_string(),
+            size,
+            sha256,
+            chunks: rows,
+            streams: vec![stream],
+            fences: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[actix_rt::test]
+async fn the_page_proves_what_it_shows_with_the_verdict_verify_gives() {
+    let env = Env::start(Backend::Sqlite, true).await;
+    let op = Operator {
+        env: &env,
+        store: sealstream::storage::open_local(&env.store_dir()).unwrap(),
+    };
+    // Genuine: signed to its final chunk.
+    let (record, chunks) = op.record("ts-good", true, 9);
+    op.write(&record, &chunks, |_, _| {}).await;
+    // Forged: sealed from the public KEK alone in an enrolled agent's name.
+    let (record, chunks) = op.record("ts-forged", false, 9);
+    op.write(&record, &chunks, |_, _| {}).await;
+    // Cut: its last chunks (after the checkpoint at chunk 7) are gone, and the index still
+    // says it ended with its final chunk.
+    let (record, chunks) = op.record("ts-cut", true, 9);
+    op.write(&record, &chunks[..8], |_, s| {
+        s.next_seq = 10;
+        s.final_seq = Some(9);
+    })
+    .await;
+    // A frame removed (store and index), and the next one's time moved by an hour in the index.
+    let (record, mut chunks) = op.record("ts-removed", true, 9);
+    chunks.remove(2);
+    op.write(&record, &chunks, |rows, _| {
+        let next = rows.iter_mut().find(|r| r.seq == 3).unwrap();
+        next.capture_us += 3_600_000_000;
+    })
+    .await;
+
+    // verify --agent-ca on the same store.
+    let ca_path = env.cfg.data_dir.join("pki").join("ca.crt");
+    let ca = sealstream::crypto::AgentCa::load(&ca_path).unwrap();
+    let report = sealstream::inspect::verify(op.store.as_ref(), Some(&ca), |_| {})
+        .await
+        .unwrap();
+    let verify = |agent: &str| {
+        let v = report
+            .streams
+            .iter()
+            .filter(|s| s.agent == agent)
+            .map(|s| s.verdict)
+            .min()
+            .unwrap();
+        serde_json::to_value(v).unwrap()
+    };
+
+    add_user(&env.server().metadata, "ann", Role::Admin, &[], ANN).await;
+    let console = start(&env, |_| {}).await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-proof-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let downloads = env.dir.path().join("downloads");
+    let (driver, c) = browser(&downloads).await;
+    let mut page = Page { c, shots, n: 0 };
+    page.c
+        .goto(&format!("http://{}/", console.addr))
+        .await
+        .unwrap();
+    page.until(
+        "the login form",
+        "return !document.getElementById('login-view').hidden",
+    )
+    .await;
+    page.login("ann", ANN).await;
+
+    // (agent, status, verify's verdict, words the message must hold)
+    let cases = [
+        (
+            "ts-good",
+            "verified",
+            "ok",
+            "signed by agent \"ts-good\" through its final chunk 9",
+        ),
+        (
+            "ts-forged",
+            "unsigned",
+            "unproven",
+            "not signed by a CA-issued agent",
+        ),
+        ("ts-cut", "incomplete", "incomplete", "cut after chunk 7"),
+        ("ts-removed", "tampered", "tampered", "chunk 2 removed"),
+    ];
+    for (agent, status, verdict, words) in cases {
+        page.open_session(agent).await;
+        let shown = page
+            .until(
+                &format!("the verdict on {agent}"),
+                "const b = document.getElementById('proof-badge'); \
+                 return b.dataset.status ? [b.dataset.status, b.dataset.verdict, \
+                 document.getElementById('proof-message').textContent] : null",
+            )
+            .await;
+        assert_eq!(shown[0], status, "{agent}: {shown}");
+        assert_eq!(shown[1], verdict, "{agent}: {shown}");
+        assert_eq!(verify(agent), json!(verdict), "{agent}: verify agrees");
+        assert!(
+            shown[2].as_str().unwrap().contains(words),
+            "{agent}: {shown}"
+        );
+        page.shot(&format!("proof-{agent}")).await;
+    }
+    // The cut one is "complete" by the index: the page's own verdict is what counts.
+    let listed = page
+        .js("return [...document.querySelectorAll('#sessions tbody tr')].find(r => r.cells[0].textContent === 'ts-cut').cells[4].textContent")
+        .await;
+    assert!(listed.as_str().unwrap().contains("complete"), "{listed}");
+    // The CA the page checks against is shown for the reviewer to compare.
+    let pinned = page
+        .js("return document.getElementById('agent-ca').textContent")
+        .await;
+    assert!(
+        pinned.as_str().unwrap().contains(&ca.fingerprint),
+        "{pinned}"
+    );
+
+    // ts-removed (open last): its third frame is chunk 3, shown at chunk 3's own capture
+    // time, not the hour later the index claims; the timeline marks what is not proven.
+    page.click("step-fwd").await;
+    page.click("step-fwd").await;
+    page.until(
+        "the third frame asked for",
+        "return document.getElementById('frame').dataset.lockedIndex === '2'",
+    )
+    .await;
+    let t3 = T0_US + 3_000_000;
+    let clock = page
+        .js(&format!(
+            "return [document.getElementById('clock').textContent, \
+             new Date({t3} / 1000).toISOString().replace('T', ' ').replace('Z', ' UTC')]"
+        ))
+        .await;
+    assert_eq!(clock[0], clock[1], "{clock}");
+    let unproven = page
+        .js("return document.querySelectorAll('#timeline-marks .mark.unproven').length")
+        .await;
+    assert_eq!(unproven, json!(1));
+    drop(page);
+    drop(driver);
+    console.stop().await;
     env.stop().await;
 }

@@ -298,6 +298,7 @@ async fn serve_console(
     let console = sealstream::console::Console::start(
         &sealstream::config::Console {
             listen: addr,
+            agent_ca: Some(cfg.data_dir.join("pki").join("ca.crt")),
             ..console_cfg
         },
         server.metadata.clone(),

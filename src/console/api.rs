@@ -40,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/deks/{dek}", web::get().to(dek))
             .route("/keks", web::get().to(keks))
+            .route("/agent-ca", web::get().to(agent_ca))
             .route("/keks/{kek}/{which}", web::get().to(kek_file))
             .route("/exports", web::post().to(export_request))
             .route("/audit", web::get().to(audit)),
@@ -569,6 +570,16 @@ async fn keks(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, A
         });
     }
     Ok(HttpResponse::Ok().json(out))
+}
+
+/// The deployment's agent CA, which the page checks agents' signatures against (and shows the
+/// fingerprint of, for the reviewer to compare with the one they were given).
+async fn agent_ca(state: web::Data<State>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    state.audit(&caller, "fetch_agent_ca", "").await?;
+    Ok(HttpResponse::Ok().json(match &state.agent_ca {
+        Some(ca) => serde_json::json!({"pem": ca.pem, "fingerprint": ca.fingerprint}),
+        None => serde_json::json!({"pem": null, "fingerprint": null}),
+    }))
 }
 
 /// A KEK's public key file, or its private key file exactly as stored (passphrase-protected

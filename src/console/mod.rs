@@ -33,6 +33,28 @@ pub enum ConsoleError {
     Listen { addr: SocketAddr, detail: String },
     #[error("console TLS: {0}")]
     Tls(String),
+    #[error(
+        "console agent CA: {0} (set [console] agent_ca to the deployment's agent CA certificate)"
+    )]
+    AgentCa(String),
+}
+
+/// The agent CA the page checks signatures against: its PEM text and fingerprint.
+pub struct AgentCaFile {
+    pub pem: String,
+    pub fingerprint: String,
+}
+
+impl AgentCaFile {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConsoleError> {
+        let ca = crate::crypto::AgentCa::load(path).map_err(ConsoleError::AgentCa)?;
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| ConsoleError::AgentCa(format!("{}: {e}", path.display())))?;
+        Ok(AgentCaFile {
+            pem,
+            fingerprint: ca.fingerprint,
+        })
+    }
 }
 
 /// What every handler shares.
@@ -43,6 +65,8 @@ pub struct State {
     pub throttle: auth::Throttle,
     /// Cookies carry `Secure` (HTTPS).
     pub secure: bool,
+    /// `None`: no agent CA configured, the page cannot check signatures.
+    pub agent_ca: Option<AgentCaFile>,
 }
 
 /// An API answer other than success: a status and a message for the page.
@@ -141,12 +165,14 @@ impl Console {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
         };
+        let agent_ca = cfg.agent_ca.as_deref().map(AgentCaFile::load).transpose()?;
         let state = web::Data::new(State {
             md,
             store,
             cfg: cfg.clone(),
             throttle: auth::Throttle::default(),
             secure: tls.is_some(),
+            agent_ca,
         });
         let app = move || {
             App::new()

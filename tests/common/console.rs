@@ -13,6 +13,7 @@ use super::server::Env;
 pub async fn start(env: &Env, tune: impl FnOnce(&mut ConsoleConfig)) -> Console {
     let mut cfg = ConsoleConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        agent_ca: Some(env.cfg.data_dir.join("pki").join("ca.crt")),
         ..ConsoleConfig::default()
     };
     tune(&mut cfg);

@@ -84,6 +84,8 @@ export async function dekRecord(dekHex) {
 }
 
 export const keks = () => call('GET', '/api/keks');
+/** The agent CA this console checks signatures against: {pem, fingerprint} (both null: none). */
+export const agentCa = () => call('GET', '/api/agent-ca');
 export const kekFile = (kekId, which) => call('GET', `/api/keks/${encodeURIComponent(kekId)}/${which}`);
 
 export const announceExport = (agentHex, id, what, fromUs, toUs) =>

@@ -20,6 +20,7 @@ let nextCursor = null;
 let livePoll = null;
 let idleTimer = null;
 let range = null; // {from, to}: frame indexes of the export range, or null for the session
+let agentCa; // {pem, fingerprint} of the agent CA the console pins, once asked
 
 const player = new Player({
   canvas: $('frame'),
@@ -29,7 +30,7 @@ const player = new Player({
   clock: $('clock'),
   info: $('frame-info'),
   onTime: (us) => keylog.at(us),
-  onError: (err) => { $('player-error').textContent = err.message; },
+  onError: (err) => { $('player-error').textContent = err.message; showVerdict(); },
 });
 const keylog = new KeyLog({ list: $('keylog'), onSeek: (us) => player.seekTime(us) });
 
@@ -159,13 +160,14 @@ function describe() {
   const s = rec.summary;
   $('session-title').textContent = `${s.agent} · session ${s.session}`;
   $('session-facts').textContent = `${fmtTime(s.first_capture_us)} to ${fmtTime(s.last_capture_us)} UTC · ${rec.frames.length} frames, `
-    + `${rec.keyRows.length} keystroke batches, ${fmtBytes(s.bytes)} · ${s.state === 'recording' ? 'recording now' : s.state}`
+    + `${rec.keyRows.length} keystroke batches, ${fmtBytes(s.bytes)} · the index says ${s.state === 'recording' ? 'recording now' : s.state}`
     + `${s.gaps ? ` · ${s.gaps} gap(s) dropped by the agent` : ''}`;
   $('live-badge').hidden = s.state !== 'recording';
 }
 
 async function openSession(summary, tr) {
   for (const r of $('sessions').tBodies[0].rows) r.classList.toggle('selected', r === tr);
+  clearVerdict();
   lock();
   stopLive();
   $('audit-view').hidden = true;
@@ -178,6 +180,7 @@ async function openSession(summary, tr) {
   rec = new Recording(await api.session(summary.agent_hex, summary.session));
   await rec.loadIndex();
   describe();
+  await verifySession(rec);
   await player.load(rec);
   $('key-state').textContent = 'locked';
   showDecrypt();
@@ -186,6 +189,46 @@ async function openSession(summary, tr) {
     await decrypt('').catch((err) => { $('decrypt-error').textContent = err.message; });
   }
   if (rec.summary.state === 'recording') startLive();
+}
+
+/** Check the recording as stored (signatures, chain, numbering, final chunk) and say so. */
+/** No verdict yet (a session is being opened or verified). */
+function clearVerdict() {
+  $('proof-badge').className = 'badge';
+  $('proof-badge').textContent = 'verifying';
+  delete $('proof-badge').dataset.status;
+  delete $('proof-badge').dataset.verdict;
+  $('proof-message').textContent = '';
+}
+
+async function verifySession(r) {
+  if (agentCa === undefined) agentCa = await api.agentCa();
+  if (r !== rec) return;
+  $('agent-ca').textContent = agentCa.fingerprint
+    ? `agent CA ${agentCa.fingerprint}` : 'no agent CA configured on this console: signatures are not checked';
+  try {
+    await r.prove(agentCa.pem);
+  } catch (err) {
+    $('proof-badge').className = 'badge tampered';
+    $('proof-badge').textContent = 'not verified';
+    $('proof-message').textContent = err.message;
+    return;
+  }
+  if (r === rec) showVerdict();
+}
+
+/** The session's badge and message from its verdict (the index's view only says "recording"). */
+function showVerdict() {
+  const v = rec?.verdict();
+  if (!v) return;
+  const live = v.status === 'incomplete' && rec.summary.state === 'recording' && v.finalSeq === null;
+  const badge = live ? 'recording' : v.status;
+  $('proof-badge').className = `badge ${badge}`;
+  $('proof-badge').textContent = live ? 'recording now' : v.status;
+  $('proof-badge').dataset.status = v.status;
+  $('proof-badge').dataset.verdict = v.verdict;
+  $('proof-message').textContent = live && v.provenThrough !== null ? `verified through chunk ${v.provenThrough}` : v.message;
+  player.renderMarks([]);
 }
 
 async function decrypt(passphrase) {
@@ -203,6 +246,7 @@ async function decrypt(passphrase) {
   } catch (err) {
     // The keys opened; what failed is a chunk (tampered, missing): say which, keep the rest.
     $('player-error').textContent = err.message;
+    showVerdict();
   }
 }
 
@@ -229,7 +273,9 @@ function startLive() {
     try {
       const before = rec.keyRows.length;
       const added = await rec.poll();
+      await rec.prove(agentCa?.pem ?? null);
       describe();
+      showVerdict();
       if (added > 0 && rec.unlocked && (player.follow || player.index >= rec.frames.length - added - 1)) {
         await player.show(rec.frames.length - 1);
       }

@@ -46,6 +46,8 @@ export class Player {
       this.marks.append(m);
     };
     for (const g of this.rec.gaps) add('gap', g.captureUs, `gap before chunk ${g.seq}: dropped by the agent`);
+    const unproven = this.rec.frames.find((f) => f.proven === false);
+    if (unproven) add('unproven', unproven.captureUs, `chunk ${unproven.seq}: from here on not proven signed by the agent`);
     for (const us of hitsUs) add('hit', us, 'search hit');
   }
 
@@ -82,7 +84,12 @@ export class Player {
     const row = this.rec.frames[i];
     if (!keepTime) this.timeUs = row.captureUs;
     this.#updateClock();
-    if (!this.rec.unlocked) return;
+    if (!this.rec.unlocked) {
+      // Locked: the clock moves, nothing is decrypted; say which frame was asked for.
+      this.canvas.dataset.lockedIndex = String(i);
+      return;
+    }
+    delete this.canvas.dataset.lockedIndex;
     const ticket = ++this.drawing;
     try {
       let f = await this.rec.frame(i);
@@ -172,6 +179,7 @@ export class Player {
     delete this.canvas.dataset.seq;
     delete this.canvas.dataset.captureUs;
     delete this.canvas.dataset.shown;
+    delete this.canvas.dataset.lockedIndex;
     this.info.textContent = '';
   }
 }

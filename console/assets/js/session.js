@@ -1,7 +1,10 @@
 // One recorded session in the page: its index (what the server knows without keys), the keys
 // that open it (private key → DEKs → stream keys, all non-extractable CryptoKeys), and its
 // chunks fetched a few at a time by byte range, checked and opened here. Decoded frames are
-// kept in a small LRU cache, so memory stays bounded whatever the session's length.
+// kept in a small LRU cache, so memory stays bounded whatever the session's length. `prove`
+// checks what the store holds as `sealstream verify --agent-ca` does (proof.js): the agent's
+// signatures, the hash chain, numbering and the final chunk; once it has run, the frame list and
+// capture times come from the chunks' own headers, not from the index.
 
 import * as api from './api.js';
 
@@ -12,10 +15,15 @@ import { parseDekRecord, unwrapDek } from './dek.js';
 import { openPrivateKey, kekId } from './keyfile.js';
 import { parsePayload } from './payload.js';
 import { toHex, fromHex, equalBytes } from './hex.js';
+import { AgentCa, StreamProof } from './proof.js';
 
 const FETCH_AHEAD = 8;
 const KEEP_FRAMES = 24;
 const SEALED_BYTES = 16 * 1024 * 1024;
+/** Chunks per request while proving (the server's limit). */
+const PROVE_BATCH = 64;
+/** Worst first: the session's verdict is its worst stream's. */
+const SEVERITY = ['tampered', 'unsigned', 'incomplete', 'verified'];
 
 export class Recording {
   constructor(summary) {
@@ -31,6 +39,8 @@ export class Recording {
     this.bitmaps = new Map(); // seq → Promise<{bitmap, name, captureUs}>
     this.sealed = new Map(); // `${stream}/${seq}` → Uint8Array, dropped once opened
     this.sealedBytes = 0;
+    this.rows = new Map(); // stream → every index row, in seq order (what `prove` fetches)
+    this.proofs = new Map(); // stream → {proof: StreamProof, fed: Set of seqs, verdict}
   }
 
   get encrypted() { return this.summary.encrypted !== false; }
@@ -54,6 +64,9 @@ export class Recording {
     // checkpoint) carries no frame.
     const emptyLen = HEADER_LEN + this.agentHex.length / 2 + TAG_LEN;
     for (const r of rows) {
+      if (!this.rows.has(r.stream)) this.rows.set(r.stream, []);
+      const all = this.rows.get(r.stream);
+      if (!all.length || all[all.length - 1].seq < r.seq) all.push(r);
       // The index marks an empty plaintext (bit 7; its length shows it to anyone); rows indexed
       // before it did are recognised by length (version-1 chunks only).
       const empty = ((r.flags ?? 0) & INDEX_EMPTY) !== 0 || r.len === emptyLen;
@@ -81,6 +94,71 @@ export class Recording {
     const s = await api.session(this.agentHex, this.id);
     this.summary = s;
     return this.frames.length - before;
+  }
+
+  /**
+   * Check every stream as stored, without keys (proof.js): fetch each chunk the index lists
+   * (once; a later call fetches only what was indexed since), the DEK records it names, and
+   * judge. `caPem`: the agent CA to check signatures against, or null (nothing pinned: signed
+   * streams are then `unsigned`). Returns the session's verdict (its worst stream's). Frames
+   * and their capture times are then taken from the chunks themselves.
+   */
+  async prove(caPem) {
+    if (this.ca === undefined) this.ca = caPem ? await AgentCa.fromPem(caPem) : null;
+    const agent = this.summary.agent;
+    for (const [stream, rows] of this.rows) {
+      let p = this.proofs.get(stream);
+      if (!p) {
+        p = { proof: new StreamProof({ agent, sessionId: this.id, streamId: stream, ca: this.ca }), fed: new Set(), records: new Set(), verdict: null };
+        this.proofs.set(stream, p);
+      }
+      for (const dek of new Set(rows.map((r) => r.dek_id).filter(Boolean))) {
+        if (p.records.has(dek)) continue;
+        p.records.add(dek);
+        try {
+          await p.proof.addRecord(await api.dekRecord(dek));
+        } catch (err) {
+          if (err.status !== 404) throw err; // a missing record is the verdict's to say
+        }
+      }
+      const todo = rows.filter((r) => !p.fed.has(r.seq));
+      for (let i = 0; i < todo.length;) {
+        let count = 1;
+        while (count < PROVE_BATCH && todo[i + count]?.seq === todo[i].seq + count) count += 1;
+        const { bytes } = await api.chunks(this.agentHex, this.id, stream, todo[i].seq, count);
+        for (let offset = 0; offset < bytes.length;) {
+          const { length } = parseChunkAt(bytes, offset);
+          const chunk = parseChunk(bytes.slice(offset, offset + length));
+          await p.proof.add(chunk);
+          p.fed.add(Number(chunk.seq));
+          offset += length;
+        }
+        i += count;
+      }
+      p.verdict = await p.proof.verdict();
+      if (stream === this.frameStream) this.#framesFromChunks(p.proof.chunkList());
+    }
+    return this.verdict();
+  }
+
+  /** The session's verdict: its worst stream's, or null before `prove`. */
+  verdict() {
+    const vs = [...this.proofs.values()].map((p) => p.verdict).filter(Boolean);
+    if (!vs.length) return null;
+    return vs.reduce((a, b) => (SEVERITY.indexOf(b.status) < SEVERITY.indexOf(a.status) ? b : a));
+  }
+
+  /** The frame list from the chunks' own headers: numbers, capture times, what is proven. */
+  #framesFromChunks(list) {
+    const dek = new Map((this.rows.get(this.frameStream) ?? []).map((r) => [r.seq, r.dek_id]));
+    const frames = [];
+    const gaps = [];
+    for (const c of list) {
+      if (c.empty && !c.gap) continue;
+      (c.gap ? gaps : frames).push({ seq: c.seq, captureUs: c.captureUs, gap: c.gap, dekId: dek.get(c.seq), proven: c.proven });
+    }
+    this.frames = frames;
+    this.gaps = gaps;
   }
 
   /**
@@ -166,7 +244,18 @@ export class Recording {
       || !equalBytes(chunk.agentBytes, fromHex(this.agentHex))) {
       throw new Error(`the server answered with another chunk than ${stream}/${seq}: refusing it`);
     }
-    return { chunk, payload: parsePayload(chunk, await this.keys.open(chunk)) };
+    const p = this.proofs.get(stream);
+    if (!p) return { chunk, payload: parsePayload(chunk, await this.keys.open(chunk)) };
+    // Proven: it must be the very chunk the proof judged, and a failed tag is recorded there.
+    if (!(await p.proof.add(chunk)).same) throw new Error(`chunk ${seq} was served with other bytes than the ones verified: refusing it`);
+    let plain;
+    try {
+      plain = await p.proof.open(chunk, this.keys);
+    } catch (err) {
+      p.verdict = await p.proof.verdict();
+      throw err;
+    }
+    return { chunk, payload: parsePayload(chunk, plain) };
   }
 
   /** Frame number `i` (of `frames`) decoded to an ImageBitmap, with its name and time. */
