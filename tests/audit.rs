@@ -423,7 +423,9 @@ async fn an_export_with_config_knows_a_stream_still_recording() {
 /// against its own agent CA, and says so in its metrics; a corrupted segment shows there.
 #[actix_rt::test]
 async fn the_server_verifies_its_store_in_the_background() {
-    let env = Env::start_tuned(Backend::Sqlite, true, |c| c.verify_interval_ms = 200).await;
+    use common::child::{ChildEnv, metric};
+    // A server of this test's own: the verify gauges are set by its verifier only.
+    let env = ChildEnv::start(Backend::Sqlite, &[("verify_interval_ms", "200")]).await;
     let cfg = env.enroll("verified");
     let r = common::agents::run_agent(
         cfg,
@@ -436,51 +438,45 @@ async fn the_server_verifies_its_store_in_the_background() {
     )
     .await;
     assert_eq!(r.unacked, 0);
-    let last = wait_metric(&env, "sealstream_store_verify_streams{verdict=\"ok\"}", 2.0).await;
+    let ok = r#"sealstream_store_verify_streams{verdict="ok"}"#;
+    let last = env.wait_metric(ok, 2.0).await;
     assert_eq!(
-        metric(&last, "sealstream_store_verify_streams{verdict=\"ok\"}"),
-        Some(2.0),
+        metric(&last, ok),
+        2.0,
         "both streams of the session complete and signed: {last}"
     );
+    for verdict in ["unproven", "incomplete", "no_dek_record", "tampered"] {
+        let series = format!("sealstream_store_verify_streams{{verdict=\"{verdict}\"}}");
+        assert_eq!(metric(&last, &series), 0.0, "{verdict}: {last}");
+    }
     assert_eq!(
         metric(&last, "sealstream_store_verify_damaged_objects"),
-        Some(0.0)
+        0.0
+    );
+    // It read every byte of this server's segments.
+    let segments = common::walk(&env.cfg.store_dir().join("v1/segments"));
+    let size: u64 = segments
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(
+        metric(&last, "sealstream_store_verify_bytes"),
+        size as f64,
+        "{last}"
     );
     // Corrupt one stored segment: the next run says so.
-    let seg = common::walk(&env.cfg.store_dir().join("v1/segments"))
-        .into_iter()
-        .next()
-        .unwrap();
+    let seg = segments[0].clone();
     let mut bytes = std::fs::read(&seg).unwrap();
     let n = bytes.len();
     bytes[n - 40] ^= 0x01;
     std::fs::write(&seg, bytes).unwrap();
-    let last = wait_metric(&env, "sealstream_store_verify_damaged_objects", 1.0).await;
+    let last = env
+        .wait_metric("sealstream_store_verify_damaged_objects", 1.0)
+        .await;
     assert_eq!(
         metric(&last, "sealstream_store_verify_damaged_objects"),
-        Some(1.0),
+        1.0,
         "{last}"
     );
     env.stop().await;
-}
-
-/// The value of the metric line starting with `name`.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Scrape /metrics until `name` reads `value` (up to 10 s); returns the last scrape.
-async fn wait_metric(env: &Env, name: &str, value: f64) -> String {
-    let mut last = String::new();
-    for _ in 0..100 {
-        last = common::agents::metrics_text(env.server().ops_addr).await;
-        if metric(&last, name) == Some(value) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    last
 }

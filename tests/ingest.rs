@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::agents::{check, http_get, metrics_text, run_agent, spec};
+use common::agents::{check, http_get, run_agent, spec};
 use common::server::{Backend, Env, RawStream, raw_connect};
 use sealstream::agent::{self, AgentReport, Source, synthetic};
 use sealstream::crypto::Dek;
@@ -246,33 +246,130 @@ async fn a_duplicate_resent_after_reconnect_is_acked_and_stored_once() {
     env.stop().await;
 }
 
+/// `sealstream_store_pending_bytes` (received chunks not yet in a segment, so not acked) of
+/// the server whose ops listener is `ops`; None while it does not answer.
+async fn pending_bytes(ops: std::net::SocketAddr) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(ops).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    common::agents::without_node_label(&out)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sealstream_store_pending_bytes ")?
+                .parse()
+                .ok()
+        })
+}
+
 #[actix_rt::test]
 async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
-    let mut env = Env::start(Backend::Sqlite, true).await;
-    let cfg = env.enroll("patient");
-    let agent = tokio::spawn(async move { run_agent(cfg, spec(2, 3.0)).await });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    // Restart the server on the same address and data directory mid-recording.
-    let addr = env.server().quic_addr;
-    env.server.take().unwrap().shutdown().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    env.cfg.listen = addr;
-    env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
+    // The server as a child process that writes a segment only after ten minutes: what it
+    // receives stays unacked until it is killed (SIGKILL: nothing flushed), then it comes
+    // back on the same address writing segments at once.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    let kek_pub = common::pubout(d, "keypair.pem", "publickey.crt", true);
+    let cfg = sealstream::config::ServeConfig {
+        listen: common::agents::free_udp(),
+        ops_listen: common::agents::free_tcp(),
+        data_dir: d.join("server"),
+        ..Default::default()
+    };
+    let config_path = d.join("serve.toml");
+    let write_config = |max_age_ms: u64| {
+        std::fs::write(
+            &config_path,
+            format!(
+                "listen = \"{}\"\nops_listen = \"{}\"\ndata_dir = \"server\"\n\
+                 kek_poll_ms = 100\n[segments]\nmax_age_ms = {max_age_ms}\n",
+                cfg.listen, cfg.ops_listen
+            ),
+        )
+        .unwrap()
+    };
+    write_config(600_000);
+    let md = sealstream::metadata::Metadata::open("", &cfg.sqlite_path())
+        .await
+        .unwrap();
+    md.insert_kek(
+        true,
+        true,
+        &kek_pub.display().to_string(),
+        &d.join("keypair.pem").display().to_string(),
+    )
+    .await
+    .unwrap();
+    drop(md);
+    let pki = sealstream::pki::Pki::open_or_create(&cfg.data_dir).unwrap();
+    let files = pki
+        .enroll_agent(&AgentId::new("patient").unwrap(), &d.join("agent"))
+        .unwrap();
+    let agent_cfg = sealstream::config::AgentConfig {
+        server: cfg.listen.to_string(),
+        server_pins: vec![pki.server_pin().to_string()],
+        cert: files.cert,
+        key: files.key,
+        kek: kek_pub,
+        reconnect_ms: 50,
+        connect_timeout_ms: 1000,
+        // A killed server cannot tell the agent; the agent notices by its silence.
+        idle_timeout_ms: 1200,
+        ..Default::default()
+    };
+    let mut server = common::faults::Child {
+        cfg: cfg.clone(),
+        config_path: config_path.clone(),
+        proc: None,
+    };
+    server.spawn();
+    let agent = tokio::spawn(run_agent(agent_cfg, spec(2, 3.0)));
+
+    // Wait until the server holds at least 32 KiB of chunks it has not acked, then kill it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        match pending_bytes(cfg.ops_listen).await {
+            Some(b) if b >= 32.0 * 1024.0 => break b,
+            _ if tokio::time::Instant::now() > deadline => {
+                panic!("the server never held 32 KiB of unacked chunks")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    server.kill9();
+    let md = sealstream::metadata::Metadata::open("", &cfg.sqlite_path())
+        .await
+        .unwrap();
+    assert_eq!(
+        md.count(Table::Chunks).await.unwrap(),
+        0,
+        "nothing was stored (so nothing acked) before the kill; {held} bytes were held"
+    );
+    drop(md);
+
+    write_config(30);
+    server.spawn();
     let report = agent.await.unwrap();
+    server.stop();
     assert_eq!(report.unacked, 0);
     assert!(report.connects >= 2, "reconnected: {}", report.connects);
+    // Every chunk is stored, the ones the killed server held among them: only the agent's
+    // resends can have brought those.
+    let md = sealstream::metadata::Metadata::open("", &cfg.sqlite_path())
+        .await
+        .unwrap();
     assert_eq!(
-        env.server().metadata.count(Table::Chunks).await.unwrap() as u64,
+        md.count(Table::Chunks).await.unwrap() as u64,
         report.chunks_sealed
     );
-    check(
-        &env.store_dir(),
-        &env.private_key(),
-        &[report],
-        &env.dir.path().join("export"),
-    )
-    .await;
-    env.stop().await;
+    drop(md);
+    let key = keys::load_private_key(&d.join("keypair.pem"), || {
+        Ok(keys::Passphrase::new(common::PASS.as_bytes().to_vec()))
+    })
+    .unwrap();
+    check(&cfg.store_dir(), &key, &[report], &d.join("export")).await;
 }
 
 #[actix_rt::test]
@@ -362,7 +459,9 @@ async fn replayed_captures_under_a_server_held_kek_round_trip() {
 
 #[actix_rt::test]
 async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
-    let env = Env::start(Backend::Sqlite, true).await;
+    use common::child::{ChildEnv, metric};
+    // A server of this test's own: its metrics count what this test sent and nothing else.
+    let env = ChildEnv::start(Backend::Sqlite, &[]).await;
     for (path, status, body) in [
         ("/healthz", "200", "ok"),
         ("/readyz", "200", "ready"),
@@ -372,19 +471,82 @@ async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
         assert!(line.contains(&format!(" {status} ")), "{path}: {line}");
         assert!(text.contains(body), "{path}: {text}");
     }
-    let r = run_agent(env.enroll("metered"), spec(1, 1.0)).await;
-    assert_eq!(r.unacked, 0);
-    let m = metrics_text(env.server().ops_addr).await;
-    for name in [
-        "sealstream_ingest_received_bytes_total",
-        "sealstream_ingest_chunks_total{outcome=\"stored\"}",
-        "sealstream_ingest_ack_latency_seconds_bucket",
-        "sealstream_store_segment_bytes_bucket",
-        "sealstream_store_flush_duration_seconds_bucket",
-        "sealstream_keys_dek_registrations_total",
-        "sealstream_keys_keks_active",
+    let m = env.metrics().await;
+    assert_eq!(metric(&m, "sealstream_keys_keks_active"), 1.0, "{m}");
+    assert_eq!(metric(&m, "sealstream_ingest_received_bytes_total"), 0.0);
+
+    // One agent registers its DEK and sends a stream of three chunks, each acked.
+    let (_ep, _conn, mut s, rec) = env.registered("metered").await;
+    let mut sealer = rec.open_stream(SessionId::random(), StreamId(0), Kind::Keystrokes);
+    let chunks: Vec<_> = (0..3)
+        .map(|i| {
+            let body = format!("{{\"i\":{i}}}\n").repeat(100 * (i + 1));
+            sealer.seal(body.as_bytes(), 0, i == 2).unwrap()
+        })
+        .collect();
+    for c in &chunks {
+        s.send(MSG_CHUNK, c.bytes()).await.unwrap();
+        assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+    }
+    // Every byte those four messages took on the wire, header and all.
+    let framed = |kind: u8, body: &[u8]| {
+        let mut out = bytes::BytesMut::new();
+        sealstream::protocol::uplink::encode_message(kind, body, &mut out);
+        out.len()
+    };
+    let sent = framed(MSG_DEK, &rec.dek_record().encode())
+        + chunks
+            .iter()
+            .map(|c| framed(MSG_CHUNK, c.bytes()))
+            .sum::<usize>();
+    // (The latency of an answer is recorded once it is written: wait for the fourth.)
+    let m = env
+        .wait_metric("sealstream_ingest_ack_latency_seconds_count", 4.0)
+        .await;
+    let segments = common::walk(&env.store_dir().join("v1/segments"));
+    let segment_bytes: u64 = segments
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    for (series, want) in [
+        ("sealstream_ingest_received_bytes_total", sent as f64),
+        (r#"sealstream_ingest_chunks_total{outcome="stored"}"#, 3.0),
+        (
+            r#"sealstream_ingest_chunks_total{outcome="duplicate"}"#,
+            0.0,
+        ),
+        ("sealstream_ingest_ack_latency_seconds_count", 4.0),
+        (
+            "sealstream_store_segment_bytes_count",
+            segments.len() as f64,
+        ),
+        ("sealstream_store_segment_bytes_sum", segment_bytes as f64),
+        (
+            "sealstream_store_flush_duration_seconds_count",
+            segments.len() as f64,
+        ),
+        (
+            r#"sealstream_keys_dek_registrations_total{outcome="registered"}"#,
+            1.0,
+        ),
+        ("sealstream_keys_keks_active", 1.0),
+        ("sealstream_quic_connections_open", 1.0),
+        ("sealstream_store_pending_bytes", 0.0),
     ] {
-        assert!(m.contains(name), "{name} missing from /metrics");
+        assert_eq!(metric(&m, series), want, "{series}:\n{m}");
+    }
+    // Buckets are there, the last holding every observation.
+    for (series, count) in [
+        (
+            "sealstream_ingest_ack_latency_seconds_bucket{le=\"+Inf\"}",
+            4.0,
+        ),
+        (
+            "sealstream_store_segment_bytes_bucket{le=\"+Inf\"}",
+            segments.len() as f64,
+        ),
+    ] {
+        assert_eq!(metric(&m, series), count, "{series}:\n{m}");
     }
     env.stop().await;
 }

@@ -8,16 +8,55 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::agents::{metrics_text, run_agent, spec};
-use common::server::{Backend, Env, raw_connect};
+use common::agents::{run_agent, spec};
+use common::child::{ChildEnv as Env, metric};
+use common::server::{Backend, RawStream, raw_connect};
 use sealstream::metadata::{AccessChange, Credential};
 use sealstream::pki::{IssuedCert, Pki};
 use sealstream::protocol::AgentId;
+use sealstream::protocol::uplink::MSG_DEK;
+use sealstream::recorder::Recorder;
 
 const POLL_MS: u64 = 100;
 
+/// A server of the test's own (a child process), so that its connection counters count this
+/// test's connections only.
 async fn start(backend: Backend) -> Env {
-    Env::start_tuned(backend, true, |c| c.access_poll_ms = POLL_MS).await
+    Env::start(backend, &[("access_poll_ms", &POLL_MS.to_string())]).await
+}
+
+/// `sealstream_quic_connections_{closed,refused}_total` for each reason (`what` is "closed"
+/// or "refused"), as (reason, value).
+fn connections(m: &str, what: &str) -> Vec<(&'static str, f64)> {
+    let reasons: &[&'static str] = if what == "closed" {
+        &["revoked", "not_current", "disabled"]
+    } else {
+        &[
+            "revoked",
+            "not_current",
+            "disabled",
+            "handshake",
+            "handshake_timeout",
+            "handshake_budget",
+            "identity",
+            "connection_cap",
+        ]
+    };
+    reasons
+        .iter()
+        .map(|r| {
+            let series = format!("sealstream_quic_connections_{what}_total{{reason=\"{r}\"}}");
+            (*r, metric(m, &series))
+        })
+        .collect()
+}
+
+/// The connection counters read exactly `want` for the reasons named, 0 for every other.
+fn assert_connections(m: &str, what: &str, want: &[(&str, f64)]) {
+    for (reason, got) in connections(m, what) {
+        let expected = want.iter().find(|w| w.0 == reason).map_or(0.0, |w| w.1);
+        assert_eq!(got, expected, "connections {what} for {reason}:\n{m}");
+    }
 }
 
 /// What `sealstream agents enroll` does: issue into `dir` and record it (superseding).
@@ -59,12 +98,6 @@ async fn connect(env: &Env, dir: &Path) -> quinn::Connection {
     conn
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
-}
-
 /// The reason the server closed `conn` with, waiting up to 5 s.
 async fn closed_reason(conn: &quinn::Connection) -> String {
     match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
@@ -76,19 +109,34 @@ async fn closed_reason(conn: &quinn::Connection) -> String {
     }
 }
 
-/// Whether the server accepts a connection with the credentials in `dir`: a refused one is
-/// closed right after its handshake, so an open stream's answer tells.
-async fn accepted(env: &Env, dir: &Path) -> Result<(), String> {
+/// Whether the server serves agent `name` with the credentials in `dir`: its connection
+/// registers a DEK record (`Ok` only when the server answers it `Ok`). A refused connection is
+/// closed right after its handshake: `Err` with the reason it was closed with.
+async fn accepted(env: &Env, name: &str, dir: &Path) -> Result<(), String> {
     let conn = connect(env, dir).await;
-    match tokio::time::timeout(Duration::from_millis(800), conn.closed()).await {
-        Err(_) => {
+    let kek = sealstream::keys::load_public_key(&env.kek_pub).unwrap();
+    let rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
+    let answer = async {
+        let mut s = RawStream::open(&conn).await?;
+        s.send(MSG_DEK, &rec.dek_record().encode()).await?;
+        s.response().await
+    }
+    .await;
+    match answer {
+        Ok(r) => {
             conn.close(0u32.into(), b"test done");
-            Ok(())
+            match r.outcome {
+                Ok(()) => Ok(()),
+                Err(_) => Err(format!("the DEK record was refused: {r:?}")),
+            }
         }
-        Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
-            Err(String::from_utf8_lossy(&c.reason).into_owned())
-        }
-        Ok(other) => Err(other.to_string()),
+        Err(e) => match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+                Err(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            Ok(other) => Err(other.to_string()),
+            Err(_) => Err(format!("no answer to the DEK record ({e}), and not closed")),
+        },
     }
 }
 
@@ -120,34 +168,29 @@ async fn revocation_closes_and_refuses(backend: Backend) {
         reason.contains("revoked (laptop stolen)"),
         "the open connection is closed, saying why: {reason}"
     );
-    let again = accepted(&env, &dir).await.unwrap_err();
+    let again = accepted(&env, "ts-07", &dir).await.unwrap_err();
     assert!(again.contains("revoked"), "{again}");
     // Another agent is untouched.
     assert!(
         other.close_reason().is_none(),
         "the bystander stays connected"
     );
-    // (Metrics are per process: other tests here may add to them.)
-    let m = metrics_text(env.server().ops_addr).await;
-    assert!(
-        metric(
-            &m,
-            r#"sealstream_quic_connections_closed_total{reason="revoked"}"#
-        ) >= 1.0
-    );
-    assert!(
-        metric(
-            &m,
-            r#"sealstream_quic_connections_refused_total{reason="revoked"}"#
-        ) >= 1.0
-    );
+    // This server counted the one connection it closed and the one it refused, as revoked.
+    let m = env.metrics().await;
+    assert_connections(&m, "closed", &[("revoked", 1.0)]);
+    assert_connections(&m, "refused", &[("revoked", 1.0)]);
 
     // Enrolled again, the name is back with its new certificate only.
     let fresh = env.dir.path().join("ts-07-again");
     enroll(&env, "ts-07", &fresh).await;
     tokio::time::sleep(Duration::from_millis(3 * POLL_MS)).await;
-    assert_eq!(accepted(&env, &fresh).await, Ok(()));
-    assert!(accepted(&env, &dir).await.unwrap_err().contains("revoked"));
+    assert_eq!(accepted(&env, "ts-07", &fresh).await, Ok(()));
+    assert!(
+        accepted(&env, "ts-07", &dir)
+            .await
+            .unwrap_err()
+            .contains("revoked")
+    );
     // Two issues and a revocation: each one an audit row (beside the KEK's registration,
     // which its table's trigger audits).
     let rows = env.server().metadata.audit_chain_rows().await.unwrap();
@@ -160,6 +203,10 @@ async fn revocation_closes_and_refuses(backend: Backend) {
         rows.iter().map(|r| &r.action).collect::<Vec<_>>()
     );
     assert!(sealstream::audit::verify_chain(&rows).problems.is_empty());
+    // The old certificate refused once more; the new one let in; nothing else closed.
+    let m = env.metrics().await;
+    assert_connections(&m, "closed", &[("revoked", 1.0)]);
+    assert_connections(&m, "refused", &[("revoked", 2.0)]);
     env.stop().await;
 }
 
@@ -184,12 +231,12 @@ async fn enrolling_a_name_again_retires_its_old_certificate() {
     let reason = closed_reason(&open).await;
     assert!(reason.contains("superseded"), "{reason}");
     assert!(
-        accepted(&env, &first)
+        accepted(&env, "vdi-1", &first)
             .await
             .unwrap_err()
             .contains("superseded")
     );
-    assert_eq!(accepted(&env, &second).await, Ok(()));
+    assert_eq!(accepted(&env, "vdi-1", &second).await, Ok(()));
     env.stop().await;
 }
 
@@ -199,7 +246,7 @@ async fn a_certificate_from_before_the_registry_works_until_its_agent_is_revoked
     // Env::enroll issues without recording, as versions before the registry did.
     let legacy = env.enroll("old-host");
     let dir = legacy.cert.parent().unwrap().to_owned();
-    assert_eq!(accepted(&env, &dir).await, Ok(()));
+    assert_eq!(accepted(&env, "old-host", &dir).await, Ok(()));
     env.server()
         .metadata
         .change_access(
@@ -212,7 +259,7 @@ async fn a_certificate_from_before_the_registry_works_until_its_agent_is_revoked
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(3 * POLL_MS)).await;
-    let refused = accepted(&env, &dir).await.unwrap_err();
+    let refused = accepted(&env, "old-host", &dir).await.unwrap_err();
     assert!(refused.contains("not current"), "{refused}");
     env.stop().await;
 }
@@ -241,7 +288,12 @@ async fn a_disabled_agent_is_refused_until_enabled() {
             .changed
     );
     assert!(closed_reason(&open).await.contains("disabled"));
-    assert!(accepted(&env, &dir).await.unwrap_err().contains("disabled"));
+    assert!(
+        accepted(&env, "kiosk", &dir)
+            .await
+            .unwrap_err()
+            .contains("disabled")
+    );
     assert!(
         md.change_access(disable(false), "test")
             .await
@@ -249,7 +301,7 @@ async fn a_disabled_agent_is_refused_until_enabled() {
             .changed
     );
     tokio::time::sleep(Duration::from_millis(3 * POLL_MS)).await;
-    assert_eq!(accepted(&env, &dir).await, Ok(()));
+    assert_eq!(accepted(&env, "kiosk", &dir).await, Ok(()));
     env.stop().await;
 }
 
@@ -280,12 +332,10 @@ async fn a_running_agent_picks_up_its_renewed_certificate_and_loses_nothing() {
     );
     assert_eq!(report.unacked, 0);
     assert_eq!(report.chunks_acked, report.chunks_sealed);
-    let m = metrics_text(env.server().ops_addr).await;
-    assert!(
-        metric(
-            &m,
-            r#"sealstream_quic_connections_closed_total{reason="revoked"}"#
-        ) >= 1.0
-    );
+    // The renewal revoked the certificate of the one open connection, which the server closed;
+    // the agent came back with the new certificate, never refused.
+    let m = env.metrics().await;
+    assert_connections(&m, "closed", &[("revoked", 1.0)]);
+    assert_connections(&m, "refused", &[]);
     env.stop().await;
 }

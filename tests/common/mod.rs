@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod browser;
+pub mod child;
 pub mod console;
 pub mod faults;
 pub mod moto;
