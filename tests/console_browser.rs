@@ -682,6 +682,7 @@ impl Operator<'_> {
                 capture_us: h.capture_time_us,
                 flags: sealstream::metadata::index_flags(c),
                 dek_id: h.dek_id.0,
+                gap_first: None,
             });
             offset += c.len() as u64;
         }

@@ -13,7 +13,7 @@ use sealstream::crypto::Dek;
 use sealstream::export;
 use sealstream::keys;
 use sealstream::metadata::Table;
-use sealstream::protocol::uplink::{MSG_CHUNK, MSG_DEK, Reject};
+use sealstream::protocol::uplink::{MSG_CHUNK, MSG_DEK, Reject, Response};
 use sealstream::protocol::{AgentId, Kind, Segment, SessionId, StreamId};
 use sealstream::recorder::Recorder;
 use sealstream::storage::{self, paths};
@@ -737,4 +737,169 @@ async fn a_restarted_server_knows_its_keks_before_the_first_agent_gets_in() {
         let (_ep, _conn, _s, _rec) = env.registered(&format!("eager-{i}")).await;
     }
     env.stop().await;
+}
+
+/// Connect as enrolled agent `cfg` to `env`'s server and register `record` on a new stream.
+async fn connect_registered(
+    env: &common::child::ChildEnv,
+    cfg: &sealstream::config::AgentConfig,
+    record: &sealstream::protocol::DekRecord,
+) -> (quinn::Endpoint, quinn::Connection, RawStream) {
+    let (ep, conn) = raw_connect(
+        env.server().quic_addr,
+        vec![env.server().pin],
+        &cfg.cert,
+        &cfg.key,
+    )
+    .await
+    .unwrap();
+    let mut s = RawStream::open(&conn).await.unwrap();
+    s.send(MSG_DEK, &record.encode()).await.unwrap();
+    assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+    (ep, conn, s)
+}
+
+/// A gap record declares numbers dropped for good: a chunk under one of them is refused on
+/// the connection that sent the gap record, after the agent reconnects, and after the server
+/// was killed and restarted (the range lives in the gap record's index row, not in memory).
+async fn dropped_ranges_outlive_connections_and_restarts(backend: Backend) {
+    use sealstream::crypto::StreamSealer;
+    use sealstream::protocol::payload::Gap;
+    let mut env = common::child::ChildEnv::start(backend, &[]).await;
+    let name = "gappy";
+    let cfg = env.enroll(name);
+    let kek = keys::load_public_key(&env.kek_pub).unwrap();
+    let rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
+    let (_ep, conn, mut s) = connect_registered(&env, &cfg, rec.dek_record()).await;
+    let session = SessionId::random();
+    let mut near = rec.open_stream(session, StreamId(0), Kind::Frame);
+    let first = near.seal(b"frame 0", 1_000, false).unwrap();
+    let dropped = near.seal(b"frame 1", 2_000, false).unwrap();
+    // The agent dropped everything from 1 up to 2^63 - 1 and says so at 2^63.
+    let private = env.private_key();
+    let dek = Dek::unwrap(rec.dek_record(), &private.key, private.kek_id).unwrap();
+    let at = 1u64 << 63;
+    let agent = AgentId::new(name).unwrap();
+    let mut far = StreamSealer::starting_at(&dek, agent, session, StreamId(0), Kind::Frame, at);
+    let gap = far
+        .seal_gap(&Gap {
+            first_seq: 1,
+            last_seq: at - 1,
+            first_capture_us: 2_000,
+            last_capture_us: 2_000,
+            count: at - 1,
+        })
+        .unwrap();
+    let after = far.seal(b"frame after the gap", 3_000, false).unwrap();
+    for c in [&first, &gap] {
+        s.send(MSG_CHUNK, c.bytes()).await.unwrap();
+        assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+    }
+    async fn send_dropped(
+        s: &mut RawStream,
+        dropped: &sealstream::protocol::SealedChunk,
+    ) -> Response {
+        s.send(MSG_CHUNK, dropped.bytes()).await.unwrap();
+        s.response().await.unwrap()
+    }
+    assert_eq!(
+        send_dropped(&mut s, &dropped).await.outcome,
+        Err(Reject::DeclaredDropped),
+        "on the connection that sent the gap record"
+    );
+    conn.close(0u32.into(), b"reconnecting");
+    let (_ep2, conn2, mut s2) = connect_registered(&env, &cfg, rec.dek_record()).await;
+    let r = send_dropped(&mut s2, &dropped).await;
+    assert_eq!(
+        r.outcome,
+        Err(Reject::DeclaredDropped),
+        "after a reconnect: {r:?}"
+    );
+    conn2.close(0u32.into(), b"server restart");
+    env.restart().await;
+    let (_ep3, _conn3, mut s3) = connect_registered(&env, &cfg, rec.dek_record()).await;
+    let r = send_dropped(&mut s3, &dropped).await;
+    assert_eq!(
+        r.outcome,
+        Err(Reject::DeclaredDropped),
+        "after a restart: {r:?}"
+    );
+    // The stream goes on after its gap record.
+    s3.send(MSG_CHUNK, after.bytes()).await.unwrap();
+    assert_eq!(s3.response().await.unwrap().outcome, Ok(()));
+    let md = &env.server().metadata;
+    assert_eq!(
+        md.count(Table::Chunks).await.unwrap(),
+        3,
+        "0, the gap record and 2^63+1"
+    );
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn dropped_ranges_outlive_connections_and_restarts_sqlite() {
+    dropped_ranges_outlive_connections_and_restarts(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn dropped_ranges_outlive_connections_and_restarts_postgres() {
+    dropped_ranges_outlive_connections_and_restarts(Backend::Postgres).await;
+}
+
+/// The new-DEK budget of an agent (limits.dek_records_per_minute) is not refilled by a
+/// server restart: the records of the last minute are counted from the database.
+async fn the_dek_budget_survives_a_restart(backend: Backend) {
+    let mut env =
+        common::child::ChildEnv::start(backend, &[("limits.dek_records_per_minute", "3")]).await;
+    let name = "restarter";
+    let cfg = env.enroll(name);
+    let kek = keys::load_public_key(&env.kek_pub).unwrap();
+    let new_record = || {
+        Recorder::new(AgentId::new(name).unwrap(), &kek)
+            .dek_record()
+            .clone()
+    };
+    let (_ep, conn, mut s) = connect_registered(&env, &cfg, &new_record()).await;
+    for _ in 0..2 {
+        s.send(MSG_DEK, &new_record().encode()).await.unwrap();
+        assert_eq!(s.response().await.unwrap().outcome, Ok(()));
+    }
+    s.send(MSG_DEK, &new_record().encode()).await.unwrap();
+    let r = s.response().await.unwrap();
+    assert_eq!(
+        r.outcome,
+        Err(Reject::RetryLater),
+        "the fourth in a minute: {r:?}"
+    );
+    assert!(r.reason.contains("new DEK records a minute"), "{r:?}");
+    conn.close(0u32.into(), b"server restart");
+    env.restart().await;
+    let (ep, conn) = raw_connect(
+        env.server().quic_addr,
+        vec![env.server().pin],
+        &cfg.cert,
+        &cfg.key,
+    )
+    .await
+    .unwrap();
+    let mut s = RawStream::open(&conn).await.unwrap();
+    s.send(MSG_DEK, &new_record().encode()).await.unwrap();
+    let r = s.response().await.unwrap();
+    assert_eq!(
+        r.outcome,
+        Err(Reject::RetryLater),
+        "still the same minute after the restart: {r:?}"
+    );
+    drop((ep, conn));
+    env.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_dek_budget_survives_a_restart_sqlite() {
+    the_dek_budget_survives_a_restart(Backend::Sqlite).await;
+}
+
+#[actix_rt::test]
+async fn the_dek_budget_survives_a_restart_postgres() {
+    the_dek_budget_survives_a_restart(Backend::Postgres).await;
 }

@@ -44,12 +44,17 @@ pub struct KekRow {
 }
 
 /// What is stored of a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamRow {
     pub kind: u8,
     pub next_seq: u64,
     pub final_seq: Option<u64>,
+    /// The ranges (first, last) the stream's newest stored gap records dropped, oldest first.
+    pub dropped: Vec<(u64, u64)>,
 }
+
+/// Gap-record ranges read back with a stream (as many as `server::verify` remembers).
+pub const DROPPED_RANGES: u32 = 64;
 
 #[derive(Clone, Debug)]
 pub struct ChunkRow {
@@ -66,6 +71,8 @@ pub struct ChunkRow {
     /// bit 7 an empty plaintext.
     pub flags: u8,
     pub dek_id: [u8; 16],
+    /// A gap record's first dropped number (it dropped `gap_first ..= seq - 1`).
+    pub gap_first: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +212,15 @@ impl Metadata {
         match self {
             Metadata::Postgres(p) => p.insert_deks(records).await,
             Metadata::Sqlite(s) => s.insert_deks(records).await,
+        }
+    }
+
+    /// DEK records registered in the last minute, per agent: the key actor starts each agent's
+    /// new-DEK budget from them, so a restart does not refill it.
+    pub async fn deks_in_last_minute(&self) -> Result<Vec<(String, i64)>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.deks_in_last_minute().await,
+            Metadata::Sqlite(s) => s.deks_in_last_minute().await,
         }
     }
 
@@ -516,5 +532,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_dek_by_kek.sql"),
         include_str!("../../migrations/sqlite/0006_dek_by_kek.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_gap_ranges.sql"),
+        include_str!("../../migrations/sqlite/0007_gap_ranges.sql"),
     ),
 ];

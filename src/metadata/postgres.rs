@@ -420,6 +420,27 @@ impl Pg {
         .await
     }
 
+    /// Every row of `sql` (prepared once per connection) on `which`'s pool.
+    async fn rows(
+        &self,
+        which: Which,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Vec<Row>, MetaError> {
+        self.run(which, move |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                let st = c.prepare_cached(sql).await.map_err(e)?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                c.query(&st, &refs).await.map_err(e)
+            })
+        })
+        .await
+    }
+
     pub async fn audit_chain_rows(&self) -> Result<Vec<crate::audit::ChainRow>, MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {

@@ -305,6 +305,18 @@ impl Lite {
         .await
     }
 
+    pub async fn deks_in_last_minute(&self) -> Result<Vec<(String, i64)>, MetaError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT agent_id, count(*) FROM encryption_dek \
+                 WHERE creation_time > datetime('now', '-60 seconds') GROUP BY agent_id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     pub async fn stream(
         &self,
         agent: &AgentId,
@@ -313,18 +325,37 @@ impl Lite {
     ) -> Result<Option<StreamRow>, MetaError> {
         let agent = agent.as_str().to_owned();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3",
-                params![agent, &session.0[..], stream.0],
-                |r| {
-                    Ok(StreamRow {
-                        kind: r.get::<_, i64>(0)? as u8,
-                        next_seq: r.get::<_, i64>(1)? as u64,
-                        final_seq: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                    })
-                },
-            )
-            .optional()?)
+            let Some(mut row) = c
+                .query_row(
+                    "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3",
+                    params![agent, &session.0[..], stream.0],
+                    |r| {
+                        Ok(StreamRow {
+                            kind: r.get::<_, i64>(0)? as u8,
+                            next_seq: r.get::<_, i64>(1)? as u64,
+                            final_seq: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                            dropped: Vec::new(),
+                        })
+                    },
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached(
+                "SELECT gap_first_seq, seq FROM chunks WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3 \
+                 AND gap_first_seq IS NOT NULL ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let ranges = st.query_map(
+                params![agent, &session.0[..], stream.0, super::DROPPED_RANGES],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?;
+            for range in ranges {
+                let (first, gap) = range?;
+                row.dropped.push((first, gap.saturating_sub(1)));
+            }
+            row.dropped.reverse();
+            Ok(Some(row))
         })
         .await
     }
@@ -360,8 +391,8 @@ impl Lite {
             )?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest, chunk_offset, chunk_len, capture_us, flags, dek_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                    "INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest, chunk_offset, chunk_len, capture_us, flags, dek_id, gap_first_seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING",
                 )?;
                 // Per recorded session, what the newly indexed chunks add to its summary row.
                 let mut sessions: std::collections::BTreeMap<(&str, [u8; 16]), SessionAdd> =
@@ -369,7 +400,8 @@ impl Lite {
                 for ch in &s.chunks {
                     let added = st.execute(params![
                         ch.agent.as_str(), &ch.session.0[..], ch.stream.0, ch.seq as i64, &s.segment_id[..], &ch.digest[..],
-                        ch.offset as i64, ch.len, ch.capture_us, ch.flags, &ch.dek_id[..]
+                        ch.offset as i64, ch.len, ch.capture_us, ch.flags, &ch.dek_id[..],
+                        ch.gap_first.map(|v| v as i64)
                     ])?;
                     if added > 0 {
                         sessions
@@ -396,7 +428,8 @@ impl Lite {
                 let mut st = tx.prepare_cached(
                     "INSERT INTO streams (agent_id, session_id, stream_id, kind, next_seq, final_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
-                     next_seq = MAX(streams.next_seq, excluded.next_seq), final_seq = COALESCE(streams.final_seq, excluded.final_seq)",
+                     next_seq = CASE WHEN (streams.next_seq < 0) <> (excluded.next_seq < 0) \
+                     THEN MIN(streams.next_seq, excluded.next_seq) ELSE MAX(streams.next_seq, excluded.next_seq) END, final_seq = COALESCE(streams.final_seq, excluded.final_seq)",
                 )?;
                 for u in &s.streams {
                     st.execute(params![u.agent.as_str(), &u.session.0[..], u.stream.0, u.kind, u.next_seq as i64, u.final_seq.map(|v| v as i64)])?;

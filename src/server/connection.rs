@@ -128,9 +128,10 @@ impl Handler<Register> for ConnectionActor {
     }
 }
 
-/// Verify a chunk's envelope against the connection and its stream.
+/// Verify a chunk's envelope against the connection and its stream: the verdict, and for an
+/// accepted gap record the first number it dropped.
 #[derive(Message)]
-#[rtype(result = "Result<Verdict, (Reject, String)>")]
+#[rtype(result = "Result<(Verdict, Option<u64>), (Reject, String)>")]
 struct Admit {
     header: ChunkHeader,
     digest: [u8; 32],
@@ -141,7 +142,7 @@ struct Admit {
 /// another (its QUIC stream is read in order), and the state is checked again when a lookup
 /// returns, so an answer that arrives late cannot undo what happened meanwhile.
 impl Handler<Admit> for ConnectionActor {
-    type Result = ResponseActFuture<Self, Result<Verdict, (Reject, String)>>;
+    type Result = ResponseActFuture<Self, Result<(Verdict, Option<u64>), (Reject, String)>>;
 
     fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
         let h = msg.header;
@@ -190,6 +191,7 @@ impl Handler<Admit> for ConnectionActor {
                                     Kind::from_code(row.kind).unwrap_or(h.kind),
                                     row.next_seq,
                                     row.final_seq,
+                                    row.dropped,
                                 ),
                                 None => StreamState::new(h.kind),
                             })
@@ -214,14 +216,26 @@ impl Handler<Admit> for ConnectionActor {
                                     {
                                         Verdict::AskStored => verdict(
                                             state.resolve(h.seq, h.last, msg.digest, stored),
-                                        ),
-                                        v => verdict(v),
+                                        )
+                                        .map(|v| (v, None)),
+                                        v => verdict(v).map(|v| {
+                                            (
+                                                v,
+                                                h.gap
+                                                    .then(|| state.dropped_before(h.seq))
+                                                    .flatten(),
+                                            )
+                                        }),
                                     }
                                 }
                             })
                             .boxed_local()
                     }
-                    v => fut::ready(verdict(v)).boxed_local(),
+                    v => fut::ready(
+                        verdict(v)
+                            .map(|v| (v, h.gap.then(|| state.dropped_before(h.seq)).flatten())),
+                    )
+                    .boxed_local(),
                 }
             }),
         )
@@ -571,12 +585,13 @@ async fn on_chunk(
         })
         .await
     {
-        Ok(Ok(Verdict::Accept)) => {
+        Ok(Ok((Verdict::Accept, gap_first))) => {
             let want = (chunk.len() as u32).min(shared.memory_bytes as u32).max(1);
             let permit = shared.memory.clone().acquire_many_owned(want).await;
             let req = store.send(StoreChunk {
                 chunk,
                 digest,
+                gap_first,
                 lease: lease.clone(),
             });
             let result = actix_rt::spawn(async move {
@@ -591,7 +606,7 @@ async fn on_chunk(
                 result,
             }
         }
-        Ok(Ok(_duplicate)) => {
+        Ok(Ok((_duplicate, _))) => {
             metrics::counter!(m::CHUNKS, "outcome" => "duplicate").increment(1);
             Pending::Ready(ack(MSG_CHUNK, h.seq), started)
         }

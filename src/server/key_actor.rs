@@ -80,7 +80,15 @@ impl KeyActor {
         poll: Duration,
         progress: Arc<Progress>,
         dek_records_per_minute: u32,
+        recent_deks: Vec<(AgentId, i64)>,
     ) -> Self {
+        // Each agent's budget as the last minute left it (a restart does not refill it).
+        let cap = f64::from(dek_records_per_minute);
+        let now = std::time::Instant::now();
+        let dek_budget = recent_deks
+            .into_iter()
+            .map(|(agent, n)| (agent, ((cap - n as f64).max(0.0), now, false)))
+            .collect();
         KeyActor {
             waiting: VecDeque::new(),
             pending: HashMap::new(),
@@ -94,8 +102,8 @@ impl KeyActor {
             broken: HashMap::new(),
             deks: HashMap::new(),
             retired_seen: HashMap::new(),
-            dek_budget: HashMap::new(),
-            dek_per_minute: f64::from(dek_records_per_minute),
+            dek_budget,
+            dek_per_minute: cap,
             warned_retired: Default::default(),
             queue: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }

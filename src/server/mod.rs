@@ -162,12 +162,19 @@ impl Server {
         // Segments bypass object_store locally: direct I/O, fsync, hard link (storage::durable);
         // elsewhere a conditional PUT or a multipart upload (storage::remote).
         let segments: store_actor::SegmentStore = segments.unwrap_or(opened.segments);
+        let recent_deks = metadata
+            .deks_in_last_minute()
+            .await?
+            .into_iter()
+            .filter_map(|(agent, n)| Some((crate::protocol::AgentId::new(agent).ok()?, n)))
+            .collect();
         let key = KeyActor::new(
             metadata.clone(),
             store.clone(),
             Duration::from_millis(cfg.kek_poll_ms),
             progress.clone(),
             cfg.limits.dek_records_per_minute,
+            recent_deks,
         )
         .start();
         // The KEK registry is read before the first handshake: an agent reconnecting the

@@ -26,6 +26,7 @@ pub type SegmentStore = Arc<dyn SegmentWriter>;
 struct Waiting {
     chunk: SealedChunk,
     digest: [u8; 32],
+    gap_first: Option<u64>,
     lease: Arc<Lease>,
     reply: oneshot::Sender<Result<(), Reject>>,
 }
@@ -141,6 +142,7 @@ async fn write_segment(
                 capture_us: h.capture_time_us,
                 flags: crate::metadata::index_flags(&w.chunk),
                 dek_id: h.dek_id.0,
+                gap_first: w.gap_first,
             })
         })
         .collect();
@@ -228,6 +230,8 @@ impl Actor for StoreActor {
 pub struct StoreChunk {
     pub chunk: SealedChunk,
     pub digest: [u8; 32],
+    /// A gap record's first dropped number (kept in its index row).
+    pub gap_first: Option<u64>,
     pub lease: Arc<Lease>,
 }
 
@@ -253,6 +257,7 @@ impl Handler<StoreChunk> for StoreActor {
         self.batch.push(Waiting {
             chunk: msg.chunk,
             digest: msg.digest,
+            gap_first: msg.gap_first,
             lease: msg.lease,
             reply: tx,
         });

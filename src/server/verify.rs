@@ -43,18 +43,36 @@ pub const SKIPPED: usize = 64;
 
 impl StreamState {
     pub fn new(kind: Kind) -> Self {
-        Self::resume(kind, 0, None)
+        Self::resume(kind, 0, None, Vec::new())
     }
 
-    /// A stream known from the database.
-    pub fn resume(kind: Kind, next_seq: u64, final_seq: Option<u64>) -> Self {
+    /// A stream known from the database, with the ranges its stored gap records dropped
+    /// (oldest first), so that a number in them stays refused after a reconnect or a restart.
+    pub fn resume(
+        kind: Kind,
+        next_seq: u64,
+        final_seq: Option<u64>,
+        mut dropped: Vec<(u64, u64)>,
+    ) -> Self {
+        if dropped.len() > SKIPPED {
+            dropped.drain(..dropped.len() - SKIPPED);
+        }
         StreamState {
             kind,
             next_seq,
             final_seq,
             recent: BTreeMap::new(),
-            skipped: Vec::new(),
+            skipped: dropped,
         }
+    }
+
+    /// The first number the gap record just accepted at `seq` dropped (what its index row
+    /// keeps, so the range outlives this connection).
+    pub fn dropped_before(&self, seq: u64) -> Option<u64> {
+        self.skipped
+            .last()
+            .filter(|(_, b)| b.checked_add(1) == Some(seq))
+            .map(|(a, _)| *a)
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -236,6 +254,31 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_range_stays_refused_in_a_stream_resumed_from_the_database() {
+        let mut s = StreamState::new(Kind::Frame);
+        assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
+        let gap = 1 << 63;
+        assert_eq!(
+            s.check_chunk(Kind::Frame, gap, false, true, B),
+            Verdict::Accept
+        );
+        assert_eq!(s.dropped_before(gap), Some(1));
+        assert_eq!(s.dropped_before(gap + 1), None);
+        // What the index keeps: the gap record's row at `gap` remembers it dropped from 1.
+        let mut resumed = StreamState::resume(Kind::Frame, gap + 1, None, vec![(1, gap - 1)]);
+        assert_eq!(
+            resumed.check(Kind::Frame, 1, false, A),
+            Verdict::Reject(Reject::DeclaredDropped)
+        );
+        // Without it the number looks like a hole to fill.
+        let mut forgetful = StreamState::resume(Kind::Frame, gap + 1, None, Vec::new());
+        assert_eq!(
+            forgetful.check(Kind::Frame, 1, false, A),
+            Verdict::AskStored
+        );
+    }
+
+    #[test]
     fn duplicates_are_acked_once_stored_and_conflicts_refused() {
         let mut s = StreamState::new(Kind::Frame);
         assert_eq!(s.check(Kind::Frame, 0, false, A), Verdict::Accept);
@@ -264,7 +307,7 @@ mod tests {
 
     #[test]
     fn after_a_restart_old_numbers_are_looked_up() {
-        let mut s = StreamState::resume(Kind::Frame, 10, None);
+        let mut s = StreamState::resume(Kind::Frame, 10, None, Vec::new());
         assert_eq!(s.check(Kind::Frame, 3, false, A), Verdict::AskStored);
         assert_eq!(s.resolve(3, false, A, Some(A)), Verdict::Duplicate);
         assert_eq!(

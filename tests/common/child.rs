@@ -217,6 +217,14 @@ impl ChildEnv {
         .unwrap()
     }
 
+    /// SIGKILL the server (nothing it holds in memory survives) and start it again on the
+    /// same data directory and database; returns once it is ready.
+    pub async fn restart(&mut self) {
+        self.child.kill9();
+        self.child.spawn();
+        self.wait_ready().await;
+    }
+
     /// SIGTERM the server and wait for it; drop its PostgreSQL database.
     pub async fn stop(mut self) {
         self.child.stop();

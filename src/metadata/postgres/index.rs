@@ -23,11 +23,45 @@ impl Pg {
                 ],
             )
             .await?;
-        Ok(row.map(|r| StreamRow {
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let mut out = StreamRow {
             kind: r.get::<_, i16>(0) as u8,
             next_seq: r.get::<_, i64>(1) as u64,
             final_seq: r.get::<_, Option<i64>>(2).map(|v| v as u64),
-        }))
+            dropped: Vec::new(),
+        };
+        let ranges = self
+            .rows(
+                Which::Index,
+                "SELECT gap_first_seq, seq FROM chunks WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3 \
+                 AND gap_first_seq IS NOT NULL ORDER BY seq DESC LIMIT $4",
+                vec![
+                    Box::new(agent.as_str().to_owned()),
+                    Box::new(session.0.to_vec()),
+                    Box::new(i64::from(stream.0)),
+                    Box::new(i64::from(crate::metadata::DROPPED_RANGES)),
+                ],
+            )
+            .await?;
+        for r in ranges.iter().rev() {
+            let (first, gap) = (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
+            out.dropped.push((first, gap.saturating_sub(1)));
+        }
+        Ok(Some(out))
+    }
+
+    pub async fn deks_in_last_minute(&self) -> Result<Vec<(String, i64)>, MetaError> {
+        let rows = self
+            .rows(
+                Which::Keys,
+                "SELECT agent_id, count(*) FROM encryption_dek \
+                 WHERE creation_time > now() - interval '60 seconds' GROUP BY agent_id",
+                Vec::new(),
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     pub async fn chunk_digest(
@@ -79,11 +113,11 @@ impl Pg {
                            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (segment_id) DO NOTHING \
                          ), ch AS ( \
                            INSERT INTO chunks (agent_id, session_id, stream_id, seq, segment_id, digest, \
-                                               chunk_offset, chunk_len, capture_us, flags, dek_id) \
-                           SELECT a, s, st, q, $1, d, o, l, cu, f, k \
+                                               chunk_offset, chunk_len, capture_us, flags, dek_id, gap_first_seq) \
+                           SELECT a, s, st, q, $1, d, o, l, cu, f, k, g \
                            FROM unnest($6::text[], $7::bytea[], $8::int8[], $9::int8[], $10::bytea[], \
-                                       $17::int8[], $18::int4[], $19::int8[], $20::int2[], $21::bytea[]) \
-                                AS u(a, s, st, q, d, o, l, cu, f, k) \
+                                       $17::int8[], $18::int4[], $19::int8[], $20::int2[], $21::bytea[], $25::int8[]) \
+                                AS u(a, s, st, q, d, o, l, cu, f, k, g) \
                            WHERE u.a NOT IN (SELECT agent_id FROM stale) \
                            ON CONFLICT DO NOTHING \
                            RETURNING agent_id, session_id, chunk_len, capture_us, flags, dek_id \
@@ -108,7 +142,9 @@ impl Pg {
                                 AS v(a, s, st, k, n, f) \
                            WHERE v.a NOT IN (SELECT agent_id FROM stale) \
                            ON CONFLICT (agent_id, session_id, stream_id) DO UPDATE SET \
-                           next_seq = GREATEST(streams.next_seq, EXCLUDED.next_seq), \
+                           next_seq = CASE WHEN (streams.next_seq < 0) <> (EXCLUDED.next_seq < 0) \
+                                      THEN LEAST(streams.next_seq, EXCLUDED.next_seq) \
+                                      ELSE GREATEST(streams.next_seq, EXCLUDED.next_seq) END, \
                            final_seq = COALESCE(streams.final_seq, EXCLUDED.final_seq) \
                          ) \
                          SELECT agent_id FROM stale",
@@ -126,6 +162,8 @@ impl Pg {
                 let c_capture: Vec<i64> = ch.iter().map(|r| r.capture_us).collect();
                 let c_flags: Vec<i16> = ch.iter().map(|r| i16::from(r.flags)).collect();
                 let c_dek: Vec<&[u8]> = ch.iter().map(|r| &r.dek_id[..]).collect();
+                let c_gap: Vec<Option<i64>> =
+                    ch.iter().map(|r| r.gap_first.map(|v| v as i64)).collect();
                 let now = now_us();
                 let f_agent: Vec<&str> = s.fences.iter().map(|(a, _)| a.as_str()).collect();
                 let f_epoch: Vec<i64> = s.fences.iter().map(|(_, e)| *e).collect();
@@ -172,6 +210,7 @@ impl Pg {
                         &now,
                         &f_agent,
                         &f_epoch,
+                        &c_gap,
                     ],
                 )
                 .await
