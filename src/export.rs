@@ -1,10 +1,12 @@
 //! Offline export: check a store without keys (`inspect`), unwrap DEKs with the operator's
 //! private keys, then decrypt every stream one chunk at a time (read back by range from its
 //! segment), write frames back as files and keystrokes as JSON lines, and report each stream:
-//! complete, incomplete, tampered, malformed, without key or without DEK record, and how far
-//! its agent's signatures prove it. Memory does not grow with the store's bytes; an export
-//! into a directory that already holds an earlier run's files resumes it (identical files are
-//! kept, a different file is never overwritten).
+//! complete, incomplete, tampered, malformed, without key or without DEK record, how far its
+//! agent's signatures prove it, and its verdict. A stream's files are staged until its verdict
+//! is known: those of a stream whose verdict is ok go under `<agent>/<session>/`, any other's
+//! under `@quarantine/<agent>/<session>/`, never beside them. Memory does not grow with the
+//! store's bytes; an export into a directory that already holds an earlier run's files resumes
+//! it (identical files are kept, a different file is never overwritten).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{AgentCa, Dek, StreamKey};
-use crate::inspect::{self, ChunkRef, Filter, Proof, Scan, StreamKey as StreamKeyId};
+use crate::inspect::{self, ChunkRef, Filter, Proof, Scan, StreamKey as StreamKeyId, Verdict};
 use crate::keys::PrivateKeyFile;
 use crate::protocol::payload::{Frame, Gap, keystroke_lines};
 use crate::protocol::{AgentId, DekId, Kind, SessionId, StreamId};
@@ -54,6 +56,10 @@ pub enum Status {
     NoDekRecord(String),
 }
 
+/// Where the files of streams that are not ok go, under the output directory: `@` is in no
+/// agent directory's name, so it cannot clash with one.
+pub const QUARANTINE_DIR: &str = "@quarantine";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamReport {
     pub agent: String,
@@ -62,8 +68,10 @@ pub struct StreamReport {
     pub kind: &'static str,
     pub chunks: u64,
     pub bytes: u64,
+    /// The earliest and latest capture time of the stream's chunks present.
     pub first_capture_us: i64,
     pub last_capture_us: i64,
+    /// Each file written, relative to the output directory (as in `receipt.json`).
     pub files: Vec<String>,
     /// Chunks the agent dropped (its spool was full), as its gap records declare.
     pub gaps: Vec<Gap>,
@@ -72,25 +80,23 @@ pub struct StreamReport {
     pub frames: FrameList,
     #[serde(flatten)]
     pub status: Status,
+    /// The stream's verdict (docs/format.md "Verdicts and exit codes"): its status and, with
+    /// a pinned agent CA, its proof.
+    pub verdict: Verdict,
     /// How far the agent's signatures prove this stream.
     #[serde(rename = "signature")]
     pub proof: Proof,
     /// Incomplete because it is still being recorded, as the server's index says (`export
-    /// --config`): not counted as incomplete for the exit code.
+    /// --config`): its incomplete verdict is not counted for the exit code.
     pub still_recording: bool,
 }
 
 impl StreamReport {
-    /// Not proven to its end: unsigned while a CA was pinned, or chunks after the last
-    /// valid checkpoint.
-    pub fn unproven(&self, ca_pinned: bool) -> bool {
-        match &self.proof {
-            Proof::Unsigned => ca_pinned,
-            // Chunks after the last checkpoint are unproven even when the certificate itself
-            // is not checked against a CA: the stream's own signatures say so.
-            Proof::Signed { unproven, .. } => *unproven > 0,
-            Proof::Invalid => false, // its problem makes the stream tampered
-        }
+    /// Counted for the exit code: not waived by `--allow-incomplete` or by the server saying
+    /// the stream is still being recorded.
+    pub fn counted(&self, allow_incomplete: bool) -> bool {
+        !(allow_incomplete && self.verdict.waivable()
+            || self.still_recording && self.verdict == Verdict::Incomplete)
     }
 }
 
@@ -106,9 +112,35 @@ pub struct Report {
     pub streams: Vec<StreamReport>,
     /// Chunks decrypted and authenticated.
     pub decrypted_chunks: u64,
+    /// The worst verdict of the streams, or tampered when an object is damaged.
+    pub outcome: Verdict,
 }
 
 impl Report {
+    /// `export`'s exit code (docs/format.md "Verdicts and exit codes").
+    pub fn exit_code(&self, allow_incomplete: bool) -> u8 {
+        inspect::exit_code(
+            !self.damaged_objects.is_empty(),
+            self.streams
+                .iter()
+                .filter_map(|s| s.counted(allow_incomplete).then_some(s.verdict)),
+            false,
+        )
+    }
+
+    /// The outcome from the streams' verdicts and the damaged objects.
+    pub fn set_outcome(&mut self) {
+        self.outcome = if self.damaged_objects.is_empty() {
+            self.streams
+                .iter()
+                .map(|s| s.verdict)
+                .min()
+                .unwrap_or(Verdict::Ok)
+        } else {
+            Verdict::Tampered
+        };
+    }
+
     pub fn tampered(&self) -> bool {
         !self.damaged_objects.is_empty()
             || self
@@ -136,16 +168,12 @@ impl Report {
             .any(|s| matches!(s.status, Status::NoDekRecord(_)))
     }
 
-    /// Streams without their final chunk, or not proven to their end (with a pinned CA).
+    /// Streams unsigned (with a pinned CA), incomplete or not proven to their end, and not
+    /// known to be still recording.
     pub fn incomplete_or_unproven(&self) -> Vec<&StreamReport> {
-        let pinned = self.agent_ca.is_some();
         self.streams
             .iter()
-            // Still recording (the server says so) waives the missing final chunk only, never a
-            // missing signature.
-            .filter(|s| {
-                (s.status == Status::Incomplete && !s.still_recording) || s.unproven(pinned)
-            })
+            .filter(|s| s.verdict.exit_code() == 7 && s.counted(false))
             .collect()
     }
 }
@@ -195,7 +223,7 @@ pub async fn export_with(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report, ExportError> {
     let mut scanned = 0u64;
-    let scan = inspect::scan(store, &options.filter, false, |n| {
+    let scan = inspect::scan(store, &options.filter, |n| {
         scanned += n;
         progress(Progress::Scanned(scanned));
     })
@@ -253,6 +281,7 @@ pub async fn export_with(
             chunks,
             check,
             unique,
+            options.agent_ca.is_some(),
             (&deks, &dek_problems),
             out,
             &mut |n| {
@@ -265,6 +294,7 @@ pub async fn export_with(
         report.streams.push(sr.0);
     }
 
+    report.set_outcome();
     std::fs::create_dir_all(out).map_err(|source| ExportError::Write {
         path: out.to_owned(),
         source,
@@ -282,13 +312,13 @@ async fn export_stream(
     chunks: &BTreeMap<u64, Vec<ChunkRef>>,
     check: inspect::StreamCheck,
     unique_kind: bool,
+    ca_pinned: bool,
     (deks, dek_problems): (&HashMap<Owner, Dek>, &HashMap<Owner, String>),
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(StreamReport, u64), ExportError> {
     let (agent, sess, stream) = id;
     let kind = check.kind;
-    let dir = out.join(agent.dir_name()).join(sess.to_string());
     let mut sr = StreamReport {
         agent: agent.to_string(),
         session: sess.to_string(),
@@ -302,6 +332,7 @@ async fn export_stream(
         gaps: Vec::new(),
         frames: Vec::new(),
         status: Status::Complete,
+        verdict: Verdict::Ok,
         proof: check.proof.clone(),
         still_recording: false,
     };
@@ -315,7 +346,7 @@ async fn export_stream(
             ids.join(", ")
         )
     });
-    let mut writer = StreamWriter::new(dir, kind, *stream, unique_kind);
+    let mut writer = StreamWriter::new(out, kind, *stream, unique_kind);
     let mut keys_cache: HashMap<DekId, StreamKey> = HashMap::new();
     let mut decrypted = 0u64;
     let mut prev_seq: Option<u64> = None;
@@ -377,35 +408,46 @@ async fn export_stream(
             Err(e) => problems.push(e.to_string()),
         }
     }
-    let (files, frames) = writer.finish()?;
-    sr.files = files;
-    sr.frames = frames;
     sr.status = if !problems.is_empty() {
         Status::Tampered(problems)
     } else if let Some(why) = no_record {
         Status::NoDekRecord(why)
-    } else if !malformed.is_empty() {
-        Status::Malformed(malformed)
     } else if let Some(why) = no_key {
         Status::NoKey(why)
+    } else if !malformed.is_empty() {
+        Status::Malformed(malformed)
     } else if check.final_seq.is_none() {
         Status::Incomplete
     } else {
         Status::Complete
     };
+    sr.verdict = match &sr.status {
+        Status::Tampered(_) => Verdict::Tampered,
+        Status::NoDekRecord(_) => Verdict::NoDekRecord,
+        Status::NoKey(_) => Verdict::NoKey,
+        Status::Malformed(_) => Verdict::Malformed,
+        Status::Complete | Status::Incomplete => {
+            Verdict::of_authentic(&sr.proof, sr.status == Status::Complete, ca_pinned)
+        }
+    };
+    // Only an ok stream's files go where ok files go.
+    let mut base = PathBuf::new();
+    if sr.verdict != Verdict::Ok {
+        base.push(QUARANTINE_DIR);
+    }
+    let base = base.join(agent.dir_name()).join(sess.to_string());
+    let (files, frames) = writer.finish(&base)?;
+    sr.files = files;
+    sr.frames = frames;
     Ok((sr, decrypted))
 }
 
-/// A temporary name beside `path` that no exported file can have (a random part), so that
-/// staging a file never replaces another.
-fn staging_name(path: &Path) -> PathBuf {
+/// A staging directory in `out` that no exported file or directory can have (a leading `.`
+/// and a random part), where one stream's files wait for its verdict.
+fn staging_dir(out: &Path) -> PathBuf {
     let mut r = [0u8; 8];
     getrandom::fill(&mut r).expect("operating system random source failed");
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.partial", hex::encode(r)))
+    out.join(format!(".{}.partial", hex::encode(r)))
 }
 
 /// Write `report` as `out/report.json` (again, after the CLI learned more about its streams).
@@ -415,71 +457,96 @@ pub fn write_report(out: &Path, report: &Report) -> Result<(), ExportError> {
     std::fs::write(&path, json).map_err(|source| ExportError::Write { path, source })
 }
 
-/// Write `bytes` at `path` unless the same bytes are there (a resumed export); a file with
-/// other contents is never overwritten.
-fn write_once(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let io = |source| ExportError::Write {
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Write {
         path: path.to_owned(),
         source,
-    };
+    }
+}
+
+/// SHA-256 of a file, read in pieces.
+fn file_sha256(path: &Path) -> Result<[u8; 32], ExportError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io_error(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io_error(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Move the staged file `staged` to `path`, unless the same bytes are there (a resumed
+/// export); a file with other contents is never overwritten (a hard link, not a rename, so
+/// that a file appearing meanwhile is not replaced either).
+fn place_once(staged: &Path, path: &Path) -> Result<(), ExportError> {
     if path.exists() {
-        let existing = std::fs::read(path).map_err(io)?;
-        return if existing == bytes {
+        let same = file_sha256(path)? == file_sha256(staged)?;
+        std::fs::remove_file(staged).map_err(io_error(staged))?;
+        return if same {
             Ok(())
         } else {
             Err(ExportError::Exists(path.to_owned()))
         };
     }
-    let tmp = staging_name(path);
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    match std::fs::hard_link(staged, path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => place_once(staged, path),
+        Err(e) => Err(io_error(path)(e)),
+        Ok(()) => std::fs::remove_file(staged).map_err(io_error(staged)),
+    }
 }
 
-/// Writes one stream's plaintext: frames as files, keystrokes as JSON lines.
+/// Writes one stream's plaintext: frames as files, keystrokes as JSON lines, staged in a
+/// directory of their own until `finish` puts them where the stream's verdict says.
 struct StreamWriter {
-    dir: PathBuf,
+    out: PathBuf,
+    /// The staging directory, made at the first file.
+    staging: Option<PathBuf>,
     kind: Kind,
     stream: StreamId,
     unique: bool,
-    files: Vec<String>,
+    /// Each file staged, relative to the session directory, with its capture time for frames.
+    staged: Vec<(PathBuf, Option<i64>)>,
     /// Frame file names used by this export (a repeated name gets the sequence number).
     names: std::collections::HashSet<String>,
-    /// Each frame written, with its capture time (for `--video`).
-    frames: Vec<(PathBuf, i64)>,
-    /// The keystroke file being written (`….partial` until the stream ends) and its hash.
-    keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf, Sha256)>,
+    /// The keystroke file being written, and its path relative to the session directory.
+    keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
 }
 
 /// A stream's frames as written: each file and its capture time.
 pub type FrameList = Vec<(PathBuf, i64)>;
 
 impl StreamWriter {
-    fn new(dir: PathBuf, kind: Kind, stream: StreamId, unique: bool) -> Self {
+    fn new(out: &Path, kind: Kind, stream: StreamId, unique: bool) -> Self {
         StreamWriter {
-            dir,
+            out: out.to_owned(),
+            staging: None,
             kind,
             stream,
             unique,
-            files: Vec::new(),
+            staged: Vec::new(),
             names: Default::default(),
-            frames: Vec::new(),
             keystrokes: None,
         }
     }
 
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
-        move |source| ExportError::Write {
-            path: path.to_owned(),
-            source,
-        }
-    }
-
-    fn keystrokes_path(&self) -> PathBuf {
-        if self.unique {
-            self.dir.join("keystrokes.jsonl")
-        } else {
-            self.dir.join(format!("keystrokes-{}.jsonl", self.stream))
-        }
+    /// The staged path of `rel` (relative to the session directory), its directory made.
+    fn stage(&mut self, rel: &Path) -> Result<PathBuf, ExportError> {
+        let staging = self
+            .staging
+            .get_or_insert_with(|| staging_dir(&self.out))
+            .clone();
+        let path = staging.join(rel);
+        let dir = path.parent().expect("a file in the staging directory");
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        Ok(path)
     }
 
     /// Write one chunk's plaintext; `Ok(None)` if the payload does not parse.
@@ -500,11 +567,10 @@ impl StreamWriter {
                     return Ok(None);
                 };
                 let dir = if self.unique {
-                    self.dir.join("frames")
+                    PathBuf::from("frames")
                 } else {
-                    self.dir.join(format!("frames-{}", self.stream))
+                    PathBuf::from(format!("frames-{}", self.stream))
                 };
-                std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
                 let mut name = if frame.name.is_empty() {
                     format!("frame-{seq:08}.bin")
                 } else {
@@ -514,10 +580,10 @@ impl StreamWriter {
                     name = format!("{seq:08}-{name}");
                     self.names.insert(name.clone());
                 }
-                let path = dir.join(&name);
-                write_once(&path, frame.image)?;
-                self.files.push(path.display().to_string());
-                self.frames.push((path, capture_us));
+                let rel = dir.join(&name);
+                let path = self.stage(&rel)?;
+                std::fs::write(&path, frame.image).map_err(io_error(&path))?;
+                self.staged.push((rel, Some(capture_us)));
                 Ok(Some(frame.image.len() as u64))
             }
             Kind::Keystrokes => {
@@ -525,47 +591,57 @@ impl StreamWriter {
                     return Ok(None);
                 };
                 if self.keystrokes.is_none() {
-                    std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
-                    let path = self.keystrokes_path();
-                    let partial = staging_name(&path);
-                    let f = std::fs::File::create(&partial).map_err(Self::io(&partial))?;
-                    self.files.push(path.display().to_string());
-                    self.keystrokes = Some((std::io::BufWriter::new(f), partial, Sha256::new()));
+                    let rel = if self.unique {
+                        PathBuf::from("keystrokes.jsonl")
+                    } else {
+                        PathBuf::from(format!("keystrokes-{}.jsonl", self.stream))
+                    };
+                    let path = self.stage(&rel)?;
+                    let f = std::fs::File::create(&path).map_err(io_error(&path))?;
+                    self.keystrokes = Some((std::io::BufWriter::new(f), rel));
                 }
-                let (f, partial, hash) = self.keystrokes.as_mut().expect("opened above");
+                let (f, rel) = self.keystrokes.as_mut().expect("opened above");
                 for line in &lines {
-                    hash.update(line);
-                    hash.update(b"\n");
                     f.write_all(line)
                         .and_then(|_| f.write_all(b"\n"))
-                        .map_err(Self::io(partial))?;
+                        .map_err(|source| ExportError::Write {
+                            path: rel.clone(),
+                            source,
+                        })?;
                 }
                 Ok(Some(plain.len() as u64))
             }
         }
     }
 
-    /// Finish the stream's files; returns them and the frames with their capture times.
-    fn finish(mut self) -> Result<(Vec<String>, FrameList), ExportError> {
-        let path = self.keystrokes_path();
-        if let Some((f, partial, hash)) = self.keystrokes.take() {
+    /// Put the stream's files under `out/base/` (the session directory: `base` is
+    /// `<agent>/<session>` for an ok stream, under `@quarantine/` for any other); returns
+    /// them relative to the output directory, and the frames with their capture times.
+    fn finish(mut self, base: &Path) -> Result<(Vec<String>, FrameList), ExportError> {
+        if let Some((f, rel)) = self.keystrokes.take() {
             let f = f.into_inner().map_err(|e| ExportError::Write {
-                path: partial.clone(),
+                path: rel.clone(),
                 source: e.into_error(),
             })?;
-            f.sync_all().map_err(Self::io(&partial))?;
-            if path.exists() {
-                // A resumed export: the earlier run's file must be the same.
-                let existing = std::fs::read(&path).map_err(Self::io(&path))?;
-                std::fs::remove_file(&partial).map_err(Self::io(&partial))?;
-                if Sha256::digest(&existing) != hash.finalize() {
-                    return Err(ExportError::Exists(path));
-                }
-            } else {
-                std::fs::rename(&partial, &path).map_err(Self::io(&path))?;
+            f.sync_all().map_err(io_error(&rel))?;
+            self.staged.push((rel, None));
+        }
+        let Some(staging) = self.staging.take() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let mut files = Vec::with_capacity(self.staged.len());
+        let mut frames = Vec::new();
+        for (rel, capture_us) in &self.staged {
+            let name = base.join(rel);
+            let path = self.out.join(&name);
+            place_once(&staging.join(rel), &path)?;
+            files.push(name.display().to_string());
+            if let Some(t) = capture_us {
+                frames.push((path, *t));
             }
         }
-        Ok((self.files, self.frames))
+        std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        Ok((files, frames))
     }
 }
 
@@ -578,12 +654,24 @@ pub struct Receipt<'a> {
     /// The KEK whose private key signs this receipt (`receipt.sig`).
     pub signed_with_kek: String,
     pub agent_ca: Option<&'a str>,
-    /// Every file written, relative to the output directory, with its SHA-256.
-    pub files: Vec<(String, String)>,
+    /// Every file written, relative to the output directory, with its SHA-256 and its
+    /// stream's verdict.
+    pub files: Vec<ReceiptFile>,
 }
 
-/// Write `receipt.json` (every exported file with its SHA-256, report.json included) and
-/// `receipt.sig`, an RSA-PSS (SHA-256) signature over it by `key`, the KEK private key used:
+/// One file in `receipt.json`.
+#[derive(Debug, Serialize)]
+pub struct ReceiptFile {
+    pub path: String,
+    pub sha256: String,
+    /// The verdict of the stream the file holds (absent for `report.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// Write `receipt.json` (every exported file with its SHA-256 and its stream's verdict,
+/// report.json included) and `receipt.sig`, an RSA-PSS signature over it by `key`, the KEK
+/// private key used (SHA-256, MGF1 with SHA-256, 32-byte salt):
 /// `openssl dgst -sha256 -sigopt rsa_padding_mode:pss -verify publickey.crt -signature
 /// receipt.sig receipt.json` checks it.
 pub fn write_receipt(
@@ -593,34 +681,22 @@ pub fn write_receipt(
     key: &PrivateKeyFile,
 ) -> Result<(), ExportError> {
     use rsa::signature::{RandomizedSigner, SignatureEncoding};
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ExportError::Write { path, source }
-    };
-    let mut paths: Vec<PathBuf> = report
+    let mut listed: Vec<(String, Option<Verdict>)> = report
         .streams
         .iter()
-        .flat_map(|s| s.files.iter().map(PathBuf::from))
+        .flat_map(|s| s.files.iter().map(|f| (f.clone(), Some(s.verdict))))
         .collect();
-    paths.push(out.join("report.json"));
-    let mut files = Vec::with_capacity(paths.len());
-    for p in paths {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf).map_err(io(&p))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let rel = p.strip_prefix(out).unwrap_or(&p).display().to_string();
-        files.push((rel, hex::encode(h.finalize())));
+    listed.push(("report.json".to_owned(), None));
+    let mut files = Vec::with_capacity(listed.len());
+    for (path, verdict) in listed {
+        files.push(ReceiptFile {
+            sha256: hex::encode(file_sha256(&out.join(&path))?),
+            path,
+            verdict,
+        });
     }
     let receipt = Receipt {
-        format: "sealstream export receipt v1",
+        format: "sealstream export receipt v2",
         exported_at_us: crate::crypto::now_us(),
         store,
         signed_with_kek: key.kek_id.to_string(),
@@ -628,6 +704,7 @@ pub fn write_receipt(
         files,
     };
     let json = serde_json::to_vec_pretty(&receipt).expect("receipt serializes");
+    // `new` salts with as many bytes as the digest has: 32.
     let signer = rsa::pss::SigningKey::<rsa::sha2::Sha256>::new(key.key.clone());
     let sig = signer
         .try_sign_with_rng(&mut getrandom::SysRng, &json)
@@ -636,7 +713,7 @@ pub fn write_receipt(
             source: std::io::Error::other(e.to_string()),
         })?;
     let (rj, rs) = (out.join("receipt.json"), out.join("receipt.sig"));
-    std::fs::write(&rj, &json).map_err(io(&rj))?;
-    std::fs::write(&rs, sig.to_bytes()).map_err(io(&rs))?;
+    std::fs::write(&rj, &json).map_err(io_error(&rj))?;
+    std::fs::write(&rs, sig.to_bytes()).map_err(io_error(&rs))?;
     Ok(())
 }

@@ -89,12 +89,13 @@ pub struct Scan {
     pub records: HashMap<(AgentId, DekId), DekRecord>,
 }
 
-/// Read every segment (and the DEK records the kept chunks name) of `store`.
-/// `progress` is told the bytes of each segment read.
+/// Read every segment of `store`, check the name of every DEK record object, and read the DEK
+/// records the kept chunks name (docs/format.md "Object names"): a record no kept chunk names
+/// is not read, so records flooded into the store cost a reader one listing, never a read
+/// each. `progress` is told the bytes of each segment read.
 pub async fn scan(
     store: &dyn ObjectStore,
     filter: &Filter,
-    all_records: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<Scan, StoreError> {
     let mut out = Scan::default();
@@ -127,28 +128,29 @@ pub async fn scan(
     }
     out.streams.retain(|_, chunks| filter.keeps_stream(chunks));
 
-    // DEK records: all of them (verify), or only those the kept chunks name (export).
-    let wanted: Vec<Path> = if all_records {
-        storage::list(store, &paths::deks_prefix()).await?
-    } else {
-        let mut named: Vec<(AgentId, DekId)> = out
-            .streams
-            .iter()
-            .flat_map(|((agent, ..), by_seq)| {
-                by_seq
-                    .values()
-                    .flatten()
-                    .map(move |c| (agent.clone(), c.dek_id))
-            })
-            .collect();
-        named.sort();
-        named.dedup();
-        named
-            .iter()
-            .map(|(agent, dek)| paths::dek_record(agent, *dek))
-            .collect()
-    };
-    for path in wanted {
+    // Every DEK record object's name, from the listing alone.
+    for path in storage::list(store, &paths::deks_prefix()).await? {
+        if paths::parse_dek_record(&path).is_none() {
+            out.damaged.push(format!(
+                "{path}: not a DEK record's key (v1/deks/<agent id hex>/<DEK id hex>.dek)"
+            ));
+        }
+    }
+    // The records the kept chunks name, each read from its own key.
+    let mut named: Vec<(AgentId, DekId)> = out
+        .streams
+        .iter()
+        .flat_map(|((agent, ..), by_seq)| {
+            by_seq
+                .values()
+                .flatten()
+                .map(move |c| (agent.clone(), c.dek_id))
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    for (agent, dek) in named {
+        let path = paths::dek_record(&agent, dek);
         let Some(bytes) = storage::get_opt(store, &path).await? else {
             continue; // each chunk under it reports "no DEK record"
         };
@@ -358,7 +360,9 @@ pub enum Proof {
         /// Chunks after the last valid checkpoint.
         unproven: u64,
     },
-    /// The signatures could not be checked (their problem is listed with the stream's).
+    /// The signatures do not prove the stream: a signature or certificate was refused, the
+    /// stream mixes versions or DEKs, or its DEK record is missing (each problem is listed
+    /// with the stream's).
     Invalid,
 }
 
@@ -376,6 +380,8 @@ pub struct StreamCheck {
     pub final_seq: Option<u64>,
     pub chunks: u64,
     pub proof: Proof,
+    /// The earliest and latest capture time of the chunks present (gap records and empty
+    /// chunks included), whatever their order.
     pub first_capture_us: i64,
     pub last_capture_us: i64,
 }
@@ -409,6 +415,7 @@ pub fn check_stream(
     let mut expected = 0u64;
     for (seq, copies) in chunks {
         let c = &copies[0];
+        check.first_capture_us = check.first_capture_us.min(c.capture_us);
         check.last_capture_us = check.last_capture_us.max(c.capture_us);
         if copies.iter().any(|o| o.digest != c.digest) {
             check.problems.push(format!(
@@ -527,7 +534,7 @@ fn prove(
         },
     };
     let mut head = sign::CHAIN_START;
-    let (mut checkpoint, mut proven) = (None, 0u64);
+    let (mut checkpoint, mut proven, mut failed) = (None, 0u64, false);
     for (i, (seq, copies)) in chunks.iter().enumerate() {
         let c = &copies[0];
         head = sign::chain_link(&head, &c.core_digest);
@@ -542,10 +549,18 @@ fn prove(
                 checkpoint = Some(*seq);
                 proven = i as u64 + 1;
             }
-            Err(e) => problems.push(format!(
-                "checkpoint at chunk {seq}: {e} (a chunk up to it was altered, removed, added or reordered, or the signature was forged)"
-            )),
+            Err(e) => {
+                failed = true;
+                problems.push(format!(
+                    "checkpoint at chunk {seq}: {e} (a chunk up to it was altered, removed, added or reordered, or the signature was forged)"
+                ))
+            }
         }
+    }
+    if failed {
+        // A signature that does not verify: the stream's proof is not what its valid
+        // checkpoints alone would say.
+        return Proof::Invalid;
     }
     Proof::Signed {
         cert,
@@ -594,18 +609,116 @@ pub struct StreamVerdict {
     pub verdict: Verdict,
 }
 
-/// A stream's outcome, worst first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// A stream's verdict, worst first: the table of docs/format.md "Verdicts and exit codes".
+/// `verify` gives every verdict but `NoKey` and `Malformed`, which only decrypting finds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Something honest storage cannot cause (or, as a store's outcome, a damaged object).
     Tampered,
+    /// A DEK record the chunks name is not in the store.
     NoDekRecord,
+    /// (export) No private key was given for the stream's KEK.
+    NoKey,
+    /// (export) Authentic chunks whose payload does not parse.
+    Malformed,
+    /// (with a pinned agent CA) No agent signature: anyone with the public KEK could have made
+    /// it. `--allow-incomplete` does not accept it.
+    Unsigned,
+    /// No final chunk (still recording, or cut short).
     Incomplete,
+    /// (with a pinned agent CA) Complete, but chunks after the last valid checkpoint.
     Unproven,
+    #[default]
     Ok,
 }
 
-/// What `sealstream verify` found.
+impl Verdict {
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Tampered,
+        Verdict::NoDekRecord,
+        Verdict::NoKey,
+        Verdict::Malformed,
+        Verdict::Unsigned,
+        Verdict::Incomplete,
+        Verdict::Unproven,
+        Verdict::Ok,
+    ];
+
+    /// What a keyless reader concludes from `check` (with the agent CA pinned or not).
+    pub fn of(check: &StreamCheck, ca_pinned: bool) -> Verdict {
+        if !check.problems.is_empty() {
+            Verdict::Tampered
+        } else if !check.missing_records.is_empty() {
+            Verdict::NoDekRecord
+        } else {
+            Verdict::of_authentic(&check.proof, check.final_seq.is_some(), ca_pinned)
+        }
+    }
+
+    /// The verdict on a stream with nothing wrong in it: unsigned, incomplete, unproven or ok.
+    pub fn of_authentic(proof: &Proof, complete: bool, ca_pinned: bool) -> Verdict {
+        match proof {
+            Proof::Unsigned if ca_pinned => Verdict::Unsigned,
+            _ if !complete => Verdict::Incomplete,
+            // Nothing pinned, nothing to prove against: an unproven tail is not counted.
+            Proof::Signed { unproven, .. } if ca_pinned && *unproven > 0 => Verdict::Unproven,
+            _ => Verdict::Ok,
+        }
+    }
+
+    /// The exit code this verdict gives `verify` and `export`.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Tampered => 3,
+            Verdict::NoDekRecord => 6,
+            Verdict::NoKey => 4,
+            Verdict::Malformed => 5,
+            Verdict::Unsigned | Verdict::Incomplete | Verdict::Unproven => 7,
+            Verdict::Ok => 0,
+        }
+    }
+
+    /// Whether `--allow-incomplete` accepts it: a missing final chunk or an unproven tail of a
+    /// signed stream, never an unsigned stream.
+    pub fn waivable(self) -> bool {
+        matches!(self, Verdict::Incomplete | Verdict::Unproven)
+    }
+
+    /// The name in reports and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Tampered => "tampered",
+            Verdict::NoDekRecord => "no_dek_record",
+            Verdict::NoKey => "no_key",
+            Verdict::Malformed => "malformed",
+            Verdict::Unsigned => "unsigned",
+            Verdict::Incomplete => "incomplete",
+            Verdict::Unproven => "unproven",
+            Verdict::Ok => "ok",
+        }
+    }
+}
+
+/// The exit code of `verify` or `export` for a store: 3 if an object is damaged, else that of
+/// the worst verdict not accepted (`allow_incomplete` accepts the waivable ones).
+pub fn exit_code(
+    damaged: bool,
+    verdicts: impl IntoIterator<Item = Verdict>,
+    allow_incomplete: bool,
+) -> u8 {
+    if damaged {
+        return Verdict::Tampered.exit_code();
+    }
+    verdicts
+        .into_iter()
+        .filter(|v| !(allow_incomplete && v.waivable()))
+        .min()
+        .unwrap_or(Verdict::Ok)
+        .exit_code()
+}
+
+/// What `sealstream verify` found (`--json`: docs/format.md "The verify report").
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
     pub segments: usize,
@@ -618,32 +731,28 @@ pub struct VerifyReport {
     pub outcome: Verdict,
 }
 
+impl VerifyReport {
+    /// `verify`'s exit code (docs/format.md "Verdicts and exit codes").
+    pub fn exit_code(&self, allow_incomplete: bool) -> u8 {
+        exit_code(
+            !self.damaged_objects.is_empty(),
+            self.streams.iter().map(|s| s.verdict),
+            allow_incomplete,
+        )
+    }
+}
+
 /// Check the whole store without keys.
 pub async fn verify(
     store: &dyn ObjectStore,
     ca: Option<&AgentCa>,
     progress: impl FnMut(u64),
 ) -> Result<VerifyReport, StoreError> {
-    let scan = scan(store, &Filter::default(), true, progress).await?;
+    let scan = scan(store, &Filter::default(), progress).await?;
     let mut streams = Vec::with_capacity(scan.streams.len());
     for (key, chunks) in &scan.streams {
         let c = check_stream(key, chunks, &scan.records, ca);
-        let unproven = match &c.proof {
-            Proof::Unsigned => ca.is_some(),
-            Proof::Signed { unproven, .. } => *unproven > 0,
-            Proof::Invalid => false,
-        };
-        let verdict = if !c.problems.is_empty() {
-            Verdict::Tampered
-        } else if !c.missing_records.is_empty() {
-            Verdict::NoDekRecord
-        } else if c.final_seq.is_none() {
-            Verdict::Incomplete
-        } else if unproven {
-            Verdict::Unproven
-        } else {
-            Verdict::Ok
-        };
+        let verdict = Verdict::of(&c, ca.is_some());
         streams.push(StreamVerdict {
             agent: key.0.to_string(),
             session: key.1.to_string(),
@@ -696,19 +805,17 @@ pub async fn verify_in_background(
         let started = std::time::Instant::now();
         match verify(store.as_ref(), Some(&ca), |_| {}).await {
             Ok(report) => {
+                // The verdicts a keyless reader gives (not no_key and malformed).
                 for v in [
                     Verdict::Tampered,
                     Verdict::NoDekRecord,
+                    Verdict::Unsigned,
                     Verdict::Incomplete,
                     Verdict::Unproven,
                     Verdict::Ok,
                 ] {
                     let n = report.streams.iter().filter(|s| s.verdict == v).count();
-                    let label = serde_json::to_value(v)
-                        .ok()
-                        .and_then(|x| x.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    ::metrics::gauge!(crate::server::metrics::VERIFY_STREAMS, "verdict" => label)
+                    ::metrics::gauge!(crate::server::metrics::VERIFY_STREAMS, "verdict" => v.name())
                         .set(n as f64);
                 }
                 ::metrics::gauge!(crate::server::metrics::VERIFY_DAMAGED)

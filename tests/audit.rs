@@ -311,13 +311,22 @@ fn an_export_without_config_signs_a_receipt_openssl_verifies() {
     let receipt: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("out/receipt.json")).unwrap()).unwrap();
     let files = receipt["files"].as_array().unwrap();
+    // Every file relative to the output directory, with its stream's verdict (issue 22).
+    let frame = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("a.png"))
+        .unwrap();
     assert!(
-        files
-            .iter()
-            .any(|f| f[0].as_str().unwrap().ends_with("a.png"))
+        frame["path"].as_str().unwrap().starts_with("ts-1/"),
+        "{receipt}"
     );
-    assert!(files.iter().any(|f| f[0] == "report.json"));
-    // What docs/format.md tells a reader to run.
+    assert_eq!(frame["verdict"], "ok");
+    let sha = <sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(d.join("out").join(frame["path"].as_str().unwrap())).unwrap(),
+    );
+    assert_eq!(frame["sha256"], hex::encode(sha));
+    assert!(files.iter().any(|f| f["path"] == "report.json"));
+    // What docs/format.md tells a reader to run, with the salt length it gives (32 bytes).
     let openssl_verifies = || {
         std::process::Command::new("openssl")
             .current_dir(d)
@@ -326,6 +335,10 @@ fn an_export_without_config_signs_a_receipt_openssl_verifies() {
                 "-sha256",
                 "-sigopt",
                 "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+                "-sigopt",
+                "rsa_mgf1_md:sha256",
                 "-verify",
                 "publickey.crt",
                 "-signature",
@@ -445,7 +458,13 @@ async fn the_server_verifies_its_store_in_the_background() {
         2.0,
         "both streams of the session complete and signed: {last}"
     );
-    for verdict in ["unproven", "incomplete", "no_dek_record", "tampered"] {
+    for verdict in [
+        "unproven",
+        "incomplete",
+        "unsigned",
+        "no_dek_record",
+        "tampered",
+    ] {
         let series = format!("sealstream_store_verify_streams{{verdict=\"{verdict}\"}}");
         assert_eq!(metric(&last, &series), 0.0, "{verdict}: {last}");
     }

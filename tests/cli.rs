@@ -470,7 +470,8 @@ fn quickstart_runs_the_round_trip() {
 
 /// An agent that flooded the store with DEK records (the attack review saw 1,700 a second)
 /// costs an export of another agent's session nothing: export reads only the records the
-/// exported chunks name, and never the others.
+/// exported chunks name, and never the others; it checks their names from the listing, as
+/// verify does, so an object that is not a DEK record's is damaged for both (issue 22).
 #[test]
 fn export_reads_only_the_dek_records_its_sessions_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -487,8 +488,11 @@ fn export_reads_only_the_dek_records_its_sessions_name() {
                 .await
                 .unwrap();
         }
-        // A damaged record of the flooder's, which only a full listing would trip over.
-        let junk = object_store::path::Path::from("v1/deks/flooder/not-a-record");
+        // A damaged record of the flooder's under a record's name: only reading it would tell.
+        let junk = sealstream::storage::paths::dek_record(
+            &flooder,
+            sealstream::protocol::DekId([0x5a; 16]),
+        );
         sealstream::storage::put_new(store.as_ref(), &junk, bytes::Bytes::from_static(b"junk"))
             .await
             .unwrap();
@@ -517,6 +521,41 @@ fn export_reads_only_the_dek_records_its_sessions_name() {
         .assert()
         .success()
         .stdout(predicate::str::contains("1 DEK record(s)"));
+    sealstream(d)
+        .args(["verify", "--store", "store"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 DEK record(s)"));
+    // An object under v1/deks/ whose name is not a record's: damaged from the listing alone,
+    // by export (which once never listed) and verify alike.
+    let odd = d.join("store/v1/deks/flooder/not-a-record");
+    std::fs::create_dir_all(odd.parent().unwrap()).unwrap();
+    std::fs::write(&odd, b"junk").unwrap();
+    for args in [
+        &[
+            "export",
+            "--store",
+            "store",
+            "--out",
+            "out2",
+            "--key",
+            "keypair.pem",
+        ][..],
+        &["verify", "--store", "store"][..],
+    ] {
+        sealstream(d)
+            .args(args)
+            .args(if args[0] == "export" {
+                &["--passphrase-file", "pass.txt"][..]
+            } else {
+                &[][..]
+            })
+            .assert()
+            .code(3)
+            .stdout(predicate::str::contains(
+                "v1/deks/flooder/not-a-record: not a DEK record's key",
+            ));
+    }
 }
 
 /// `keys convert` turns every key form the console's WebCrypto cannot open (the traditional

@@ -435,7 +435,7 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
     // with the same bytes, and each of the killed run's streams holds every number from 0 to
     // the last one it sealed, each once.
     let store = storage::open_local(&env.store_dir()).unwrap();
-    let scan = inspect::scan(store.as_ref(), &inspect::Filter::default(), false, |_| {})
+    let scan = inspect::scan(store.as_ref(), &inspect::Filter::default(), |_| {})
         .await
         .unwrap();
     assert!(scan.damaged.is_empty(), "{:?}", scan.damaged);

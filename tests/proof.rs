@@ -247,13 +247,60 @@ fn a_recording_forged_with_the_public_kek_is_unsigned_and_refused() {
         "{}",
         stdout(&a)
     );
-    // Accepted only when asked to.
-    f.export(
-        &store,
-        "out2",
-        &["--agent-ca", "ca/ca.crt", "--allow-incomplete"],
+    // --allow-incomplete waives an unproven tail of a signed stream, never an unsigned stream
+    // when a CA is pinned (issue 22): that would let the forgery through.
+    let a = f
+        .export(
+            &store,
+            "out2",
+            &["--agent-ca", "ca/ca.crt", "--allow-incomplete"],
+        )
+        .code(7);
+    assert!(stdout(&a).contains("UNSIGNED"), "{}", stdout(&a));
+    let a = sealstream(
+        f.dir.path(),
+        &[
+            "verify",
+            "--store",
+            store.to_str().unwrap(),
+            "--agent-ca",
+            "ca/ca.crt",
+            "--allow-incomplete",
+        ],
     )
-    .code(0);
+    .code(7);
+    assert!(stdout(&a).contains("UNSIGNED"), "{}", stdout(&a));
+    // Its frames are not put where the agent's own recordings go: they are quarantined, and the
+    // signed receipt says why.
+    let frames: Vec<PathBuf> = common::walk(&f.path("out2"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert_eq!(frames.len(), 3);
+    for p in &frames {
+        let rel = p.strip_prefix(f.path("out2")).unwrap();
+        assert!(
+            rel.starts_with(format!("@quarantine/{AGENT}")),
+            "{}",
+            rel.display()
+        );
+    }
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("out2/receipt.json")).unwrap()).unwrap();
+    let listed = receipt["files"].as_array().unwrap();
+    assert_eq!(
+        listed.iter().filter(|r| r["verdict"] == "unsigned").count(),
+        3,
+        "{receipt}"
+    );
+    // Without a pinned CA nothing says which agent should have signed: an unsigned recording is
+    // read as version 1 is, and exits 0.
+    f.export(&store, "out3", &[]).code(0);
+    assert!(
+        common::walk(&f.path("out3"))
+            .iter()
+            .any(|p| p.strip_prefix(f.path("out3")).unwrap().starts_with(AGENT))
+    );
 }
 
 #[test]
@@ -657,4 +704,106 @@ fn the_server_with_an_offline_ca_cannot_mint_an_agent() {
         sealstream::crypto::now_us(),
     )
     .unwrap();
+}
+
+/// Every key `verify --json` and `report.json` hold is in docs/format.md's schema ("The verify
+/// report", "Export output"), and every key the schema gives is there (issue 22: a third reader
+/// writes these from the spec).
+#[test]
+fn the_json_reports_hold_exactly_the_fields_the_spec_gives() {
+    fn keys(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    out.insert(k.clone());
+                    keys(x, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| keys(x, out)),
+            _ => {}
+        }
+    }
+    /// The quoted names before a `:` in the first code block after `heading`.
+    fn documented(heading: &str, block: usize) -> std::collections::BTreeSet<String> {
+        let spec =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/format.md"))
+                .unwrap();
+        let section = spec.split(heading).nth(1).unwrap();
+        let code = section.split("```").nth(2 * block + 1).unwrap();
+        code.split('"')
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[1].trim_start().starts_with(':'))
+            .map(|w| w[0].to_owned())
+            .filter(|k| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect()
+    }
+    let f = Fixture::new();
+    let (record, chunks) = f.record(Some("agent"), 3);
+    let store = f.store("s", &record, &chunks);
+    f.verify(&store, Some("ca/ca.crt")).code(0);
+    sealstream(
+        f.dir.path(),
+        &[
+            "verify",
+            "--store",
+            "s",
+            "--agent-ca",
+            "ca/ca.crt",
+            "--json",
+            "verify.json",
+        ],
+    )
+    .code(0);
+    let mut got = Default::default();
+    keys(
+        &serde_json::from_slice(&std::fs::read(f.path("verify.json")).unwrap()).unwrap(),
+        &mut got,
+    );
+    let mut want = documented("## The verify report", 0);
+    // "signature": as in report.json.
+    want.extend(
+        [
+            "proof",
+            "cert",
+            "fingerprint",
+            "serial",
+            "ca_checked",
+            "checkpoint",
+            "proven",
+            "unproven",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(got, want, "verify --json against docs/format.md");
+
+    f.export(&store, "out", &["--agent-ca", "ca/ca.crt"])
+        .code(0);
+    let mut got = Default::default();
+    keys(
+        &serde_json::from_slice(&std::fs::read(f.path("out/report.json")).unwrap()).unwrap(),
+        &mut got,
+    );
+    let want = documented("## Export output", 1);
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(extra.is_empty(), "not in docs/format.md: {extra:?}");
+    // A complete stream without gaps has no detail and no gap fields.
+    let missing: Vec<_> = want
+        .difference(&got)
+        .filter(|k| !["detail", "first_seq", "last_seq", "count"].contains(&k.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but not written: {missing:?}"
+    );
+    let mut got = Default::default();
+    keys(
+        &serde_json::from_slice(&std::fs::read(f.path("out/receipt.json")).unwrap()).unwrap(),
+        &mut got,
+    );
+    assert_eq!(got, documented("## Export output", 0), "receipt.json");
 }

@@ -162,11 +162,173 @@ fn the_python_reference_decryptor_checks_signatures_as_sealstream_does() {
         let out = python(&["--verify", &name, "--agent-ca", "ca.pem"]);
         assert_eq!(
             out.status.code(),
-            Some(1),
+            Some(3),
             "{}: {}",
             n["name"],
             String::from_utf8_lossy(&out.stdout)
         );
         assert_eq!(ours(&name).status.code(), Some(3), "{}", n["name"]);
     }
+}
+
+/// The `readers` section of the vectors (issue 22): the Python reader, written from the spec,
+/// gives every whole-store case, with the agent CA pinned and without, verifying and
+/// decrypting, with and without --allow-incomplete, the exit code, outcome, verdicts, proofs,
+/// capture times and malformed chunks the case gives, and puts a stream's files in the
+/// quarantine exactly when `sealstream export` does (tests/vectors.rs holds sealstream to the
+/// same case).
+#[test]
+fn the_python_reference_decryptor_gives_every_reader_case_its_verdicts() {
+    let vectors_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir.join("vectors.json")).unwrap()).unwrap();
+    let section = &v["readers"];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), section["agent_ca"].as_str().unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/reference_decrypt.py");
+    let (key, pass) = (
+        vectors_dir.join("kek.pem"),
+        vectors_dir.join("passphrase.txt"),
+    );
+    let mut wrong = Vec::new();
+    for (i, case) in section["cases"].as_array().unwrap().iter().enumerate() {
+        let name = case["name"].as_str().unwrap();
+        let store = format!("store-{i}");
+        for (k, hex_bytes) in case["objects"].as_object().unwrap() {
+            let path = d.join(&store).join(k);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, hex::decode(hex_bytes.as_str().unwrap()).unwrap()).unwrap();
+        }
+        for mode in ["without_ca", "with_ca"] {
+            for decrypt in [false, true] {
+                for allow in [false, true] {
+                    let tag = format!("{i}-{mode}-{decrypt}-{allow}");
+                    let json_path = format!("{tag}.json");
+                    let mut args: Vec<String> = Vec::new();
+                    if mode == "with_ca" {
+                        args.extend(["--agent-ca".into(), "ca.pem".into()]);
+                    }
+                    if allow {
+                        args.push("--allow-incomplete".into());
+                    }
+                    args.extend(["--json".into(), json_path.clone()]);
+                    if decrypt {
+                        args.extend([
+                            store.clone(),
+                            key.display().to_string(),
+                            pass.display().to_string(),
+                            format!("out-{tag}"),
+                        ]);
+                    } else {
+                        args.extend(["--verify".into(), store.clone()]);
+                    }
+                    let out = Command::new("python3")
+                        .arg(&script)
+                        .args(&args)
+                        .current_dir(d)
+                        .output()
+                        .expect("python3 is installed");
+                    let what = format!(
+                        "{name} ({mode}, {}{})",
+                        if decrypt { "decrypting" } else { "verifying" },
+                        if allow { ", --allow-incomplete" } else { "" }
+                    );
+                    let want = &case[mode][if decrypt { "export" } else { "verify" }];
+                    let code = if allow {
+                        "exit_allow_incomplete"
+                    } else {
+                        "exit"
+                    };
+                    if out.status.code() != want[code].as_i64().map(|c| c as i32) {
+                        wrong.push(format!(
+                            "{what}: exit {:?}, want {}: {}{}",
+                            out.status.code(),
+                            want[code],
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                    let Ok(got) = std::fs::read(d.join(&json_path))
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            serde_json::from_slice::<serde_json::Value>(&b)
+                                .map_err(|e| e.to_string())
+                        })
+                    else {
+                        wrong.push(format!("{what}: no JSON report"));
+                        continue;
+                    };
+                    if got["outcome"] != want["outcome"] {
+                        wrong.push(format!(
+                            "{what}: outcome {}, want {}",
+                            got["outcome"], want["outcome"]
+                        ));
+                    }
+                    for s in case["streams"].as_array().unwrap() {
+                        let Some(g) =
+                            got["streams"].as_array().unwrap().iter().find(|g| {
+                                g["session"] == s["session"] && g["stream"] == s["stream"]
+                            })
+                        else {
+                            wrong.push(format!("{what}: stream {} not reported", s["session"]));
+                            continue;
+                        };
+                        let says = &s[mode];
+                        let verdict = &says[if decrypt { "export_verdict" } else { "verdict" }];
+                        let mut fields = vec![
+                            ("verdict", &g["verdict"], verdict),
+                            ("proof", &g["proof"], &says["proof"]),
+                            ("chunks", &g["chunks"], &s["chunks"]),
+                            (
+                                "first_capture_us",
+                                &g["first_capture_us"],
+                                &s["first_capture_us"],
+                            ),
+                            (
+                                "last_capture_us",
+                                &g["last_capture_us"],
+                                &s["last_capture_us"],
+                            ),
+                        ];
+                        if decrypt {
+                            fields.push((
+                                "malformed_chunks",
+                                &g["malformed_chunks"],
+                                &s["malformed_chunks"],
+                            ));
+                        }
+                        for (field, got, want) in fields {
+                            if got != want {
+                                wrong.push(format!("{what}: {field} {got}, want {want}"));
+                            }
+                        }
+                        if decrypt {
+                            // The same number of files, quarantined exactly when export's are.
+                            let placement = |files: &serde_json::Value| {
+                                let files = files.as_array().unwrap();
+                                let quarantined = files
+                                    .iter()
+                                    .filter(|f| f.as_str().unwrap().starts_with("@quarantine/"))
+                                    .count();
+                                (files.len(), quarantined)
+                            };
+                            if placement(&g["files"]) != placement(&says["files"]) {
+                                wrong.push(format!(
+                                    "{what}: files {}, export writes {}",
+                                    g["files"], says["files"]
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} disagreements:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }

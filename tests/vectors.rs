@@ -393,3 +393,236 @@ mod signed {
         }
     }
 }
+
+/// The `readers` section (issue 22): whole stores, each read by the real `sealstream verify`
+/// and `sealstream export`, with the section's agent CA pinned and without, must get the
+/// outcome, exit codes, verdicts, proofs, capture times and files the case gives (written
+/// from docs/format.md; `tests/reference_decryptor.rs` holds the Python reader to the same).
+mod readers {
+    use super::*;
+    use assert_cmd::Command;
+    use serde_json::json;
+
+    /// Write a case's objects (a key may hold `#`: written as file names, as a local store
+    /// holds them) under `store`.
+    pub fn write_store(case: &Value, store: &Path) {
+        for (key, bytes) in case["objects"].as_object().unwrap() {
+            let path = store.join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, unhex(bytes)).unwrap();
+        }
+    }
+
+    fn run(dir: &Path, args: &[&str]) -> i32 {
+        Command::cargo_bin("sealstream")
+            .unwrap()
+            .current_dir(dir)
+            .env_remove("SEALSTREAM_PASSPHRASE")
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap()
+    }
+
+    fn json(path: &Path) -> Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(Value::Null)
+    }
+
+    /// The stream of `report` (verify's or export's) with `s`'s session and stream id.
+    fn find<'a>(report: &'a Value, s: &Value) -> Option<&'a Value> {
+        report["streams"]
+            .as_array()?
+            .iter()
+            .find(|r| r["session"] == s["session"] && r["stream"] == s["stream"])
+    }
+
+    #[test]
+    fn every_reader_case_gets_its_verdicts_from_verify_and_export() {
+        let all = vectors();
+        let section = &all["readers"];
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("ca.pem"), section["agent_ca"].as_str().unwrap()).unwrap();
+        let key = dir().join("kek.pem");
+        let pass = dir().join("passphrase.txt");
+        let wrong = std::cell::RefCell::new(Vec::new());
+        for (i, case) in section["cases"].as_array().unwrap().iter().enumerate() {
+            let name = case["name"].as_str().unwrap();
+            let store = d.join(format!("store-{i}"));
+            write_store(case, &store);
+            let store = store.to_str().unwrap();
+            for mode in ["without_ca", "with_ca"] {
+                let check = |what: String, got: Value, want: &Value| {
+                    if &got != want {
+                        wrong
+                            .borrow_mut()
+                            .push(format!("{name} ({mode}): {what}: got {got}, want {want}"));
+                    }
+                };
+                let expect = &case[mode];
+                let ca: Vec<&str> = if mode == "with_ca" {
+                    vec!["--agent-ca", "ca.pem"]
+                } else {
+                    vec![]
+                };
+                // verify, then verify --allow-incomplete.
+                let vjson = format!("verify-{i}-{mode}.json");
+                let mut args = vec!["verify", "--store", store, "--json", &vjson];
+                args.extend(&ca);
+                check(
+                    "verify exit".into(),
+                    json!(run(d, &args)),
+                    &expect["verify"]["exit"],
+                );
+                args.push("--allow-incomplete");
+                check(
+                    "verify --allow-incomplete exit".into(),
+                    json!(run(d, &args)),
+                    &expect["verify"]["exit_allow_incomplete"],
+                );
+                let verified = json(&d.join(&vjson));
+                check(
+                    "verify outcome".into(),
+                    verified["outcome"].clone(),
+                    &expect["verify"]["outcome"],
+                );
+                // export, then export --allow-incomplete into another directory.
+                let out = d.join(format!("out-{i}-{mode}"));
+                let out_s = out.to_str().unwrap().to_owned();
+                let mut args = vec![
+                    "export",
+                    "--store",
+                    store,
+                    "--out",
+                    &out_s,
+                    "--key",
+                    key.to_str().unwrap(),
+                    "--passphrase-file",
+                    pass.to_str().unwrap(),
+                ];
+                args.extend(&ca);
+                check(
+                    "export exit".into(),
+                    json!(run(d, &args)),
+                    &expect["export"]["exit"],
+                );
+                let out2 = format!("{out_s}-allow");
+                let mut args2 = args.clone();
+                args2[4] = &out2;
+                args2.push("--allow-incomplete");
+                check(
+                    "export --allow-incomplete exit".into(),
+                    json!(run(d, &args2)),
+                    &expect["export"]["exit_allow_incomplete"],
+                );
+                let exported = json(&out.join("report.json"));
+                check(
+                    "export outcome".into(),
+                    exported["outcome"].clone(),
+                    &expect["export"]["outcome"],
+                );
+                let receipt = json(&out.join("receipt.json"));
+                let mut expected_files = Vec::new();
+                for s in case["streams"].as_array().unwrap() {
+                    let says = &s[mode];
+                    let id = format!("stream {}/{}", s["session"], s["stream"]);
+                    let (Some(v), Some(e)) = (find(&verified, s), find(&exported, s)) else {
+                        wrong
+                            .borrow_mut()
+                            .push(format!("{name} ({mode}): {id} not reported"));
+                        continue;
+                    };
+                    check(
+                        format!("{id} verdict"),
+                        v["verdict"].clone(),
+                        &says["verdict"],
+                    );
+                    check(
+                        format!("{id} export verdict"),
+                        e["verdict"].clone(),
+                        &says["export_verdict"],
+                    );
+                    for (r, who) in [(v, "verify"), (e, "export")] {
+                        check(
+                            format!("{id} {who} proof"),
+                            r["signature"]["proof"].clone(),
+                            &says["proof"],
+                        );
+                        for f in ["first_capture_us", "last_capture_us"] {
+                            check(format!("{id} {who} {f}"), r[f].clone(), &s[f]);
+                        }
+                    }
+                    check(format!("{id} chunks"), v["chunks"].clone(), &s["chunks"]);
+                    if let Some(detail) = says["detail"].as_str() {
+                        let problems = v["problems"].to_string();
+                        if !problems.contains(detail) {
+                            wrong.borrow_mut().push(format!(
+                                "{name} ({mode}): {id}: {detail:?} not in verify's problems {problems}"
+                            ));
+                        }
+                    }
+                    let malformed: Vec<Value> = e["detail"]
+                        .as_array()
+                        .filter(|_| e["status"] == "malformed")
+                        .map(|d| {
+                            d.iter()
+                                .filter_map(|p| {
+                                    let p = p.as_str()?.strip_prefix("chunk ")?;
+                                    Some(json!(p.split(':').next()?.parse::<u64>().ok()?))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    check(
+                        format!("{id} malformed chunks"),
+                        json!(malformed),
+                        &s["malformed_chunks"],
+                    );
+                    let mut files: Vec<Value> = e["files"].as_array().cloned().unwrap_or_default();
+                    files.sort_by_key(|f| f.to_string());
+                    let mut want: Vec<Value> = says["files"].as_array().unwrap().clone();
+                    want.sort_by_key(|f| f.to_string());
+                    check(format!("{id} files"), json!(files), &json!(want));
+                    for f in &want {
+                        let f = f.as_str().unwrap();
+                        expected_files.push(f.to_owned());
+                        let listed = receipt["files"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|r| r["path"] == f);
+                        check(
+                            format!("{id} receipt verdict of {f}"),
+                            listed.map_or(Value::Null, |r| r["verdict"].clone()),
+                            &says["export_verdict"],
+                        );
+                    }
+                }
+                // Nothing else was written: no file of a stream that is not ok beside ok ones.
+                let mut on_disk: Vec<String> = common::walk(&out)
+                    .iter()
+                    .map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
+                    .filter(|p| {
+                        !["report.json", "receipt.json", "receipt.sig"].contains(&p.as_str())
+                    })
+                    .collect();
+                on_disk.sort();
+                expected_files.sort();
+                check(
+                    "files on disk".into(),
+                    json!(on_disk),
+                    &json!(expected_files),
+                );
+            }
+        }
+        let wrong = wrong.into_inner();
+        assert!(
+            wrong.is_empty(),
+            "{} disagreements:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    }
+}

@@ -2,34 +2,46 @@
 """A second, independent decryptor and verifier for sealstream stores (format versions 1 and 2),
 written only from docs/format.md.
 
-Usage: reference_decrypt.py [--agent-ca CA.pem] STORE_DIR PRIVATE_KEY.pem PASSPHRASE_FILE OUT_DIR
-       reference_decrypt.py --verify STORE_DIR [--agent-ca CA.pem]
+Usage: reference_decrypt.py [--agent-ca CA.pem] [--allow-incomplete] [--json FILE]
+                            STORE_DIR PRIVATE_KEY.pem PASSPHRASE_FILE OUT_DIR
+       reference_decrypt.py --verify STORE_DIR [--agent-ca CA.pem] [--allow-incomplete] [--json FILE]
 
 The first form decrypts: it writes OUT_DIR/<session>/<stream>/<seq>-<name> for frames and
-OUT_DIR/<session>/<stream>/keystrokes.jsonl for keystroke batches. The second (--verify) runs
-every check that needs no private key (structure, segment checksums, object names, sequence
-numbers, duplicates, final flag, DEK records, signatures) and decrypts nothing. Both print a line
-per damaged object and one per stream:
+OUT_DIR/<session>/<stream>/keystrokes.jsonl for keystroke batches (no file for a stream without
+events), for a stream whose verdict is ok; any other stream's files go under
+OUT_DIR/@quarantine/<session>/<stream>/. The second (--verify) runs every check that needs no
+private key (structure, segment checksums, object names, sequence numbers, duplicates, final
+flag, DEK records, signatures and certificates) and decrypts nothing. Both print a line per
+damaged object and one per stream:
 
-  <agent> <session> stream <id>: <n> chunks, <status>; <proof>
+  <agent> <session> stream <id>: <n> chunks, <status>; <proof>; verdict <verdict>
 
-where <status> is `complete`, `incomplete` (no final chunk), `tampered: <why>` or (decrypting)
-`not opened, no key: <why>`, and <proof> is `unsigned` (version 1), `signed by sha256:<agent
-certificate> up to checkpoint <seq>, <u> unproven` (version 2; followed by `(signature valid, CA
-not checked)` without --agent-ca) or `signature invalid`. --agent-ca pins the agent CA
-certificate that must have issued every version-2 DEK record's certificate. Only v1/deks/ and
-v1/segments/ hold recordings; other keys of the store are counted, not read.
+where <status> is `complete`, `incomplete` (no final chunk), `tampered: <why>`, `no DEK record:
+<id>`, (decrypting) `malformed: <why>` or `not opened, no key: <why>`, <proof> is `unsigned`
+(version 1), `signed by sha256:<agent certificate> up to checkpoint <seq>, <u> unproven`
+(version 2; followed by `(signature valid, CA not checked)` without --agent-ca) or `signature
+invalid`, and <verdict> is format.md's ("Verdicts and exit codes"). --agent-ca pins the agent CA
+certificate that must have issued every version-2 DEK record's certificate. --json FILE also
+writes {"outcome", "damaged_objects", "streams": [{agent, session, stream, kind, chunks,
+first_capture_us, last_capture_us, verdict, proof, problems, malformed_chunks, files}]}.
+Only v1/deks/ and v1/segments/ hold recordings; other keys of the store are counted, not read;
+a key with `#` in it is a staging file, not an object.
 
-Exit status: 0 every check passed (incomplete, unproven and unsigned streams included); 1 a check
-failed (tampering or corruption, or a stream whose DEK is not under the given key); 2 usage or
-I/O error (arguments, unreadable key, passphrase, CA certificate, store or output directory).
+Exit status, as format.md's table gives it for sealstream: 0 ok; 3 tampering or a damaged
+object; 6 a DEK record is missing; 4 (decrypting) a stream's DEK is under another KEK; 5
+(decrypting) authentic chunks whose payload does not parse; 7 a stream unsigned (with
+--agent-ca), incomplete or unproven (with --agent-ca; --allow-incomplete accepts the last two);
+the first that applies in that order. 1 usage or I/O error (arguments, unreadable key,
+passphrase, CA certificate, store or output directory; 2 when argparse refuses the arguments).
 Needs the `cryptography` package (>= 40).
 """
 import argparse
+import calendar
 import datetime
 import hashlib
 import json
 import os
+import shutil
 import struct
 import sys
 import unicodedata
@@ -41,7 +53,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 OAEP_LABEL = b"sealstream/1 dek"
 DEK_RECORD_CONTEXT = b"sealstream/2 dek record"
@@ -58,6 +69,14 @@ SCHEMES = {
     0x0807: ("Ed25519", None, None),
 }
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+# Keystroke events: the deepest nesting of objects and arrays (the event's object is level 1).
+MAX_EVENT_DEPTH = 128
+# Verdicts, worst first, with their exit codes (format.md "Verdicts and exit codes").
+VERDICTS = ["tampered", "no_dek_record", "no_key", "malformed", "unsigned", "incomplete", "unproven", "ok"]
+EXIT = {"tampered": 3, "no_dek_record": 6, "no_key": 4, "malformed": 5, "unsigned": 7, "incomplete": 7,
+        "unproven": 7, "ok": 0}
+WAIVABLE = ("incomplete", "unproven")
+QUARANTINE = "@quarantine"
 
 
 class Bad(Exception):
@@ -210,7 +229,130 @@ def parse_dek_record(buf):
 
 
 # ---------------------------------------------------------------------------------------------
-# Signatures and certificates
+# Signatures and certificates (format.md "Agent certificates")
+
+OID_COMMON_NAME = "2.5.4.3"
+OID_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2"
+# Extensions a reader understands; any other marked critical makes the certificate unreadable.
+KNOWN_EXTENSIONS = {
+    "2.5.29.15": "keyUsage", "2.5.29.17": "subjectAltName", "2.5.29.19": "basicConstraints",
+    "2.5.29.30": "nameConstraints", "2.5.29.31": "cRLDistributionPoints", "2.5.29.37": "extKeyUsage",
+    "1.3.6.1.4.1.11129.2.4.2": "signedCertificateTimestampList",
+}
+# The algorithms an agent CA may sign with: OID -> (kind, hash, allowed parameters).
+CA_ALGORITHMS = {
+    "1.2.840.10045.4.3.2": ("ecdsa", hashes.SHA256, (None,)),
+    "1.2.840.10045.4.3.3": ("ecdsa", hashes.SHA384, (None,)),
+    "1.3.101.112": ("ed25519", None, (None,)),
+    "1.2.840.113549.1.1.11": ("rsa", hashes.SHA256, (None, b"\x05\x00")),
+    "1.2.840.113549.1.1.12": ("rsa", hashes.SHA384, (None, b"\x05\x00")),
+    "1.2.840.113549.1.1.13": ("rsa", hashes.SHA512, (None, b"\x05\x00")),
+}
+
+
+def der(buf, pos, what):
+    """One DER TLV at `pos`: (tag, start of contents, end). Definite lengths, minimal form."""
+    need(pos + 2 <= len(buf), f"{what}: truncated")
+    tag, first = buf[pos], buf[pos + 1]
+    need(tag & 0x1f != 0x1f, f"{what}: high tag numbers are not used")
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7f
+        need(1 <= n <= 4 and pos + n <= len(buf), f"{what}: bad length")
+        length = int.from_bytes(buf[pos:pos + n], "big")
+        need(length >= 0x80 and buf[pos] != 0, f"{what}: length not in its shortest form")
+        pos += n
+    need(pos + length <= len(buf), f"{what}: truncated")
+    return tag, pos, pos + length
+
+
+def der_items(buf, start, end, what):
+    """The TLVs between start and end: [(tag, contents start, end, whole start)]."""
+    items, pos = [], start
+    while pos < end:
+        tag, s, e = der(buf[:end], pos, what)
+        items.append((tag, s, e, pos))
+        pos = e
+    return items
+
+
+def oid_text(b):
+    first, rest, parts, v = b[0], b[1:], [], 0
+    parts = [str(min(first // 40, 2)), str(first - 40 * min(first // 40, 2))]
+    for byte in rest:
+        v = (v << 7) | (byte & 0x7f)
+        if not byte & 0x80:
+            parts.append(str(v))
+            v = 0
+    return ".".join(parts)
+
+
+def der_time(buf, tag, s, e, what):
+    """UTCTime (YYMMDDHHMMSSZ, 50..99 = 19xx) or GeneralizedTime (YYYYMMDDHHMMSSZ): seconds."""
+    text = buf[s:e].decode("ascii", "replace")
+    if tag == 0x17:
+        need(len(text) == 13 and text.endswith("Z") and text[:12].isdigit(), f"{what} is not a DER time")
+        yy = int(text[:2])
+        year, rest = (1900 + yy if yy >= 50 else 2000 + yy), text[2:12]
+    else:
+        need(tag == 0x18 and len(text) == 15 and text.endswith("Z") and text[:14].isdigit(),
+             f"{what} is not a DER time")
+        year, rest = int(text[:4]), text[4:14]
+    month, day, hour, minute, second = (int(rest[i:i + 2]) for i in range(0, 10, 2))
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise Bad(f"{what} is not a DER time") from None
+    return calendar.timegm((year, month, day, hour, minute, second))
+
+
+def parse_certificate(buf):
+    """An X.509 certificate as format.md's readers parse one: DER, version 3, the signature
+    algorithm inside equal to the one outside, no unique ids, each known extension at most once and
+    no unknown one marked critical. Returns its parts (raw DER where compared byte for byte)."""
+    tag, s, e = der(buf, 0, "certificate")
+    need(tag == 0x30 and e == len(buf), "certificate: not one DER SEQUENCE")
+    outer = der_items(buf, s, e, "certificate")
+    need(len(outer) == 3 and [t for t, *_ in outer] == [0x30, 0x30, 0x03], "certificate: bad structure")
+    (_, ts, te, tw), (_, as_, ae, _), (_, ss, se, _) = outer
+    need(se > ss and buf[ss] == 0, "certificate: bad signature BIT STRING")
+    items = der_items(buf, ts, te, "tbsCertificate")
+    need(items and items[0][0] == 0xa0, "certificate: not version 3 (UnsupportedCertVersion)")
+    version = der_items(buf, items[0][1], items[0][2], "version")
+    need(len(version) == 1 and version[0][0] == 0x02 and buf[version[0][1]:version[0][2]] == b"\x02",
+         "certificate: not version 3 (UnsupportedCertVersion)")
+    need(len(items) >= 7, "certificate: tbsCertificate too short")
+    _, serial, sig_alg, issuer, validity, subject, spki, *rest = items
+    need(serial[0] == 0x02 and all(i[0] == 0x30 for i in (sig_alg, issuer, validity, subject, spki)),
+         "certificate: bad tbsCertificate")
+    need(buf[sig_alg[3]:sig_alg[2]] == buf[outer[1][3]:ae],
+         "certificate: signature algorithms differ (SignatureAlgorithmMismatch)")
+    times = der_items(buf, validity[1], validity[2], "validity")
+    need(len(times) == 2, "certificate: bad validity")
+    not_before, not_after = (der_time(buf, t, a, b, n) for (t, a, b, _), n in zip(times, ("notBefore", "notAfter")))
+    extensions = {}
+    for t, a, b, _ in rest:
+        need(t == 0xa3 and not extensions, "certificate: unique ids or unknown fields are not accepted")
+        (seq_t, seq_s, seq_e, _), = der_items(buf, a, b, "extensions")
+        need(seq_t == 0x30, "certificate: bad extensions")
+        for xt, xs, xe, _ in der_items(buf, seq_s, seq_e, "extension"):
+            parts = der_items(buf, xs, xe, "extension")
+            need(xt == 0x30 and parts and parts[0][0] == 0x06 and parts[-1][0] == 0x04 and len(parts) in (2, 3),
+                 "certificate: bad extension")
+            oid = oid_text(buf[parts[0][1]:parts[0][2]])
+            need(len(parts) == 2 or parts[1][0] == 0x01, "certificate: bad extension")
+            critical = len(parts) == 3 and buf[parts[1][1]:parts[1][2]] == b"\xff"
+            if oid not in KNOWN_EXTENSIONS:
+                need(not critical, f"certificate: unknown critical extension {oid} (UnsupportedCriticalExtension)")
+                continue
+            need(oid not in extensions, f"certificate: extension {oid} appears twice (ExtensionValueInvalid)")
+            extensions[oid] = buf[parts[-1][1]:parts[-1][2]]
+    return dict(tbs=buf[tw:te], sig_alg=buf[as_:ae], signature=buf[ss + 1:se], issuer=buf[issuer[3]:issuer[2]],
+                subject=buf[subject[3]:subject[2]], subject_contents=(subject[1], subject[2]),
+                not_before=not_before, not_after=not_after, extensions=extensions, der=buf)
+
 
 def verify_signature(public_key, scheme, sig, message):
     """Raises Bad unless `sig` is `public_key`'s signature of `message` under `scheme`."""
@@ -229,39 +371,81 @@ def verify_signature(public_key, scheme, sig, message):
         raise Bad(f"{name} signature does not verify") from None
 
 
-def cert_time(cert, which):
-    t = getattr(cert, which + "_utc", None)  # cryptography >= 42
-    return t if t is not None else getattr(cert, which).replace(tzinfo=datetime.timezone.utc)
+def common_name(cert):
+    """The subject's first common name (UTF8String or PrintableString)."""
+    buf = cert["der"]
+    for t, s, e, _ in der_items(buf, *cert["subject_contents"], "subject"):
+        for at, a_s, a_e, _ in der_items(buf, s, e, "RDN"):
+            (ot, os_, oe, _), (vt, vs, ve, _) = der_items(buf, a_s, a_e, "attribute")
+            if oid_text(buf[os_:oe]) == OID_COMMON_NAME:
+                need(vt in (0x0c, 0x13), "common name is not a UTF-8 or printable string")
+                return buf[vs:ve].decode("utf-8")
+    raise Bad("certificate has no common name")
+
+
+def check_issued(cert, rec, ca):
+    """The rules that need the pinned CA: issued directly by it, valid at the record's created_us
+    (microseconds against whole seconds, both ends inclusive), not a CA, for client
+    authentication, and naming the record's agent."""
+    need(cert["issuer"] == ca["subject"], "certificate was not issued by the pinned agent CA (UnknownIssuer)")
+    alg = der_items(cert["sig_alg"], 0, len(cert["sig_alg"]), "signatureAlgorithm")
+    oid = oid_text(cert["sig_alg"][alg[0][1]:alg[0][2]])
+    params = cert["sig_alg"][alg[1][3]:alg[1][2]] if len(alg) > 1 else None
+    need(oid in CA_ALGORITHMS and params in CA_ALGORITHMS[oid][2] and len(alg) <= 2,
+         f"certificate signed with an algorithm not accepted ({oid})")
+    kind, digest, _ = CA_ALGORITHMS[oid]
+    key = ca["key"]
+    try:
+        if kind == "ecdsa":
+            need(isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, (ec.SECP256R1, ec.SECP384R1)),
+                 "the CA's key does not fit the certificate's signature algorithm")
+            key.verify(cert["signature"], cert["tbs"], ec.ECDSA(digest()))
+        elif kind == "ed25519":
+            need(isinstance(key, ed25519.Ed25519PublicKey), "the CA's key does not fit the certificate's signature algorithm")
+            key.verify(cert["signature"], cert["tbs"])
+        else:
+            need(isinstance(key, rsa.RSAPublicKey) and 2048 <= key.key_size <= 8192,
+                 "the CA's key does not fit the certificate's signature algorithm")
+            key.verify(cert["signature"], cert["tbs"], padding.PKCS1v15(), digest())
+    except InvalidSignature:
+        raise Bad("certificate was not issued by the pinned agent CA (BadSignature)") from None
+    need(cert["not_before"] <= cert["not_after"], "certificate validity is inverted (InvalidCertValidity)")
+    need(cert["not_before"] * 1_000_000 <= rec["created_us"],
+         f"certificate not valid yet at the record's created_us {rec['created_us']} (CertNotValidYet)")
+    need(rec["created_us"] <= cert["not_after"] * 1_000_000,
+         f"certificate expired before the record's created_us {rec['created_us']} (CertExpired)")
+    bc = cert["extensions"].get("2.5.29.19")
+    if bc is not None:
+        parts = der_items(bc, 0, len(bc), "basicConstraints")
+        need(len(parts) == 1 and parts[0][0] == 0x30, "bad basicConstraints")
+        inner = der_items(bc, parts[0][1], parts[0][2], "basicConstraints")
+        is_ca = bool(inner) and inner[0][0] == 0x01 and bc[inner[0][1]:inner[0][2]] == b"\xff"
+        need(not is_ca, "a CA certificate is not an agent certificate (CaUsedAsEndEntity)")
+    eku = cert["extensions"].get("2.5.29.37")
+    if eku is not None:
+        (t, s, e, _), = der_items(eku, 0, len(eku), "extKeyUsage")
+        usages = [oid_text(eku[a:b]) for _, a, b, _ in der_items(eku, s, e, "extKeyUsage")]
+        need(usages, "empty extended key usage (EmptyEkuExtension)")
+        need(OID_CLIENT_AUTH in usages, "certificate not for client authentication (RequiredEkuNotFound)")
+    name = common_name(cert)
+    need(name == rec["agent"].decode(), f"certificate names agent {name!r}, the record {rec['agent'].decode()!r}")
 
 
 def check_dek_signature(rec, ca):
-    """A version-2 DEK record: its signature by its certificate's key, then whether the certificate
-    is the agent's (subject CN, clientAuth, valid at created_us) and, with a CA, issued by it."""
+    """A version-2 DEK record: its certificate parses, the record's signature verifies with its
+    key, and (only with a pinned CA) the certificate is trusted. Returns the agent's key."""
+    cert = parse_certificate(rec["cert"])
     try:
-        cert = x509.load_der_x509_certificate(rec["cert"])
-        key = cert.public_key()
+        key = x509.load_der_x509_certificate(rec["cert"]).public_key()
     except (ValueError, UnsupportedAlgorithm) as e:
         raise Bad(f"certificate does not parse: {e}") from None
     verify_signature(key, rec["scheme"], rec["sig"], DEK_RECORD_CONTEXT + rec["signed"])
-    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    need(names == [rec["agent"].decode()], f"certificate subject CN {names} is not the record's agent")
-    at = utc(rec["created_us"])
-    need(cert_time(cert, "not_valid_before") <= at <= cert_time(cert, "not_valid_after"),
-         f"certificate was not valid at the record's created_us ({at:%Y-%m-%dT%H:%M:%SZ})")
-    try:
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        usages = []
-    need(ExtendedKeyUsageOID.CLIENT_AUTH in usages, "certificate lacks the clientAuth extended key usage")
     if ca is not None:
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise Bad("certificate was not issued by the pinned agent CA") from None
+        check_issued(cert, rec, ca)
     return key
 
 
-def chain_proof(chunks, deks):
+def chain_proof(chunks, rec):
     """The hash chain over the cores of the chunks present, in seq order, and every checkpoint's
     signature. Returns (problems, seq of the last checkpoint, chunks after it)."""
     head, problems, last, proven = bytes(32), [], None, 0
@@ -269,14 +453,11 @@ def chain_proof(chunks, deks):
         head = hashlib.sha256(head + hashlib.sha256(c["core"]).digest()).digest()
         if not c["checkpoint"]:
             continue
-        rec = deks.get(c["dek_id"])
-        if rec is None or rec.get("key") is None:
-            continue  # reported by check_membership
         try:
             verify_signature(rec["key"], c["scheme"], c["sig"], CHECKPOINT_CONTEXT + head)
             last, proven = c["seq"], i + 1
         except Bad as e:
-            problems.append(f"checkpoint {c['seq']}: {e}")
+            problems.append(f"checkpoint at chunk {c['seq']}: {e}")
     return problems, last, len(chunks) - proven
 
 
@@ -288,8 +469,23 @@ def segment_key(segment_id, created_us):
     return f"v1/segments/{d.year:04}-{d.month:02}-{d.day:02}/{segment_id.hex()}.seg"
 
 
-def dek_record_key(rec):
-    return f"v1/deks/{rec['agent'].hex()}/{rec['dek_id'].hex()}.dek"
+def dek_record_key(agent, dek_id):
+    return f"v1/deks/{agent.hex()}/{dek_id.hex()}.dek"
+
+
+def dek_key_is_well_formed(key):
+    """v1/deks/<lowercase hex of a valid agent id>/<32 lowercase hex digits>.dek, nothing else."""
+    parts = key.split("/")
+    if len(parts) != 4 or not parts[3].endswith(".dek"):
+        return False
+    agent_hex, dek_hex = parts[2], parts[3][:-4]
+    try:
+        agent = bytes.fromhex(agent_hex)
+        dek = bytes.fromhex(dek_hex)
+        read_agent(Reader(struct.pack(">H", len(agent)) + agent))
+    except (ValueError, Bad):
+        return False
+    return len(dek) == 16 and key == dek_record_key(agent, dek)
 
 
 def read_limited(path, low, high, what):
@@ -299,48 +495,54 @@ def read_limited(path, low, high, what):
         return f.read()
 
 
-def read_object(store, key, deks, chunks):
-    """Reads one object, checking its key against its contents. Returns "segment" or "dek"."""
-    path = os.path.join(store, *key.split("/"))
-    if key.startswith("v1/segments/") and key.endswith(".seg"):
-        segment_id, created_us, found = parse_segment(read_limited(path, 68, MAX_SEGMENT, "segment object"))
-        expected = segment_key(segment_id, created_us)
-        need(key == expected, f"misplaced: this segment's key is {expected}")
-        chunks.extend(found)
-        return "segment"
-    if key.startswith("v1/deks/") and key.endswith(".dek"):
-        rec = parse_dek_record(read_limited(path, 1, MAX_DEK_RECORD, "DEK record"))
-        expected = dek_record_key(rec)
-        need(key == expected, f"misplaced: this DEK record's key is {expected}")
-        deks[rec["dek_id"]] = rec
-        return "dek"
-    raise Bad("not a sealstream object key (v1/segments/<date>/<id>.seg or v1/deks/<agent>/<id>.dek)")
-
-
 def store_keys(store):
-    """Every object key of the store, sorted."""
+    """Every object key of the store, sorted. A key with '#' anywhere in it is a staging file
+    (format.md "Store layout"), not an object."""
     keys = []
     for dirpath, dirnames, files in os.walk(store):
         dirnames.sort()
-        # A name with '#' is a local store's staging file (format.md "Store layout"): not an object.
-        keys += [os.path.relpath(os.path.join(dirpath, f), store).replace(os.sep, "/")
-                 for f in sorted(files) if "#" not in f]
-    return keys
+        keys += [os.path.relpath(os.path.join(dirpath, f), store).replace(os.sep, "/") for f in sorted(files)]
+    return sorted(k for k in keys if "#" not in k)
 
 
 def read_store(store, ca):
-    """Every object under STORE_DIR/v1/deks and v1/segments: (DEK records by id, chunks, counts,
+    """Every segment under STORE_DIR/v1/segments, every DEK record key's name, and the DEK records
+    the chunks name (format.md "Object names"): (DEK records by (agent, id), chunks, counts,
     damaged objects). Other keys (not recordings: the format does not define them) are counted."""
-    deks, chunks, damaged, counts = {}, [], [], {"segment": 0, "dek": 0, "other": 0}
+    chunks, damaged, counts = [], [], {"segment": 0, "dek": 0, "other": 0}
+    dek_keys = set()
     for key in store_keys(store):
-        if not key.startswith(("v1/deks/", "v1/segments/")):
+        path = os.path.join(store, *key.split("/"))
+        if key.startswith("v1/segments/"):
+            counts["segment"] += 1
+            try:
+                need(key.endswith(".seg"), "not a segment's key (v1/segments/<date>/<id>.seg)")
+                segment_id, created_us, found = parse_segment(read_limited(path, 68, MAX_SEGMENT, "segment object"))
+                expected = segment_key(segment_id, created_us)
+                need(key == expected, f"misplaced: this segment's key is {expected}")
+                chunks.extend(found)
+            except Bad as e:
+                damaged.append(f"{key}: {e}")
+        elif key.startswith("v1/deks/"):
+            if dek_key_is_well_formed(key):
+                dek_keys.add(key)
+            else:
+                damaged.append(f"{key}: not a DEK record's key (v1/deks/<agent id hex>/<DEK id hex>.dek)")
+        else:
             counts["other"] += 1
-            continue
+    deks = {}
+    for agent, dek_id in sorted({(c["agent"], c["dek_id"]) for c in chunks}):
+        key = dek_record_key(agent, dek_id)
+        if key not in dek_keys:
+            continue  # each stream under it reports "no DEK record"
+        counts["dek"] += 1
         try:
-            counts[read_object(store, key, deks, chunks)] += 1
+            rec = parse_dek_record(read_limited(os.path.join(store, *key.split("/")), 1, MAX_DEK_RECORD, "DEK record"))
+            expected = dek_record_key(rec["agent"], rec["dek_id"])
+            need(key == expected, f"misplaced: this DEK record's key is {expected}")
         except Bad as e:
             damaged.append(f"{key}: {e}")
-    for rec in deks.values():
+            continue
         rec["key"] = None
         if rec["version"] == 2:
             try:
@@ -348,7 +550,7 @@ def read_store(store, ca):
                 rec["fingerprint"] = hashlib.sha256(rec["cert"]).hexdigest()
             except Bad as e:
                 rec["invalid"] = str(e)
-                damaged.append(f"{dek_record_key(rec)}: {e}")
+        deks[(agent, dek_id)] = rec
     return deks, chunks, counts, damaged
 
 
@@ -389,58 +591,58 @@ def check_sequence(by_seq):
 
 
 def check_membership(chunks, deks):
-    """Check 4: every chunk has the stream's kind and a DEK record that names its agent."""
-    problems, kind = [], chunks[0]["kind"]
+    """Check 4: every chunk has the stream's kind; returns (problems, DEK ids without a record)."""
+    problems, missing, kind = [], [], chunks[0]["kind"]
     for c in chunks:
         if c["kind"] != kind:
             problems.append(f"chunk {c['seq']} is of kind {c['kind']}, the stream's is {kind}")
-        rec = deks.get(c["dek_id"])
-        if rec is None:
-            problems.append(f"no readable DEK record {c['dek_id'].hex()}")
-        elif rec["agent"] != c["agent"]:
-            problems.append(f"DEK record {c['dek_id'].hex()} belongs to another agent")
-    return list(dict.fromkeys(problems))
+        if (c["agent"], c["dek_id"]) not in deks and c["dek_id"].hex() not in missing:
+            missing.append(c["dek_id"].hex())
+    return list(dict.fromkeys(problems)), missing
 
 
-def check_signing(chunks, deks):
-    """Check 6, first part: the DEK records' signatures and certificates (checked once, in
-    read_store) and, for a version-2 stream, one chunk version, one DEK and a signed DEK record."""
-    problems, dek_ids = [], {c["dek_id"] for c in chunks}
-    for d in dek_ids:
-        if d in deks and deks[d].get("invalid"):
-            problems.append(f"DEK record {d.hex()}: {deks[d]['invalid']}")
-    if any(c["version"] == 2 for c in chunks):
-        if any(c["version"] != 2 for c in chunks):
-            problems.append("the stream mixes chunk versions 1 and 2")
-        if len(dek_ids) > 1:
-            problems.append(f"the stream's chunks are sealed under {len(dek_ids)} DEKs")
-        for d in dek_ids:
-            if d in deks and deks[d]["version"] != 2:
-                problems.append(f"version-2 chunks under the unsigned (version 1) DEK record {d.hex()}")
-    else:
+def proof_of(chunks, deks):
+    """Check 6: the DEK record's signature and certificate, one version, one DEK, the chain and
+    every checkpoint. Returns (problems, proof kind: unsigned | signed | invalid, unproven, words)."""
+    problems = []
+    recs = [deks.get((c["agent"], c["dek_id"])) for c in chunks]
+    if not any(c["version"] == 2 for c in chunks):
         # A signing agent seals only version 2: version-1 chunks under its signed DEK were
         # sealed by someone who unwrapped the DEK.
-        for d in dek_ids:
-            if d in deks and deks[d]["version"] == 2:
-                problems.append(f"unsigned (version 1) chunks under DEK {d.hex()}, whose record its agent signed")
-    return problems
-
-
-def proof_of(chunks, deks, ca):
-    """Check 6. Returns (problems, the proof as printed)."""
-    problems = check_signing(chunks, deks)
-    if not any(c["version"] == 2 for c in chunks):
-        return problems, "unsigned"
-    rec = deks.get(chunks[0]["dek_id"])
-    if problems or rec is None or rec.get("key") is None:
-        return problems, "signature invalid"
-    problems, last, unproven = chain_proof(chunks, deks)
+        for r in recs:
+            if r is not None and r["version"] == 2:
+                return [f"unsigned (version 1) chunks under DEK {r['dek_id'].hex()}, whose record its agent signed"], \
+                    "invalid", 0, "signature invalid"
+        return [], "unsigned", 0, "unsigned"
+    if any(c["version"] != 2 for c in chunks):
+        problems.append("the stream mixes chunk versions 1 and 2")
+    if len({c["dek_id"] for c in chunks}) > 1:
+        problems.append("the stream's chunks are sealed under more than one DEK")
+    rec = recs[0]
+    if problems or rec is None:
+        return problems, "invalid", 0, "signature invalid"  # a missing record is reported as such
+    if rec["version"] != 2:
+        return [f"version-2 chunks under the unsigned (version 1) DEK record {rec['dek_id'].hex()}"], \
+            "invalid", 0, "signature invalid"
+    if rec.get("invalid"):
+        return [f"DEK record {rec['dek_id'].hex()}: {rec['invalid']}"], "invalid", 0, "signature invalid"
+    problems, last, unproven = chain_proof(chunks, rec)
     if problems:
-        return problems, "signature invalid"
-    proof = f"signed by sha256:{rec['fingerprint']}"
-    proof += f" up to checkpoint {last}" if last is not None else ", no checkpoint"
-    proof += f", {unproven} unproven"
-    return [], proof + ("" if ca is not None else " (signature valid, CA not checked)")
+        return problems, "invalid", 0, "signature invalid"
+    words = f"signed by sha256:{rec['fingerprint']}"
+    words += f" up to checkpoint {last}" if last is not None else ", no checkpoint"
+    return [], "signed", unproven, words + f", {unproven} unproven"
+
+
+def authentic_verdict(proof, complete, unproven, ca):
+    """The verdict of a stream with nothing wrong in it."""
+    if proof == "unsigned" and ca is not None:
+        return "unsigned"
+    if not complete:
+        return "incomplete"
+    if proof == "signed" and ca is not None and unproven > 0:
+        return "unproven"
+    return "ok"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,14 +687,50 @@ def frame_file(seq, plain):
     return f"{seq:08}-{name}", plain[2 + name_len:]
 
 
+def nesting_depth(text):
+    """The deepest nesting of objects and arrays in `text`, brackets inside strings aside."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
 def check_keystrokes(plain):
-    """A keystroke batch: JSON objects, one per line, each line ending in LF."""
+    """A keystroke batch: lines ending in LF, each a UTF-8 JSON text (RFC 8259) whose value is an
+    object nested at most 128 levels deep; any escape and any number are accepted."""
     need(not plain or plain.endswith(b"\n"), "keystroke batch does not end with a line feed")
+    events = 0
     for line in plain.split(b"\n")[:-1]:
         try:
-            need(isinstance(json.loads(line.decode("utf-8")), dict), "a keystroke line is not a JSON object")
-        except (UnicodeDecodeError, ValueError):
-            raise Bad("a keystroke line is not UTF-8 JSON") from None
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Bad("a keystroke line is not UTF-8") from None
+        need(nesting_depth(text) <= MAX_EVENT_DEPTH, f"a keystroke line is nested deeper than {MAX_EVENT_DEPTH} levels")
+        try:
+            value = json.loads(text, parse_int=lambda _: 0, parse_float=lambda _: 0, parse_constant=reject_constant)
+        except ValueError:
+            raise Bad("a keystroke line is not JSON") from None
+        need(isinstance(value, dict), "a keystroke line is not a JSON object")
+        events += 1
+    return events
 
 
 def check_gap(seq, plain, hole):
@@ -506,14 +744,14 @@ def check_gap(seq, plain, hole):
     return f"gap {span(first, last)} ({count} dropped, captured {when})"
 
 
-def open_stream(chunks, holes, deks, private, kek_id, d):
-    """Check 5: opens every chunk, writes frames and keystrokes under d. Returns (problems, DEKs
-    under another KEK, gaps)."""
-    problems, no_key, gaps, keys, keystrokes = [], [], [], {}, None
+def open_stream(chunks, holes, deks, private, kek_id, staging):
+    """Check 5: opens every chunk, stages frames and keystrokes under `staging`. Returns (problems,
+    DEKs under another KEK, gaps, malformed chunk numbers, files staged)."""
+    problems, no_key, gaps, malformed, files, keys, keystrokes = [], [], [], [], [], {}, None
     for c in chunks:
-        seq, rec = c["seq"], deks.get(c["dek_id"])
-        if rec is None or rec["agent"] != c["agent"]:
-            continue  # reported by check_membership
+        seq, rec = c["seq"], deks.get((c["agent"], c["dek_id"]))
+        if rec is None:
+            continue  # reported as a missing DEK record
         try:
             dek = unwrap(rec, private, kek_id)
         except Bad as e:
@@ -530,23 +768,45 @@ def open_stream(chunks, holes, deks, private, kek_id, d):
         except InvalidTag:
             problems.append(f"chunk {seq}: authentication failed")
             continue
-        try:
-            if c["gap"]:
+        if c["gap"]:
+            try:
                 gaps.append(check_gap(seq, plain, holes.get(seq)))
-            elif c["kind"] == 1:
+            except Bad as e:
+                problems.append(f"chunk {seq}: {e}")
+            continue
+        try:
+            if c["kind"] == 1:
                 frame = frame_file(seq, plain)
                 if frame:
-                    with open(os.path.join(d, frame[0]), "wb") as fh:
+                    os.makedirs(staging, exist_ok=True)
+                    with open(os.path.join(staging, frame[0]), "wb") as fh:
                         fh.write(frame[1])
-            else:
-                check_keystrokes(plain)
+                    files.append(frame[0])
+            elif check_keystrokes(plain):
                 keystrokes = (keystrokes or b"") + plain
-        except Bad as e:
-            problems.append(f"chunk {seq}: {e}")
+        except Bad:
+            malformed.append(seq)
     if keystrokes is not None:
-        with open(os.path.join(d, "keystrokes.jsonl"), "wb") as fh:
+        os.makedirs(staging, exist_ok=True)
+        with open(os.path.join(staging, "keystrokes.jsonl"), "wb") as fh:
             fh.write(keystrokes)
-    return list(dict.fromkeys(problems)), list(dict.fromkeys(no_key)), gaps
+        files.append("keystrokes.jsonl")
+    return list(dict.fromkeys(problems)), list(dict.fromkeys(no_key)), gaps, malformed, files
+
+
+def place(staging, files, final):
+    """Move the staged files to `final` (never over a file already there)."""
+    placed = []
+    for f in files:
+        dest = os.path.join(final, f)
+        os.makedirs(final, exist_ok=True)
+        if os.path.exists(dest):
+            raise UsageError(f"{dest} exists: export into a new directory")
+        os.rename(os.path.join(staging, f), dest)
+        placed.append(dest)
+    if os.path.isdir(staging):
+        shutil.rmtree(staging)
+    return placed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,14 +836,25 @@ def load_private_key(key_file, pass_file):
 
 
 def load_ca(path):
+    """The pinned agent CA: trusted as given (its subject and key count); refused with name constraints."""
     try:
         with open(path, "rb") as f:
-            return x509.load_pem_x509_certificate(f.read())
-    except (OSError, ValueError) as e:
+            loaded = x509.load_pem_x509_certificate(f.read())
+        der_bytes = loaded.public_bytes(serialization.Encoding.DER)
+        tag, s, e = der(der_bytes, 0, "CA certificate")
+        tbs = der_items(der_bytes, *der_items(der_bytes, s, e, "CA certificate")[0][1:3], "CA tbsCertificate")
+        fields = tbs[1:] if tbs[0][0] == 0xa0 else tbs
+        subject = der_bytes[fields[4][3]:fields[4][2]]
+        constrained = any(ext.oid.dotted_string == "2.5.29.30" for ext in loaded.extensions)
+        key = loaded.public_key()
+    except (OSError, ValueError, Bad, IndexError) as e:
         raise UsageError(f"cannot load the agent CA certificate {path}: {e}") from None
+    if constrained:
+        raise UsageError(f"{path}: an agent CA certificate with name constraints cannot be pinned")
+    return {"subject": subject, "key": key}
 
 
-def run(store, ca, private=None, kek_id=None, out=None):
+def run(store, ca, private=None, kek_id=None, out=None, allow_incomplete=False, json_path=None):
     """Checks (and with a private key decrypts) every stream; prints a line each. Returns the exit status."""
     if not os.path.isdir(store):
         raise UsageError(f"{store} is not a directory")
@@ -591,43 +862,73 @@ def run(store, ca, private=None, kek_id=None, out=None):
     for line in damaged:
         print(f"damaged object {line}")
     streams = group_streams(chunks)
-    failed = bool(damaged)
+    reported = []
     for (agent, session, stream), by_seq in sorted(streams.items()):
         present = [by_seq[s][0] for s in sorted(by_seq)]
         problems, holes = check_sequence(by_seq)
-        problems += check_membership(present, deks)
-        signature_problems, proof = proof_of(present, deks, ca)
+        kind_problems, missing = check_membership(present, deks)
+        problems += kind_problems
+        signature_problems, proof, unproven, words = proof_of(present, deks)
+        no_key, malformed, files, staging = [], [], [], None
         if private is not None:
-            d = os.path.join(out, str(uuid.UUID(bytes=session)), str(stream))
-            os.makedirs(d, exist_ok=True)
-            opened, no_key, gaps = open_stream(present, holes, deks, private, kek_id, d)
+            staging = os.path.join(out, f".staging-{uuid.UUID(bytes=session)}-{stream}")
+            opened, no_key, gaps, malformed, files = open_stream(present, holes, deks, private, kek_id, staging)
             problems += opened
         else:
-            no_key = []
             gaps = [f"gap {span(*h)} ({h[1] - h[0] + 1} missing, range not read without a key)" for h in holes.values()]
         problems += signature_problems
-        final = present[-1]["final"]
+        complete = present[-1]["final"]
         if problems:
-            status = "tampered: " + ", ".join(problems)
+            status, verdict = "tampered: " + ", ".join(problems), "tampered"
+        elif missing:
+            status, verdict = "no DEK record: " + ", ".join(missing), "no_dek_record"
         elif no_key:
-            status = "not opened, no key: " + ", ".join(no_key)
+            status, verdict = "not opened, no key: " + ", ".join(no_key), "no_key"
+        elif malformed:
+            status, verdict = "malformed: chunks " + ", ".join(map(str, malformed)), "malformed"
         else:
-            status = ("complete" if final else "incomplete") + "".join(", " + g for g in gaps)
-        failed = failed or bool(problems or no_key)
-        print(f"{agent.decode()} {uuid.UUID(bytes=session)} stream {stream}: {len(by_seq)} chunks, {status}; {proof}")
-    print(f"store: {counts['segment']} segment objects, {counts['dek']} DEK records, {len(streams)} streams, "
-          f"{len(damaged)} damaged objects, {counts['other']} other objects not read")
-    return 1 if failed else 0
+            status = ("complete" if complete else "incomplete") + "".join(", " + g for g in gaps)
+            verdict = authentic_verdict(proof, complete, unproven, ca)
+        if proof == "signed" and ca is None:
+            words += " (signature valid, CA not checked)"
+        placed = []
+        if staging is not None:
+            final = os.path.join(out, *([] if verdict == "ok" else [QUARANTINE]), str(uuid.UUID(bytes=session)),
+                                 str(stream))
+            placed = [os.path.relpath(p, out).replace(os.sep, "/") for p in place(staging, files, final)]
+        print(f"{agent.decode()} {uuid.UUID(bytes=session)} stream {stream}: {len(by_seq)} chunks, {status}; {words}; "
+              f"verdict {verdict}")
+        times = [c["capture_us"] for c in present]
+        reported.append({
+            "agent": agent.decode(), "session": str(uuid.UUID(bytes=session)), "stream": stream,
+            "kind": {1: "frames", 2: "keystrokes"}[present[0]["kind"]], "chunks": len(by_seq),
+            "first_capture_us": min(times), "last_capture_us": max(times), "verdict": verdict, "proof": proof,
+            "problems": problems, "malformed_chunks": malformed, "files": placed,
+        })
+    verdicts = [s["verdict"] for s in reported]
+    outcome = "tampered" if damaged else min(verdicts, key=VERDICTS.index, default="ok")
+    counted = [v for v in verdicts if not (allow_incomplete and v in WAIVABLE)]
+    code = EXIT["tampered"] if damaged else EXIT[min(counted, key=VERDICTS.index, default="ok")]
+    print(f"store: {counts['segment']} segment objects, {counts['dek']} DEK records read, {len(streams)} streams, "
+          f"{len(damaged)} damaged objects, {counts['other']} other objects not read; outcome {outcome}")
+    if json_path is not None:
+        with open(json_path, "w") as f:
+            json.dump({"outcome": outcome, "damaged_objects": damaged, "streams": reported}, f, indent=2)
+    return code
 
 
 def main(argv):
     parser = argparse.ArgumentParser(
-        usage="%(prog)s [--agent-ca CA.pem] STORE_DIR PRIVATE_KEY.pem PASSPHRASE_FILE OUT_DIR\n"
-              "       %(prog)s --verify STORE_DIR [--agent-ca CA.pem]",
+        usage="%(prog)s [--agent-ca CA.pem] [--allow-incomplete] [--json FILE] "
+              "STORE_DIR PRIVATE_KEY.pem PASSPHRASE_FILE OUT_DIR\n"
+              "       %(prog)s --verify STORE_DIR [--agent-ca CA.pem] [--allow-incomplete] [--json FILE]",
         description="Decrypts or verifies a sealstream store, following docs/format.md.")
     parser.add_argument("--verify", metavar="STORE_DIR", help="check without a private key; decrypt nothing")
     parser.add_argument("--agent-ca", metavar="CA.pem",
                         help="the agent CA certificate that must have issued the agents' certificates")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="exit 0 for incomplete streams and unproven tails (never for unsigned streams)")
+    parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
     parser.add_argument("args", nargs="*", metavar="STORE_DIR PRIVATE_KEY.pem PASSPHRASE_FILE OUT_DIR")
     a = parser.parse_args(argv)
     if (a.verify is None) != (len(a.args) == 4) or (a.verify is not None and a.args):
@@ -635,20 +936,20 @@ def main(argv):
     try:
         ca = load_ca(a.agent_ca) if a.agent_ca else None
         if a.verify is not None:
-            return run(a.verify, ca)
+            return run(a.verify, ca, allow_incomplete=a.allow_incomplete, json_path=a.json)
         store, key_file, pass_file, out = a.args
         private, kek_id = load_private_key(key_file, pass_file)
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {out}: {e}") from None
-        return run(store, ca, private, kek_id, out)
+        return run(store, ca, private, kek_id, out, a.allow_incomplete, a.json)
     except OSError as e:
         print(f"reference_decrypt.py: I/O error: {e}", file=sys.stderr)
-        return 2
+        return 1
     except UsageError as e:
         print(f"reference_decrypt.py: {e}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

@@ -154,6 +154,26 @@ for (const n of S.negative) {
   });
 }
 
+// The `readers` section's single-stream cases (issue 22): the page's verdict, proof and capture
+// times are the ones every reader gives, with the section's agent CA pinned and without
+// (certificate validity in microseconds, an invalid proof when any checkpoint fails, unproven
+// and unsigned only against a pinned CA, the earliest and latest capture time).
+const R = vectors.readers;
+const readersCa = await AgentCa.fromPem(R.agent_ca);
+for (const c of R.cases.filter((x) => x.stream)) {
+  test(`reader case "${c.name}" gets the verdict every reader gives it`, async () => {
+    const [want] = c.streams;
+    for (const [mode, pinned] of [['with_ca', readersCa], ['without_ca', null]]) {
+      const v = await proveStream({ chunks: c.stream.map(fromHex), records: [fromHex(c.dek_record)], ca: pinned });
+      assert.equal(v.verdict, want[mode].verdict, `${mode}: ${JSON.stringify(v.problems)}`);
+      assert.equal(v.proof.proof, want[mode].proof, mode);
+      assert.equal(v.firstCaptureUs, want.first_capture_us, mode);
+      assert.equal(v.lastCaptureUs, want.last_capture_us, mode);
+      if (want[mode].detail) assert.ok(v.problems.some((p) => p.includes(want[mode].detail)), `${mode}: ${JSON.stringify(v.problems)}`);
+    }
+  });
+}
+
 // ---- streams made here (tests/proof.rs's cases) ----
 
 test('a whole signed recording is verified, with capture times from its own headers', async () => {
@@ -243,7 +263,8 @@ test('an unsigned (version 1) stream of an agent whose other records are signed 
   const records = [fromHex(vectors.dek_record), signedRecord];
   const v = await proveStream({ chunks, records, ca, keys: v1Keys });
   assert.equal(v.status, 'unsigned');
-  assert.equal(v.verdict, 'unproven');
+  // verify --agent-ca's verdict `unsigned`, which --allow-incomplete never waives (issue 22).
+  assert.equal(v.verdict, 'unsigned');
   assert.deepEqual(v.proof, { proof: 'unsigned' });
   assert.equal(v.firstUnprovenSeq, 0);
   assert.equal(v.authenticated, 3);

@@ -12,8 +12,6 @@ use sealstream::keys::{self, PassphraseSource};
 use sealstream::protocol::SessionId;
 use sealstream::{storage, video};
 
-use super::{EXIT_INCOMPLETE, EXIT_MALFORMED, EXIT_MISSING_KEY, EXIT_NO_DEK_RECORD, EXIT_TAMPERED};
-
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     /// The store: a directory written by `sealstream seal` or `sealstream serve`, a
@@ -52,7 +50,8 @@ pub struct ExportArgs {
     /// nothing.
     #[arg(long)]
     agent_ca: Option<PathBuf>,
-    /// Exit 0 even when streams are incomplete or not proven to their end.
+    /// Exit 0 even when streams are incomplete, or signed but not proven to their end (never
+    /// for an unsigned stream when --agent-ca is given).
     #[arg(long)]
     allow_incomplete: bool,
     /// Also write each session's frames as an MP4 (H.264) video at their capture times, with
@@ -220,7 +219,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let frames = &s.frames;
-            let mp4 = PathBuf::from(&s.files[0])
+            let mp4 = frames[0]
+                .0
                 .parent()
                 .and_then(|d| d.parent())
                 .map(|d| d.join(format!("video-{}.mp4", s.stream)))
@@ -231,6 +231,16 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => anyhow::bail!("video for session {} stream {}: {e}", s.session, s.stream),
             }
         }
+    }
+    if report
+        .streams
+        .iter()
+        .any(|s| s.verdict != sealstream::inspect::Verdict::Ok && !s.files.is_empty())
+    {
+        eprintln!(
+            "files of streams whose verdict is not ok are under {} (receipt.json and report.json give each file's verdict)",
+            args.out.join(export::QUARANTINE_DIR).display()
+        );
     }
     eprintln!("files and report.json are in {}", args.out.display());
     Ok(exit_code(&report, args.allow_incomplete))
@@ -295,22 +305,11 @@ fn show(bar: &Option<indicatif::ProgressBar>, p: Progress) {
     }
 }
 
-/// The export's exit code: tampering first, then a missing DEK record, a missing key, a
-/// malformed payload, and incomplete or unproven streams (unless allowed).
+/// The export's exit code: docs/format.md "Verdicts and exit codes" (tampering first, then a
+/// missing DEK record, a missing key, a malformed payload, and unsigned, incomplete or
+/// unproven streams, the last two unless allowed).
 pub fn exit_code(report: &Report, allow_incomplete: bool) -> ExitCode {
-    if report.tampered() {
-        ExitCode::from(EXIT_TAMPERED)
-    } else if report.missing_dek_records() {
-        ExitCode::from(EXIT_NO_DEK_RECORD)
-    } else if report.missing_keys() {
-        ExitCode::from(EXIT_MISSING_KEY)
-    } else if report.malformed() {
-        ExitCode::from(EXIT_MALFORMED)
-    } else if !allow_incomplete && !report.incomplete_or_unproven().is_empty() {
-        ExitCode::from(EXIT_INCOMPLETE)
-    } else {
-        ExitCode::SUCCESS
-    }
+    ExitCode::from(report.exit_code(allow_incomplete))
 }
 
 pub fn utc(us: i64) -> String {
@@ -384,14 +383,15 @@ pub fn print_report(report: &Report, no_keys: bool) {
             Status::NoDekRecord(why) => format!("NOT DECRYPTED: {why}"),
         };
         println!(
-            "  agent {:?} session {} stream {} ({}): {} chunks, {} bytes: {status}; {}",
+            "  agent {:?} session {} stream {} ({}): {} chunks, {} bytes: {status}; {}; verdict {}",
             s.agent,
             s.session,
             s.stream,
             s.kind,
             s.chunks,
             s.bytes,
-            proof_text(&s.proof, pinned)
+            proof_text(&s.proof, pinned),
+            s.verdict.name()
         );
     }
     for s in &report.streams {
@@ -429,9 +429,14 @@ pub fn print_report(report: &Report, no_keys: bool) {
             "verification INCOMPLETE: {} chunk(s) decrypted and authentic; streams under other KEKs were not decrypted (see above)",
             report.decrypted_chunks
         );
+    } else if report.malformed() {
+        println!(
+            "every chunk present is authentic ({} decrypted), but some payloads do not parse: MALFORMED (see above)",
+            report.decrypted_chunks
+        );
     } else if open > 0 {
         println!(
-            "verification passed for every chunk present ({} decrypted and authentic), but {open} stream(s) are incomplete or not proven to their end",
+            "verification passed for every chunk present ({} decrypted and authentic), but {open} stream(s) are unsigned, incomplete or not proven to their end",
             report.decrypted_chunks
         );
     } else {

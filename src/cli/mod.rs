@@ -15,17 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code when an export found tampering or damaged objects.
+/// Exit code when tampering or a damaged object was found (`audit verify`; export's and
+/// verify's codes come from `inspect::Verdict::exit_code`, docs/format.md's table).
 pub const EXIT_TAMPERED: u8 = 3;
-/// Exit code when an export lacked a private key for some streams.
-pub const EXIT_MISSING_KEY: u8 = 4;
-/// Exit code when every chunk was authentic but some payloads did not parse (an agent bug).
-pub const EXIT_MALFORMED: u8 = 5;
-/// Exit code when chunks name a DEK whose record is not in the store.
-pub const EXIT_NO_DEK_RECORD: u8 = 6;
-/// Exit code when a stream has no final chunk, or (with `--agent-ca`) is unsigned or has
-/// chunks after its last valid checkpoint; `--allow-incomplete` accepts them.
-pub const EXIT_INCOMPLETE: u8 = 7;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -11,7 +11,6 @@ use sealstream::crypto::AgentCa;
 use sealstream::inspect::{self, Verdict, VerifyReport};
 
 use super::export::{proof_text, store_of_args, utc};
-use super::{EXIT_INCOMPLETE, EXIT_NO_DEK_RECORD, EXIT_TAMPERED};
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
@@ -28,7 +27,8 @@ pub struct VerifyArgs {
     /// Also write the report as JSON to this file (`-` for standard output, instead of text).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Exit 0 even when streams are incomplete or not proven to their end.
+    /// Exit 0 even when streams are incomplete, or signed but not proven to their end (never
+    /// for an unsigned stream when --agent-ca is given).
     #[arg(long)]
     allow_incomplete: bool,
 }
@@ -78,14 +78,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.segment_bytes as f64 / 1e6,
         report.segment_bytes as f64 / 1e6 / secs.max(1e-9)
     );
-    Ok(match report.outcome {
-        Verdict::Tampered => ExitCode::from(EXIT_TAMPERED),
-        Verdict::NoDekRecord => ExitCode::from(EXIT_NO_DEK_RECORD),
-        Verdict::Incomplete | Verdict::Unproven if !args.allow_incomplete => {
-            ExitCode::from(EXIT_INCOMPLETE)
-        }
-        _ => ExitCode::SUCCESS,
-    })
+    Ok(ExitCode::from(report.exit_code(args.allow_incomplete)))
 }
 
 fn print_text(report: &VerifyReport) {
@@ -108,7 +101,14 @@ fn print_text(report: &VerifyReport) {
                 s.missing_dek_records.join(", ")
             ),
             Verdict::Incomplete => "INCOMPLETE (no final chunk)".into(),
-            Verdict::Unproven | Verdict::Ok => "complete".into(),
+            Verdict::Unsigned if s.final_seq.is_none() => {
+                "INCOMPLETE (no final chunk), and UNSIGNED".into()
+            }
+            Verdict::Unsigned => "complete, but UNSIGNED".into(),
+            Verdict::Unproven => "complete, but NOT PROVEN to its end".into(),
+            Verdict::Ok => "complete".into(),
+            // Only decrypting finds these.
+            Verdict::NoKey | Verdict::Malformed => s.verdict.name().into(),
         };
         println!(
             "  agent {:?} session {} stream {} ({}): {} chunks, captured {} to {}: {state}; {}",
@@ -135,6 +135,9 @@ fn print_text(report: &VerifyReport) {
         match report.outcome {
             Verdict::Tampered => "verify FAILED: the store was altered or corrupted (see above)",
             Verdict::NoDekRecord => "verify FAILED: DEK records are missing (see above)",
+            Verdict::NoKey | Verdict::Malformed => "verify: see above",
+            Verdict::Unsigned =>
+                "verify: structure intact, but some streams are UNSIGNED: nothing shows their agent made them (--allow-incomplete does not accept them)",
             Verdict::Incomplete => "verify: structure intact, but some streams are incomplete",
             Verdict::Unproven =>
                 "verify: structure intact, but some streams are not proven by their agent's signature to their end",

@@ -180,6 +180,31 @@ pub struct CertInfo {
     pub serial: String,
 }
 
+/// The algorithms an agent CA may sign agent certificates with (docs/format.md "Agent
+/// certificates"): rustls-webpki's, without RSA-PSS.
+const CA_SIGNATURE_ALGS: &[&dyn rustls::pki_types::SignatureVerificationAlgorithm] = &[
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+];
+
+/// A certificate's notBefore and notAfter, in whole seconds since the epoch.
+fn validity_seconds(cert: &[u8]) -> Result<(i64, i64), String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    let v = cert.tbs_certificate().validity();
+    let secs = |t: &x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
+    Ok((secs(&v.not_before), secs(&v.not_after)))
+}
+
 /// The agent CA certificate a reviewer pins.
 pub struct AgentCa {
     der: CertificateDer<'static>,
@@ -197,7 +222,13 @@ impl AgentCa {
     }
 
     pub fn from_der(der: CertificateDer<'static>) -> Result<Self, String> {
-        webpki::anchor_from_trusted_cert(&der).map_err(|e| format!("not a CA certificate: {e}"))?;
+        let anchor = webpki::anchor_from_trusted_cert(&der)
+            .map_err(|e| format!("not a CA certificate: {e}"))?;
+        if anchor.name_constraints.is_some() {
+            // Name constraints would apply to the agent certificates' names by rules the
+            // format does not specify (docs/format.md "Agent certificates").
+            return Err("an agent CA certificate with name constraints cannot be pinned".into());
+        }
         Ok(AgentCa {
             fingerprint: crate::server::access::fingerprint(&der),
             der,
@@ -205,16 +236,19 @@ impl AgentCa {
     }
 
     /// Accept `cert` (DER) if this CA issued it for agent `agent`, for client authentication,
-    /// and it was valid at `at_us` (microseconds since the epoch).
+    /// and it was valid at `at_us` (microseconds since the epoch): docs/format.md "Agent
+    /// certificates", rule by rule.
     pub fn check(&self, cert: &[u8], agent: &AgentId, at_us: i64) -> Result<CertInfo, ProofError> {
         let anchor = webpki::anchor_from_trusted_cert(&self.der)
             .map_err(|e| ProofError::Untrusted(e.to_string()))?;
         let der = CertificateDer::from(cert);
         let ee = webpki::EndEntityCert::try_from(&der)
             .map_err(|e| ProofError::BadCertificate(e.to_string()))?;
+        // webpki compares whole seconds (the microseconds cut off); the exact comparison, in
+        // microseconds against the certificate's whole seconds, follows.
         let at = UnixTime::since_unix_epoch(Duration::from_micros(at_us.max(0) as u64));
         ee.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
+            CA_SIGNATURE_ALGS,
             &[anchor],
             &[],
             at,
@@ -223,6 +257,17 @@ impl AgentCa {
             None,
         )
         .map_err(|e| ProofError::Untrusted(format!("{e:?}")))?;
+        let (not_before, not_after) = validity_seconds(cert).map_err(ProofError::BadCertificate)?;
+        if i128::from(at_us) < i128::from(not_before) * 1_000_000 {
+            return Err(ProofError::Untrusted(format!(
+                "CertNotValidYet (at {at_us} us, valid from {not_before} s)"
+            )));
+        }
+        if i128::from(at_us) > i128::from(not_after) * 1_000_000 {
+            return Err(ProofError::Untrusted(format!(
+                "CertExpired (at {at_us} us, valid until {not_after} s)"
+            )));
+        }
         let found = crate::pki::agent_identity(cert).map_err(ProofError::BadCertificate)?;
         if &found != agent {
             return Err(ProofError::WrongAgent {

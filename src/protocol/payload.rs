@@ -120,12 +120,148 @@ pub fn keystroke_lines(buf: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
         .collect()
 }
 
-/// A keystroke event is one JSON object on one line.
+/// The deepest nesting of objects and arrays in a keystroke event, the event's own object
+/// being the first level (docs/format.md "Plaintext payloads").
+pub const MAX_EVENT_DEPTH: usize = 128;
+
+/// A keystroke event is one line of UTF-8 holding a JSON text (RFC 8259) whose value is an
+/// object, nested at most `MAX_EVENT_DEPTH` levels deep. Every `\uXXXX` escape is accepted
+/// (an unpaired surrogate too) and every number the grammar allows, whatever its magnitude or
+/// precision: the event is kept byte for byte, never converted. Checked without building it.
 pub fn check_keystroke_event(line: &[u8]) -> Result<(), String> {
-    match serde_json::from_slice::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err("event is JSON but not an object".into()),
-        Err(e) => Err(format!("event is not JSON: {e}")),
+    std::str::from_utf8(line).map_err(|e| format!("event is not UTF-8: {e}"))?;
+    check_json_object(line)
+        .map_err(|(at, why)| format!("event is not a JSON object: {why} at byte {at}"))
+}
+
+/// RFC 8259's grammar over `b`, iteratively (a stack of open containers, no recursion).
+fn check_json_object(b: &[u8]) -> Result<(), (usize, &'static str)> {
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    }
+    fn string(b: &[u8], mut i: usize) -> Result<usize, (usize, &'static str)> {
+        if b.get(i) != Some(&b'"') {
+            return Err((i, "expected a string"));
+        }
+        i += 1;
+        loop {
+            match b.get(i) {
+                None => return Err((i, "unterminated string")),
+                Some(b'"') => return Ok(i + 1),
+                Some(b'\\') => match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let hex = b.get(i + 2..i + 6).ok_or((i, "short \\u escape"))?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return Err((i, "bad \\u escape"));
+                        }
+                        i += 6;
+                    }
+                    _ => return Err((i, "bad escape")),
+                },
+                Some(c) if *c < 0x20 => return Err((i, "control character in a string")),
+                Some(_) => i += 1,
+            }
+        }
+    }
+    fn digits(b: &[u8], i: usize) -> usize {
+        i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count()
+    }
+    fn number(b: &[u8], mut i: usize) -> Result<usize, (usize, &'static str)> {
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(b, i),
+            _ => return Err((i, "bad number")),
+        }
+        if b.get(i) == Some(&b'.') {
+            let end = digits(b, i + 1);
+            if end == i + 1 {
+                return Err((i, "bad fraction"));
+            }
+            i = end;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let end = digits(b, i);
+            if end == i {
+                return Err((i, "bad exponent"));
+            }
+            i = end;
+        }
+        Ok(i)
+    }
+    /// After an object's `{` or `,`: a name, `:` and the value's first byte.
+    fn member(b: &[u8], i: usize) -> Result<usize, (usize, &'static str)> {
+        let i = ws(b, string(b, ws(b, i))?);
+        if b.get(i) != Some(&b':') {
+            return Err((i, "expected ':'"));
+        }
+        Ok(i + 1)
+    }
+
+    let mut open: Vec<u8> = Vec::new();
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return Err((i, "the line's value is not an object"));
+    }
+    loop {
+        // A value at `i`.
+        i = ws(b, i);
+        match b.get(i) {
+            Some(c @ (b'{' | b'[')) => {
+                open.push(*c);
+                if open.len() > MAX_EVENT_DEPTH {
+                    return Err((i, "nested more than 128 levels deep"));
+                }
+                let j = ws(b, i + 1);
+                if b.get(j) == Some(if *c == b'{' { &b'}' } else { &b']' }) {
+                    open.pop();
+                    i = j + 1;
+                } else if *c == b'{' {
+                    i = member(b, j)?;
+                    continue;
+                } else {
+                    i = j;
+                    continue;
+                }
+            }
+            Some(b'"') => i = string(b, i)?,
+            Some(b't') if b[i..].starts_with(b"true") => i += 4,
+            Some(b'f') if b[i..].starts_with(b"false") => i += 5,
+            Some(b'n') if b[i..].starts_with(b"null") => i += 4,
+            Some(b'-' | b'0'..=b'9') => i = number(b, i)?,
+            _ => return Err((i, "expected a value")),
+        }
+        // After a value: `,` and the next one, or the end of containers.
+        loop {
+            i = ws(b, i);
+            match (open.last(), b.get(i)) {
+                (None, None) => return Ok(()),
+                (None, Some(_)) => return Err((i, "text after the object")),
+                (Some(b'{'), Some(b',')) => {
+                    i = member(b, i + 1)?;
+                    break;
+                }
+                (Some(b'['), Some(b',')) => {
+                    i += 1;
+                    break;
+                }
+                (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']')) => {
+                    open.pop();
+                    i += 1;
+                }
+                _ => return Err((i, "expected ',' or the end of an object or array")),
+            }
+        }
     }
 }
 
@@ -159,11 +295,100 @@ mod tests {
         assert!(keystroke_lines(b"[1]\n").is_err());
     }
 
+    #[test]
+    fn keystroke_events_are_rfc_8259_objects_within_the_limits() {
+        let deep = |n: usize| format!("{{\"a\":{}{}}}", "[".repeat(n - 1), "]".repeat(n - 1));
+        for ok in [
+            deep(MAX_EVENT_DEPTH),
+            r#"{"lone":"\ud800"}"#.to_owned(),
+            r#"{"n":1e400,"m":-0.0e-99999,"k":-12.5E+3}"#.to_owned(),
+            format!("{{\"big\":{}}}", "9".repeat(400)),
+            r#"{"d":1,"d":2}"#.to_owned(),
+            r#"{"s":"\u0000\"\\\/\b\f\n\r\t","":[],"o":{}}"#.to_owned(),
+            "\t {\"ws\":[ true , false , null ]} \r".to_owned(),
+            "{\"ü\":\"日本\"}".to_owned(),
+        ] {
+            assert_eq!(check_keystroke_event(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for bad in [
+            deep(MAX_EVENT_DEPTH + 1).into_bytes(),
+            br#"{"n":NaN}"#.to_vec(),
+            br#"{"n":Infinity}"#.to_vec(),
+            b"\xef\xbb\xbf{\"bom\":1}".to_vec(),
+            b"[1]".to_vec(),
+            b"1".to_vec(),
+            b"{\"s\":\"\xed\xa0\x80\"}".to_vec(),
+            br#"{"a":1,}"#.to_vec(),
+            br#"{"a":[1,]}"#.to_vec(),
+            b"{\"t\":\"\t\"}".to_vec(),
+            br#"{"n":01}"#.to_vec(),
+            br#"{"n":1.}"#.to_vec(),
+            br#"{"n":+1}"#.to_vec(),
+            br#"{"n":1e}"#.to_vec(),
+            br#"{"s":"\x"}"#.to_vec(),
+            br#"{"s":"\u12"}"#.to_vec(),
+            br#"{a:1}"#.to_vec(),
+            br#"{"a" 1}"#.to_vec(),
+            br#"{"a":1}{"#.to_vec(),
+            br#"{"a":1"#.to_vec(),
+            br#"{"a":tru}"#.to_vec(),
+            b"".to_vec(),
+        ] {
+            assert!(
+                check_keystroke_event(&bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+    }
+
     proptest! {
+        /// Where serde_json can judge (no escapes, numbers in range, shallow), it agrees.
+        #[test]
+        fn keystroke_events_agree_with_serde_json(text in "\\{?[{}\\[\\]\":,0-9.eE+ \\-tuflsnar]{0,16}") {
+            let serde = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => Some(v.is_object()),
+                Err(e) if e.to_string().contains("out of range") => None,
+                Err(_) => Some(false),
+            };
+            if let Some(object) = serde {
+                prop_assert_eq!(check_keystroke_event(text.as_bytes()).is_ok(), object, "{}", text);
+            }
+        }
+
+        /// Every object serde_json writes (compact or pretty on one line) is an event.
+        #[test]
+        fn serialized_objects_are_events(v in json_object()) {
+            let compact = serde_json::to_string(&v).unwrap();
+            prop_assert_eq!(check_keystroke_event(compact.as_bytes()), Ok(()), "{}", compact);
+            let spaced = serde_json::to_string_pretty(&v).unwrap().replace('\n', " ");
+            prop_assert_eq!(check_keystroke_event(spaced.as_bytes()), Ok(()), "{}", spaced);
+        }
+
         #[test]
         fn decoding_arbitrary_payloads_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Frame::decode(&bytes);
             let _ = keystroke_lines(&bytes);
         }
+    }
+
+    fn json_object() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            ".*".prop_map(Value::String),
+        ];
+        let value = leaf.prop_recursive(6, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".*", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        proptest::collection::btree_map(".*", value, 0..6)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
     }
 }

@@ -44,7 +44,7 @@ pub fn describe() {
     );
     describe_gauge!(
         VERIFY_STREAMS,
-        "Streams by verdict (ok, unproven, incomplete, no_dek_record, tampered) in the last background verify of the store."
+        "Streams by verdict (ok, unproven, incomplete, unsigned, no_dek_record, tampered) in the last background verify of the store."
     );
     describe_gauge!(
         VERIFY_DAMAGED,

@@ -161,13 +161,16 @@ pub async fn get_opt(store: &dyn ObjectStore, path: &Path) -> Result<Option<Byte
     }
 }
 
-/// Every object under `prefix` with its size, sorted by key.
+/// Every object under `prefix` with its size, sorted by key. A key with `#` anywhere in it is
+/// not an object but a staging file (a local store's write in progress, or one a crash
+/// interrupted: docs/format.md "Store layout"), and is not listed.
 pub async fn list_meta(
     store: &dyn ObjectStore,
     prefix: &Path,
 ) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
     let mut metas: Vec<object_store::ObjectMeta> = store
         .list(Some(prefix))
+        .try_filter(|m| std::future::ready(!is_staging(&m.location)))
         .try_collect()
         .await
         .map_err(|source| StoreError::Backend {
@@ -176,6 +179,11 @@ pub async fn list_meta(
         })?;
     metas.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(metas)
+}
+
+/// A staging file's key: `#` anywhere in it (object keys are hex, digits and `-`).
+pub fn is_staging(key: &Path) -> bool {
+    key.as_ref().contains('#')
 }
 
 /// Every object under `prefix`, sorted by key.

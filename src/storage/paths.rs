@@ -21,6 +21,18 @@ pub fn dek_record(agent: &AgentId, dek: DekId) -> Path {
     Path::from(format!("v1/deks/{}/{}.dek", agent.hex(), dek))
 }
 
+/// The (agent, DEK id) a key of the form `v1/deks/<agent hex>/<dek id hex>.dek` names: lowercase
+/// hex of a valid agent id and 32 lowercase hex digits, exactly as `dek_record` writes them.
+/// `None` for any other key (docs/format.md "Object names").
+pub fn parse_dek_record(key: &Path) -> Option<(AgentId, DekId)> {
+    let rest = key.as_ref().strip_prefix("v1/deks/")?;
+    let (agent, file) = rest.split_once('/')?;
+    let dek = file.strip_suffix(".dek")?;
+    let agent = AgentId::new(String::from_utf8(hex::decode(agent).ok()?).ok()?).ok()?;
+    let dek = DekId(hex::decode(dek).ok()?.try_into().ok()?);
+    (dek_record(&agent, dek) == *key).then_some((agent, dek))
+}
+
 pub fn segment(created_us: i64, id: &[u8; 16]) -> Path {
     let (y, m, d) = civil_date(created_us.div_euclid(86_400_000_000));
     Path::from(format!(
@@ -60,6 +72,26 @@ mod tests {
             segment(t, &[1; 16]).as_ref(),
             "v1/segments/2026-11-27/01010101010101010101010101010101.seg"
         );
+    }
+
+    #[test]
+    fn dek_record_keys_parse_only_in_their_one_form() {
+        let agent = AgentId::new("ts 01/β").unwrap();
+        let key = dek_record(&agent, DekId([0xab; 16]));
+        assert_eq!(parse_dek_record(&key), Some((agent, DekId([0xab; 16]))));
+        for bad in [
+            "v1/deks/74732030312fceb2/ABABABABABABABABABABABABABABABAB.dek",
+            "v1/deks/74732030312FCEB2/abababababababababababababababab.dek",
+            "v1/deks/74732030312fceb2/abab.dek",
+            "v1/deks/74732030312fceb2/garbage.dek",
+            "v1/deks/74732030312fceb2/abababababababababababababababab.bin",
+            "v1/deks/flooder/abababababababababababababababab.dek",
+            "v1/deks/0a/abababababababababababababababab.dek",
+            "v1/deks/74/x/abababababababababababababababab.dek",
+            "v1/deks/abababababababababababababababab.dek",
+        ] {
+            assert_eq!(parse_dek_record(&Path::from(bad)), None, "{bad}");
+        }
     }
 
     #[test]

@@ -384,16 +384,18 @@ export class AgentCa {
    */
   async check(certDer, agent, atUs) {
     const ee = endEntity(certDer);
+    // Microseconds against the certificate's whole seconds, both ends inclusive (format.md
+    // "Agent certificates"): a record made 0.5 s after notAfter is refused.
     const us = BigInt(atUs);
-    const at = Number((us > 0n ? us : 0n) / 1_000_000n); // webpki compares whole seconds
     try {
       const v = new DerReader(ee.validity, 0, ee.validity.length, 'validity');
       const notBefore = readTime(v, 'notBefore');
       const notAfter = readTime(v, 'notAfter');
       v.finish();
+      const at = Number(us) / 1e6;
       if (notBefore > notAfter) throw untrusted('InvalidCertValidity');
-      if (at < notBefore) throw untrusted(`CertNotValidYet (at ${iso(at)}, valid from ${iso(notBefore)})`);
-      if (at > notAfter) throw untrusted(`CertExpired (at ${iso(at)}, valid until ${iso(notAfter)})`);
+      if (us < BigInt(notBefore) * 1_000_000n) throw untrusted(`CertNotValidYet (at ${iso(at)}, valid from ${iso(notBefore)})`);
+      if (us > BigInt(notAfter) * 1_000_000n) throw untrusted(`CertExpired (at ${iso(at)}, valid until ${iso(notAfter)})`);
       if (isCa(ee.ext.basicConstraints)) throw untrusted('CaUsedAsEndEntity');
       if (ee.ext.extKeyUsage) {
         const usages = [];
@@ -481,6 +483,7 @@ export class StreamProof {
   #recordChecks = new Map(); // DEK id hex → Promise<{cert, info} | {problem}>
   #queue = Promise.resolve();
   #last = null;
+  #chainChecked = false; // the last #prove checked the chain against a CA-checked certificate
 
   /** `agent`: the agent id; `sessionId`: 16 bytes or their hex; `ca`: an AgentCa, or null (nothing pinned). */
   constructor({ agent, sessionId, streamId, ca = null }) {
@@ -609,7 +612,7 @@ export class StreamProof {
    * as `verify`): {status: verified | unsigned | incomplete | tampered, firstUnprovenSeq (the
    * first chunk no valid signature covers, before any problem; null when every chunk given is
    * proven), provenThrough, message (one sentence for the reviewer), problems (verify's words),
-   * verdict (verify's: ok | unproven | incomplete | no_dek_record | tampered), proof (verify's
+   * verdict (verify's: ok | unproven | incomplete | unsigned | no_dek_record | tampered), proof (verify's
    * `signature`), kind, chunks, finalSeq, declaredGaps, missingDekRecords, firstCaptureUs,
    * lastCaptureUs, authenticated (chunks whose tag was checked), caFingerprint}.
    */
@@ -639,9 +642,11 @@ export class StreamProof {
     const missing = [];
     let expected = 0n;
     let finalSeq = null;
+    let first = es[0].captureUs;
     let last = es[0].captureUs;
     for (const e of es) {
       const s = e.seq;
+      if (e.captureUs < first) first = e.captureUs;
       if (e.captureUs > last) last = e.captureUs;
       if (e.conflict) problem(s, `different chunks stored under sequence number ${s}`, `two different chunks are stored as chunk ${s}`, true);
       if (s > expected) {
@@ -675,7 +680,7 @@ export class StreamProof {
     const firstProblem = lowest(problems);
     const firstBreak = lowest(problems.filter((p) => !p.copy));
     let provenCount = 0;
-    if (proof.proof === 'signed' && proof.caChecked) {
+    if (this.#chainChecked) {
       for (let i = 0; i < n; i++) {
         if (firstBreak !== null && es[i].seq >= firstBreak) break;
         if (es[i].checkpoint && es[i].sigOk === true) provenCount = i + 1;
@@ -684,9 +689,12 @@ export class StreamProof {
     let firstUnproven = provenCount < n ? es[provenCount].seq : null;
     if (firstProblem !== null) firstUnproven = firstUnproven === null || firstProblem < firstUnproven ? firstProblem : firstUnproven;
     if (firstUnproven !== null && firstUnproven < 0n) firstUnproven = 0n;
-    const unproven = proof.proof === 'unsigned' ? Boolean(this.ca) : proof.proof === 'signed' && proof.unproven > 0;
-    const verdict = problems.length ? 'tampered' : missing.length ? 'no_dek_record' : finalSeq === null ? 'incomplete'
-      : unproven ? 'unproven' : 'ok';
+    // verify's verdict (inspect.rs `Verdict::of`): an unproven tail counts only against a pinned
+    // CA; an unsigned stream with a CA pinned is `unsigned`, which --allow-incomplete never waives.
+    const unproven = proof.proof === 'signed' && proof.caChecked && proof.unproven > 0;
+    const verdict = problems.length ? 'tampered' : missing.length ? 'no_dek_record'
+      : proof.proof === 'unsigned' && this.ca ? 'unsigned' : finalSeq === null ? 'incomplete'
+        : unproven ? 'unproven' : 'ok';
 
     const lastSeq = es[n - 1].seq;
     const cut = `cut after chunk ${lastSeq}, or still recording: there is no final chunk`;
@@ -726,7 +734,7 @@ export class StreamProof {
       problems: problems.map((p) => p.text),
       proof, kind: KIND_NAMES[kind], chunks: n, finalSeq: num(finalSeq),
       declaredGaps: gaps.map(([a, b]) => [Number(a), Number(b)]), missingDekRecords: missing,
-      firstCaptureUs: Number(es[0].captureUs), lastCaptureUs: Number(last),
+      firstCaptureUs: Number(first), lastCaptureUs: Number(last),
       authenticated: es.filter((e) => e.tag === 'ok').length,
     };
   }
@@ -734,6 +742,7 @@ export class StreamProof {
   /** inspect.rs `prove`: the DEK record's signature and certificate, then the chain and each checkpoint. */
   async #prove(es, problem) {
     const WHOLE = -1n;
+    this.#chainChecked = false;
     const v2 = es.filter((e) => e.version === 2).length;
     if (v2 === 0) {
       const signed = es.find((e) => this.#records.get(e.dek)?.version === 2);
@@ -775,6 +784,7 @@ export class StreamProof {
     let checkpoint = null;
     let proven = 0;
     let lastGood = -1n;
+    let failed = false;
     for (let i = 0; i < es.length; i++) {
       const e = es[i];
       if (!e.checkpoint) continue;
@@ -792,12 +802,17 @@ export class StreamProof {
         proven = i + 1;
         lastGood = e.seq;
       } else {
+        failed = true;
         const them = lastGood + 1n === e.seq ? 'it' : 'them';
         problem(e.seq,
           `checkpoint at chunk ${e.seq}: ${e.sigOk} (a chunk up to it was altered, removed, added or reordered, or the signature was forged)`,
           `${rangeWords(lastGood + 1n, e.seq)} altered, removed or added after the agent signed ${them} (the signature at chunk ${e.seq} does not verify)`);
       }
     }
+    // The chain was checked: the page may still show which chunks valid checkpoints cover.
+    this.#chainChecked = Boolean(this.ca);
+    // A signature that does not verify makes the proof invalid (inspect.rs `prove`).
+    if (failed) return { proof: 'invalid' };
     return { proof: 'signed', cert: c.info, caChecked: Boolean(this.ca), checkpoint, proven, unproven: es.length - proven };
   }
 
