@@ -10,6 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
 
 use object_store::ObjectStore;
 use serde::Serialize;
@@ -347,21 +350,24 @@ async fn export_stream(
         )
     });
     let mut writer = StreamWriter::new(out, kind, *stream, unique_kind);
-    let mut keys_cache: HashMap<DekId, StreamKey> = HashMap::new();
-    let mut decrypted = 0u64;
+    // Which chunks to open, in order, each with its stream key (derived once per DEK); what
+    // cannot be opened is reported here.
+    let mut keys_cache: HashMap<DekId, Arc<StreamKey>> = HashMap::new();
+    let mut work = Vec::with_capacity(chunks.len());
     let mut prev_seq: Option<u64> = None;
     for (seq, copies) in chunks {
-        progress(1);
         let r = &copies[0];
         // The numbers skipped right before this chunk (a gap record must declare exactly them).
         let expected = prev_seq.map_or(0, |p| p + 1);
         prev_seq = Some(*seq);
         let hole = (*seq > expected).then(|| (expected, *seq - 1));
         if r.kind != kind {
+            progress(1);
             continue; // reported by the check
         }
         let owner = (agent.clone(), r.dek_id);
         let Some(dek) = deks.get(&owner) else {
+            progress(1);
             if let Some(why) = dek_problems.get(&owner) {
                 if why.starts_with("no private key") {
                     no_key.get_or_insert(why.clone());
@@ -371,17 +377,34 @@ async fn export_stream(
             }
             continue;
         };
-        let chunk = match inspect::read_chunk(store, scan, r).await {
-            Ok(c) => c,
-            Err(e) => {
-                problems.push(format!("chunk {seq}: {e}"));
-                continue;
-            }
-        };
         let key = keys_cache
             .entry(r.dek_id)
-            .or_insert_with(|| StreamKey::for_chunk(dek, &chunk.header));
-        match key.open(&chunk) {
+            .or_insert_with(|| Arc::new(StreamKey::derive(dek, agent, *sess, *stream, kind)))
+            .clone();
+        work.push((*seq, r, hole, key));
+    }
+    // Read ahead and open on the blocking pool (hash, decode, AES-GCM: both cores), while
+    // this task writes the plaintexts in order.
+    let mut opened = futures::stream::iter(work)
+        .map(|(seq, r, hole, key)| async move {
+            let bytes = inspect::read_chunk_bytes(store, scan, r).await;
+            let digest = r.digest;
+            let result = match bytes {
+                Ok(bytes) => tokio::task::spawn_blocking(move || {
+                    let chunk = inspect::chunk_from_bytes(bytes, &digest, seq)?;
+                    key.open(&chunk).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("chunk {seq}: {e}"))),
+                Err(e) => Err(e),
+            };
+            (seq, r, hole, result)
+        })
+        .buffered(OPEN_AHEAD);
+    let mut decrypted = 0u64;
+    while let Some((seq, r, hole, result)) = opened.next().await {
+        progress(1);
+        match result {
             Ok(plain) if r.gap => match Gap::decode(&plain) {
                 Ok(g) if hole == Some((g.first_seq, g.last_seq)) => {
                     decrypted += 1;
@@ -394,7 +417,7 @@ async fn export_stream(
             },
             Ok(plain) => {
                 decrypted += 1;
-                match writer.write(*seq, r.capture_us, &plain)? {
+                match writer.write(seq, r.capture_us, &plain)? {
                     Some(n) => {
                         sr.chunks += 1;
                         sr.bytes += n;
@@ -405,9 +428,11 @@ async fn export_stream(
                     )),
                 }
             }
-            Err(e) => problems.push(e.to_string()),
+            Err(e) if e.starts_with("chunk ") => problems.push(e),
+            Err(e) => problems.push(format!("chunk {seq}: {e}")),
         }
     }
+    drop(opened);
     sr.status = if !problems.is_empty() {
         Status::Tampered(problems)
     } else if let Some(why) = no_record {
@@ -441,6 +466,9 @@ async fn export_stream(
     sr.frames = frames;
     Ok((sr, decrypted))
 }
+
+/// Chunks read and opened ahead of the one being written (each at most a chunk's size).
+const OPEN_AHEAD: usize = 4;
 
 /// A staging directory in `out` that no exported file or directory can have (a leading `.`
 /// and a random part), where one stream's files wait for its verdict.
@@ -481,8 +509,41 @@ fn file_sha256(path: &Path) -> Result<[u8; 32], ExportError> {
 }
 
 /// Move the staged file `staged` to `path`, unless the same bytes are there (a resumed
-/// export); a file with other contents is never overwritten (a hard link, not a rename, so
-/// that a file appearing meanwhile is not replaced either).
+/// export); a file with other contents is never overwritten, nor one appearing meanwhile.
+/// Rename `from` to `to` unless `to` exists (then `AlreadyExists`): one `renameat2` with
+/// `RENAME_NOREPLACE` on Linux; elsewhere, or where the file system lacks it, a hard link and
+/// an unlink.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        };
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
 fn place_once(staged: &Path, path: &Path) -> Result<(), ExportError> {
     if path.exists() {
         let same = file_sha256(path)? == file_sha256(staged)?;
@@ -493,13 +554,10 @@ fn place_once(staged: &Path, path: &Path) -> Result<(), ExportError> {
             Err(ExportError::Exists(path.to_owned()))
         };
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    }
-    match std::fs::hard_link(staged, path) {
+    match rename_noreplace(staged, path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => place_once(staged, path),
         Err(e) => Err(io_error(path)(e)),
-        Ok(()) => std::fs::remove_file(staged).map_err(io_error(staged)),
+        Ok(()) => Ok(()),
     }
 }
 
@@ -518,6 +576,8 @@ struct StreamWriter {
     names: std::collections::HashSet<String>,
     /// The keystroke file being written, and its path relative to the session directory.
     keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
+    /// Directories already made (one `mkdir` each, not one per file).
+    made: std::collections::HashSet<PathBuf>,
 }
 
 /// A stream's frames as written: each file and its capture time.
@@ -534,6 +594,7 @@ impl StreamWriter {
             staged: Vec::new(),
             names: Default::default(),
             keystrokes: None,
+            made: Default::default(),
         }
     }
 
@@ -544,9 +605,16 @@ impl StreamWriter {
             .get_or_insert_with(|| staging_dir(&self.out))
             .clone();
         let path = staging.join(rel);
-        let dir = path.parent().expect("a file in the staging directory");
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        self.make_dir(path.parent().expect("a file in the staging directory"))?;
         Ok(path)
+    }
+
+    fn make_dir(&mut self, dir: &Path) -> Result<(), ExportError> {
+        if !self.made.contains(dir) {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            self.made.insert(dir.to_owned());
+        }
+        Ok(())
     }
 
     /// Write one chunk's plaintext; `Ok(None)` if the payload does not parse.
@@ -631,13 +699,14 @@ impl StreamWriter {
         };
         let mut files = Vec::with_capacity(self.staged.len());
         let mut frames = Vec::new();
-        for (rel, capture_us) in &self.staged {
-            let name = base.join(rel);
+        for (rel, capture_us) in std::mem::take(&mut self.staged) {
+            let name = base.join(&rel);
             let path = self.out.join(&name);
-            place_once(&staging.join(rel), &path)?;
+            self.make_dir(path.parent().expect("a file in the output directory"))?;
+            place_once(&staging.join(&rel), &path)?;
             files.push(name.display().to_string());
             if let Some(t) = capture_us {
-                frames.push((path, *t));
+                frames.push((path, t));
             }
         }
         std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;

@@ -571,23 +571,24 @@ fn prove(
     }
 }
 
-/// The chunk's bytes, read back from its segment by range.
-pub async fn read_chunk(
+/// The bytes of chunk `c` as stored now (a byte range of its segment), not yet checked.
+pub async fn read_chunk_bytes(
     store: &dyn ObjectStore,
     scan: &Scan,
     c: &ChunkRef,
-) -> Result<SealedChunk, String> {
+) -> Result<Bytes, String> {
     let path = &scan.segments[c.segment as usize];
-    let bytes = storage::get_range(store, path, c.offset, c.len)
+    storage::get_range(store, path, c.offset, c.len)
         .await
-        .map_err(|e| e.to_string())?;
-    if Sha256::digest(&bytes).as_slice() != c.digest {
-        return Err(format!(
-            "{path}: chunk {} changed since the store was scanned",
-            c.seq
-        ));
+        .map_err(|e| format!("chunk {}: {path}: {e}", c.seq))
+}
+
+/// `bytes` decoded as chunk `seq`, if they are still the bytes the scan saw (`digest`).
+pub fn chunk_from_bytes(bytes: Bytes, digest: &[u8; 32], seq: u64) -> Result<SealedChunk, String> {
+    if Sha256::digest(&bytes).as_slice() != digest {
+        return Err(format!("chunk {seq}: changed since the store was scanned"));
     }
-    SealedChunk::decode(bytes).map_err(|e| e.to_string())
+    SealedChunk::decode(bytes).map_err(|e| format!("chunk {seq}: {e}"))
 }
 
 /// One stream in a `verify` report.
