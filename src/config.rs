@@ -84,8 +84,12 @@ pub struct Console {
     /// A session that had a chunk indexed this recently counts as recording now.
     pub live_window_ms: u64,
     /// The deployment's agent CA certificate (PEM), against which the page checks the agents'
-    /// signatures; unset: `<data_dir>/pki/ca.crt`.
+    /// signatures; it must exist when set. Unset: `default_agent_ca`.
     pub agent_ca: Option<PathBuf>,
+    /// `<data_dir>/pki/ca.crt`, set at load: used when `agent_ca` is unset and the file exists
+    /// when the console starts (else the page says no CA is configured).
+    #[serde(skip)]
+    pub default_agent_ca: Option<PathBuf>,
 }
 
 impl Default for Console {
@@ -98,6 +102,7 @@ impl Default for Console {
             max_failed_logins: 5,
             live_window_ms: 120_000,
             agent_ca: None,
+            default_agent_ca: None,
         }
     }
 }
@@ -321,10 +326,8 @@ impl ServeConfig {
         if let Some(c) = &mut cfg.console {
             c.tls_cert = c.tls_cert.as_ref().map(|p| resolve(base, p));
             c.tls_key = c.tls_key.as_ref().map(|p| resolve(base, p));
-            c.agent_ca = Some(match &c.agent_ca {
-                Some(p) => resolve(base, p),
-                None => cfg.data_dir.join("pki").join("ca.crt"),
-            });
+            c.agent_ca = c.agent_ca.as_ref().map(|p| resolve(base, p));
+            c.default_agent_ca = Some(cfg.data_dir.join("pki").join("ca.crt"));
         }
         cfg.validate(path)?;
         Ok(cfg)
@@ -727,7 +730,11 @@ mod tests {
         // The console checks signatures against the server's agent CA unless told otherwise.
         let (dir, p) = write("data_dir = \"data\"\n[console]\n");
         let c = ServeConfig::load(&p).unwrap().console.unwrap();
-        assert_eq!(c.agent_ca.unwrap(), dir.path().join("data/pki/ca.crt"));
+        assert_eq!(c.agent_ca, None);
+        assert_eq!(
+            c.default_agent_ca.unwrap(),
+            dir.path().join("data/pki/ca.crt")
+        );
         let (dir, p) = write("[console]\nagent_ca = \"offline/ca.crt\"\n");
         let c = ServeConfig::load(&p).unwrap().console.unwrap();
         assert_eq!(c.agent_ca.unwrap(), dir.path().join("offline/ca.crt"));

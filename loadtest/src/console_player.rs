@@ -392,7 +392,7 @@ fn chromium_pss_mib(profile: &std::path::Path) -> f64 {
     kib as f64 / 1024.0
 }
 
-struct Driver(std::process::Child, tempfile::TempDir);
+pub(crate) struct Driver(std::process::Child, tempfile::TempDir);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -422,7 +422,7 @@ fn profile_pids(dir: &std::path::Path) -> Vec<i32> {
         .collect()
 }
 
-async fn browser() -> anyhow::Result<(Driver, Client)> {
+pub(crate) async fn browser() -> anyhow::Result<(Driver, Client)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -462,22 +462,22 @@ async fn browser() -> anyhow::Result<(Driver, Client)> {
     bail!("chromedriver did not start on {url}")
 }
 
-struct Page(Client);
+pub(crate) struct Page(pub(crate) Client);
 
 impl Page {
-    fn c(&self) -> &Client {
+    pub(crate) fn c(&self) -> &Client {
         &self.0
     }
 
-    async fn js(&self, script: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn js(&self, script: &str) -> anyhow::Result<Value> {
         Ok(self.0.execute(script, vec![]).await?)
     }
 
-    async fn async_js(&self, script: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn async_js(&self, script: &str) -> anyhow::Result<Value> {
         Ok(self.0.execute_async(script, vec![]).await?)
     }
 
-    async fn until(&self, what: &str, script: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn until(&self, what: &str, script: &str) -> anyhow::Result<Value> {
         for _ in 0..600 {
             let v = self.js(script).await?;
             if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
@@ -488,14 +488,26 @@ impl Page {
         bail!("timed out waiting for {what}")
     }
 
-    async fn fill(&self, id: &str, text: &str) -> anyhow::Result<()> {
+    /// `until` for up to 10 minutes (a long search).
+    pub(crate) async fn until_long(&self, what: &str, script: &str) -> anyhow::Result<Value> {
+        for _ in 0..6000 {
+            let v = self.js(script).await?;
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("timed out waiting for {what}")
+    }
+
+    pub(crate) async fn fill(&self, id: &str, text: &str) -> anyhow::Result<()> {
         let e = self.0.find(Locator::Id(id)).await?;
         e.clear().await?;
         e.send_keys(text).await?;
         Ok(())
     }
 
-    async fn click(&self, id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn click(&self, id: &str) -> anyhow::Result<()> {
         self.0.find(Locator::Id(id)).await?.click().await?;
         Ok(())
     }

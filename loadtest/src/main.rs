@@ -6,6 +6,7 @@
 
 mod console_bench;
 mod console_player;
+mod console_report;
 mod export_check;
 mod nodes;
 mod pg;
@@ -109,6 +110,26 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The review console's keystrokes report in headless Chromium: --sessions sessions'
+    /// keystrokes decrypted and searched in the page, time to the first and to the last
+    /// result, beside fetching the same ciphertext alone (docs/benchmarks.md).
+    ConsoleReport {
+        #[arg(long, default_value_t = 1_000)]
+        sessions: u32,
+        #[arg(long, default_value_t = 10)]
+        agents: u32,
+        /// Keystroke batches (chunks) per session.
+        #[arg(long, default_value_t = 40)]
+        batches: u32,
+        /// Events per batch.
+        #[arg(long, default_value_t = 25)]
+        events: u32,
+        /// Searches timed, one after the other in the same page.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The scenario against 1 and against N ingest nodes (child processes) sharing one
     /// PostgreSQL database and one store (a directory, or S3 on a moto server the harness
     /// starts): aggregate and per-node throughput, ack latency, peak RSS per node, and store
@@ -186,6 +207,21 @@ fn main() -> anyhow::Result<()> {
             frame_size,
             seeks,
             live_seconds,
+            json,
+        }),
+        Command::ConsoleReport {
+            sessions,
+            agents,
+            batches,
+            events,
+            runs,
+            json,
+        } => console_report::run(console_report::Args {
+            sessions,
+            agents,
+            batches,
+            events,
+            runs,
             json,
         }),
         Command::Seal {

@@ -12,6 +12,8 @@ use super::{ApiError, State};
 use crate::metadata::{ChunkLocation, Login, Role, SessionQuery, SessionSummary, now_us};
 use crate::storage;
 
+mod overview;
+
 /// Chunks per ciphertext request, and bytes: a player asks for a few frames at a time.
 const MAX_CHUNKS_PER_FETCH: u32 = 64;
 const MAX_BYTES_PER_FETCH: u64 = 64 << 20;
@@ -29,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/me", web::get().to(me))
             .route("/agents", web::get().to(agents))
             .route("/sessions", web::get().to(sessions))
+            .route("/overview", web::get().to(overview::overview))
             .route("/agents/{agent}/sessions/{session}", web::get().to(session))
             .route(
                 "/agents/{agent}/sessions/{session}/index",
@@ -107,13 +110,19 @@ async fn login(
         return Err(ApiError::Throttled(wait.as_secs() + 1));
     }
     let account = state.md.console_user(&name).await?;
-    let hash = account.as_ref().map_or_else(
-        || auth::dummy_hash().to_owned(),
-        |u| u.password_hash.clone(),
-    );
-    let good = web::block(move || auth::verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // An unknown name is checked against the dummy hash: the same argon2 work either way.
+    let hash = account
+        .as_ref()
+        .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
+    let counter = state.clone();
+    let good = web::block(move || {
+        counter
+            .password_work
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        auth::verify_password(&password, &hash)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     let account = match account {
         Some(u) if good && u.disabled_us.is_none() => u,
         other => {
@@ -295,13 +304,15 @@ async fn sessions(
         .audit(
             &caller,
             "list_sessions",
-            &format!(
-                "agent={:?} since_us={:?} until_us={:?} page={}",
-                q.agent,
-                q.since_us,
-                q.until_us,
-                if before.is_some() { "next" } else { "first" }
-            ),
+            &details(&[
+                ("agent", q.agent.as_deref().map(text)),
+                ("since_us", q.since_us.map(|v| v.to_string())),
+                ("until_us", q.until_us.map(|v| v.to_string())),
+                (
+                    "page",
+                    Some(if before.is_some() { "next" } else { "first" }.into()),
+                ),
+            ]),
         )
         .await?;
     if let Some(a) = &q.agent
@@ -334,6 +345,33 @@ async fn sessions(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": out, "next": next })))
 }
 
+/// An audit row's detail: `key=value` pairs, the absent ones left out, text a person reads.
+fn details(pairs: &[(&str, Option<String>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A name from a request (an agent id, a filter) as audit text: letters, digits and `-_.:*@`
+/// as they are, anything else (spaces, `=`, quotes, control characters) as `%XX`, so a row
+/// always reads as `key=value` pairs.
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().take(128) {
+        if c.is_alphanumeric() || "-_.:*@".contains(c) {
+            out.push(c);
+        } else {
+            let mut b = [0u8; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// The agent and session of a path, checked against the caller's grants.
 async fn visible(
     state: &State,
@@ -345,10 +383,66 @@ async fn visible(
     let session = parse_id(session_hex)?;
     if !caller.may_see(&agent) {
         return Err(state
-            .denied(caller, &format!("agent={agent} session={session_hex}"))
+            .denied(
+                caller,
+                &format!("agent={} session={}", text(&agent), hex::encode(session)),
+            )
             .await);
     }
     Ok((agent, session))
+}
+
+/// Is `session` one of `agent`'s? When it is not (another agent's, asked for under this
+/// agent's path, or no session at all), audit what was really asked for and answer 404: a
+/// refusal naming the agent it belongs to when the caller may not see that agent, else
+/// `not_found`. `more`: the request's other parts for the row (`stream=0`).
+async fn owned(
+    state: &State,
+    caller: &Caller,
+    agent: &str,
+    session: [u8; 16],
+    more: &str,
+) -> Result<(), ApiError> {
+    let owners = state.md.session_agents(session).await?;
+    if owners.iter().any(|a| a == agent) {
+        return Ok(());
+    }
+    let session = hex::encode(session);
+    let more = if more.is_empty() {
+        String::new()
+    } else {
+        format!(" {more}")
+    };
+    let asked_as = text(agent);
+    Err(match owners.iter().find(|a| !caller.may_see(a)) {
+        Some(real) => {
+            state
+                .denied(
+                    caller,
+                    &format!(
+                        "agent={} session={session}{more} asked_as={asked_as}",
+                        text(real)
+                    ),
+                )
+                .await
+        }
+        None => {
+            let recorded_by = (!owners.is_empty())
+                .then(|| owners.iter().map(|a| text(a)).collect::<Vec<_>>().join(","));
+            let detail = details(&[
+                ("agent", Some(asked_as)),
+                ("session", Some(session)),
+                ("recorded_by", recorded_by),
+            ]);
+            match state
+                .audit(caller, "not_found", &format!("{detail}{more}"))
+                .await
+            {
+                Ok(()) => ApiError::NotFound,
+                Err(e) => e,
+            }
+        }
+    })
 }
 
 async fn session(
@@ -357,18 +451,17 @@ async fn session(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (agent, session) = visible(&state, &caller, &path.0, &path.1).await?;
+    let Some(s) = state.md.session(&agent, session).await? else {
+        owned(&state, &caller, &agent, session, "").await?;
+        return Err(ApiError::NotFound);
+    };
     state
         .audit(
             &caller,
             "view_session",
-            &format!("agent={agent} session={}", path.1),
+            &format!("agent={} session={}", text(&agent), hex::encode(session)),
         )
         .await?;
-    let s = state
-        .md
-        .session(&agent, session)
-        .await?
-        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(session_json(s, state.cfg.live_window_ms as i64 * 1000)))
 }
 
@@ -398,19 +491,27 @@ async fn index(
     let (agent, session) = visible(&state, &caller, &path.0, &path.1).await?;
     let limit = q.limit.unwrap_or(MAX_INDEX_ROWS).clamp(1, MAX_INDEX_ROWS);
     let from = q.from_seq.unwrap_or(0);
+    let rows = state
+        .md
+        .chunk_locations(&agent, session, q.stream, from, limit)
+        .await?;
+    let stream = q.stream.map(|s| s.to_string());
+    if rows.is_empty() {
+        // Nothing (yet) from `from`, or not this agent's session at all.
+        let more = details(&[("stream", stream.clone())]);
+        owned(&state, &caller, &agent, session, &more).await?;
+    }
     state
         .audit(
             &caller,
             "list_chunks",
-            &format!(
-                "agent={agent} session={} stream={:?} from_seq={from}",
-                path.1, q.stream
-            ),
+            &details(&[
+                ("agent", Some(text(&agent))),
+                ("session", Some(hex::encode(session))),
+                ("stream", stream),
+                ("from_seq", Some(from.to_string())),
+            ]),
         )
-        .await?;
-    let rows = state
-        .md
-        .chunk_locations(&agent, session, q.stream, from, limit)
         .await?;
     let more = rows.len() == limit as usize;
     let out: Vec<IndexRow> = rows
@@ -443,7 +544,12 @@ async fn chunks(
 ) -> Result<HttpResponse, ApiError> {
     let (agent, session) = visible(&state, &caller, &path.0, &path.1).await?;
     let stream = path.2;
-    let count = q.count.unwrap_or(1).clamp(1, MAX_CHUNKS_PER_FETCH);
+    if q.count == Some(0) {
+        return Err(ApiError::BadRequest(
+            "count=0 asks for no chunk: ask for 1 or more".into(),
+        ));
+    }
+    let count = q.count.unwrap_or(1).min(MAX_CHUNKS_PER_FETCH);
     let rows: Vec<ChunkLocation> = state
         .md
         .chunk_locations(&agent, session, Some(stream), q.from_seq, count)
@@ -467,7 +573,28 @@ async fn chunks(
         total += u64::from(len);
         wanted.push((c.seq, c.object_key, offset, len));
     }
+    let session_hex = hex::encode(session);
     let Some(last) = wanted.last().map(|w| w.0) else {
+        // Not this agent's session (a refusal naming whose it is), or no such chunk.
+        owned(
+            &state,
+            &caller,
+            &agent,
+            session,
+            &format!("stream={stream}"),
+        )
+        .await?;
+        state
+            .audit(
+                &caller,
+                "not_found",
+                &format!(
+                    "agent={} session={session_hex} stream={stream} seq={}",
+                    text(&agent),
+                    q.from_seq
+                ),
+            )
+            .await?;
         return Err(ApiError::NotFound);
     };
     state
@@ -475,8 +602,9 @@ async fn chunks(
             &caller,
             "fetch_ciphertext",
             &format!(
-                "agent={agent} session={} stream={stream} seq={}..={last} bytes={total}",
-                path.1, q.from_seq
+                "agent={} session={session_hex} stream={stream} seq={}..={last} bytes={total}",
+                text(&agent),
+                q.from_seq
             ),
         )
         .await?;
@@ -699,7 +827,8 @@ async fn export_request(
     caller: Caller,
     form: web::Json<ExportForm>,
 ) -> Result<HttpResponse, ApiError> {
-    let (agent, _) = visible(&state, &caller, &form.agent_hex, &form.session).await?;
+    let (agent, session) = visible(&state, &caller, &form.agent_hex, &form.session).await?;
+    owned(&state, &caller, &agent, session, "what=export").await?;
     let what: String = form
         .what
         .chars()
@@ -710,10 +839,13 @@ async fn export_request(
         .audit(
             &caller,
             "export",
-            &format!(
-                "agent={agent} session={} what={what} from_us={:?} to_us={:?}",
-                form.session, form.from_us, form.to_us
-            ),
+            &details(&[
+                ("agent", Some(text(&agent))),
+                ("session", Some(hex::encode(session))),
+                ("what", Some(what)),
+                ("from_us", form.from_us.map(|v| v.to_string())),
+                ("to_us", form.to_us.map(|v| v.to_string())),
+            ]),
         )
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -721,7 +853,15 @@ async fn export_request(
 
 #[derive(Deserialize)]
 struct AuditQuery {
+    /// An older page: rows with ids below this (`older` of the page before).
     before: Option<i64>,
+    /// A newer page: rows with ids above this (`newer` of the page before).
+    after: Option<i64>,
+    /// Filters, all on the server: the row's user (actor) and action, exactly, and its time.
+    user: Option<String>,
+    action: Option<String>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
     limit: Option<u32>,
 }
 
@@ -733,17 +873,82 @@ async fn audit(
     if caller.user.role != Role::Admin {
         return Err(state.denied(&caller, "audit log").await);
     }
-    state.audit(&caller, "view_audit", "").await?;
+    let q = q.into_inner();
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let filter = crate::metadata::AuditQuery {
+        actor: nonempty(q.user),
+        action: nonempty(q.action),
+        since_us: q.since_us,
+        until_us: q.until_us,
+        ..Default::default()
+    };
+    state
+        .audit(
+            &caller,
+            "view_audit",
+            &details(&[
+                ("user", filter.actor.as_deref().map(text)),
+                ("action", filter.action.as_deref().map(text)),
+                ("since_us", q.since_us.map(|v| v.to_string())),
+                ("until_us", q.until_us.map(|v| v.to_string())),
+                ("before", q.before.map(|v| v.to_string())),
+                ("after", q.after.map(|v| v.to_string())),
+            ]),
+        )
+        .await?;
     let rows = state
         .md
-        .audit_rows(q.before, q.limit.unwrap_or(100).clamp(1, 1000))
+        .audit_page(crate::metadata::AuditQuery {
+            before: q.before,
+            after: q.after,
+            limit: q.limit.unwrap_or(100).clamp(1, 1000),
+            ..filter.clone()
+        })
         .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    // Whether there is an older and a newer page under the same filters (one row each way).
+    let probe = |before, after| {
+        state.md.audit_page(crate::metadata::AuditQuery {
+            before,
+            after,
+            limit: 1,
+            ..filter.clone()
+        })
+    };
+    let (older, newer) = match (rows.last(), rows.first()) {
+        (Some(oldest), Some(newest)) => (
+            (!probe(Some(oldest.id), None).await?.is_empty()).then_some(oldest.id),
+            (!probe(None, Some(newest.id)).await?.is_empty()).then_some(newest.id),
+        ),
+        _ => (None, None),
+    };
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({ "rows": rows, "older": older, "newer": newer })),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_details_are_key_value_text_with_request_names_escaped() {
+        assert_eq!(
+            details(&[
+                ("agent", Some(text("ts-01"))),
+                ("since_us", None),
+                ("page", Some("first".into())),
+            ]),
+            "agent=ts-01 page=first"
+        );
+        assert_eq!(text("ts-*.eu:1@x"), "ts-*.eu:1@x");
+        assert_eq!(
+            text("a b=\"c\"\nx"),
+            "a%20b%3D%22c%22%0Ax",
+            "nothing that would read as another pair or row"
+        );
+        assert_eq!(text("ünï"), "ünï", "letters of any script stay readable");
+    }
 
     #[test]
     fn only_a_lone_pem_private_key_block_is_served_as_a_private_key_file() {

@@ -33,6 +33,12 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     asset!("js/payload.js", JS),
     asset!("js/reader.js", JS),
     asset!("js/proof.js", JS),
+    asset!("js/keyring.js", JS),
+    asset!("js/tiles.js", JS),
+    asset!("js/montage.js", JS),
+    asset!("js/snapshots.js", JS),
+    asset!("js/report.js", JS),
+    asset!("js/ui.js", JS),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

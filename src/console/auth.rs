@@ -46,11 +46,11 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A hash no password matches, checked when the user does not exist so that the answer
-/// takes as long as for a wrong password.
-pub(super) fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("no user has this password").unwrap_or_default())
+/// A hash of a random password, with the parameters `hash_password` gives stored hashes: a
+/// login naming no user is checked against it, so that it does the same argon2 work as a wrong
+/// password. Made once, when the console starts (a first unknown name must not pay for it).
+pub(super) fn dummy_hash() -> Result<String, String> {
+    hash_password(&hex::encode(random_token()))
 }
 
 /// 32 random bytes as URL-safe base64 (login tokens) or hex (CSRF tokens).

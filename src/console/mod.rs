@@ -37,6 +37,8 @@ pub enum ConsoleError {
         "console agent CA: {0} (set [console] agent_ca to the deployment's agent CA certificate)"
     )]
     AgentCa(String),
+    #[error("console: cannot make the dummy password hash: {0}")]
+    Password(String),
 }
 
 /// The agent CA the page checks signatures against: its PEM text and fingerprint.
@@ -67,6 +69,10 @@ pub struct State {
     pub secure: bool,
     /// `None`: no agent CA configured, the page cannot check signatures.
     pub agent_ca: Option<AgentCaFile>,
+    /// Argon2 computations this console has run: one per login attempt, whatever the name.
+    pub password_work: std::sync::atomic::AtomicU64,
+    /// What a login naming no user is checked against (`auth::dummy_hash`).
+    pub dummy_hash: String,
 }
 
 /// An API answer other than success: a status and a message for the page.
@@ -134,6 +140,7 @@ pub struct Console {
     /// `https` or `http`.
     pub scheme: &'static str,
     handle: actix_web::dev::ServerHandle,
+    state: web::Data<State>,
 }
 
 impl Console {
@@ -165,7 +172,18 @@ impl Console {
             (Some(c), Some(k)) => Some(tls_config(c, k)?),
             _ => None,
         };
-        let agent_ca = cfg.agent_ca.as_deref().map(AgentCaFile::load).transpose()?;
+        let agent_ca = match (&cfg.agent_ca, &cfg.default_agent_ca) {
+            (Some(path), _) => Some(AgentCaFile::load(path)?),
+            (None, Some(path)) if path.exists() => Some(AgentCaFile::load(path)?),
+            (None, default) => {
+                tracing::warn!(
+                    looked_at = ?default,
+                    "no agent CA for the console: set [console] agent_ca; the page cannot check agents' signatures"
+                );
+                None
+            }
+        };
+        let dummy_hash = auth::dummy_hash().map_err(ConsoleError::Password)?;
         let state = web::Data::new(State {
             md,
             store,
@@ -173,7 +191,10 @@ impl Console {
             throttle: auth::Throttle::default(),
             secure: tls.is_some(),
             agent_ca,
+            password_work: Default::default(),
+            dummy_hash,
         });
+        let shared = state.clone();
         let app = move || {
             App::new()
                 .app_data(state.clone())
@@ -213,7 +234,22 @@ impl Console {
             addr,
             scheme,
             handle,
+            state: shared,
         })
+    }
+
+    /// Argon2 verifications run since start: each login attempt costs one, whether or not its
+    /// user exists.
+    pub fn password_work(&self) -> u64 {
+        self.state
+            .password_work
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The hash a login naming no user is checked against (its parameters are those of a
+    /// stored hash; its password is random and forgotten).
+    pub fn dummy_hash(&self) -> &str {
+        &self.state.dummy_hash
     }
 
     pub fn url(&self) -> String {

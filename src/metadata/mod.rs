@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
 
 pub use review::{
-    AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary, StreamState,
+    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary,
+    StreamState,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -117,6 +117,22 @@ pub struct AuditRow {
     pub address: Option<String>,
 }
 
+/// Which audit rows the admin's view asks for: newest first, `limit` of them, matching every
+/// filter given, with ids below `before` (an older page) or above `after` (a newer one).
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    /// The row's actor (the console user, `database`, ...), exactly.
+    pub actor: Option<String>,
+    /// The row's action (`login`, `denied`, ...), exactly.
+    pub action: Option<String>,
+    /// Written at or after / at or before these times (µs since the epoch).
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    pub limit: u32,
+}
+
 /// Does `agent` match `pattern` (`*` any run of characters, everything else literal)?
 pub fn agent_matches(pattern: &str, agent: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -210,6 +226,46 @@ impl Metadata {
                 s.chunk_locations(agent.to_owned(), session, stream, from_seq, limit)
                     .await
             }
+        }
+    }
+
+    /// The frames an overview (montage, snapshots) shows of a session's frame stream `stream`:
+    /// with `slots` = 1, the newest frame captured in `[since_us, until_us]` (an end left out is
+    /// open); with more slots and both ends, the newest frame of each of `slots` equal parts of
+    /// the range, in order. Frames only: gap records and empty chunks (checkpoints, the final
+    /// chunk) are left out. Capture times are the index's: the page reads the chunk's own.
+    pub async fn frame_picks(
+        &self,
+        agent: &str,
+        session: [u8; 16],
+        stream: u32,
+        since_us: Option<i64>,
+        until_us: Option<i64>,
+        slots: u32,
+    ) -> Result<Vec<ChunkLocation>, MetaError> {
+        let slots = match (since_us, until_us) {
+            (Some(s), Some(u)) if u > s => slots.max(1),
+            _ => 1,
+        };
+        let agent = agent.to_owned();
+        match self {
+            Metadata::Postgres(p) => {
+                p.frame_picks(agent, session, stream, since_us, until_us, slots)
+                    .await
+            }
+            Metadata::Sqlite(s) => {
+                s.frame_picks(agent, session, stream, since_us, until_us, slots)
+                    .await
+            }
+        }
+    }
+
+    /// The agents that recorded a session with this id (normally one): who a request for it
+    /// under another agent's path really asked about.
+    pub async fn session_agents(&self, session: [u8; 16]) -> Result<Vec<String>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.session_agents(session).await,
+            Metadata::Sqlite(s) => s.session_agents(session).await,
         }
     }
 
@@ -312,9 +368,19 @@ impl Metadata {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditRow>, MetaError> {
+        self.audit_page(AuditQuery {
+            before,
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A page of audit rows matching `q`, newest first.
+    pub async fn audit_page(&self, q: AuditQuery) -> Result<Vec<AuditRow>, MetaError> {
         match self {
-            Metadata::Postgres(p) => p.audit_rows(before, limit).await,
-            Metadata::Sqlite(s) => s.audit_rows(before, limit).await,
+            Metadata::Postgres(p) => p.audit_page(q).await,
+            Metadata::Sqlite(s) => s.audit_page(q).await,
         }
     }
 }

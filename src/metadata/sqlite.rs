@@ -122,6 +122,9 @@ impl Lite {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
             c.pragma_update(None, "foreign_keys", "ON")?;
+            // Agent patterns are case-sensitive, as in PostgreSQL and `agent_matches`: a
+            // reviewer of `ts-*` must not be listed `TS-01` (SQLite's LIKE ignores ASCII case).
+            c.pragma_update(None, "case_sensitive_like", "ON")?;
             Ok(c)
         })
         .await

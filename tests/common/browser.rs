@@ -90,6 +90,13 @@ impl Drop for Driver {
     }
 }
 
+impl Driver {
+    /// The browser's profile directory (its `Default/Sessions`, caches, ...).
+    pub fn profile(&self) -> &Path {
+        self.1.path()
+    }
+}
+
 /// The processes whose command line names the browser profile `dir`.
 fn profile_pids(dir: &std::path::Path) -> Vec<i32> {
     let needle = dir.display().to_string();

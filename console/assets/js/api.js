@@ -3,6 +3,10 @@
 // bytes; nothing secret is ever sent to it.
 
 let csrf = '';
+// Logged out (Log out, or idle)? Then, until the next login, the page sends nothing but a
+// login: a poll or a fetch still under way when the user logs out stops there.
+let loggedOut = false;
+let inFlight = new AbortController();
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -13,6 +17,7 @@ export class ApiError extends Error {
 }
 
 async function call(method, path, { json, binary } = {}) {
+  if (loggedOut && path !== '/api/login' && path !== '/api/me') throw new ApiError(401, 'logged out');
   const headers = {};
   if (method !== 'GET') headers['X-CSRF-Token'] = csrf;
   if (json !== undefined) headers['Content-Type'] = 'application/json';
@@ -21,6 +26,7 @@ async function call(method, path, { json, binary } = {}) {
     headers,
     credentials: 'same-origin',
     body: json === undefined ? undefined : JSON.stringify(json),
+    signal: inFlight.signal,
   });
   if (!res.ok) {
     let message = `${res.status} ${res.statusText}`;
@@ -36,18 +42,27 @@ async function call(method, path, { json, binary } = {}) {
 export async function login(user, password) {
   const me = await call('POST', '/api/login', { json: { user, password } });
   csrf = me.csrf;
+  loggedOut = false;
   return me;
 }
 
 export async function me() {
   const m = await call('GET', '/api/me');
   csrf = m.csrf;
+  loggedOut = false;
   return m;
 }
 
+/** Log out: requests still under way are cancelled, and none is sent until the next login. */
 export async function logout() {
-  await call('POST', '/api/logout');
-  csrf = '';
+  inFlight.abort();
+  inFlight = new AbortController();
+  try {
+    if (!loggedOut) await call('POST', '/api/logout');
+  } finally {
+    loggedOut = true;
+    csrf = '';
+  }
 }
 
 export const agents = () => call('GET', '/api/agents');
@@ -91,8 +106,34 @@ export const kekFile = (kekId, which) => call('GET', `/api/keks/${encodeURICompo
 export const announceExport = (agentHex, id, what, fromUs, toUs) =>
   call('POST', '/api/exports', { json: { agent_hex: agentHex, session: id, what, from_us: fromUs, to_us: toUs } });
 
-export function audit(before) {
-  const q = new URLSearchParams({ limit: '200' });
-  if (before) q.set('before', String(before));
+/**
+ * A page of the audit log, newest first, filtered on the server: {rows, older, newer} (pass
+ * `older` as `before` for the next older page, `newer` as `after` for the next newer one).
+ */
+export function audit({ before, after, user, action, sinceUs, untilUs, limit = 50 } = {}) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (before != null) q.set('before', String(before));
+  if (after != null) q.set('after', String(after));
+  if (user) q.set('user', user);
+  if (action) q.set('action', action);
+  if (sinceUs != null) q.set('since_us', String(sinceUs));
+  if (untilUs != null) q.set('until_us', String(untilUs));
   return call('GET', `/api/audit?${q}`);
+}
+
+/**
+ * Sessions for the overviews (Live Montage, Screen Snapshots, the keystrokes report):
+ * {sessions: [session (as `session`) + {frame_stream, key_stream, key_chunks, frames:
+ * [{seq, capture_us, dek_id, len}]}], next}. `agents`: hex of agent ids (none: all the caller
+ * may see); `live`: only sessions recording now; `slots`: frames per session (0 none, 1 the
+ * newest in the range, more: the newest of each of that many parts of the range).
+ */
+export function overview({ agents = [], sinceUs, untilUs, live = false, slots = 1, limit = 200, cursor } = {}) {
+  const q = new URLSearchParams({ slots: String(slots), limit: String(limit) });
+  if (agents.length) q.set('agents', agents.join(','));
+  if (sinceUs != null) q.set('since_us', String(sinceUs));
+  if (untilUs != null) q.set('until_us', String(untilUs));
+  if (live) q.set('live', 'true');
+  if (cursor) q.set('cursor', cursor);
+  return call('GET', `/api/overview?${q}`);
 }

@@ -9,6 +9,11 @@ import { Player } from './player.js';
 import { KeyLog } from './keylog.js';
 import { exportVideo, exportFrames } from './export.js';
 import { WrongPassphraseError, KeyFormError } from './keyfile.js';
+import { Keyring } from './keyring.js';
+import { Montage } from './montage.js';
+import { Snapshots } from './snapshots.js';
+import { Report } from './report.js';
+import { showCommandHelp } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const LIVE_POLL_MS = 1000;
@@ -29,8 +34,12 @@ const player = new Player({
   cursor: $('timeline-cursor'),
   clock: $('clock'),
   info: $('frame-info'),
+  axis: $('timeline-axis'),
+  progress: $('timeline-progress'),
+  hover: $('timeline-hover'),
   onTime: (us) => keylog.at(us),
   onError: (err) => { $('player-error').textContent = err.message; showVerdict(); },
+  onPlaying: (playing) => { $('play').textContent = playing ? 'Pause' : 'Play'; $('play').dataset.playing = String(playing); },
 });
 const keylog = new KeyLog({ list: $('keylog'), onSeek: (us) => player.seekTime(us) });
 
@@ -38,6 +47,13 @@ function status(text) { $('status').textContent = text; }
 
 function fmtTime(us) {
   return us ? new Date(us / 1000).toISOString().replace('T', ' ').slice(0, 19) : '';
+}
+
+/** A capture span for the list: the end's time only when it is the same UTC day, else its date too. */
+function fmtSpan(firstUs, lastUs) {
+  const a = fmtTime(firstUs);
+  const b = fmtTime(lastUs);
+  return `${a} – ${a.slice(0, 10) === b.slice(0, 10) ? b.slice(11) : b}`;
 }
 
 function fmtBytes(n) {
@@ -52,6 +68,8 @@ function showView(loggedIn) {
   $('main-view').hidden = !loggedIn;
   for (const id of ['logout', 'lock']) $(id).hidden = !loggedIn;
   $('audit-open').hidden = !(loggedIn && me?.role === 'admin');
+  $('overviews').hidden = !loggedIn;
+  if (!loggedIn) { hideOverviews(); lockOverviews(); forgetScreen(); }
   $('whoami').textContent = loggedIn ? `${me.user} (${me.role})` : '';
 }
 
@@ -69,13 +87,41 @@ function lock(reason) {
 function resetIdle() {
   clearTimeout(idleTimer);
   if (!me) return;
-  idleTimer = setTimeout(async () => {
-    lock(`idle for ${me.idle_minutes} min`);
-    try { await api.logout(); } catch { /* expired already */ }
-    me = null;
-    showView(false);
-    status(`Logged out after ${me?.idle_minutes ?? 'some'} minutes idle; keys forgotten.`);
-  }, me.idle_minutes * 60_000);
+  const minutes = me.idle_minutes;
+  idleTimer = setTimeout(() => endLogin(`Logged out after ${minutes} minutes idle; keys forgotten.`), minutes * 60_000);
+}
+
+/**
+ * The login ends (Log out, or idle): every key and everything decrypted is forgotten, nothing
+ * of the user's lists or sessions stays on screen, and the page asks the server nothing more
+ * (the live view and the list's refresh stop; api.js cancels what is under way).
+ */
+async function endLogin(message) {
+  clearTimeout(idleTimer);
+  stopListRefresh();
+  stopLive();
+  lock();
+  rec = null;
+  try { await api.logout(); } catch { /* expired already */ }
+  me = null;
+  showView(false);
+  status(message);
+}
+
+/** Nothing of the last user's on screen: their list, session, keystrokes, audit rows. */
+function forgetScreen() {
+  $('sessions').tBodies[0].replaceChildren();
+  $('sessions-more').hidden = true;
+  nextCursor = null;
+  $('filter-agent').replaceChildren(new Option('all agents', ''));
+  for (const id of ['session-view', 'audit-view', 'decrypt-form', 'player', 'keys']) $(id).hidden = true;
+  for (const id of ['session-title', 'session-facts', 'proof-message', 'agent-ca', 'player-error', 'export-state',
+    'key-hits', 'decrypt-error', 'key-state', 'audit-page']) $(id).textContent = '';
+  $('key-search').value = '';
+  $('decrypt-passphrase').value = '';
+  $('decrypt-file').value = '';
+  $('audit').tBodies[0].replaceChildren();
+  for (const id of ['audit-user', 'audit-action', 'audit-since', 'audit-until']) $(id).value = '';
 }
 for (const ev of ['pointerdown', 'keydown']) document.addEventListener(ev, resetIdle, { passive: true });
 
@@ -85,6 +131,7 @@ async function afterLogin(m) {
   resetIdle();
   await loadAgents();
   await loadSessions(true);
+  startListRefresh();
 }
 
 $('login-form').addEventListener('submit', async (e) => {
@@ -99,23 +146,39 @@ $('login-form').addEventListener('submit', async (e) => {
   }
 });
 
-$('logout').addEventListener('click', async () => {
-  lock();
-  stopLive();
-  rec = null;
-  try { await api.logout(); } catch { /* gone already */ }
-  me = null;
-  $('session-view').hidden = true;
-  showView(false);
-  status('Logged out; keys forgotten.');
-});
+$('logout').addEventListener('click', () => endLogin('Logged out; keys forgotten.'));
 
 $('lock').addEventListener('click', () => lock());
 
 async function loadAgents() {
   const list = await api.agents();
   const sel = $('filter-agent');
+  const keep = sel.value;
   sel.replaceChildren(new Option('all agents', ''), ...list.map((a) => new Option(`${a.agent} (${a.sessions})`, a.agent)));
+  if (list.some((a) => a.agent === keep)) sel.value = keep;
+}
+
+// The list refreshes itself (new sessions, a recording that ended) while only its first page
+// is shown, and on Refresh, on closing the audit log, and when a watched recording ends.
+const LIST_REFRESH_MS = 30_000;
+let listTimer = null;
+let pagesShown = 0;
+function startListRefresh() {
+  stopListRefresh();
+  listTimer = setInterval(() => { if (pagesShown <= 1) refreshList(); }, LIST_REFRESH_MS);
+}
+function stopListRefresh() {
+  clearInterval(listTimer);
+  listTimer = null;
+}
+async function refreshList() {
+  if (!me) return;
+  try {
+    await loadAgents();
+    await loadSessions(true);
+  } catch (err) {
+    if (me) status(`session list: ${err.message}`);
+  }
 }
 
 function filter() {
@@ -125,13 +188,17 @@ function filter() {
 
 async function loadSessions(fresh) {
   const body = $('sessions').tBodies[0];
-  if (fresh) { body.replaceChildren(); nextCursor = null; }
   const page = await api.sessions({ ...filter(), cursor: fresh ? null : nextCursor });
+  if (fresh) { body.replaceChildren(); pagesShown = 0; }
+  pagesShown += 1;
   for (const s of page.sessions) {
     const tr = document.createElement('tr');
     tr.dataset.agent = s.agent_hex;
     tr.dataset.session = s.session;
-    const cells = [s.agent, s.session.slice(0, 8), `${fmtTime(s.first_capture_us)} – ${fmtTime(s.last_capture_us).slice(11)}`,
+    // What the table sorts by (ui.js).
+    Object.assign(tr.dataset, { startUs: String(s.first_capture_us ?? 0), chunks: String(s.chunks), state: s.state });
+    if (rec && rec.agentHex === s.agent_hex && rec.id === s.session) tr.classList.add('selected');
+    const cells = [s.agent, s.session.slice(0, 8), fmtSpan(s.first_capture_us, s.last_capture_us),
       `${s.chunks} (${fmtBytes(s.bytes)})`];
     for (const c of cells) { const td = document.createElement('td'); td.textContent = c; tr.append(td); }
     const st = document.createElement('td');
@@ -149,6 +216,7 @@ async function loadSessions(fresh) {
 
 $('filter').addEventListener('submit', (e) => { e.preventDefault(); loadSessions(true).catch((err) => status(err.message)); });
 $('sessions-more').addEventListener('click', () => loadSessions(false).catch((err) => status(err.message)));
+$('sessions-refresh').addEventListener('click', () => refreshList());
 
 function showDecrypt() {
   $('decrypt-form').hidden = false;
@@ -170,6 +238,7 @@ async function openSession(summary, tr) {
   clearVerdict();
   lock();
   stopLive();
+  $('decrypt-form').hidden = true; // until this session's index and verdict are in
   $('audit-view').hidden = true;
   $('session-view').hidden = false;
   $('player-error').textContent = '';
@@ -260,7 +329,7 @@ $('decrypt-form').addEventListener('submit', async (e) => {
   } catch (err) {
     rec.lock();
     if (err instanceof WrongPassphraseError) $('decrypt-error').textContent = 'Wrong passphrase for this key file.';
-    else if (err instanceof KeyFormError) $('decrypt-error').textContent = err.message;
+    else if (err instanceof KeyFormError) showCommandHelp($('decrypt-error'), err.message, $('decrypt-file').files[0]?.name);
     else $('decrypt-error').textContent = `Cannot decrypt: ${err.message}`;
   }
 });
@@ -270,6 +339,7 @@ function startLive() {
   player.follow = true;
   livePoll = setInterval(async () => {
     if (!rec) return;
+    const watched = rec;
     try {
       const before = rec.keyRows.length;
       const added = await rec.poll();
@@ -283,9 +353,10 @@ function startLive() {
         keystrokes = keystrokes.concat(await rec.keystrokes(before));
         keylog.show(keystrokes);
       }
-      if (rec.summary.state !== 'recording') stopLive();
+      if (rec.summary.state !== 'recording') { stopLive(); refreshList(); }
     } catch (err) {
-      status(`live view: ${err.message}`);
+      // Closed, logged out or locked meanwhile: nothing to say.
+      if (watched === rec && me) status(`live view: ${err.message}`);
     }
   }, LIVE_POLL_MS);
 }
@@ -296,8 +367,9 @@ function stopLive() {
   player.follow = false;
 }
 
+// The button's words follow the player (onPlaying), also when the recording ends.
 $('play').addEventListener('click', () => {
-  if (player.playing) { player.pause(); $('play').textContent = 'Play'; } else { player.follow = false; player.play(); $('play').textContent = 'Pause'; }
+  if (player.playing) player.pause(); else { player.follow = false; player.play(); }
 });
 $('step-back').addEventListener('click', () => { player.follow = false; player.step(-1); });
 $('step-fwd').addEventListener('click', () => player.step(1));
@@ -358,19 +430,90 @@ async function runExport(kind) {
 $('export-video').addEventListener('click', () => runExport('video'));
 $('export-frames').addEventListener('click', () => runExport('frames'));
 
-$('audit-open').addEventListener('click', async () => {
-  $('session-view').hidden = true;
-  $('audit-view').hidden = false;
-  const rows = await api.audit();
-  $('audit').tBodies[0].replaceChildren(...rows.map((r) => {
+// The audit log (admins): pages of AUDIT_PAGE rows, newest first, filtered by user, action
+// and time on the server; Older / Newer page through what the filters match.
+const AUDIT_PAGE = 50;
+let auditAt = { n: 1, older: null, newer: null };
+async function showAudit(where, n) {
+  const t = (id) => ($(id).value ? Date.parse($(id).value + 'Z') * 1000 : null);
+  const page = await api.audit({
+    ...where,
+    user: $('audit-user').value.trim(),
+    action: $('audit-action').value.trim(),
+    sinceUs: t('audit-since'),
+    untilUs: t('audit-until'),
+    limit: AUDIT_PAGE,
+  });
+  $('audit').tBodies[0].replaceChildren(...page.rows.map((r) => {
     const tr = document.createElement('tr');
     for (const c of [r.id, r.at, r.actor, r.address ?? '', r.action, r.detail]) {
       const td = document.createElement('td'); td.textContent = String(c); tr.append(td);
     }
     return tr;
   }));
+  auditAt = { n, older: page.older, newer: page.newer };
+  $('audit-older').disabled = page.older == null;
+  $('audit-newer').disabled = page.newer == null;
+  $('audit').dataset.page = String(n);
+  $('audit-page').textContent = page.rows.length
+    ? `page ${n} · entries ${page.rows[page.rows.length - 1].id}–${page.rows[0].id}` : 'no entries';
+}
+const auditError = (err) => { $('audit-page').textContent = err.message; };
+$('audit-open').addEventListener('click', () => {
+  $('session-view').hidden = true;
+  $('audit-view').hidden = false;
+  showAudit({}, 1).catch(auditError);
 });
-$('audit-close').addEventListener('click', () => { $('audit-view').hidden = true; $('session-view').hidden = !rec; });
+$('audit-filter').addEventListener('submit', (e) => { e.preventDefault(); showAudit({}, 1).catch(auditError); });
+$('audit-older').addEventListener('click', () => showAudit({ before: auditAt.older }, auditAt.n + 1).catch(auditError));
+$('audit-newer').addEventListener('click', () => showAudit({ after: auditAt.newer }, Math.max(1, auditAt.n - 1)).catch(auditError));
+$('audit-close').addEventListener('click', () => { $('audit-view').hidden = true; $('session-view').hidden = !rec; refreshList(); });
+
+// The overviews (Live Montage, Screen Snapshots, the keystrokes report): one keyring for the
+// three, forgotten on Lock, logout and idle; a tile or a report row opens the player there.
+const keyring = new Keyring();
+async function openFromOverview(summary, atUs) {
+  hideOverviews();
+  const tr = [...$('sessions').tBodies[0].rows]
+    .find((r) => r.dataset.agent === summary.agent_hex && r.dataset.session === summary.session) ?? null;
+  await openSession(summary, tr);
+  if (atUs) {
+    player.follow = false;
+    await player.seekTime(atUs);
+  }
+}
+const overviewEls = (p, more) => ({
+  view: $(`${p}-view`), form: $(`${p}-decrypt`), passphrase: $(`${p}-passphrase`), error: $(`${p}-error`), state: $(`${p}-state`), ...more,
+});
+const filterEls = (p) => ({ filter: $(`${p}-filter`), agents: $(`${p}-agents`), since: $(`${p}-since`), until: $(`${p}-until`) });
+const overviews = {
+  montage: new Montage(overviewEls('montage', { grid: $('montage-grid') }), keyring, openFromOverview),
+  snapshots: new Snapshots(overviewEls('snapshots', {
+    ...filterEls('snapshots'), mode: $('snapshots-mode'), hour: $('snapshots-hour'), grid: $('snapshots-grid'),
+    next: $('snapshots-next'), first: $('snapshots-first'),
+  }), keyring, openFromOverview),
+  report: new Report(overviewEls('report', { ...filterEls('report'), search: $('report-search'), table: $('report').tBodies[0] }), keyring, openFromOverview),
+};
+function hideOverviews() {
+  for (const v of Object.values(overviews)) if (!v.els.view.hidden) v.hide();
+}
+function lockOverviews() {
+  keyring.lock();
+  for (const v of Object.values(overviews)) v.lock();
+}
+for (const [name, view] of Object.entries(overviews)) {
+  $(`${name}-open`).addEventListener('click', () => {
+    hideOverviews();
+    stopLive();
+    $('session-view').hidden = true;
+    $('audit-view').hidden = true;
+    view.show().catch((err) => status(err.message));
+  });
+}
+$('sessions').tBodies[0].addEventListener('click', hideOverviews);
+$('audit-open').addEventListener('click', hideOverviews);
+$('lock').addEventListener('click', lockOverviews);
+document.addEventListener('keydown', (e) => { if (e.key === 'l' && e.ctrlKey) { e.preventDefault(); lockOverviews(); } });
 
 // Already logged in (a reload)? The cookie is HttpOnly: ask the server.
 api.me().then(afterLogin, () => showView(false));

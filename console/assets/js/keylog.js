@@ -21,7 +21,15 @@ export class KeyLog {
       li.dataset.i = String(i);
       const t = new Date(ev.timeUs / 1000).toISOString().slice(11, 23);
       const e = ev.event;
-      li.textContent = e ? `${t} ${e.app ?? ''} ${e.key ?? ''} ${e.window ?? ''}` : `${t} ${ev.line}`;
+      const span = (cls, text) => { const s = document.createElement('span'); s.className = cls; s.textContent = text; return s; };
+      if (e) {
+        // What was typed first (`text`; an event without one, its `key`), then where.
+        const typed = typedText(e);
+        const where = [e.app ?? e.class, e.window ?? e.title].filter((w) => typeof w === 'string' && w !== '').join(' · ');
+        li.append(span('key-time', t), ' ', span('key-typed', typed ?? ev.line), ' ', span('key-where', where));
+      } else {
+        li.append(span('key-time', t), ' ', span('key-typed', ev.line));
+      }
       li.title = ev.line;
       return li;
     });
@@ -42,7 +50,12 @@ export class KeyLog {
     const li = this.list.children[lo];
     if (li) {
       li.classList.add('current');
-      li.scrollIntoView({ block: 'nearest' });
+      // Scroll the log itself, never the page (scrollIntoView would move the whole page
+      // away from its header on every frame of a decrypt or of live view).
+      const box = this.list.getBoundingClientRect();
+      const r = li.getBoundingClientRect();
+      if (r.top < box.top) this.list.scrollTop -= box.top - r.top;
+      else if (r.bottom > box.bottom) this.list.scrollTop += r.bottom - box.bottom;
     }
   }
 
@@ -62,4 +75,10 @@ export class KeyLog {
     this.events = [];
     this.list.replaceChildren();
   }
+}
+
+/** What an event says was typed: its `text`, else its `key`; null when it has neither. */
+export function typedText(e) {
+  for (const k of ['text', 'key']) if (typeof e[k] === 'string') return e[k];
+  return null;
 }

@@ -1,12 +1,41 @@
 // The player: frames of a Recording drawn on a canvas at their capture times, a timeline to
-// seek by clicking (gaps and search hits marked on it), play/pause at 1–16×, frame steps.
+// seek by clicking (gaps and search hits marked on it, a time axis under it, the time under
+// the pointer shown), play/pause at 1–16×, frame steps.
 
 /** How many frames back an empty chunk (a version-2 checkpoint) looks for the image it shows. */
 const EMPTY_LOOKBACK = 16;
+/** Tick steps of the time axis, in seconds: the smallest that leaves room for every label. */
+const TICK_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+/** Room for one tick label (HH:MM:SS), in pixels. */
+const TICK_ROOM_PX = 110;
+
+/** `us` as HH:MM:SS (UTC); with the date before it when `withDate`. */
+export function clockLabel(us, withDate = false) {
+  const iso = new Date(us / 1000).toISOString();
+  return withDate ? `${iso.slice(5, 10)} ${iso.slice(11, 19)}` : iso.slice(11, 19);
+}
+
+/** Axis ticks over [startUs, endUs] for a timeline `widthPx` wide: [{us, label}]. */
+export function axisTicks(startUs, endUs, widthPx) {
+  const spanS = Math.max(0.001, (endUs - startUs) / 1e6);
+  const room = Math.max(2, Math.floor(widthPx / TICK_ROOM_PX));
+  const stepS = TICK_STEPS.find((s) => spanS / s <= room) ?? 86400 * Math.ceil(spanS / 86400 / room);
+  const stepUs = stepS * 1e6;
+  const ticks = [];
+  let day = null;
+  for (let t = Math.ceil(startUs / stepUs) * stepUs; t <= endUs; t += stepUs) {
+    const d = new Date(t / 1000).toISOString().slice(0, 10);
+    // The date where the axis starts a new UTC day (and on the first tick of a multi-day span).
+    const withDate = day !== null ? d !== day : endUs - startUs >= 86_400e6;
+    ticks.push({ us: t, label: stepS >= 86400 ? d : clockLabel(t, withDate) });
+    day = d;
+  }
+  return ticks;
+}
 
 export class Player {
-  constructor({ canvas, timeline, marks, cursor, clock, info, onTime, onError }) {
-    Object.assign(this, { canvas, timeline, marks, cursor, clock, info, onTime, onError });
+  constructor({ canvas, timeline, marks, cursor, clock, info, onTime, onError, onPlaying, axis, progress, hover }) {
+    Object.assign(this, { canvas, timeline, marks, cursor, clock, info, onTime, onError, onPlaying, axis, progress, hover });
     this.rec = null;
     this.index = 0;
     this.speed = 1;
@@ -18,6 +47,17 @@ export class Player {
       const r = timeline.getBoundingClientRect();
       this.seekTime(this.#start() + ((e.clientX - r.left) / r.width) * this.#span());
     });
+    // The time under the pointer, and an axis redrawn for the timeline's width.
+    timeline.addEventListener('pointermove', (e) => {
+      if (!this.hover || !this.rec?.frames.length) return;
+      const r = timeline.getBoundingClientRect();
+      const f = Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
+      this.hover.hidden = false;
+      this.hover.style.left = `${100 * f}%`;
+      this.hover.textContent = clockLabel(this.#start() + f * this.#span());
+    });
+    timeline.addEventListener('pointerleave', () => { if (this.hover) this.hover.hidden = true; });
+    if (this.axis) new ResizeObserver(() => this.#renderAxis()).observe(timeline);
   }
 
   load(rec) {
@@ -32,23 +72,57 @@ export class Player {
   #start() { return this.rec?.frames[0]?.captureUs ?? 0; }
   #end() { const f = this.rec?.frames; return f?.length ? f[f.length - 1].captureUs : 0; }
   #span() { return Math.max(1, this.#end() - this.#start()); }
-  #x(us) { return `${(100 * (us - this.#start())) / this.#span()}%`; }
+  /** Where `us` is on the timeline, in % of its width: 0 before the first frame, 100 after the last. */
+  #pct(us) { return Math.min(100, Math.max(0, (100 * (us - this.#start())) / this.#span())); }
+  #x(us) { return `${this.#pct(us)}%`; }
 
-  /** Marks: gaps from the index, and `hitsUs` (keystroke search hits). */
+  /** Marks: gaps from the index, and `hitsUs` (keystroke search hits); and the time axis. */
   renderMarks(hitsUs) {
     if (!this.rec) return;
     this.marks.replaceChildren();
-    const add = (cls, us, title) => {
+    /** A mark at `us`, or a band from `us` to `toUs`. */
+    const add = (cls, us, title, toUs) => {
       const m = document.createElement('div');
       m.className = `mark ${cls}`;
-      m.style.left = this.#x(us);
+      // Clamped to the timeline (keystrokes may fall before the first frame or after the
+      // last), and shifted by its own width in proportion, so a mark at 100 % ends there.
+      const p = this.#pct(us);
+      m.style.left = `${p}%`;
+      if (toUs === undefined) m.style.translate = `-${p}% 0`;
+      else m.style.width = `${this.#pct(toUs) - p}%`;
+      if (us < this.#start() || us > this.#end()) title = `${title ?? ''} (${us < this.#start() ? 'before the first' : 'after the last'} frame)`.trim();
       if (title) m.title = title;
       this.marks.append(m);
     };
-    for (const g of this.rec.gaps) add('gap', g.captureUs, `gap before chunk ${g.seq}: dropped by the agent`);
+    // A gap spans what the agent dropped: after the last frame it kept, up to the gap record.
+    for (const g of this.rec.gaps) {
+      const kept = this.rec.frames.findLast((f) => f.seq < g.seq);
+      add('gap', kept?.captureUs ?? g.captureUs, `gap before chunk ${g.seq}: dropped by the agent`, g.captureUs);
+    }
     const unproven = this.rec.frames.find((f) => f.proven === false);
-    if (unproven) add('unproven', unproven.captureUs, `chunk ${unproven.seq}: from here on not proven signed by the agent`);
+    if (unproven) add('unproven', unproven.captureUs, `chunk ${unproven.seq}: from here on not proven signed by the agent`, this.#end());
     for (const us of hitsUs) add('hit', us, 'search hit');
+    this.#renderAxis();
+  }
+
+  /** The time axis under the timeline: ticks at round times, labelled HH:MM:SS (UTC). */
+  #renderAxis() {
+    if (!this.axis) return;
+    const width = this.timeline.clientWidth;
+    if (!this.rec?.frames.length || !width) { this.axis.replaceChildren(); return; }
+    const ticks = axisTicks(this.#start(), this.#end(), width);
+    this.axis.replaceChildren(...ticks.flatMap(({ us, label }) => {
+      const p = this.#pct(us);
+      const tick = document.createElement('div');
+      tick.className = 'tick';
+      tick.style.left = `${p}%`;
+      const text = document.createElement('div');
+      // Labels near an end are kept inside the timeline.
+      text.className = `tick-label${p < 4 ? ' first' : p > 96 ? ' last' : ''}`;
+      text.style.left = `${p}%`;
+      text.textContent = label;
+      return [tick, text];
+    }));
   }
 
   /** The frame shown at time `us`: the last one captured at or before it. */
@@ -141,6 +215,7 @@ export class Player {
 
   #updateClock() {
     this.cursor.style.left = this.#x(this.timeUs);
+    if (this.progress) this.progress.style.width = this.#x(this.timeUs);
     this.clock.textContent = new Date(this.timeUs / 1000).toISOString().replace('T', ' ').replace('Z', ' UTC');
     this.onTime?.(this.timeUs);
   }
@@ -149,6 +224,7 @@ export class Player {
     if (this.playing || !this.rec?.frames.length) return;
     if (this.index >= this.rec.frames.length - 1) this.index = 0;
     this.playing = true;
+    this.onPlaying?.(true);
     this.playStartWall = performance.now();
     this.playStartUs = this.rec.frames[this.index].captureUs;
     this.timeUs = this.playStartUs;
@@ -163,7 +239,12 @@ export class Player {
     requestAnimationFrame(tick);
   }
 
-  pause() { this.playing = false; }
+  /** Stop playing (also when the recording ends): `onPlaying(false)` says so. */
+  pause() {
+    const was = this.playing;
+    this.playing = false;
+    if (was) this.onPlaying?.(false);
+  }
 
   setSpeed(s) {
     this.speed = s;

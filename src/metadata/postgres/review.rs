@@ -5,8 +5,8 @@ use tokio_postgres::Row;
 use super::{Pg, Which, pg_err};
 use crate::metadata::MetaError;
 use crate::metadata::review::{
-    AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary, StreamState,
-    like_pattern,
+    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary,
+    StreamState, like_pattern,
 };
 
 const SESSION_COLUMNS: &str = "r.agent_id, r.session_id, r.first_capture_us, r.last_capture_us, r.chunks, r.bytes, r.gaps, r.updated_us, \
@@ -195,6 +195,63 @@ impl Pg {
         .await
     }
 
+    /// `Metadata::frame_picks` on PostgreSQL.
+    pub async fn frame_picks(
+        &self,
+        agent: String,
+        session: [u8; 16],
+        stream: u32,
+        since_us: Option<i64>,
+        until_us: Option<i64>,
+        slots: u32,
+    ) -> Result<Vec<ChunkLocation>, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let newest = "SELECT c.stream_id, c.seq, s.object_key, c.chunk_offset, c.chunk_len, c.capture_us, c.flags, c.dek_id \
+                     FROM chunks c JOIN segments s ON s.segment_id = c.segment_id \
+                     WHERE c.agent_id = $1 AND c.session_id = $2 AND c.stream_id = $3 AND (coalesce(c.flags, 0) & 130) = 0 \
+                       AND ($4::int8 IS NULL OR c.capture_us >= $4) AND ($5::int8 IS NULL OR c.capture_us <= $5)";
+                let stream = i64::from(stream);
+                let slots = i64::from(slots);
+                let rows = if slots <= 1 {
+                    c.query(
+                        &format!("{newest} ORDER BY c.seq DESC LIMIT 1"),
+                        &[&agent, &&session[..], &stream, &since_us, &until_us],
+                    )
+                    .await
+                } else {
+                    // The newest frame of each of `slots` equal parts of [since, until].
+                    c.query(
+                        &format!(
+                            "SELECT stream_id, seq, object_key, chunk_offset, chunk_len, capture_us, flags, dek_id FROM \
+                             (SELECT p.*, row_number() OVER (PARTITION BY (p.capture_us - $4) * $6::int8 / ($5 - $4 + 1) ORDER BY p.seq DESC) AS rn \
+                              FROM ({newest}) p) q WHERE rn = 1 ORDER BY seq"
+                        ),
+                        &[&agent, &&session[..], &stream, &since_us, &until_us, &slots],
+                    )
+                    .await
+                }
+                .map_err(|e| pg_err(&t, e))?;
+                rows.iter()
+                    .map(|r| {
+                        let offset: Option<i64> = r.get(3);
+                        let len: Option<i32> = r.get(4);
+                        Ok(ChunkLocation {
+                            stream: r.get::<_, i64>(0) as u32,
+                            seq: r.get::<_, i64>(1) as u64,
+                            object_key: r.get(2),
+                            range: offset.zip(len).map(|(o, l)| (o as u64, l as u32)),
+                            capture_us: r.get(5),
+                            flags: r.get::<_, Option<i16>>(6).map(|f| f as u8),
+                            dek_id: r.get::<_, Option<Vec<u8>>>(7).map(bytes16).transpose()?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
     pub async fn dek_record(
         &self,
         dek_id: [u8; 16],
@@ -209,6 +266,22 @@ impl Pg {
                     .await
                     .map_err(|e| pg_err(&t, e))?;
                 Ok(row.map(|r| (r.get(0), r.get(1))))
+            })
+        })
+        .await
+    }
+
+    pub async fn session_agents(&self, session: [u8; 16]) -> Result<Vec<String>, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT agent_id FROM recording_session WHERE session_id = $1 ORDER BY agent_id LIMIT 16",
+                        &[&&session[..]],
+                    )
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
             })
         })
         .await
@@ -404,22 +477,27 @@ impl Pg {
         .await
     }
 
-    pub async fn audit_rows(
-        &self,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditRow>, MetaError> {
+    pub async fn audit_page(&self, q: AuditQuery) -> Result<Vec<AuditRow>, MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
+                // A newer page is read upwards from `after`, then shown newest first.
+                let newer = q.before.is_none() && q.after.is_some();
+                let sql = format!(
+                    "SELECT id, to_char(coalesce(to_timestamp(at_us / 1000000.0), at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, detail, address \
+                     FROM audit_log WHERE ($1::int8 IS NULL OR id < $1) AND ($2::int8 IS NULL OR id > $2) \
+                       AND ($3::text IS NULL OR actor = $3) AND ($4::text IS NULL OR action = $4) \
+                       AND ($5::int8 IS NULL OR at_us >= $5) AND ($6::int8 IS NULL OR at_us <= $6) \
+                     ORDER BY id {} LIMIT $7",
+                    if newer { "ASC" } else { "DESC" }
+                );
                 let rows = c
                     .query(
-                        "SELECT id, to_char(coalesce(to_timestamp(at_us / 1000000.0), at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, detail, address \
-                         FROM audit_log WHERE ($1::int8 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-                        &[&before, &i64::from(limit)],
+                        &sql,
+                        &[&q.before, &q.after, &q.actor, &q.action, &q.since_us, &q.until_us, &i64::from(q.limit)],
                     )
                     .await
                     .map_err(|e| pg_err(&t, e))?;
-                Ok(rows
+                let mut out: Vec<AuditRow> = rows
                     .iter()
                     .map(|r| AuditRow {
                         id: r.get(0),
@@ -429,7 +507,11 @@ impl Pg {
                         detail: r.get(4),
                         address: r.get(5),
                     })
-                    .collect())
+                    .collect();
+                if newer {
+                    out.reverse();
+                }
+                Ok(out)
             })
         })
         .await

@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use super::Lite;
 use crate::metadata::MetaError;
 use crate::metadata::review::{
-    AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary, StreamState,
-    like_pattern,
+    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary,
+    StreamState, like_pattern,
 };
 
 const SESSION_COLUMNS: &str = "r.agent_id, r.session_id, r.first_capture_us, r.last_capture_us, r.chunks, r.bytes, r.gaps, r.updated_us, \
@@ -212,6 +212,68 @@ impl Lite {
         .await
     }
 
+    /// `Metadata::frame_picks` on SQLite.
+    pub async fn frame_picks(
+        &self,
+        agent: String,
+        session: [u8; 16],
+        stream: u32,
+        since_us: Option<i64>,
+        until_us: Option<i64>,
+        slots: u32,
+    ) -> Result<Vec<ChunkLocation>, MetaError> {
+        self.with(move |c| {
+            let newest = "SELECT c.stream_id, c.seq, s.object_key, c.chunk_offset, c.chunk_len, c.capture_us, c.flags, c.dek_id \
+                 FROM chunks c JOIN segments s ON s.segment_id = c.segment_id \
+                 WHERE c.agent_id = ?1 AND c.session_id = ?2 AND c.stream_id = ?3 AND (coalesce(c.flags, 0) & 130) = 0 \
+                   AND (?4 IS NULL OR c.capture_us >= ?4) AND (?5 IS NULL OR c.capture_us <= ?5)";
+            let sql = if slots <= 1 {
+                format!("{newest} ORDER BY c.seq DESC LIMIT 1")
+            } else {
+                // The newest frame of each of `slots` equal parts of [since, until].
+                format!(
+                    "SELECT * FROM (SELECT p.*, row_number() OVER (PARTITION BY (p.capture_us - ?4) * ?6 / (?5 - ?4 + 1) ORDER BY p.seq DESC) AS rn \
+                     FROM ({newest}) p) WHERE rn = 1 ORDER BY seq"
+                )
+            };
+            let mut st = c.prepare_cached(&sql)?;
+            let mut args = vec![
+                Value::Text(agent),
+                Value::Blob(session.to_vec()),
+                Value::Integer(i64::from(stream)),
+                since_us.map_or(Value::Null, Value::Integer),
+                until_us.map_or(Value::Null, Value::Integer),
+            ];
+            if slots > 1 {
+                args.push(Value::Integer(i64::from(slots)));
+            }
+            let rows = st.query_map(params_from_iter(args), |r| {
+                let offset: Option<i64> = r.get(3)?;
+                let len: Option<i64> = r.get(4)?;
+                Ok((
+                    ChunkLocation {
+                        stream: r.get::<_, i64>(0)? as u32,
+                        seq: r.get::<_, i64>(1)? as u64,
+                        object_key: r.get(2)?,
+                        range: offset.zip(len).map(|(o, l)| (o as u64, l as u32)),
+                        capture_us: r.get(5)?,
+                        flags: r.get::<_, Option<i64>>(6)?.map(|f| f as u8),
+                        dek_id: None,
+                    },
+                    r.get::<_, Option<Vec<u8>>>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (mut loc, dek) = r?;
+                loc.dek_id = dek.map(bytes16).transpose()?;
+                out.push(loc);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub async fn dek_record(
         &self,
         dek_id: [u8; 16],
@@ -223,6 +285,17 @@ impl Lite {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+        })
+        .await
+    }
+
+    pub async fn session_agents(&self, session: [u8; 16]) -> Result<Vec<String>, MetaError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT agent_id FROM recording_session WHERE session_id = ?1 ORDER BY agent_id LIMIT 16",
+            )?;
+            let rows = st.query_map([&session[..]], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -376,17 +449,19 @@ impl Lite {
         .await
     }
 
-    pub async fn audit_rows(
-        &self,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditRow>, MetaError> {
+    pub async fn audit_page(&self, q: AuditQuery) -> Result<Vec<AuditRow>, MetaError> {
         self.with(move |c| {
-            let mut st = c.prepare_cached(
+            // A newer page is read upwards from `after`, then shown newest first like the rest.
+            let newer = q.before.is_none() && q.after.is_some();
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', at_us / 1000000.0, 'unixepoch'), at), actor, action, detail, address FROM audit_log \
-                 WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![before, i64::from(limit)], |r| {
+                 WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR id > ?2) AND (?3 IS NULL OR actor = ?3) \
+                   AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR at_us >= ?5) AND (?6 IS NULL OR at_us <= ?6) \
+                 ORDER BY id {} LIMIT ?7",
+                if newer { "ASC" } else { "DESC" }
+            ))?;
+            let args = params![q.before, q.after, q.actor, q.action, q.since_us, q.until_us, i64::from(q.limit)];
+            let rows = st.query_map(args, |r| {
                 Ok(AuditRow {
                     id: r.get(0)?,
                     at: r.get(1)?,
@@ -396,7 +471,11 @@ impl Lite {
                     address: r.get(5)?,
                 })
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut out: Vec<AuditRow> = rows.collect::<Result<_, _>>()?;
+            if newer {
+                out.reverse();
+            }
+            Ok(out)
         })
         .await
     }
