@@ -91,6 +91,27 @@ async fn record(
     base_ms
 }
 
+/// Record frames `pictures` as agent ts-std, whose KEK is server-held (registered with
+/// priv_encrypted = false and an unencrypted key file made by openssl), into `tmp/dir`.
+async fn record_standard(env: &Env, tmp: &Path, dir: &str, pictures: std::ops::Range<u32>) {
+    common::genrsa(tmp, "std.pem", 2048, &[]);
+    common::pubout(tmp, "std.pem", "std.crt", false);
+    env.server()
+        .metadata
+        .insert_kek(
+            true,
+            false,
+            &tmp.join("std.crt").display().to_string(),
+            &tmp.join("std.pem").display().to_string(),
+        )
+        .await
+        .unwrap();
+    env.server().reload_keks().await;
+    let mut std_cfg = env.enroll("ts-std");
+    std_cfg.kek = tmp.join("std.crt");
+    record(std_cfg, &tmp.join(dir), pictures, false).await;
+}
+
 #[actix_rt::test]
 async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the_server_learns_nothing()
  {
@@ -110,22 +131,7 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     record_pngs(&env, &tmp.join("frames")).await;
     // A standard-mode agent: its KEK is server-held (priv_encrypted = false, an unencrypted
     // key file), so the page opens it without a passphrase.
-    common::genrsa(&tmp, "std.pem", 2048, &[]);
-    common::pubout(&tmp, "std.pem", "std.crt", false);
-    env.server()
-        .metadata
-        .insert_kek(
-            true,
-            false,
-            &tmp.join("std.crt").display().to_string(),
-            &tmp.join("std.pem").display().to_string(),
-        )
-        .await
-        .unwrap();
-    env.server().reload_keks().await;
-    let mut std_cfg = env.enroll("ts-std");
-    std_cfg.kek = tmp.join("std.crt");
-    record(std_cfg, &tmp.join("std-frames"), 20..23, false).await;
+    record_standard(&env, &tmp, "std-frames", 20..23).await;
     let md = env.server().metadata.clone();
     add_user(&md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
     add_user(&md, "bob", Role::Reviewer, &["elsewhere-*"], BOB).await;
@@ -1951,22 +1957,7 @@ async fn screen_snapshots_show_the_latest_frames_by_agent_and_time_decrypted_in_
     record(env.enroll("ts-02"), &tmp.join("ts-02"), 20..23, false).await;
     record(env.enroll("other-01"), &tmp.join("other-01"), 30..33, true).await;
     // A standard-mode agent (server-held KEK): shown as usual, without a passphrase.
-    common::genrsa(&tmp, "std.pem", 2048, &[]);
-    common::pubout(&tmp, "std.pem", "std.crt", false);
-    env.server()
-        .metadata
-        .insert_kek(
-            true,
-            false,
-            &tmp.join("std.crt").display().to_string(),
-            &tmp.join("std.pem").display().to_string(),
-        )
-        .await
-        .unwrap();
-    env.server().reload_keks().await;
-    let mut std_cfg = env.enroll("ts-std");
-    std_cfg.kek = tmp.join("std.crt");
-    record(std_cfg, &tmp.join("ts-std"), 40..43, false).await;
+    record_standard(&env, &tmp, "ts-std", 40..43).await;
     add_user(
         &env.server().metadata,
         "rita",
