@@ -529,7 +529,7 @@ fn prove(
             }
         },
         None => CertInfo {
-            fingerprint: crate::server::access::fingerprint(&signed.cert),
+            fingerprint: crate::pki::fingerprint(&signed.cert),
             serial: crate::pki::serial_hex(&signed.cert).unwrap_or_default(),
         },
     };

@@ -67,6 +67,13 @@ pub struct Pki {
     server_key_der: Vec<u8>,
 }
 
+/// `sha256:<hex>` of a certificate's DER bytes: how `agent_credential`, `agents list` and the
+/// proof of a recording name a certificate.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(cert_der)))
+}
+
 /// A pin: SHA-256 of a certificate's SubjectPublicKeyInfo, shown as `sha256:<hex>`.
 pub fn spki_pin(cert: &[u8]) -> Result<KekId, String> {
     let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
@@ -226,7 +233,7 @@ impl Pki {
         let not_after = agent_cert_params(&mut params, days);
         let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
         Ok(IssuedCert {
-            fingerprint: crate::server::access::fingerprint(cert.der()),
+            fingerprint: fingerprint(cert.der()),
             cert_pem: cert.pem(),
             key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
             issued_us: micros(time_now()),
@@ -332,7 +339,7 @@ impl OfflineCa {
         let issuer = Issuer::from_ca_cert_der(&self.cert, &self.key).map_err(gen_err)?;
         let cert = csr.signed_by(&issuer).map_err(gen_err)?;
         Ok(IssuedCert {
-            fingerprint: crate::server::access::fingerprint(cert.der()),
+            fingerprint: fingerprint(cert.der()),
             cert_pem: cert.pem(),
             key_pem: zeroize::Zeroizing::new(String::new()),
             issued_us: micros(time_now()),

@@ -230,7 +230,7 @@ impl AgentCa {
             return Err("an agent CA certificate with name constraints cannot be pinned".into());
         }
         Ok(AgentCa {
-            fingerprint: crate::server::access::fingerprint(&der),
+            fingerprint: crate::pki::fingerprint(&der),
             der,
         })
     }
@@ -276,7 +276,7 @@ impl AgentCa {
             });
         }
         Ok(CertInfo {
-            fingerprint: crate::server::access::fingerprint(cert),
+            fingerprint: crate::pki::fingerprint(cert),
             serial: crate::pki::serial_hex(cert).unwrap_or_default(),
         })
     }

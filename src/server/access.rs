@@ -105,11 +105,7 @@ impl Access {
     }
 }
 
-/// `sha256:<hex>` of a certificate's DER bytes: how `agent_credential` names it.
-pub fn fingerprint(cert_der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("sha256:{}", hex::encode(Sha256::digest(cert_der)))
-}
+pub use crate::pki::fingerprint;
 
 #[cfg(test)]
 mod tests {
