@@ -91,6 +91,28 @@ async fn record(
     base_ms
 }
 
+/// Rewrite `tmp/keypair.pem` in the traditional form openssl 1.x writes (`Proc-Type:
+/// 4,ENCRYPTED`, which WebCrypto cannot open) as `tmp/out`, same passphrase.
+fn traditional_key(tmp: &Path, out: &str) {
+    let pass = format!("pass:{PASS}");
+    common::openssl(
+        tmp,
+        &[
+            "rsa",
+            "-in",
+            "keypair.pem",
+            "-passin",
+            &pass,
+            "-traditional",
+            "-aes256",
+            "-passout",
+            &pass,
+            "-out",
+            out,
+        ],
+    );
+}
+
 /// Record frames `pictures` as agent ts-std, whose KEK is server-held (registered with
 /// priv_encrypted = false and an unencrypted key file made by openssl), into `tmp/dir`.
 async fn record_standard(env: &Env, tmp: &Path, dir: &str, pictures: std::ops::Range<u32>) {
@@ -384,23 +406,7 @@ async fn a_reviewer_decrypts_watches_searches_and_exports_in_the_browser_and_the
     assert_eq!(live_badge, json!(true));
     // The reviewer picks a key file from their own disk: the traditional form openssl 1.x
     // writes is named, with the command that converts it; the converted file opens.
-    let pass = format!("pass:{PASS}");
-    common::openssl(
-        &tmp,
-        &[
-            "rsa",
-            "-in",
-            "keypair.pem",
-            "-passin",
-            &pass,
-            "-traditional",
-            "-aes256",
-            "-passout",
-            &pass,
-            "-out",
-            "trad.pem",
-        ],
-    );
+    traditional_key(&tmp, "trad.pem");
     let converted = tmp.join("converted.pem");
     let phrase = || Ok(sealstream::keys::Passphrase::new(PASS.as_bytes().to_vec()));
     sealstream::keys::convert_private_key(&tmp.join("trad.pem"), &converted, phrase, phrase)
@@ -2970,23 +2976,7 @@ async fn the_console_reads_at_a_glance_at_1280_and_1920_px_in_a_light_and_a_dark
         "the page keeps a theme name and nothing else"
     );
     page.open_session("ts-01").await;
-    let pass = format!("pass:{PASS}");
-    common::openssl(
-        &tmp,
-        &[
-            "rsa",
-            "-in",
-            "keypair.pem",
-            "-passin",
-            &pass,
-            "-traditional",
-            "-aes256",
-            "-passout",
-            &pass,
-            "-out",
-            "old-form.pem",
-        ],
-    );
+    traditional_key(&tmp, "old-form.pem");
     let file = page.c.find(Locator::Id("decrypt-file")).await.unwrap();
     file.send_keys(&tmp.join("old-form.pem").display().to_string())
         .await

@@ -33,7 +33,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-const PASSPHRASE: &str = "benchmark passphrase";
+pub const PASSPHRASE: &str = "benchmark passphrase";
 const PASSWORD: &str = "benchmark password";
 
 #[derive(Serialize, Default)]
@@ -92,9 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(run_async(args))
 }
 
-async fn run_async(a: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let d = dir.path();
+/// A server in this process on loopback ports with its data in `d`, and a passphrase-protected
+/// KEK (PASSPHRASE) made and registered the how-to's way; returns its public key file.
+pub async fn start_server(d: &std::path::Path) -> anyhow::Result<(ServeConfig, Server, PathBuf)> {
     let cfg = ServeConfig::from_text(
         &d.join("serve.toml"),
         "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"server\"\n",
@@ -115,6 +115,13 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         )
         .await?;
     server.reload_keks().await;
+    Ok((cfg, server, kek.public_path))
+}
+
+async fn run_async(a: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (cfg, server, kek) = start_server(d).await?;
     let pki = sealstream::pki::Pki::open_or_create(&cfg.data_dir)?;
     let agent_cfg = |name: &str| -> anyhow::Result<AgentConfig> {
         let files = pki.enroll_agent(
@@ -126,7 +133,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             server_pins: vec![server.pin.to_string()],
             cert: files.cert,
             key: files.key,
-            kek: kek.public_path.clone(),
+            kek: kek.clone(),
             ..AgentConfig::default()
         })
     };

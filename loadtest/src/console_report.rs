@@ -16,14 +16,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sealstream::config::ServeConfig;
 use sealstream::console::{Console, auth};
 use sealstream::crypto::{AgentSigner, Checkpoints};
 use sealstream::metadata::{ChunkRow, ConsoleUser, Role, SegmentCommit, StreamUpdate, now_us};
 use sealstream::protocol::payload::Frame;
 use sealstream::protocol::{AgentId, Kind, SealedChunk, Segment, SessionId, StreamId};
 use sealstream::recorder::Recorder;
-use sealstream::server::Server;
 use sealstream::storage::{self, paths};
 use serde::Serialize;
 
@@ -38,7 +36,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-const PASSPHRASE: &str = "benchmark passphrase";
+use crate::console_player::PASSPHRASE;
 const PASSWORD: &str = "benchmark password";
 const NEEDLE: &str = "quarterly-forecast-7f3a";
 /// Sessions committed per segment object.
@@ -78,27 +76,8 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    let cfg = ServeConfig::from_text(
-        &d.join("serve.toml"),
-        "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"server\"\n",
-    )?;
-    let server = Server::start(&cfg).await.context("starting the server")?;
-    let kek = sealstream::keys::generate_keypair(
-        &d.join("kek"),
-        2048,
-        &sealstream::keys::Passphrase::new(PASSPHRASE.as_bytes().to_vec()),
-    )?;
-    server
-        .metadata
-        .insert_kek(
-            true,
-            true,
-            &kek.public_path.display().to_string(),
-            &kek.private_path.display().to_string(),
-        )
-        .await?;
-    server.reload_keks().await;
-    let public = sealstream::keys::load_public_key(&kek.public_path)?;
+    let (cfg, server, kek) = crate::console_player::start_server(d).await?;
+    let public = sealstream::keys::load_public_key(&kek)?;
     let pki = sealstream::pki::Pki::open_or_create(&cfg.data_dir)?;
     let store = sealstream::storage::open_local(&cfg.store_dir())?;
     let md = server.metadata.clone();
