@@ -11,6 +11,7 @@ pub mod ops;
 mod registry;
 pub mod sink;
 pub mod store_actor;
+mod store_verify;
 pub mod verify;
 pub mod watchdog;
 
@@ -243,7 +244,7 @@ impl Server {
         if cfg.verify_interval_ms > 0 {
             let ca = crate::crypto::AgentCa::from_der(pki.ca_cert.clone())
                 .map_err(|e| ServeError::AuditKey(format!("agent CA: {e}")))?;
-            tasks.push(actix_rt::spawn(crate::inspect::verify_in_background(
+            tasks.push(actix_rt::spawn(store_verify::verify_in_background(
                 store.clone(),
                 ca,
                 Duration::from_millis(cfg.verify_interval_ms),
