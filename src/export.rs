@@ -22,6 +22,7 @@ use crate::crypto::{AgentCa, Dek, StreamKey};
 use crate::inspect::{self, ChunkRef, Filter, Proof, Scan, StreamKey as StreamKeyId, Verdict};
 use crate::keys::PrivateKeyFile;
 use crate::protocol::payload::{Frame, Gap, keystroke_lines};
+use crate::protocol::screen::{Compositor, is_update_name, png_name};
 use crate::protocol::{AgentId, DekId, Kind, SessionId, StreamId};
 use crate::storage::StoreError;
 
@@ -578,6 +579,8 @@ struct StreamWriter {
     keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
     /// Directories already made (one `mkdir` each, not one per file).
     made: std::collections::HashSet<PathBuf>,
+    /// The screen this stream's screen updates have made (format.md "Compositing").
+    screen: Compositor,
 }
 
 /// A stream's frames as written: each file and its capture time.
@@ -595,6 +598,7 @@ impl StreamWriter {
             names: Default::default(),
             keystrokes: None,
             made: Default::default(),
+            screen: Compositor::default(),
         }
     }
 
@@ -639,10 +643,18 @@ impl StreamWriter {
                 } else {
                     PathBuf::from(format!("frames-{}", self.stream))
                 };
-                let mut name = if frame.name.is_empty() {
-                    format!("frame-{seq:08}.bin")
+                // A screen update is written as the whole screen it makes.
+                let composited;
+                let (mut name, image) = if is_update_name(frame.name) {
+                    match self.screen.apply(frame.image) {
+                        Ok(screen) => composited = screen.to_png(),
+                        Err(_) => return Ok(None),
+                    }
+                    (png_name(frame.name), composited.as_slice())
+                } else if frame.name.is_empty() {
+                    (format!("frame-{seq:08}.bin"), frame.image)
                 } else {
-                    frame.name.to_owned()
+                    (frame.name.to_owned(), frame.image)
                 };
                 if !self.names.insert(name.clone()) {
                     name = format!("{seq:08}-{name}");
@@ -650,19 +662,20 @@ impl StreamWriter {
                 }
                 let rel = dir.join(&name);
                 let path = self.stage(&rel)?;
-                std::fs::write(&path, frame.image).map_err(io_error(&path))?;
+                std::fs::write(&path, image).map_err(io_error(&path))?;
                 self.staged.push((rel, Some(capture_us)));
                 Ok(Some(frame.image.len() as u64))
             }
-            Kind::Keystrokes => {
+            Kind::Keystrokes | Kind::Activity => {
                 let Ok(lines) = keystroke_lines(plain) else {
                     return Ok(None);
                 };
                 if self.keystrokes.is_none() {
+                    let base = self.kind.name();
                     let rel = if self.unique {
-                        PathBuf::from("keystrokes.jsonl")
+                        PathBuf::from(format!("{base}.jsonl"))
                     } else {
-                        PathBuf::from(format!("keystrokes-{}.jsonl", self.stream))
+                        PathBuf::from(format!("{base}-{}.jsonl", self.stream))
                     };
                     let path = self.stage(&rel)?;
                     let f = std::fs::File::create(&path).map_err(io_error(&path))?;

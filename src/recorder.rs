@@ -19,6 +19,8 @@ use crate::storage::{self, PutOutcome, StoreError, paths};
 /// Stream ids used for a session's two kinds of data.
 pub const FRAMES_STREAM: StreamId = StreamId(0);
 pub const KEYSTROKES_STREAM: StreamId = StreamId(1);
+/// The activity stream of a captured session (docs/format.md "Activity batch").
+pub const ACTIVITY_STREAM: StreamId = StreamId(2);
 
 /// Keystroke batches close at this many events or bytes, whichever comes first.
 pub const BATCH_MAX_EVENTS: usize = 256;

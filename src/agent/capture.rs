@@ -1,8 +1,10 @@
-//! Capture sources: user sessions fed by the synthetic generator or by replayed files, each
-//! with a frames stream and a keystrokes stream.
+//! Capture sources: user sessions fed by the synthetic generator, by replayed files, or live
+//! by a platform source (`x11`), each with a frames stream and a keystrokes stream (and, live,
+//! an activity stream).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -13,7 +15,7 @@ use super::{Agent, AgentError, Queue, SessionReport};
 use crate::crypto::now_us;
 use crate::protocol::payload::Frame;
 use crate::protocol::{Kind, SessionId};
-use crate::recorder::{self, FRAMES_STREAM, KEYSTROKES_STREAM, KeystrokeBatcher};
+use crate::recorder::{self, ACTIVITY_STREAM, FRAMES_STREAM, KEYSTROKES_STREAM, KeystrokeBatcher};
 
 /// One user session being recorded.
 struct User {
@@ -21,6 +23,8 @@ struct User {
     frames: Arc<Queue>,
     keys: Arc<Queue>,
     keys_hash: Sha256,
+    /// Live sources only.
+    activity: Option<Arc<Queue>>,
 }
 
 impl User {
@@ -45,7 +49,17 @@ impl User {
                 Kind::Keystrokes,
             )),
             keys_hash: Sha256::new(),
+            activity: None,
         }
+    }
+
+    fn with_activity(mut self, agent: &Agent) -> Self {
+        self.activity = Some(agent.add_stream(agent.recorder.open_stream(
+            self.report.session,
+            ACTIVITY_STREAM,
+            Kind::Activity,
+        )));
+        self
     }
 
     async fn frame(&mut self, agent: &Agent, name: &str, image: &[u8], captured: i64) {
@@ -63,10 +77,13 @@ impl User {
         self.report.plaintext_bytes += batch.len() as u64;
     }
 
-    /// End both streams with an empty final chunk.
+    /// End every stream with an empty final chunk.
     async fn finish(mut self, agent: &Agent) -> SessionReport {
         agent.push(&self.frames, &[], now_us(), true).await;
         agent.push(&self.keys, &[], now_us(), true).await;
+        if let Some(a) = &self.activity {
+            agent.push(a, &[], now_us(), true).await;
+        }
         self.report.keystrokes_sha256 = self.keys_hash.finalize().into();
         self.report
     }
@@ -191,4 +208,199 @@ pub(super) async fn replay(
         user.keystrokes(agent, &b).await;
     }
     Ok(vec![user.finish(agent).await])
+}
+
+/// What a live session capture hands the agent.
+pub enum Event {
+    /// A frame (for live sources, a screen update) and when it was captured.
+    Frame {
+        name: String,
+        image: Vec<u8>,
+        captured_us: i64,
+    },
+    /// One keystroke event's JSON line.
+    Key(Vec<u8>),
+    /// One activity event's JSON line.
+    Activity(Vec<u8>),
+}
+
+/// One user session of a live source (an X display; later a Windows or macOS session), run on
+/// a thread of its own. `run` hands events to `out` until the session ends or `stop` is set,
+/// and returns why it ended; `out` returning false means the agent is stopping.
+pub trait SessionCapture: Send {
+    /// Who and where, for logs and the report (`alice@:10`).
+    fn label(&self) -> String;
+    fn run(self: Box<Self>, out: &mut dyn FnMut(Event) -> bool, stop: &AtomicBool) -> String;
+}
+
+/// Record a live session: its events sealed on three streams, keystroke and activity events
+/// batched for at most `batch`, every stream ended with a final chunk when it ends.
+async fn live_session(
+    agent: Arc<Agent>,
+    capture: Box<dyn SessionCapture>,
+    batch: Duration,
+    stop: Arc<AtomicBool>,
+) -> SessionReport {
+    let label = capture.label();
+    let mut user = User::new(&agent, label.clone()).with_activity(&agent);
+    tracing::info!(session = %user.report.session, %label, "recording started");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(8);
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("capture {label}"))
+        .spawn(move || {
+            let mut out = |e| tx.blocking_send(e).is_ok();
+            capture.run(&mut out, &thread_stop)
+        });
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(%label, error = %e, "cannot start a capture thread");
+            return user.finish(&agent).await;
+        }
+    };
+    let mut keys = KeystrokeBatcher::default();
+    let mut activity = KeystrokeBatcher::default();
+    let mut flush = tokio::time::interval(batch);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let activity_q = user
+        .activity
+        .clone()
+        .expect("live sessions have an activity stream");
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(Event::Frame { name, image, captured_us }) => {
+                    user.frame(&agent, &name, &image, captured_us).await;
+                }
+                Some(Event::Key(line)) => match keys.push(&line) {
+                    Ok(Some(b)) => user.keystrokes(&agent, &b).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%label, error = %e, "keystroke event not recorded"),
+                },
+                Some(Event::Activity(line)) => match activity.push(&line) {
+                    Ok(Some(b)) => agent.push(&activity_q, &b, now_us(), false).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%label, error = %e, "activity event not recorded"),
+                },
+                None => break,
+            },
+            _ = flush.tick() => {
+                if let Some(b) = keys.take() {
+                    user.keystrokes(&agent, &b).await;
+                }
+                if let Some(b) = activity.take() {
+                    agent.push(&activity_q, &b, now_us(), false).await;
+                }
+                agent.checkpoint_if_due(&user.frames).await;
+                agent.checkpoint_if_due(&user.keys).await;
+                agent.checkpoint_if_due(&activity_q).await;
+            }
+        }
+    }
+    let reason = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| "capture thread failed".into());
+    let end = serde_json::json!({"ts": now_us() / 1000, "event": "session_end", "reason": reason});
+    let end = serde_json::to_vec(&end).expect("JSON");
+    if let Ok(Some(b)) = activity.push(&end) {
+        agent.push(&activity_q, &b, now_us(), false).await;
+    }
+    if let Some(b) = keys.take() {
+        user.keystrokes(&agent, &b).await;
+    }
+    if let Some(b) = activity.take() {
+        agent.push(&activity_q, &b, now_us(), false).await;
+    }
+    tracing::info!(session = %user.report.session, %label, %reason, "recording ended");
+    user.finish(&agent).await
+}
+
+/// Record every X display on the host (or those of `[capture] displays`) until `stop`: a
+/// session per display, started when its socket appears and ended when it goes away.
+pub(super) async fn x11(
+    agent: &Arc<Agent>,
+    config: &crate::config::CaptureConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<SessionReport> {
+    use std::collections::HashMap;
+    let only: Vec<u32> = config
+        .displays
+        .iter()
+        .filter_map(|d| crate::config::parse_display(d))
+        .collect();
+    let halt = Arc::new(AtomicBool::new(false));
+    let mut running: HashMap<u32, tokio::task::JoinHandle<SessionReport>> = HashMap::new();
+    // Displays that could not be opened, and why: told once per reason, retried.
+    let mut refused: HashMap<u32, (String, Instant)> = HashMap::new();
+    let mut reports = Vec::new();
+    let every = Duration::from_millis(config.discover_ms.max(100));
+    tracing::info!(dir = %config.socket_dir.display(), displays = ?config.displays, "recording X displays");
+    loop {
+        // Sessions that ended (their display went away) free their display for a new one.
+        let ended: Vec<u32> = running
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(n, _)| *n)
+            .collect();
+        for n in ended {
+            if let Ok(r) = running.remove(&n).expect("listed").await {
+                reports.push(r);
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        for spec in super::x11::discover(&config.socket_dir, &only) {
+            if running.contains_key(&spec.number)
+                || refused
+                    .get(&spec.number)
+                    .is_some_and(|(_, at)| at.elapsed() < Duration::from_secs(30))
+            {
+                continue;
+            }
+            let number = spec.number;
+            let name = spec.name();
+            let opened = {
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || super::x11::X11Session::open(spec, config))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+            };
+            match opened {
+                Ok(session) => {
+                    refused.remove(&number);
+                    running.insert(
+                        number,
+                        tokio::spawn(live_session(
+                            agent.clone(),
+                            Box::new(session),
+                            Duration::from_millis(config.batch_ms.max(10)),
+                            halt.clone(),
+                        )),
+                    );
+                }
+                Err(why) => {
+                    if refused.get(&number).is_none_or(|(w, _)| *w != why) {
+                        tracing::warn!(display = %name, reason = %why, "cannot record this display; the others go on");
+                    }
+                    refused.insert(number, (why, Instant::now()));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    halt.store(true, Ordering::Relaxed);
+    for (_, h) in running {
+        if let Ok(r) = h.await {
+            reports.push(r);
+        }
+    }
+    reports
 }

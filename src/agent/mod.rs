@@ -6,12 +6,14 @@
 //! the spool is full, capture waits (or, under `drop_oldest`, the oldest backlog is dropped and
 //! a gap record sealed).
 
-mod capture;
+pub mod capture;
 pub mod link;
 mod metrics;
+pub mod screen;
 pub mod spool;
 mod stream;
 pub mod synthetic;
+pub mod x11;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -57,6 +59,8 @@ pub enum Source {
     Replay(Vec<PathBuf>),
     /// Nothing new: send what the spool holds from earlier runs, then stop (`agent --drain`).
     SpoolOnly,
+    /// Every X display on the host, live, until stopped (`--capture x11`).
+    X11(crate::config::CaptureConfig),
 }
 
 /// What one user session sent, for checking an export against it.
@@ -673,6 +677,7 @@ pub async fn run_observed(
     let sessions = match &source {
         Source::Synthetic(spec) => capture::synthetic(&agent, spec, stop.clone()).await,
         Source::Replay(paths) => capture::replay(&agent, paths).await?,
+        Source::X11(cfg) => capture::x11(&agent, cfg, stop.clone()).await,
         Source::SpoolOnly => {
             let held = agent.unacked();
             tracing::info!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sealstream::agent::{self, Source, synthetic::SyntheticSpec};
-use sealstream::config::{AgentConfig, ServeConfig};
+use sealstream::config::{AgentConfig, CaptureSource, ServeConfig};
 use sealstream::metadata::{AccessChange, AccessOutcome, AccessRows, Credential, Metadata};
 use sealstream::pki::{IssuedCert, Pki};
 use sealstream::protocol::AgentId;
@@ -39,6 +39,19 @@ pub struct AgentArgs {
     /// a PNG signature and random bytes (cheaper, for load).
     #[arg(long)]
     images: bool,
+    /// Record for real: `x11` records every X display on this host, one session each, until
+    /// Ctrl-C or SIGTERM (default: agent.toml's `[capture] source`, else synthetic users).
+    #[arg(long, value_enum, conflicts_with_all = ["drain", "replay"])]
+    capture: Option<CaptureArg>,
+    /// With `--capture x11`: only this display (`:10`); repeat for more.
+    #[arg(long = "display", value_name = "DISPLAY")]
+    displays: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CaptureArg {
+    Synthetic,
+    X11,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -49,8 +62,27 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             args.config.display()
         );
     }
+    let live = match args.capture {
+        Some(CaptureArg::X11) => true,
+        Some(CaptureArg::Synthetic) => false,
+        None => args.replay.is_empty() && !args.drain && cfg.capture.source == CaptureSource::X11,
+    };
+    if !args.displays.is_empty() && !live {
+        anyhow::bail!("--display limits X11 capture: give it with --capture x11");
+    }
     let source = if args.drain {
         Source::SpoolOnly
+    } else if live {
+        let mut capture = cfg.capture.clone();
+        if !args.displays.is_empty() {
+            for d in &args.displays {
+                if sealstream::config::parse_display(d).is_none() {
+                    anyhow::bail!("--display {d:?}: give a display like :10");
+                }
+            }
+            capture.displays = args.displays.clone();
+        }
+        Source::X11(capture)
     } else if args.replay.is_empty() {
         Source::Synthetic(SyntheticSpec {
             users: args.users,
@@ -65,11 +97,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping: final chunks are sealed, then sent or spooled");
             let _ = tx.send(true);
         });
-        agent::run(cfg, source, rx, Duration::from_secs(10)).await
+        anyhow::Ok(agent::run(cfg, source, rx, Duration::from_secs(10)).await?)
     })?;
     println!(
         "agent {:?}: {} sessions, {} chunks sealed ({} bytes), {} acked, {} not acked yet; KEK {}",

@@ -175,6 +175,9 @@ pub enum Kind {
     Frame,
     /// A batch of keystroke events, one JSON object per line.
     Keystrokes,
+    /// A batch of activity events (focus, size, idle, session start and end), one JSON object
+    /// per line under the keystroke batch's rules.
+    Activity,
 }
 
 impl Kind {
@@ -182,6 +185,7 @@ impl Kind {
         match self {
             Kind::Frame => 1,
             Kind::Keystrokes => 2,
+            Kind::Activity => 3,
         }
     }
 
@@ -189,6 +193,7 @@ impl Kind {
         match code {
             1 => Some(Kind::Frame),
             2 => Some(Kind::Keystrokes),
+            3 => Some(Kind::Activity),
             _ => None,
         }
     }
@@ -197,6 +202,7 @@ impl Kind {
         match self {
             Kind::Frame => "frames",
             Kind::Keystrokes => "keystrokes",
+            Kind::Activity => "activity",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod chunk;
 pub mod dek_record;
 pub mod ids;
 pub mod payload;
+pub mod screen;
 pub mod segment;
 pub mod uplink;
 mod wire;

@@ -23,7 +23,7 @@ pub enum DecodeError {
     },
     #[error("{what}: unsupported cipher suite {suite}")]
     UnsupportedSuite { what: &'static str, suite: u8 },
-    #[error("chunk: unknown kind {0} (1 = frame, 2 = keystrokes)")]
+    #[error("chunk: unknown kind {0} (1 = frame, 2 = keystrokes, 3 = activity)")]
     UnknownKind(u8),
     #[error("chunk: unknown flag bits {0:#04x}")]
     UnknownFlags(u8),

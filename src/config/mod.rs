@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod capture;
+pub use capture::{CaptureConfig, CaptureSource, parse_display};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -554,6 +557,8 @@ pub struct AgentConfig {
     /// ... and, while chunks after the last checkpoint wait, at least this often (an idle
     /// stream gets an empty checkpoint chunk). Final chunks and gap records are always signed.
     pub checkpoint_every_ms: u64,
+    /// What is recorded: `[capture]` (docs/capture.md).
+    pub capture: CaptureConfig,
 }
 
 impl Default for AgentConfig {
@@ -580,6 +585,7 @@ impl Default for AgentConfig {
             metrics_listen: None,
             checkpoint_every_chunks: 64,
             checkpoint_every_ms: 10_000,
+            capture: CaptureConfig::default(),
         }
     }
 }
@@ -611,6 +617,7 @@ impl AgentConfig {
         cfg.kek = resolve(base, &cfg.kek);
         cfg.server_kek = cfg.server_kek.map(|p| resolve(base, &p));
         cfg.spool_dir = cfg.spool_dir.map(|p| resolve(base, &p));
+        cfg.capture.pause_file = cfg.capture.pause_file.map(|p| resolve(base, &p));
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -648,6 +655,9 @@ impl AgentConfig {
                 "server_kek",
                 "e2ee = false needs the server-held KEK's public key".into(),
             );
+        }
+        if let Some((field, message)) = self.capture.problem() {
+            return bad(field, message);
         }
         if self.window == 0 || self.max_unacked_bytes < 1024 * 1024 {
             return bad(

@@ -1,0 +1,949 @@
+//! The X11 capture source (docs/capture.md "X11"): every X display on the host, found by its
+//! socket in `/tmp/.X11-unix` and opened with its server's auth cookie, recorded as one
+//! session: screens by GetImage when DAMAGE says something changed, keys by XInput2 raw
+//! events through the keyboard mapping, the focused window by its WM_CLASS and title, idle
+//! time by the screen saver extension, the pointer by XFIXES. One blocking thread per display
+//! hands `Event`s to the agent.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat, Window};
+use x11rb::protocol::{Event as XEvent, damage, screensaver, xfixes, xinput};
+use x11rb::rust_connection::{DefaultStream, RustConnection};
+use xkeysym::Keysym;
+
+use super::capture::{Event, SessionCapture};
+use super::screen::{Area, Capture, Cursor, Encoder};
+use crate::config::CaptureConfig;
+use crate::crypto::now_us;
+
+/// A display found on the host.
+#[derive(Clone, Debug)]
+pub struct DisplaySpec {
+    pub number: u32,
+    pub socket: PathBuf,
+    /// The user the X server runs for (its process owner, else the socket's).
+    pub user: String,
+}
+
+impl DisplaySpec {
+    pub fn name(&self) -> String {
+        format!(":{}", self.number)
+    }
+}
+
+/// Every X display whose socket is in `dir` (`X<n>`), limited to `only` when not empty.
+pub fn discover(dir: &Path, only: &[u32]) -> Vec<DisplaySpec> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let servers = x_servers();
+    let mut out: Vec<DisplaySpec> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let number: u32 = name.to_str()?.strip_prefix('X')?.parse().ok()?;
+            if !only.is_empty() && !only.contains(&number) {
+                return None;
+            }
+            let uid = servers
+                .get(&number)
+                .map(|s| s.uid)
+                .or_else(|| e.metadata().ok().map(|m| m.uid()))?;
+            Some(DisplaySpec {
+                number,
+                socket: e.path(),
+                user: user_name(uid),
+            })
+        })
+        .collect();
+    out.sort_by_key(|d| d.number);
+    out
+}
+
+/// An X server process: its owner and its `-auth` file.
+struct XServer {
+    uid: u32,
+    auth: Option<PathBuf>,
+}
+
+/// X servers running on this host by display number, read from /proc (as root, every user's).
+fn x_servers() -> HashMap<u32, XServer> {
+    let mut out = HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let Some(exe) = args.first().and_then(|a| std::str::from_utf8(a).ok()) else {
+            continue;
+        };
+        let base = exe.rsplit('/').next().unwrap_or(exe);
+        if !matches!(
+            base,
+            "Xvfb" | "Xorg" | "X" | "Xvnc" | "Xtigervnc" | "Xephyr" | "Xwayland"
+        ) && !base.starts_with("Xorg")
+        {
+            continue;
+        }
+        let mut number = None;
+        let mut auth = None;
+        for (i, a) in args.iter().enumerate().skip(1) {
+            let Ok(a) = std::str::from_utf8(a) else {
+                continue;
+            };
+            if let Some(n) = a.strip_prefix(':').and_then(|n| n.parse::<u32>().ok()) {
+                number.get_or_insert(n);
+            }
+            if a == "-auth" {
+                auth = args
+                    .get(i + 1)
+                    .and_then(|f| std::str::from_utf8(f).ok())
+                    .map(PathBuf::from);
+            }
+        }
+        let Some(number) = number else { continue };
+        let Ok(meta) = p.metadata() else { continue };
+        out.insert(
+            number,
+            XServer {
+                uid: meta.uid(),
+                auth,
+            },
+        );
+    }
+    out
+}
+
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let _ = f.next();
+                (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid{uid}"))
+}
+
+/// The cookie for display `number` in an Xauthority file: (protocol name, data).
+fn cookie(file: &Path, number: u32) -> Option<(Vec<u8>, Vec<u8>)> {
+    let data = std::fs::read(file).ok()?;
+    let mut at = 0;
+    let field = |at: &mut usize| -> Option<Vec<u8>> {
+        let len = u16::from_be_bytes(data.get(*at..*at + 2)?.try_into().ok()?) as usize;
+        let v = data.get(*at + 2..*at + 2 + len)?.to_vec();
+        *at += 2 + len;
+        Some(v)
+    };
+    let want = number.to_string();
+    let mut any = None;
+    while at + 2 <= data.len() {
+        at += 2; // family
+        let _address = field(&mut at)?;
+        let num = field(&mut at)?;
+        let name = field(&mut at)?;
+        let cookie = field(&mut at)?;
+        if num == want.as_bytes() {
+            return Some((name, cookie));
+        }
+        if num.is_empty() {
+            any.get_or_insert((name, cookie));
+        }
+    }
+    any
+}
+
+/// The auth cookie to open display `number` with: its server's `-auth` file, else
+/// `$XAUTHORITY`, else none (a server without access control).
+fn auth_for(number: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Some(s) = x_servers().remove(&number) {
+        files.extend(s.auth);
+    }
+    if let Some(f) = std::env::var_os("XAUTHORITY") {
+        files.push(f.into());
+    }
+    files
+        .iter()
+        .find_map(|f| cookie(f, number))
+        .unwrap_or_default()
+}
+
+/// Shell-style pattern (`*`, `?`), whole string, any case.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// What a window is to the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct WindowInfo {
+    class: String,
+    title: String,
+}
+
+/// Modifier keys held (and Caps Lock's state).
+#[derive(Default)]
+struct Modifiers {
+    shift: bool,
+    ctrl: bool,
+    alt: bool,
+    super_: bool,
+    level3: bool,
+    caps: bool,
+}
+
+struct Atoms {
+    net_wm_name: u32,
+    utf8_string: u32,
+}
+
+/// One display being recorded.
+pub struct X11Session {
+    spec: DisplaySpec,
+    conn: RustConnection,
+    root: Window,
+    config: CaptureConfig,
+    atoms: Atoms,
+    damage: Option<u32>,
+    xinput: bool,
+    xfixes: bool,
+    screensaver: bool,
+    keymap: (u8, u8, Vec<u32>),
+    mods: Modifiers,
+    red_shift: u32,
+    green_shift: u32,
+    blue_shift: u32,
+}
+
+fn x_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl X11Session {
+    /// Connect with the display's cookie and set up the extensions; why not, if it cannot.
+    pub fn open(spec: DisplaySpec, config: CaptureConfig) -> Result<Self, String> {
+        let stream = UnixStream::connect(&spec.socket)
+            .map_err(|e| format!("cannot connect to {}: {e}", spec.socket.display()))?;
+        let (stream, _) = DefaultStream::from_unix_stream(stream).map_err(x_err)?;
+        let (name, data) = auth_for(spec.number);
+        let conn = RustConnection::connect_to_stream_with_auth_info(stream, 0, name, data)
+            .map_err(|e| format!("the X server refused the connection ({e}): no usable auth cookie was found for it"))?;
+        let screen = &conn.setup().roots[0];
+        let root = screen.root;
+        let visual = screen
+            .allowed_depths
+            .iter()
+            .flat_map(|d| &d.visuals)
+            .find(|v| v.visual_id == screen.root_visual)
+            .ok_or("the root visual is not described by the server")?;
+        let shift = |mask: u32| mask.trailing_zeros();
+        let (red_shift, green_shift, blue_shift) = (
+            shift(visual.red_mask),
+            shift(visual.green_mask),
+            shift(visual.blue_mask),
+        );
+        if screen.root_depth < 24
+            || [visual.red_mask, visual.green_mask, visual.blue_mask]
+                .iter()
+                .any(|m| m.count_ones() != 8)
+        {
+            return Err(format!(
+                "the screen is {}-bit; only 24-bit true colour screens are recorded",
+                screen.root_depth
+            ));
+        }
+        let intern = |n: &[u8]| -> Result<u32, String> {
+            Ok(conn
+                .intern_atom(false, n)
+                .map_err(x_err)?
+                .reply()
+                .map_err(x_err)?
+                .atom)
+        };
+        let atoms = Atoms {
+            net_wm_name: intern(b"_NET_WM_NAME")?,
+            utf8_string: intern(b"UTF8_STRING")?,
+        };
+        let has = |name: &'static str| conn.extension_information(name).ok().flatten().is_some();
+        let damage = if has(damage::X11_EXTENSION_NAME) {
+            damage::query_version(&conn, 1, 1)
+                .map_err(x_err)?
+                .reply()
+                .map_err(x_err)?;
+            let id = conn.generate_id().map_err(x_err)?;
+            damage::create(&conn, id, root, damage::ReportLevel::NON_EMPTY).map_err(x_err)?;
+            Some(id)
+        } else {
+            None
+        };
+        let xfixes = has(xfixes::X11_EXTENSION_NAME)
+            && xfixes::query_version(&conn, 5, 0)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some();
+        let xinput = has(xinput::X11_EXTENSION_NAME)
+            && xinput::xi_query_version(&conn, 2, 2)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some_and(|r| (r.major_version, r.minor_version) >= (2, 1));
+        if xinput {
+            xinput::xi_select_events(
+                &conn,
+                root,
+                &[xinput::EventMask {
+                    deviceid: xinput::Device::ALL_MASTER.into(),
+                    mask: vec![
+                        xinput::XIEventMask::RAW_KEY_PRESS | xinput::XIEventMask::RAW_KEY_RELEASE,
+                    ],
+                }],
+            )
+            .map_err(x_err)?;
+        }
+        let screensaver = has(screensaver::X11_EXTENSION_NAME);
+        conn.flush().map_err(x_err)?;
+        let mut s = X11Session {
+            spec,
+            conn,
+            root,
+            config,
+            atoms,
+            damage,
+            xinput,
+            xfixes,
+            screensaver,
+            keymap: (0, 0, Vec::new()),
+            mods: Modifiers::default(),
+            red_shift,
+            green_shift,
+            blue_shift,
+        };
+        s.load_keymap()?;
+        let pointer = s
+            .conn
+            .query_pointer(root)
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        s.mods.caps = u16::from(pointer.mask) & u16::from(xproto::KeyButMask::LOCK) != 0;
+        if !s.xinput {
+            tracing::warn!(display = %s.spec.name(), "no XInput2 on this display: its keystrokes are not recorded");
+        }
+        Ok(s)
+    }
+
+    fn load_keymap(&mut self) -> Result<(), String> {
+        let setup = self.conn.setup();
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let reply = self
+            .conn
+            .get_keyboard_mapping(min, max - min + 1)
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        self.keymap = (min, reply.keysyms_per_keycode, reply.keysyms);
+        Ok(())
+    }
+
+    fn keysyms(&self, code: u32) -> &[u32] {
+        let (min, per, syms) = (&self.keymap.0, self.keymap.1 as usize, &self.keymap.2);
+        let Some(i) = code.checked_sub(*min as u32) else {
+            return &[];
+        };
+        syms.get(i as usize * per..(i as usize + 1) * per)
+            .unwrap_or(&[])
+    }
+
+    fn geometry(&self) -> Result<(usize, usize), String> {
+        let g = self
+            .conn
+            .get_geometry(self.root)
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        Ok((g.width as usize, g.height as usize))
+    }
+
+    fn property(&self, w: Window, prop: u32, ty: u32) -> Option<Vec<u8>> {
+        let r = self
+            .conn
+            .get_property(false, w, prop, ty, 0, 4096)
+            .ok()?
+            .reply()
+            .ok()?;
+        (r.format == 8 && !r.value.is_empty()).then_some(r.value)
+    }
+
+    /// WM_CLASS and the title of `w` or, when it has none, of the first window above it (or
+    /// below it, for a window manager's frame) that has one.
+    fn window_info(&self, w: Window) -> Option<(Window, WindowInfo)> {
+        let mut cur = w;
+        for _ in 0..8 {
+            if cur == 0 || cur == self.root {
+                break;
+            }
+            if let Some(info) = self.own_info(cur) {
+                return Some((cur, info));
+            }
+            let tree = self.conn.query_tree(cur).ok()?.reply().ok()?;
+            cur = tree.parent;
+        }
+        None
+    }
+
+    fn own_info(&self, w: Window) -> Option<WindowInfo> {
+        let class = self.property(
+            w,
+            xproto::AtomEnum::WM_CLASS.into(),
+            xproto::AtomEnum::STRING.into(),
+        )?;
+        let class = class
+            .split(|b| *b == 0)
+            .nth(1)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let title = self
+            .property(w, self.atoms.net_wm_name, self.atoms.utf8_string)
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .or_else(|| {
+                self.property(
+                    w,
+                    xproto::AtomEnum::WM_NAME.into(),
+                    xproto::AtomEnum::ANY.into(),
+                )
+                .map(|t| t.iter().map(|&b| b as char).collect())
+            })
+            .unwrap_or_default();
+        Some(WindowInfo { class, title })
+    }
+
+    fn focused(&self) -> Option<(Window, WindowInfo)> {
+        let focus = self.conn.get_input_focus().ok()?.reply().ok()?.focus;
+        if focus <= 1 {
+            return None;
+        }
+        self.window_info(focus)
+    }
+
+    fn excluded(&self, info: &WindowInfo) -> bool {
+        self.config
+            .exclude_classes
+            .iter()
+            .any(|p| glob(p, &info.class))
+            || self
+                .config
+                .exclude_titles
+                .iter()
+                .any(|p| glob(p, &info.title))
+    }
+
+    /// Screen areas of the viewable top-level windows that are excluded.
+    fn excluded_areas(&self) -> Result<Vec<Area>, String> {
+        if self.config.exclude_classes.is_empty() && self.config.exclude_titles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tree = self
+            .conn
+            .query_tree(self.root)
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        let mut out = Vec::new();
+        for &w in &tree.children {
+            let Ok(attrs) = self.conn.get_window_attributes(w).map_err(x_err)?.reply() else {
+                continue;
+            };
+            if attrs.map_state != xproto::MapState::VIEWABLE {
+                continue;
+            }
+            let info = self.own_info(w).or_else(|| {
+                let kids = self.conn.query_tree(w).ok()?.reply().ok()?.children;
+                kids.iter().find_map(|&k| self.own_info(k))
+            });
+            if !info.is_some_and(|i| self.excluded(&i)) {
+                continue;
+            }
+            let Ok(g) = self.conn.get_geometry(w).map_err(x_err)?.reply() else {
+                continue;
+            };
+            let b = g.border_width as i32;
+            out.push(Area {
+                x: g.x as i32,
+                y: g.y as i32,
+                w: g.width as i32 + 2 * b,
+                h: g.height as i32 + 2 * b,
+            });
+        }
+        Ok(out)
+    }
+
+    fn capture(&self, width: usize, height: usize) -> Result<Capture, String> {
+        let reply = self
+            .conn
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                self.root,
+                0,
+                0,
+                width as u16,
+                height as u16,
+                !0,
+            )
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        let bpp = reply.data.len() / (width * height).max(1);
+        if bpp != 4 {
+            return Err(format!(
+                "{bpp} bytes per pixel; only 32-bit pixels are recorded"
+            ));
+        }
+        let mut rgb = Vec::with_capacity(width * height * 3);
+        let (r, g, b) = (self.red_shift, self.green_shift, self.blue_shift);
+        let little = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST;
+        for px in reply.data.chunks_exact(4) {
+            let v = if little {
+                u32::from_le_bytes(px.try_into().expect("4 bytes"))
+            } else {
+                u32::from_be_bytes(px.try_into().expect("4 bytes"))
+            };
+            rgb.extend_from_slice(&[(v >> r) as u8, (v >> g) as u8, (v >> b) as u8]);
+        }
+        let mut shot = Capture { width, height, rgb };
+        for area in self.excluded_areas()? {
+            shot.black_out(area);
+        }
+        if self.config.cursor && self.xfixes {
+            if let Ok(c) = xfixes::get_cursor_image(&self.conn).map_err(x_err)?.reply() {
+                shot.draw_cursor(&cursor(&c));
+            }
+        }
+        Ok(shot)
+    }
+
+    /// The text of a key press, or `None` for a modifier (which only changes state).
+    fn key(&mut self, code: u32, press: bool) -> Option<String> {
+        let syms = self.keysyms(code).to_vec();
+        let base = syms.first().copied().unwrap_or(0);
+        use xkeysym::key;
+        let m = &mut self.mods;
+        match base {
+            key::Shift_L | key::Shift_R => m.shift = press,
+            key::Control_L | key::Control_R => m.ctrl = press,
+            key::Alt_L | key::Alt_R | key::Meta_L | key::Meta_R => m.alt = press,
+            key::Super_L | key::Super_R | key::Hyper_L | key::Hyper_R => m.super_ = press,
+            key::ISO_Level3_Shift | key::Mode_switch => m.level3 = press,
+            key::Caps_Lock => {
+                if press {
+                    m.caps = !m.caps;
+                }
+            }
+            key::Num_Lock | key::Scroll_Lock => {}
+            _ => {
+                return press.then(|| name_key(&syms, m));
+            }
+        }
+        None
+    }
+}
+
+/// What a key press typed: its text at the current level, a named special key (`[Enter]`), or
+/// a chord (`Ctrl+C`).
+fn name_key(syms: &[u32], m: &Modifiers) -> String {
+    let pick = |i: usize| syms.get(i).copied().filter(|s| *s != 0);
+    let base = pick(0).unwrap_or(0);
+    let letter = Keysym::new(base)
+        .key_char()
+        .is_some_and(|c| c.is_alphabetic());
+    let shifted = m.shift ^ (m.caps && letter);
+    let sym = if m.level3 {
+        pick(if shifted { 5 } else { 4 }).or(pick(shifted as usize))
+    } else {
+        pick(shifted as usize)
+    }
+    .or(pick(0))
+    .unwrap_or(0);
+    let special = special_name(sym);
+    if m.ctrl || m.alt || m.super_ {
+        let mut out = String::new();
+        for (held, name) in [
+            (m.ctrl, "Ctrl+"),
+            (m.alt, "Alt+"),
+            (m.super_, "Super+"),
+            (m.shift, "Shift+"),
+        ] {
+            if held {
+                out.push_str(name);
+            }
+        }
+        match special_name(base) {
+            Some(n) => out.push_str(n.trim_start_matches('[').trim_end_matches(']')),
+            None => match Keysym::new(base).key_char() {
+                Some(c) => out.extend(c.to_uppercase()),
+                None => out.push_str(&format!("0x{base:x}")),
+            },
+        }
+        return out;
+    }
+    if let Some(n) = special {
+        return n.to_owned();
+    }
+    match Keysym::new(sym).key_char() {
+        Some(c) if !c.is_control() => c.to_string(),
+        _ => match Keysym::new(sym).name() {
+            Some(n) => format!("[{}]", n.trim_start_matches("XK_")),
+            None => format!("[0x{sym:x}]"),
+        },
+    }
+}
+
+fn special_name(sym: u32) -> Option<&'static str> {
+    use xkeysym::key;
+    Some(match sym {
+        key::Return | key::KP_Enter => "[Enter]",
+        key::BackSpace => "[BackSpace]",
+        key::Tab | key::ISO_Left_Tab => "[Tab]",
+        key::Escape => "[Esc]",
+        key::Delete | key::KP_Delete => "[Delete]",
+        key::Insert => "[Insert]",
+        key::Left => "[Left]",
+        key::Right => "[Right]",
+        key::Up => "[Up]",
+        key::Down => "[Down]",
+        key::Home => "[Home]",
+        key::End => "[End]",
+        key::Page_Up => "[PageUp]",
+        key::Page_Down => "[PageDown]",
+        key::F1 => "[F1]",
+        key::F2 => "[F2]",
+        key::F3 => "[F3]",
+        key::F4 => "[F4]",
+        key::F5 => "[F5]",
+        key::F6 => "[F6]",
+        key::F7 => "[F7]",
+        key::F8 => "[F8]",
+        key::F9 => "[F9]",
+        key::F10 => "[F10]",
+        key::F11 => "[F11]",
+        key::F12 => "[F12]",
+        key::Print => "[Print]",
+        key::Menu => "[Menu]",
+        _ => return None,
+    })
+}
+
+/// XFIXES' cursor image (premultiplied ARGB) as the RGBA `draw_cursor` blends.
+fn cursor(c: &xfixes::GetCursorImageReply) -> Cursor {
+    let mut rgba = Vec::with_capacity(c.cursor_image.len() * 4);
+    for &p in &c.cursor_image {
+        let a = p >> 24;
+        let un = |v: u32| {
+            if a == 0 {
+                0
+            } else {
+                ((v * 255 + a / 2) / a).min(255) as u8
+            }
+        };
+        rgba.extend_from_slice(&[
+            un((p >> 16) & 0xff),
+            un((p >> 8) & 0xff),
+            un(p & 0xff),
+            a as u8,
+        ]);
+    }
+    Cursor {
+        x: c.x as i32 - c.xhot as i32,
+        y: c.y as i32 - c.yhot as i32,
+        width: c.width as usize,
+        height: c.height as usize,
+        rgba,
+    }
+}
+
+fn line(v: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&v).expect("JSON values serialise")
+}
+
+fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// Wait until the connection has bytes to read or `timeout` passes.
+fn wait_readable(conn: &RustConnection, timeout: Duration) {
+    let mut fds = [libc::pollfd {
+        fd: conn.stream().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+}
+
+impl SessionCapture for X11Session {
+    fn label(&self) -> String {
+        format!("{}@{}", self.spec.user, self.spec.name())
+    }
+
+    fn run(mut self: Box<Self>, out: &mut dyn FnMut(Event) -> bool, stop: &AtomicBool) -> String {
+        match self.record(out, stop) {
+            Ok(reason) => reason,
+            Err(e) => format!("display closed ({e})"),
+        }
+    }
+}
+
+impl X11Session {
+    fn record(
+        &mut self,
+        out: &mut dyn FnMut(Event) -> bool,
+        stop: &AtomicBool,
+    ) -> Result<String, String> {
+        let tick = Duration::from_secs_f64(1.0 / self.config.fps);
+        let mut encoder = Encoder::new(Duration::from_secs(self.config.keyframe_seconds));
+        let (mut width, mut height) = self.geometry()?;
+        let display = self.spec.name();
+        let user = self.spec.user.clone();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let mut frame_no = 0u64;
+        let mut damaged = true;
+        let mut paused = false;
+        let mut idle = false;
+        let mut focus = Focus::default();
+        let mut next = Instant::now();
+        if !out(Event::Activity(line(serde_json::json!({
+            "ts": now_ms(), "event": "session_start", "user": user, "display": display,
+            "host": host, "width": width, "height": height,
+        })))) {
+            return Ok("agent stopping".into());
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok("agent stopping".into());
+            }
+            let now = Instant::now();
+            if now < next {
+                wait_readable(&self.conn, (next - now).min(Duration::from_millis(200)));
+            }
+            while let Some(ev) = self.conn.poll_for_event().map_err(x_err)? {
+                match ev {
+                    XEvent::DamageNotify(_) => damaged = true,
+                    XEvent::MappingNotify(_) => self.load_keymap()?,
+                    XEvent::XinputRawKeyPress(k) | XEvent::XinputRawKeyRelease(k) => {
+                        let press = k.event_type == xinput::RAW_KEY_PRESS_EVENT;
+                        let Some(text) = self.key(k.detail, press) else {
+                            continue;
+                        };
+                        if paused {
+                            continue;
+                        }
+                        self.track_focus(&mut focus, out);
+                        if focus.excluded {
+                            continue;
+                        }
+                        let info = focus.info.clone().unwrap_or_default();
+                        if !out(Event::Key(line(serde_json::json!({
+                            "ts": now_ms(), "user": user, "display": display,
+                            "app": info.class, "title": info.title, "key": text,
+                        })))) {
+                            return Ok("agent stopping".into());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if Instant::now() < next {
+                continue;
+            }
+            next = (next + tick).max(Instant::now());
+            let now_paused = self.config.pause_file.as_ref().is_some_and(|f| f.exists());
+            if now_paused != paused {
+                paused = now_paused;
+                let event = if paused { "paused" } else { "resumed" };
+                out(Event::Activity(line(serde_json::json!({
+                    "ts": now_ms(), "event": event, "reason": "pause_file",
+                }))));
+                damaged = true;
+            }
+            if paused {
+                continue;
+            }
+            self.track_focus(&mut focus, out);
+            if self.screensaver {
+                let info = screensaver::query_info(&self.conn, self.root)
+                    .map_err(x_err)?
+                    .reply()
+                    .map_err(x_err)?;
+                let now_idle =
+                    u64::from(info.ms_since_user_input) >= self.config.idle_seconds * 1000;
+                if now_idle != idle {
+                    idle = now_idle;
+                    out(Event::Activity(line(serde_json::json!({
+                        "ts": now_ms(), "event": if idle { "idle" } else { "active" },
+                        "idle_ms": info.ms_since_user_input,
+                    }))));
+                }
+            }
+            let (w, h) = self.geometry()?;
+            if (w, h) != (width, height) {
+                (width, height) = (w, h);
+                damaged = true;
+                out(Event::Activity(line(serde_json::json!({
+                    "ts": now_ms(), "event": "resize", "width": w, "height": h,
+                }))));
+            }
+            // The cursor moves without damage: with it drawn, every tick compares.
+            if !(damaged || self.damage.is_none() || self.config.cursor && self.xfixes) {
+                continue;
+            }
+            if let Some(d) = self.damage {
+                damage::subtract(&self.conn, d, 0u32, 0u32).map_err(x_err)?;
+            }
+            damaged = false;
+            let captured = now_us();
+            let shot = self.capture(width, height)?;
+            let shot = shot.fit(self.config.max_width as usize);
+            if let Some(update) = encoder.encode(shot, Instant::now()) {
+                frame_no += 1;
+                if !out(Event::Frame {
+                    name: format!("screen-{frame_no:08}.ssu"),
+                    image: update.bytes,
+                    captured_us: captured,
+                }) {
+                    return Ok("agent stopping".into());
+                }
+            }
+        }
+    }
+
+    /// Follow the keyboard focus; a change is an activity event (an excluded window's title
+    /// is not told).
+    fn track_focus(&self, focus: &mut Focus, out: &mut dyn FnMut(Event) -> bool) {
+        let now = self.focused().map(|f| f.1);
+        if now == focus.info {
+            return;
+        }
+        let info = now.clone().unwrap_or_default();
+        focus.excluded = self.excluded(&info);
+        focus.info = now;
+        let v = if focus.excluded {
+            serde_json::json!({"ts": now_ms(), "event": "focus", "class": info.class, "title": "", "excluded": true})
+        } else {
+            serde_json::json!({"ts": now_ms(), "event": "focus", "class": info.class, "title": info.title})
+        };
+        out(Event::Activity(line(v)));
+    }
+}
+
+/// The focused window as last told.
+#[derive(Default)]
+struct Focus {
+    info: Option<WindowInfo>,
+    excluded: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_names_in_any_case() {
+        assert!(glob("keepass*", "KeePassXC"));
+        assert!(glob("*bank*", "My Bank - Firefox"));
+        assert!(glob("x?erm", "XTerm"));
+        assert!(!glob("term", "XTerm"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*b", "acd"));
+    }
+
+    #[test]
+    fn keys_are_named_as_the_keymap_and_modifiers_make_them() {
+        use xkeysym::key;
+        let m = Modifiers::default();
+        assert_eq!(name_key(&[key::a, key::A], &m), "a");
+        assert_eq!(name_key(&[key::Return], &m), "[Enter]");
+        let shift = Modifiers {
+            shift: true,
+            ..Default::default()
+        };
+        assert_eq!(name_key(&[key::a, key::A], &shift), "A");
+        assert_eq!(name_key(&[key::_1, key::exclam], &shift), "!");
+        let caps = Modifiers {
+            caps: true,
+            ..Default::default()
+        };
+        assert_eq!(name_key(&[key::a, key::A], &caps), "A");
+        assert_eq!(name_key(&[key::_1, key::exclam], &caps), "1");
+        let ctrl = Modifiers {
+            ctrl: true,
+            ..Default::default()
+        };
+        assert_eq!(name_key(&[key::c, key::C], &ctrl), "Ctrl+C");
+        let ctrl_shift = Modifiers {
+            ctrl: true,
+            shift: true,
+            ..Default::default()
+        };
+        assert_eq!(name_key(&[key::t, key::T], &ctrl_shift), "Ctrl+Shift+T");
+        assert_eq!(name_key(&[key::BackSpace], &m), "[BackSpace]");
+    }
+
+    #[test]
+    fn the_cookie_for_a_display_is_found_in_an_xauthority_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("auth");
+        let entry = |num: &str, cookie: &[u8]| {
+            let mut v = vec![1, 0]; // FamilyLocal
+            for field in [
+                b"host".as_slice(),
+                num.as_bytes(),
+                b"MIT-MAGIC-COOKIE-1",
+                cookie,
+            ] {
+                v.extend_from_slice(&(field.len() as u16).to_be_bytes());
+                v.extend_from_slice(field);
+            }
+            v
+        };
+        let mut data = entry("9", b"nine");
+        data.extend(entry("10", b"ten"));
+        std::fs::write(&f, data).unwrap();
+        assert_eq!(cookie(&f, 10).unwrap().1, b"ten");
+        assert_eq!(cookie(&f, 9).unwrap().0, b"MIT-MAGIC-COOKIE-1");
+        assert!(cookie(&f, 11).is_none());
+    }
+}
