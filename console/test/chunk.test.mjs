@@ -117,7 +117,7 @@ test('parseChunk refuses bad reserved bits, versions, suites, kinds and lengths'
     'version 3': [(b) => { b[4] = 3; }, /unknown version 3 \(this reader knows 1 and 2\)/],
     suite: [(b) => { b[5] = 2; }, /unknown suite 2/],
     'kind 0': [(b) => { b[6] = 0; }, /unknown kind 0/],
-    'kind 3': [(b) => { b[6] = 3; }, /unknown kind 3/],
+    'kind 4': [(b) => { b[6] = 4; }, /unknown kind 4/],
     'agent_len 0': [(b, dv) => dv.setUint16(60, 0), /agent_len 0 is outside 1..=256/],
     'agent_len 257': [(b, dv) => dv.setUint16(60, 257), /agent_len 257/],
     'agent control character': [(b) => { b[62] = 0x07; }, /control character/],
@@ -129,6 +129,10 @@ test('parseChunk refuses bad reserved bits, versions, suites, kinds and lengths'
   for (const [name, [edit, message]] of Object.entries(bad)) {
     assert.throws(() => parseChunk(edited(sealed, edit)), (e) => e instanceof FormatError && message.test(e.message), name);
   }
+});
+
+test('kind 3 (an activity batch) parses, as 1 and 2 do', () => {
+  for (const kind of [1, 2, 3]) assert.equal(parseChunk(edited(sealed, (b) => { b[6] = kind; })).kind, kind);
 });
 
 test('a gap flag alone parses', async () => {

@@ -34,7 +34,7 @@ test('parsePayload on opened vector chunks', async () => {
   for (const v of vectors.chunks) {
     const chunk = parseChunk(fromHex(v.sealed));
     const p = parsePayload(chunk, await keys.open(chunk));
-    assert.equal(p.type, v.kind === 'frames' ? 'frame' : 'keystrokes');
+    assert.equal(p.type, { frames: 'frame', keystrokes: 'keystrokes', activity: 'activity' }[v.kind]);
     if (p.type === 'frame') assert.equal(p.frame.name, `frame-${v.seq}.png`);
     else assert.ok(p.lines.every((l) => l.event !== null));
   }

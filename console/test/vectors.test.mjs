@@ -47,7 +47,7 @@ test('every vector chunk opens to its plaintext (openPrivateKey â†’ unwrapDek â†
     assert.equal(chunk.agent, v.agent);
     assert.equal(uuidString(chunk.sessionId), v.session);
     assert.equal(chunk.streamId, v.stream);
-    assert.equal(chunk.kind, v.kind === 'frames' ? 1 : 2);
+    assert.equal(chunk.kind, { frames: 1, keystrokes: 2, activity: 3 }[v.kind]);
     assert.equal(chunk.seq, BigInt(v.seq));
     assert.equal(chunk.final, v.final);
     assert.equal(chunk.captureUs, BigInt(v.capture_time_us));

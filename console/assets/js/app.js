@@ -1,5 +1,5 @@
-// The console page: login, the list of agents and sessions, a session's player and keystroke
-// log, decryption on demand, live view, exports, Lock / logout / idle lock, the audit log.
+// The console page: login, the list of agents and sessions, a session's player, keystroke and
+// activity logs, decryption on demand, live view, exports, Lock / logout / idle lock, the audit log.
 // Keys and plaintext live only in this page's memory (non-extractable CryptoKeys, decoded
 // frames); Lock, logout and idle forget them.
 
@@ -7,6 +7,7 @@ import * as api from './api.js';
 import { Recording } from './session.js';
 import { Player } from './player.js';
 import { KeyLog } from './keylog.js';
+import { ActivityLog } from './activity.js';
 import { exportVideo, exportFrames } from './export.js';
 import { WrongPassphraseError, KeyFormError } from './keyfile.js';
 import { Keyring } from './keyring.js';
@@ -21,6 +22,7 @@ const LIVE_POLL_MS = 1000;
 let me = null;
 let rec = null;
 let keystrokes = [];
+let activity = [];
 let nextCursor = null;
 let livePoll = null;
 let idleTimer = null;
@@ -37,11 +39,12 @@ const player = new Player({
   axis: $('timeline-axis'),
   progress: $('timeline-progress'),
   hover: $('timeline-hover'),
-  onTime: (us) => keylog.at(us),
+  onTime: (us) => { keylog.at(us); activityLog.at(us); },
   onError: (err) => { $('player-error').textContent = err.message; showVerdict(); },
   onPlaying: (playing) => { $('play').textContent = playing ? 'Pause' : 'Play'; $('play').dataset.playing = String(playing); },
 });
 const keylog = new KeyLog({ list: $('keylog'), onSeek: (us) => player.seekTime(us) });
+const activityLog = new ActivityLog({ list: $('activitylog'), onSeek: (us) => player.seekTime(us) });
 
 function status(text) { $('status').textContent = text; }
 
@@ -78,7 +81,10 @@ function lock(reason) {
   if (rec) rec.lock();
   player.clear();
   keylog.clear();
+  activityLog.clear();
   keystrokes = [];
+  activity = [];
+  $('activity').hidden = true;
   $('keys').hidden = true;
   $('key-state').textContent = reason ? `locked: ${reason}` : 'locked';
   if (rec) showDecrypt();
@@ -114,7 +120,7 @@ function forgetScreen() {
   $('sessions-more').hidden = true;
   nextCursor = null;
   $('filter-agent').replaceChildren(new Option('all agents', ''));
-  for (const id of ['session-view', 'audit-view', 'decrypt-form', 'player', 'keys']) $(id).hidden = true;
+  for (const id of ['session-view', 'audit-view', 'decrypt-form', 'player', 'keys', 'activity']) $(id).hidden = true;
   for (const id of ['session-title', 'session-facts', 'proof-message', 'agent-ca', 'player-error', 'export-state',
     'key-hits', 'decrypt-error', 'key-state', 'audit-page']) $(id).textContent = '';
   $('key-search').value = '';
@@ -228,7 +234,8 @@ function describe() {
   const s = rec.summary;
   $('session-title').textContent = `${s.agent} · session ${s.session}`;
   $('session-facts').textContent = `${fmtTime(s.first_capture_us)} to ${fmtTime(s.last_capture_us)} UTC · ${rec.frames.length} frames, `
-    + `${rec.keyRows.length} keystroke batches, ${fmtBytes(s.bytes)} · the index says ${s.state === 'recording' ? 'recording now' : s.state}`
+    + `${rec.keyRows.length} keystroke batches, ${rec.activityStream !== null ? `${rec.activityRows.length} activity batches, ` : ''}`
+    + `${fmtBytes(s.bytes)} · the index says ${s.state === 'recording' ? 'recording now' : s.state}`
     + `${s.gaps ? ` · ${s.gaps} gap(s) dropped by the agent` : ''}`;
   $('live-badge').hidden = s.state !== 'recording';
 }
@@ -312,6 +319,10 @@ async function decrypt(passphrase) {
     keylog.show(keystrokes);
     keylog.at(player.timeUs);
     $('keys').hidden = false;
+    activity = await rec.activity();
+    activityLog.show(activity);
+    activityLog.at(player.timeUs);
+    $('activity').hidden = rec.activityStream === null;
   } catch (err) {
     // The keys opened; what failed is a chunk (tampered, missing): say which, keep the rest.
     $('player-error').textContent = err.message;
@@ -342,6 +353,7 @@ function startLive() {
     const watched = rec;
     try {
       const before = rec.keyRows.length;
+      const activityBefore = rec.activityRows.length;
       const added = await rec.poll();
       await rec.prove(agentCa?.pem ?? null);
       describe();
@@ -352,6 +364,11 @@ function startLive() {
       if (rec.unlocked && rec.keyRows.length > before) {
         keystrokes = keystrokes.concat(await rec.keystrokes(before));
         keylog.show(keystrokes);
+      }
+      if (rec.unlocked && rec.activityRows.length > activityBefore) {
+        activity = activity.concat(await rec.activity(activityBefore));
+        activityLog.show(activity);
+        $('activity').hidden = false;
       }
       if (rec.summary.state !== 'recording') { stopLive(); refreshList(); }
     } catch (err) {
@@ -389,8 +406,10 @@ document.addEventListener('keydown', (e) => {
   else if (/^[1-5]$/.test(e.key)) { $('speed').value = String(2 ** (Number(e.key) - 1)); player.setSpeed(Number($('speed').value)); }
 });
 
+// The search finds keystrokes (what was typed, window titles, applications) and the activity
+// log's events (focus changes by window title and class).
 $('key-search').addEventListener('input', () => {
-  const hits = keylog.search($('key-search').value);
+  const hits = keylog.search($('key-search').value).concat(activityLog.search($('key-search').value)).sort((a, b) => a - b);
   $('key-hits').textContent = $('key-search').value ? `${hits.length} hit${hits.length === 1 ? '' : 's'}` : '';
   player.renderMarks(hits);
   if (hits.length) player.seekTime(hits[0]);
@@ -421,7 +440,7 @@ async function runExport(kind) {
   try {
     await api.announceExport(rec.agentHex, rec.id, kind, rec.frames[from]?.captureUs, rec.frames[to]?.captureUs);
     if (kind === 'video') await exportVideo(rec, { from, to, speed: Number($('speed').value), progress });
-    else await exportFrames(rec, range ? keystrokes.filter(inRange) : keystrokes, { from, to, progress });
+    else await exportFrames(rec, range ? keystrokes.filter(inRange) : keystrokes, { from, to, progress, activity: range ? activity.filter(inRange) : activity });
     $('export-state').textContent = `${kind} saved`;
   } catch (err) {
     $('export-state').textContent = `${kind} failed: ${err.message}`;

@@ -11,6 +11,9 @@ const subtle = globalThis.crypto.subtle;
 
 export const KIND_FRAME = 1;
 export const KIND_KEYSTROKES = 2;
+/** Activity batches: JSON lines as keystrokes (focus, idle, session start and end …). */
+export const KIND_ACTIVITY = 3;
+export const KINDS = [KIND_FRAME, KIND_KEYSTROKES, KIND_ACTIVITY];
 export const FLAG_FINAL = 0x01;
 export const FLAG_GAP = 0x02;
 /** Version 2 only: a checkpoint; `scheme u16 | sig_len u16 | signature` follows the ciphertext. */
@@ -78,7 +81,7 @@ export function parseChunkAt(bytes, offset = 0) {
   const version = r.known('version', VERSIONS);
   const suite = r.known('suite', 1);
   const kind = r.u8('kind');
-  if (kind !== KIND_FRAME && kind !== KIND_KEYSTROKES) throw new FormatError(`chunk: unknown kind ${kind}`);
+  if (!KINDS.includes(kind)) throw new FormatError(`chunk: unknown kind ${kind}`);
   const flags = r.u8('flags');
   checkFlags(version, flags);
   const checkpoint = (flags & FLAG_CHECKPOINT) !== 0;

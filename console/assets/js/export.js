@@ -1,9 +1,12 @@
 // Exports made in the browser from plaintext only it holds: a WebM video of the frames
 // (canvas + MediaRecorder, each frame held for its real duration divided by the chosen
-// speed), and a ZIP of the frames, the keystrokes and a manifest of their SHA-256s. The
-// server is told that an export happens (audit), never what it contains.
+// speed), and a ZIP of the frames, the keystrokes, the activity and a manifest of their
+// SHA-256s. Screen updates (`*.ssu`) are the screens they make, composited (screen.js): in the
+// video as shown, in the ZIP as `<stem>.png`. The server is told that an export happens (audit),
+// never what it contains.
 
 import { toHex, utf8 } from './hex.js';
+import { crc32 } from './screen.js';
 
 function download(blob, name) {
   const a = document.createElement('a');
@@ -178,22 +181,6 @@ export function withWebmDuration(webm, ms) {
   }
 }
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n += 1) {
-    let c = n;
-    for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(bytes) {
-  let c = 0xffffffff;
-  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
 /** A ZIP archive (stored, no compression) of [{name, bytes}]. */
 export function zip(files) {
   const parts = [];
@@ -239,19 +226,25 @@ export function zip(files) {
   return new Blob([...parts, ...central, end], { type: 'application/zip' });
 }
 
-/** Frames `from..=to`, every keystroke event and manifest.json (SHA-256 of each file) as a ZIP. */
-export async function exportFrames(rec, keystrokes, { from = 0, to = rec.frames.length - 1, progress, save = true } = {}) {
+/**
+ * Frames `from..=to` (a screen update as the PNG of the screen it makes), every keystroke event,
+ * the activity events (`activity.jsonl`, when there are any) and manifest.json (SHA-256 of each
+ * file) as a ZIP.
+ */
+export async function exportFrames(rec, keystrokes, { from = 0, to = rec.frames.length - 1, activity = [], progress, save = true } = {}) {
   const files = [];
   const ext = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/webp': 'webp' };
   for (let i = from; i <= to; i += 1) {
-    const f = await rec.frame(i);
-    if (!f.image) continue;
+    const f = await rec.frameFile(i);
+    progress?.(i - from + 1, to - from + 1);
+    if (!f) continue;
     const seq = rec.frames[i].seq;
     const base = f.name || `frame.${ext[f.mime] ?? 'bin'}`;
-    files.push({ name: `frames/${String(seq).padStart(8, '0')}-${base}`, bytes: f.image, captureUs: f.captureUs });
-    progress?.(i - from + 1, to - from + 1);
+    files.push({ name: `frames/${String(seq).padStart(8, '0')}-${base}`, bytes: f.bytes, captureUs: f.captureUs });
   }
-  files.push({ name: 'keystrokes.jsonl', bytes: utf8(keystrokes.map((k) => `${k.line}\n`).join('')) });
+  const jsonl = (events) => utf8(events.map((k) => `${k.line}\n`).join(''));
+  files.push({ name: 'keystrokes.jsonl', bytes: jsonl(keystrokes) });
+  if (activity.length) files.push({ name: 'activity.jsonl', bytes: jsonl(activity) });
   const manifest = {
     agent: rec.summary.agent,
     session: rec.id,

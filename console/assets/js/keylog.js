@@ -1,5 +1,6 @@
 // The keystroke log beside the player: events in time order, the one at the player's time
-// highlighted, a click seeks there, and a search marks its hits (and returns their times).
+// highlighted, a click seeks there, and a search marks its hits (and returns their times). The
+// activity log (activity.js) is the same list for activity events.
 
 export class KeyLog {
   constructor({ list, onSeek }) {
@@ -20,20 +21,22 @@ export class KeyLog {
       const li = document.createElement('li');
       li.dataset.i = String(i);
       const t = new Date(ev.timeUs / 1000).toISOString().slice(11, 23);
-      const e = ev.event;
       const span = (cls, text) => { const s = document.createElement('span'); s.className = cls; s.textContent = text; return s; };
-      if (e) {
-        // What was typed first (`text`; an event without one, its `key`), then where.
-        const typed = typedText(e);
-        const where = [e.app ?? e.class, e.window ?? e.title].filter((w) => typeof w === 'string' && w !== '').join(' · ');
-        li.append(span('key-time', t), ' ', span('key-typed', typed ?? ev.line), ' ', span('key-where', where));
-      } else {
-        li.append(span('key-time', t), ' ', span('key-typed', ev.line));
-      }
+      li.append(span('key-time', t), ' ', ...this.item(ev, span));
       li.title = ev.line;
       return li;
     });
     this.list.replaceChildren(...items);
+  }
+
+  /** The nodes of an event's line after its time; `span(cls, text)` makes one. */
+  item(ev, span) {
+    const e = ev.event;
+    if (!e) return [span('key-typed', ev.line)];
+    // What was typed first (`text`; an event without one, its `key`), then where.
+    const typed = typedText(e);
+    const where = [e.app ?? e.class, e.window ?? e.title].filter((w) => typeof w === 'string' && w !== '').join(' · ');
+    return [span('key-typed', typed ?? ev.line), ' ', span('key-where', where)];
   }
 
   /** Highlight the last event at or before `us`. */
@@ -59,12 +62,12 @@ export class KeyLog {
     }
   }
 
-  /** Mark events whose raw line contains `text` (case-insensitive); their times. */
+  /** Mark the events `text` finds (matchesEvent); their times. */
   search(text) {
     const needle = text.toLowerCase();
     const hits = [];
     this.events.forEach((ev, i) => {
-      const hit = needle !== '' && ev.line.toLowerCase().includes(needle);
+      const hit = matchesEvent(ev, needle);
       this.list.children[i].classList.toggle('hit', hit);
       if (hit) hits.push(ev.timeUs);
     });
@@ -75,6 +78,21 @@ export class KeyLog {
     this.events = [];
     this.list.replaceChildren();
   }
+}
+
+/**
+ * Does `needle` (lower case; empty finds nothing) occur in an event ({line, event}), case-
+ * insensitively: in its raw line, or in what its fields say once decoded from JSON (what was
+ * typed, the window title, the application or window class), so a title written with `\u`
+ * escapes is found as it reads.
+ */
+export function matchesEvent(ev, needle) {
+  if (needle === '') return false;
+  if (ev.line.toLowerCase().includes(needle)) return true;
+  const e = ev.event;
+  if (!e) return false;
+  return ['text', 'key', 'window', 'title', 'app', 'class']
+    .some((k) => typeof e[k] === 'string' && e[k].toLowerCase().includes(needle));
 }
 
 /** What an event says was typed: its `text`, else its `key`; null when it has neither. */

@@ -64,7 +64,7 @@ export class Montage {
       const deks = this.tiles.map((t) => t.frame?.dek_id).filter(Boolean);
       await this.keyring.openStandard(await this.keyring.keksOf(deks));
       this.#formState();
-      await pool(this.tiles, WIDTH, (t) => t.render(this.keyring));
+      await pool(this.tiles, WIDTH, (t) => t.render(this.keyring, { keepScreen: true }));
     } catch (err) {
       this.els.state.textContent = `live montage: ${err.message}`;
       if (err.status === 401) this.hide(); // logged out: stop asking
@@ -87,7 +87,7 @@ export class Montage {
       const deks = this.tiles.map((t) => t.frame?.dek_id).filter(Boolean);
       const { failed } = await this.keyring.unlock(pass, await this.keyring.keksOf(deks));
       if (failed.size) this.els.error.textContent = [...new Set(failed.values())].join(' ');
-      await pool(this.tiles, WIDTH, (t) => t.render(this.keyring));
+      await pool(this.tiles, WIDTH, (t) => t.render(this.keyring, { keepScreen: true }));
       this.#formState();
     } catch (err) {
       this.els.error.textContent = `Cannot decrypt: ${err.message}`;

@@ -1,9 +1,10 @@
-// Plaintext payloads (docs/format.md "Plaintext payloads"): frames (file name + image bytes),
-// keystroke batches (JSON lines) and gap records (the range of chunks the agent dropped).
+// Plaintext payloads (docs/format.md "Plaintext payloads"): frames (file name + image bytes; a
+// screen update's are parsed by screen.js), keystroke and activity batches (JSON lines) and gap
+// records (the range of chunks the agent dropped).
 
 import { fromUtf8, view } from './hex.js';
 import { ByteReader, FormatError } from './reader.js';
-import { KIND_FRAME } from './chunk.js';
+import { KIND_ACTIVITY, KIND_FRAME } from './chunk.js';
 
 export { FormatError };
 
@@ -94,7 +95,8 @@ export function parseGap(plaintext) {
 
 /**
  * The payload of an opened `chunk` (from parseChunk): {type: 'gap', gap} | {type: 'empty'} |
- * {type: 'frame', frame} | {type: 'keystrokes', lines}. A gap record must end right before its
+ * {type: 'frame', frame} | {type: 'keystrokes', lines} | {type: 'activity', lines} (an activity
+ * batch: the same JSON lines as keystrokes). A gap record must end right before its
  * own seq; that it matches the hole in the stream is for the caller to check.
  */
 export function parsePayload(chunk, plaintext) {
@@ -107,5 +109,6 @@ export function parsePayload(chunk, plaintext) {
   }
   if (plaintext.length === 0) return { type: 'empty' };
   if (chunk.kind === KIND_FRAME) return { type: 'frame', frame: parseFrame(plaintext) };
+  if (chunk.kind === KIND_ACTIVITY) return { type: 'activity', lines: parseKeystrokes(plaintext) };
   return { type: 'keystrokes', lines: parseKeystrokes(plaintext) };
 }

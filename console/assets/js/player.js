@@ -1,6 +1,8 @@
 // The player: frames of a Recording drawn on a canvas at their capture times, a timeline to
 // seek by clicking (gaps and search hits marked on it, a time axis under it, the time under
-// the pointer shown), play/pause at 1–16×, frame steps.
+// the pointer shown), play/pause at 1–16×, frame steps. A screen update (`*.ssu`) shows the
+// whole screen it makes: the Recording composites it (from the last keyframe when seeking,
+// incrementally when playing).
 
 /** How many frames back an empty chunk (a version-2 checkpoint) looks for the image it shows. */
 const EMPTY_LOOKBACK = 16;
@@ -190,15 +192,19 @@ export class Player {
         ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
         ctx.fillStyle = '#ddd';
         ctx.font = '20px sans-serif';
-        const what = f.image ? `${f.name || 'frame'}: ${f.image.length} bytes, authentic, not an image this browser can show` : 'no image in this chunk';
+        const what = f.update ? `${f.name}: no screen yet (no screen update before it could be shown)`
+          : f.image ? `${f.name || 'frame'}: ${f.image.length} bytes, authentic, not an image this browser can show` : 'no image in this chunk';
         ctx.fillText(what, 20, 40);
       }
       this.shownSeq = row.seq;
       this.canvas.dataset.seq = String(row.seq);
       this.canvas.dataset.captureUs = String(row.captureUs);
-      this.canvas.dataset.shown = f.bitmap ? 'image' : 'undecodable';
+      this.canvas.dataset.shown = f.bitmap ? (f.update ? 'screen' : 'image') : 'undecodable';
       const since = before ? ` (nothing new since frame ${before.index + 1})` : '';
-      this.info.textContent = `frame ${i + 1} of ${this.rec.frames.length} ${f.name ? `(${f.name})` : ''}${since}`;
+      // A screen update that does not parse leaves the screen as it was (docs/format.md).
+      const update = f.malformed ? ` (malformed screen update, the screen before it: ${f.malformed.message})`
+        : f.skipped?.length ? ` (${f.skipped.length} earlier update${f.skipped.length === 1 ? '' : 's'} could not be opened)` : '';
+      this.info.textContent = `frame ${i + 1} of ${this.rec.frames.length} ${f.name ? `(${f.name})` : ''}${since}${update}`;
     } catch (err) {
       if (ticket === this.drawing) this.onError(err);
     }

@@ -461,7 +461,7 @@ function certAlgorithm(content) {
 
 // ---- one stream ----
 
-const KIND_NAMES = { 1: 'frames', 2: 'keystrokes' };
+const KIND_NAMES = { 1: 'frames', 2: 'keystrokes', 3: 'activity' };
 const rangeWords = (a, b) => (a === b ? `chunk ${a}` : `chunks ${a}–${b}`);
 
 /**

@@ -1,14 +1,15 @@
 // The keystrokes report: the keystrokes and window titles of every session of a time range and
-// set of agents the reviewer may see, searched in this page. Only keystroke streams are fetched
-// (each session's whole stream, WIDTH sessions at a time), each chunk checked to be the one asked
-// for, opened with the overviews' keys and fed to the stream's proof (proof.js), so each row
-// carries its session's verdict. Events are matched by their own time (the range) and text,
-// window and application (the search, case-insensitive; empty: every event); the table keeps the
+// set of agents the reviewer may see, searched in this page. Only keystroke and activity streams
+// are fetched (each session's whole streams, WIDTH sessions at a time), each chunk checked to be
+// the one asked for, opened with the overviews' keys and fed to the stream's proof (proof.js),
+// so each row carries its session's verdict. Keystroke events are matched by their own time (the
+// range) and text, window title and application, focus changes of the activity stream by their
+// window title and class (the search, case-insensitive; empty: every event); the table keeps the
 // first MAX_ROWS matches by time, and a click on a row opens the player at that moment.
 // Sessions whose KEK is not open show one "Encrypted" row each, without their text.
 
 import * as api from './api.js';
-import { KIND_KEYSTROKES, TamperedError } from './chunk.js';
+import { KIND_ACTIVITY, KIND_KEYSTROKES, TamperedError } from './chunk.js';
 import { parsePayload } from './payload.js';
 import { StreamProof } from './proof.js';
 import { toHex } from './hex.js';
@@ -28,6 +29,105 @@ export function eventFields(line) {
   const str = (...vs) => vs.find((v) => typeof v === 'string') ?? '';
   const text = str(e.text, e.key) || (typeof e.text === 'undefined' && typeof e.key === 'undefined' ? line.raw : '');
   return { text, window: str(e.window, e.title), app: str(e.app, e.class, e.process) };
+}
+
+/** The text a focus change of the activity stream shows in a row: {text, window, app}; null for other activity. */
+export function focusFields(line) {
+  const e = line.event;
+  if (!e || e.event !== 'focus') return null;
+  const str = (...vs) => vs.find((v) => typeof v === 'string') ?? '';
+  return { text: '(window focused)', window: str(e.title), app: str(e.class, e.app) };
+}
+
+/** The streams the report reads of an /api/overview row: [{stream, kind, chunks}] (keystrokes, activity). */
+export function searchedStreams(s) {
+  const out = [];
+  if (s.key_stream !== null && s.key_stream !== undefined && s.key_chunks > 0) {
+    out.push({ stream: s.key_stream, kind: KIND_KEYSTROKES, chunks: s.key_chunks });
+  }
+  const act = (s.streams ?? []).find((t) => t.kind === KIND_ACTIVITY);
+  if (act && act.next_seq > 0) out.push({ stream: act.stream, kind: KIND_ACTIVITY, chunks: act.next_seq });
+  return out;
+}
+
+/**
+ * Search one session (an /api/overview row): fetch its keystroke and activity streams whole,
+ * open each chunk with `keyring`'s keys through the stream's proof, and keep the events in range
+ * whose fields hold `needle` (lower case; empty: every keystroke and focus change). Returns
+ * 'locked' when its KEK is not open, 'cancelled' when `cancelled()` turns true; else {matches
+ * (the first MAX_ROWS by time: {timeUs, text, window, app}), count (every match), badge (the
+ * worst stream verdict: {status, text, title})}.
+ */
+export async function searchSession(s, keyring, { needle = '', inRange = () => true, cancelled = () => false } = {}) {
+  if (s.encrypted === true && !keyring.customerOpen) return 'locked';
+  const matches = [];
+  let count = 0;
+  let problem = null;
+  let worst = null;
+  const order = ['tampered', 'unsigned', 'incomplete', 'verified'];
+  for (const st of searchedStreams(s)) {
+    const proof = new StreamProof({ agent: s.agent, sessionId: s.session, streamId: st.stream, ca: await keyring.ca() });
+    const fed = new Set();
+    let kept = 0;
+    for (let seq = 0; seq < st.chunks;) {
+      let chunks;
+      try {
+        chunks = await keyring.fetchChunks(s.agent_hex, s.session, st.stream, seq, BATCH);
+      } catch (err) {
+        if (err.status === 404) break; // not stored from here on: the proof says what is missing
+        throw err;
+      }
+      if (cancelled()) return 'cancelled';
+      if (!chunks.length) break;
+      for (const chunk of chunks) {
+        const dek = toHex(chunk.dekId);
+        try {
+          await keyring.ensureDek(chunk.dekId);
+        } catch (err) {
+          if (!(err instanceof LockedError)) throw err;
+          return 'locked';
+        }
+        if (!fed.has(dek)) {
+          fed.add(dek);
+          await proof.addRecord(await keyring.record(dek));
+        }
+        let plain;
+        try {
+          plain = await proof.open(chunk, keyring.streamKeys);
+        } catch (err) {
+          if (!(err instanceof TamperedError)) throw err;
+          problem ??= err.message;
+          continue;
+        }
+        const payload = parsePayload(chunk, plain);
+        const type = st.kind === KIND_KEYSTROKES ? 'keystrokes' : 'activity';
+        if (chunk.kind !== st.kind || payload.type !== type) continue;
+        for (const line of payload.lines) {
+          const f = type === 'keystrokes' ? eventFields(line) : focusFields(line);
+          if (!f) continue;
+          const ts = line.event && typeof line.event.ts === 'number' ? line.event.ts * 1000 : Number(chunk.captureUs);
+          if (!inRange(ts)) continue;
+          const hay = type === 'keystrokes' ? `${f.text}\n${f.window}\n${f.app}` : `${f.window}\n${f.app}`;
+          if (needle && !hay.toLowerCase().includes(needle)) continue;
+          count += 1;
+          // A stream's events are in time order: its first MAX_ROWS are all the table can keep.
+          if (kept < MAX_ROWS) { kept += 1; matches.push({ timeUs: ts, ...f, needle }); }
+        }
+      }
+      seq += chunks.length;
+    }
+    const verdict = await proof.verdict();
+    if (cancelled()) return 'cancelled';
+    if (!worst || order.indexOf(verdict.status) < order.indexOf(worst.status)) worst = verdict;
+  }
+  // The streams' events, merged by time: the first MAX_ROWS are all the table can keep.
+  matches.sort((a, b) => a.timeUs - b.timeUs);
+  matches.length = Math.min(matches.length, MAX_ROWS);
+  const live = worst && worst.status === 'incomplete' && s.state === 'recording' && worst.finalSeq === null;
+  const badge = worst
+    ? { status: live ? 'recording' : worst.status, text: live ? 'recording now' : worst.status, title: problem ?? worst.message }
+    : { status: 'incomplete', text: 'incomplete', title: problem ?? 'nothing stored' };
+  return { matches, count, badge };
 }
 
 export class Report {
@@ -115,7 +215,7 @@ export class Report {
     do {
       const page = await api.overview({ agents, sinceUs, untilUs, slots: 0, limit: PAGE, cursor });
       if (q !== this.query) return;
-      sessions.push(...page.sessions.filter((s) => s.key_stream !== null && s.key_chunks > 0));
+      sessions.push(...page.sessions.filter((s) => searchedStreams(s).length > 0));
       cursor = page.next;
     } while (cursor);
     let done = 0;
@@ -147,69 +247,17 @@ export class Report {
     view.dataset.state = 'done';
   }
 
-  /** Read one session's keystroke stream and add its matches: 'locked' when its KEK is not open. */
+  /** Search one session and add its matches: 'locked' when its KEK is not open. */
   async #searchSession(s, q, needle, inRange) {
-    if (s.encrypted === true && !this.keyring.customerOpen) {
+    const found = await searchSession(s, this.keyring, { needle, inRange, cancelled: () => q !== this.query });
+    if (found === 'cancelled' || q !== this.query) return 'cancelled';
+    if (found === 'locked') {
       this.#add(s, { timeUs: s.first_capture_us, text: 'Encrypted', window: '', app: '' }, 'encrypted');
       return 'locked';
     }
-    const proof = new StreamProof({ agent: s.agent, sessionId: s.session, streamId: s.key_stream, ca: await this.keyring.ca() });
-    const fed = new Set();
-    const matches = [];
-    let count = 0; // every match, kept or not
-    let problem = null;
-    for (let seq = 0; seq < s.key_chunks;) {
-      let chunks;
-      try {
-        chunks = await this.keyring.fetchChunks(s.agent_hex, s.session, s.key_stream, seq, BATCH);
-      } catch (err) {
-        if (err.status === 404) break; // not stored from here on: the proof says what is missing
-        throw err;
-      }
-      if (q !== this.query) return 'cancelled';
-      if (!chunks.length) break;
-      for (const chunk of chunks) {
-        const dek = toHex(chunk.dekId);
-        try {
-          await this.keyring.ensureDek(chunk.dekId);
-        } catch (err) {
-          if (!(err instanceof LockedError)) throw err;
-          this.#add(s, { timeUs: s.first_capture_us, text: 'Encrypted', window: '', app: '' }, 'encrypted');
-          return 'locked';
-        }
-        if (!fed.has(dek)) {
-          fed.add(dek);
-          await proof.addRecord(await this.keyring.record(dek));
-        }
-        let plain;
-        try {
-          plain = await proof.open(chunk, this.keyring.streamKeys);
-        } catch (err) {
-          if (!(err instanceof TamperedError)) throw err;
-          problem ??= err.message;
-          continue;
-        }
-        const payload = parsePayload(chunk, plain);
-        if (chunk.kind !== KIND_KEYSTROKES || payload.type !== 'keystrokes') continue;
-        for (const line of payload.lines) {
-          const ts = line.event && typeof line.event.ts === 'number' ? line.event.ts * 1000 : Number(chunk.captureUs);
-          if (!inRange(ts)) continue;
-          const f = eventFields(line);
-          if (needle && !`${f.text}\n${f.window}\n${f.app}`.toLowerCase().includes(needle)) continue;
-          // A stream's events are in time order: its first MAX_ROWS are all the table can keep.
-          count += 1;
-          if (matches.length < MAX_ROWS) matches.push({ timeUs: ts, ...f, needle });
-        }
-      }
-      seq += chunks.length;
-    }
-    const verdict = await proof.verdict();
-    if (q !== this.query) return 'cancelled';
-    const live = verdict.status === 'incomplete' && s.state === 'recording' && verdict.finalSeq === null;
-    const badge = { status: live ? 'recording' : verdict.status, text: live ? 'recording now' : verdict.status, title: problem ?? verdict.message };
-    this.hits += count - matches.length;
-    for (const m of matches) this.#add(s, m, 'hit', badge);
-    return count;
+    this.hits += found.count - found.matches.length;
+    for (const m of found.matches) this.#add(s, m, 'hit', found.badge);
+    return found.count;
   }
 
   /** Insert a row at its time (the table keeps the first MAX_ROWS hits by time). */

@@ -4,20 +4,25 @@
 // kept in a small LRU cache, so memory stays bounded whatever the session's length. `prove`
 // checks what the store holds as `sealstream verify --agent-ca` does (proof.js): the agent's
 // signatures, the hash chain, numbering and the final chunk; once it has run, the frame list and
-// capture times come from the chunks' own headers, not from the index.
+// capture times come from the chunks' own headers, not from the index. Frames that are screen
+// updates (`*.ssu`) are shown as the screen they make (screen.js): a ScreenTrack walks back to
+// the last keyframe and composites forward, through the same fetching and opening.
 
 import * as api from './api.js';
 
 /** Index flag bit 7 (the server's): the chunk's plaintext is empty. */
 const INDEX_EMPTY = 0x80;
-import { parseChunk, parseChunkAt, StreamKeys, KIND_FRAME, KIND_KEYSTROKES, FLAG_GAP, HEADER_LEN, TAG_LEN } from './chunk.js';
+import { parseChunk, parseChunkAt, StreamKeys, KIND_ACTIVITY, KIND_FRAME, KIND_KEYSTROKES, FLAG_GAP, HEADER_LEN, TAG_LEN } from './chunk.js';
 import { parseDekRecord, unwrapDek } from './dek.js';
 import { openPrivateKey, kekId } from './keyfile.js';
 import { parsePayload } from './payload.js';
 import { toHex, fromHex, equalBytes } from './hex.js';
 import { AgentCa, StreamProof } from './proof.js';
+import { ScreenTrack, browserDecodePng, isMissingChunk, isUpdateName, pngName } from './screen.js';
 
 const FETCH_AHEAD = 8;
+/** Chunks fetched at once while walking back to a screen's keyframe. */
+const FETCH_BACK = 16;
 const KEEP_FRAMES = 24;
 const SEALED_BYTES = 16 * 1024 * 1024;
 /** Chunks per request while proving (the server's limit). */
@@ -26,14 +31,19 @@ const PROVE_BATCH = 64;
 const SEVERITY = ['tampered', 'unsigned', 'incomplete', 'verified'];
 
 export class Recording {
-  constructor(summary) {
+  /** `decodePng(png, w, h)`: RGBA bytes of a screen update's rectangle (screen.js; the browser's by default). */
+  constructor(summary, { decodePng = browserDecodePng } = {}) {
     this.summary = summary;
+    this.decodePng = decodePng;
     this.agentHex = summary.agent_hex;
     this.id = summary.session;
     this.frameStream = summary.streams.find((s) => s.kind === KIND_FRAME)?.stream ?? null;
     this.keyStream = summary.streams.find((s) => s.kind === KIND_KEYSTROKES)?.stream ?? null;
+    this.activityStream = summary.streams.find((s) => s.kind === KIND_ACTIVITY)?.stream ?? null;
     this.frames = []; // {seq, captureUs, gap, len}
     this.keyRows = [];
+    this.activityRows = [];
+    this.track = null; // the frames stream's screens (screen updates), made when first needed
     this.gaps = [];
     this.keys = null;
     this.bitmaps = new Map(); // seq → Promise<{bitmap, name, captureUs}>
@@ -75,9 +85,10 @@ export class Recording {
       if (r.stream === this.frameStream) {
         if (this.frames.length && this.frames[this.frames.length - 1].seq >= r.seq) continue;
         (row.gap ? this.gaps : this.frames).push(row);
-      } else if (r.stream === this.keyStream) {
-        if (this.keyRows.length && this.keyRows[this.keyRows.length - 1].seq >= r.seq) continue;
-        this.keyRows.push(row);
+      } else if (r.stream === this.keyStream || r.stream === this.activityStream) {
+        const list = r.stream === this.keyStream ? this.keyRows : this.activityRows;
+        if (list.length && list[list.length - 1].seq >= r.seq) continue;
+        list.push(row);
       }
     }
   }
@@ -86,7 +97,8 @@ export class Recording {
   async poll() {
     const before = this.frames.length;
     const next = (list) => (list.length ? list[list.length - 1].seq + 1 : 0);
-    for (const [stream, list] of [[this.frameStream, this.frames.concat(this.gaps).sort((a, b) => a.seq - b.seq)], [this.keyStream, this.keyRows]]) {
+    for (const [stream, list] of [[this.frameStream, this.frames.concat(this.gaps).sort((a, b) => a.seq - b.seq)], [this.keyStream, this.keyRows],
+      [this.activityStream, this.activityRows]]) {
       if (stream === null) continue;
       const r = await api.index(this.agentHex, this.id, { stream, fromSeq: next(list) });
       this.#addRows(r.chunks);
@@ -157,6 +169,9 @@ export class Recording {
       if (c.empty && !c.gap) continue;
       (c.gap ? gaps : frames).push({ seq: c.seq, captureUs: c.captureUs, gap: c.gap, dekId: dek.get(c.seq), proven: c.proven });
     }
+    // Screens composited from another list of frames than this one (not only more at its end)
+    // may miss an update: composite again.
+    if (this.frames.some((f, i) => frames[i]?.seq !== f.seq)) this.track?.clear();
     this.frames = frames;
     this.gaps = gaps;
   }
@@ -167,7 +182,7 @@ export class Recording {
    * WrongPassphraseError, KeyFormError, UnwrapError or ApiError.
    */
   async unlock(passphrase, keyFileText) {
-    const dekIds = new Set([...this.frames, ...this.gaps, ...this.keyRows].map((r) => r.dekId).filter(Boolean));
+    const dekIds = new Set([...this.frames, ...this.gaps, ...this.keyRows, ...this.activityRows].map((r) => r.dekId).filter(Boolean));
     const records = [];
     for (const id of dekIds) records.push(parseDekRecord(await api.dekRecord(id)));
     const byKek = new Map();
@@ -199,6 +214,8 @@ export class Recording {
     this.keys = null;
     for (const p of this.bitmaps.values()) p.then((f) => f.bitmap?.close?.(), () => {});
     this.bitmaps.clear();
+    this.track?.clear();
+    this.track = null;
     this.sealed.clear();
     this.sealedBytes = 0;
   }
@@ -212,7 +229,7 @@ export class Recording {
       return cached;
     }
     const { bytes } = await api.chunks(this.agentHex, this.id, stream, seq, count);
-    if (bytes.length === 0) throw new Error(`chunk ${seq} of stream ${stream} was not served`);
+    if (bytes.length === 0) throw Object.assign(new Error(`chunk ${seq} of stream ${stream} was not served`), { notServed: true });
     const first = parseChunkAt(bytes, 0).length;
     // The chunks after the one asked for wait in a bounded cache for the player to reach them.
     let offset = first;
@@ -226,6 +243,11 @@ export class Recording {
 
   /** Fetched ahead, not yet opened: at most SEALED_BYTES, the oldest dropped first. */
   #keepSealed(key, bytes) {
+    const old = this.sealed.get(key);
+    if (old) {
+      this.sealed.delete(key);
+      this.sealedBytes -= old.length;
+    }
     this.sealed.set(key, bytes);
     this.sealedBytes += bytes.length;
     while (this.sealedBytes > SEALED_BYTES && this.sealed.size > 1) {
@@ -258,7 +280,11 @@ export class Recording {
     return { chunk, payload: parsePayload(chunk, plain) };
   }
 
-  /** Frame number `i` (of `frames`) decoded to an ImageBitmap, with its name and time. */
+  /**
+   * Frame number `i` (of `frames`) decoded to an ImageBitmap, with its name and time. A screen
+   * update is the whole screen it makes: `update` true, `malformed` its FormatError when it
+   * does not parse (the screen before it is shown), `bitmap` null while no update made a screen.
+   */
   frame(i) {
     const row = this.frames[i];
     if (!row) return Promise.reject(new Error(`no frame ${i}`));
@@ -279,16 +305,29 @@ export class Recording {
     return p;
   }
 
-  async #decode(i) {
+  /** Open frame `i`'s chunk (fetching the next few with it): its payload. */
+  async #payload(i) {
     const row = this.frames[i];
     const ahead = this.frames.slice(i, i + FETCH_AHEAD);
     let count = 1;
     while (count < ahead.length && ahead[count].seq === row.seq + count) count += 1;
-    const { payload } = await this.#open(this.frameStream, row.seq, count);
+    return (await this.#open(this.frameStream, row.seq, count)).payload;
+  }
+
+  async #decode(i) {
+    const row = this.frames[i];
+    const payload = await this.#payload(i);
     if (payload.type !== 'frame') {
       return { bitmap: null, name: '', captureUs: row.captureUs, image: null, empty: payload.type === 'empty' };
     }
     const { frame } = payload;
+    if (isUpdateName(frame.name)) {
+      const s = await this.#screens().at(row.seq, new Map([[row.seq, { type: 'update', bytes: frame.image, name: frame.name }]]));
+      const bitmap = s.screen
+        ? await createImageBitmap(new ImageData(s.screen.data, s.screen.width, s.screen.height), { premultiplyAlpha: 'none', colorSpaceConversion: 'none' })
+        : null;
+      return { bitmap, name: frame.name, captureUs: row.captureUs, image: null, update: true, malformed: s.malformed, skipped: s.skipped };
+    }
     let bitmap = null;
     try {
       bitmap = await createImageBitmap(new Blob([frame.image], { type: frame.mime }));
@@ -298,15 +337,106 @@ export class Recording {
     return { bitmap, name: frame.name, captureUs: row.captureUs, image: frame.image, mime: frame.mime };
   }
 
+  /**
+   * The screen frame `i` shows when it is a screen update: {update: true, screen (a Screen,
+   * not to be changed; null before any update made one), malformed, skipped, name}; or
+   * {update: false} for another frame. Seeking composites from the last keyframe before it.
+   */
+  screen(i) {
+    const row = this.frames[i];
+    if (!row) return Promise.reject(new Error(`no frame ${i}`));
+    return this.#screens().at(row.seq);
+  }
+
+  /**
+   * Frame `i` as a file for an export: {name, bytes, mime, captureUs}: an image as captured, a
+   * screen update as the PNG of the whole screen it makes (`<stem>.png`); null when the chunk
+   * holds no frame or the update is malformed (export writes nothing for it).
+   */
+  async frameFile(i) {
+    const row = this.frames[i];
+    const payload = await this.#payload(i);
+    if (payload.type !== 'frame') return null;
+    const { frame } = payload;
+    if (isUpdateName(frame.name)) {
+      const s = await this.#screens().at(row.seq, new Map([[row.seq, { type: 'update', bytes: frame.image, name: frame.name }]]));
+      if (s.malformed || !s.screen) return null;
+      return { name: pngName(frame.name), bytes: await s.screen.png(), mime: 'image/png', captureUs: row.captureUs };
+    }
+    return { name: frame.name, bytes: frame.image, mime: frame.mime, captureUs: row.captureUs };
+  }
+
+  /** The frames stream's screens, keyed by sequence number. */
+  #screens() {
+    this.track ??= new ScreenTrack({
+      decodePng: this.decodePng,
+      before: (seq) => {
+        const i = this.#frameBefore(seq);
+        return i < 0 ? null : this.frames[i].seq;
+      },
+      load: async (seq) => {
+        if (!this.keys) throw new Error('locked');
+        let payload;
+        try {
+          if (!this.sealed.has(`${this.frameStream}/${seq}`)) await this.#fetchBack(seq);
+          ({ payload } = await this.#open(this.frameStream, seq, 1));
+        } catch (error) {
+          if (isMissingChunk(error)) return { type: 'missing', error };
+          throw error;
+        }
+        if (payload.type === 'frame' && isUpdateName(payload.frame.name)) {
+          return { type: 'update', bytes: payload.frame.image, name: payload.frame.name };
+        }
+        return { type: 'other' };
+      },
+    });
+    return this.track;
+  }
+
+  /** The index (in `frames`) of the last frame before `seq`, or -1. */
+  #frameBefore(seq) {
+    let lo = 0;
+    let hi = this.frames.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.frames[mid].seq < seq) lo = mid + 1; else hi = mid;
+    }
+    return lo - 1;
+  }
+
+  /** Walking back: fetch the frames right before `seq` with it, up to FETCH_BACK, kept sealed until opened. */
+  async #fetchBack(seq) {
+    let from = seq;
+    for (let i = this.#frameBefore(seq); i >= 0 && seq - from + 1 < FETCH_BACK && this.frames[i].seq === from - 1; i -= 1) {
+      if (this.sealed.has(`${this.frameStream}/${from - 1}`)) break;
+      from -= 1;
+    }
+    const { bytes } = await api.chunks(this.agentHex, this.id, this.frameStream, from, seq - from + 1);
+    for (let offset = 0, s = from; offset < bytes.length; s += 1) {
+      const { length } = parseChunkAt(bytes, offset);
+      this.#keepSealed(`${this.frameStream}/${s}`, bytes.slice(offset, offset + length));
+      offset += length;
+    }
+  }
+
   /** Every keystroke event, in order: {timeUs, line, event, seq}. */
-  async keystrokes(fromIndex = 0) {
+  keystrokes(fromIndex = 0) {
+    return this.#events(this.keyStream, this.keyRows, 'keystrokes', fromIndex);
+  }
+
+  /** Every activity event (kind 3: focus, idle, session start and end …), in order: {timeUs, line, event, seq}. */
+  activity(fromIndex = 0) {
+    return this.#events(this.activityStream, this.activityRows, 'activity', fromIndex);
+  }
+
+  async #events(stream, rows, type, fromIndex) {
     const out = [];
-    for (let i = fromIndex; i < this.keyRows.length; i += 1) {
-      const row = this.keyRows[i];
+    for (let i = fromIndex; i < rows.length; i += 1) {
+      const row = rows[i];
       let count = 1;
-      while (count < 64 && this.keyRows[i + count]?.seq === row.seq + count) count += 1;
-      const { payload } = await this.#open(this.keyStream, row.seq, count);
-      if (payload.type === 'keystrokes') {
+      while (count < 64 && rows[i + count]?.seq === row.seq + count) count += 1;
+      const { payload } = await this.#open(stream, row.seq, count);
+      if (payload.type === type) {
         for (const l of payload.lines) {
           const ts = l.event && typeof l.event.ts === 'number' ? l.event.ts * 1000 : row.captureUs;
           out.push({ timeUs: ts, line: l.raw, event: l.event, seq: row.seq });

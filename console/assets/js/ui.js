@@ -146,11 +146,14 @@ for (const id of ['montage-open', 'snapshots-open', 'report-open', 'audit-open']
 // (With nothing open beside it, the list is the whole page, folded or not.)
 $('logout')?.addEventListener('click', () => { autoFolded = false; fold(false); });
 
-// How many keystroke events the log holds, beside its title.
-new MutationObserver(() => {
-  const n = $('keylog').children.length;
-  $('keys-count').textContent = n ? String(n) : '';
-}).observe($('keylog'), { childList: true });
+// How many keystroke (and activity) events the log holds, beside its title.
+for (const [list, count] of [['keylog', 'keys-count'], ['activitylog', 'activity-count']]) {
+  if (!$(list)) continue;
+  new MutationObserver(() => {
+    const n = $(list).children.length;
+    $(count).textContent = n ? String(n) : '';
+  }).observe($(list), { childList: true });
+}
 
 // The header's view buttons say which view is open.
 for (const name of ['montage', 'snapshots', 'report']) {
