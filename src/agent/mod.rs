@@ -97,6 +97,8 @@ pub struct AgentReport {
 }
 
 struct Queue {
+    /// Order of creation: a connection serves each queue made after the ones it has.
+    serial: u64,
     state: Mutex<QueueState>,
     changed: Notify,
     /// Seals this stream's chunks (None for a stream recovered from the spool: its DEK is gone).
@@ -171,7 +173,9 @@ struct Agent {
     server: Mutex<SocketAddr>,
     /// The last resolution of `nodes` (kept when a lookup fails or hangs).
     addrs: Mutex<Vec<SocketAddr>>,
+    /// Streams not yet done (a done one is dropped when the next is added).
     queues: Mutex<Vec<Arc<Queue>>>,
+    queue_serial: AtomicU64,
     new_queue: Notify,
     memory: Arc<Semaphore>,
     sealed: AtomicU64,
@@ -409,6 +413,7 @@ impl Agent {
                     .collect(),
             ),
             queues: Mutex::new(Vec::new()),
+            queue_serial: AtomicU64::new(0),
             new_queue: Notify::new(),
             sealed: AtomicU64::new(0),
             sealed_bytes: AtomicU64::new(0),
@@ -443,13 +448,19 @@ impl Agent {
     }
 
     fn add_queue_with(&self, dek_message: Bytes, sealer: Option<StreamSealer>) -> Arc<Queue> {
+        let mut queues = self.queues.lock().expect("queues lock");
         let q = Arc::new(Queue {
+            serial: self.queue_serial.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(QueueState::default()),
             changed: Notify::new(),
             sealer: Mutex::new(sealer),
             dek_message,
         });
-        self.queues.lock().expect("queues lock").push(q.clone());
+        // Sessions come and go for months on a terminal server: streams that are done (final
+        // chunk sealed and acked) are let go.
+        queues.retain(|q| !q.done());
+        queues.push(q.clone());
+        drop(queues);
         self.new_queue.notify_one();
         q
     }

@@ -110,11 +110,19 @@ impl Agent {
     /// Serve `conn` until it closes; returns why it closed.
     async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) -> String {
         let mut tasks = tokio::task::JoinSet::new();
-        let mut started = 0;
+        let mut next_serial = 0;
         loop {
-            let queues: Vec<Arc<Queue>> =
-                self.queues.lock().expect("queues lock")[started..].to_vec();
-            started += queues.len();
+            let queues: Vec<Arc<Queue>> = self
+                .queues
+                .lock()
+                .expect("queues lock")
+                .iter()
+                .filter(|q| q.serial >= next_serial)
+                .cloned()
+                .collect();
+            if let Some(last) = queues.last() {
+                next_serial = last.serial + 1;
+            }
             for q in queues {
                 let (me, c) = (self.clone(), conn.clone());
                 tasks.spawn(async move {
