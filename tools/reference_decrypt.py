@@ -6,13 +6,15 @@ Usage: reference_decrypt.py [--agent-ca CA.pem] [--allow-incomplete] [--json FIL
                             STORE_DIR PRIVATE_KEY.pem PASSPHRASE_FILE OUT_DIR
        reference_decrypt.py --verify STORE_DIR [--agent-ca CA.pem] [--allow-incomplete] [--json FILE]
 
-The first form decrypts: it writes OUT_DIR/<session>/<stream>/<seq>-<name> for frames and
-OUT_DIR/<session>/<stream>/keystrokes.jsonl for keystroke batches (no file for a stream without
-events), for a stream whose verdict is ok; any other stream's files go under
-OUT_DIR/@quarantine/<session>/<stream>/. The second (--verify) runs every check that needs no
-private key (structure, segment checksums, object names, sequence numbers, duplicates, final
-flag, DEK records, signatures and certificates) and decrypts nothing. Both print a line per
-damaged object and one per stream:
+The first form decrypts: it writes OUT_DIR/<session>/<stream>/<seq>-<name> for frames, but for a
+screen update (a frame named <stem>.ssu) OUT_DIR/<session>/<stream>/<seq>-<stem>.png, the whole
+screen the stream's updates make up to it (format.md "Compositing"), as an 8-bit RGB PNG; and
+OUT_DIR/<session>/<stream>/keystrokes.jsonl or activity.jsonl for keystroke or activity batches
+(no file for a stream without events), for a stream whose verdict is ok; any other stream's
+files go under OUT_DIR/@quarantine/<session>/<stream>/. The second (--verify) runs every check
+that needs no private key (structure, segment checksums, object names, sequence numbers,
+duplicates, final flag, DEK records, signatures and certificates) and decrypts nothing. Both
+print a line per damaged object and one per stream:
 
   <agent> <session> stream <id>: <n> chunks, <status>; <proof>; verdict <verdict>
 
@@ -33,7 +35,8 @@ object; 6 a DEK record is missing; 4 (decrypting) a stream's DEK is under anothe
 --agent-ca), incomplete or unproven (with --agent-ca; --allow-incomplete accepts the last two);
 the first that applies in that order. 1 usage or I/O error (arguments, unreadable key,
 passphrase, CA certificate, store or output directory; 2 when argparse refuses the arguments).
-Needs the `cryptography` package (>= 40).
+Needs the `cryptography` package (>= 40); PNGs are read and written here with zlib alone (only
+8-bit RGB, non-interlaced: the one form a screen update's rectangles take).
 """
 import argparse
 import calendar
@@ -46,6 +49,7 @@ import struct
 import sys
 import unicodedata
 import uuid
+import zlib
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
@@ -71,6 +75,9 @@ SCHEMES = {
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 # Keystroke events: the deepest nesting of objects and arrays (the event's object is level 1).
 MAX_EVENT_DEPTH = 128
+# Chunk kinds, as the JSON report names a stream's kind; and the file each kind of event batch goes to.
+KINDS = {1: "frames", 2: "keystrokes", 3: "activity"}
+EVENT_FILES = {2: "keystrokes.jsonl", 3: "activity.jsonl"}
 # Verdicts, worst first, with their exit codes (format.md "Verdicts and exit codes").
 VERDICTS = ["tampered", "no_dek_record", "no_key", "malformed", "unsigned", "incomplete", "unproven", "ok"]
 EXIT = {"tampered": 3, "no_dek_record": 6, "no_key": 4, "malformed": 5, "unsigned": 7, "incomplete": 7,
@@ -161,7 +168,7 @@ def parse_chunk(r):
     version = read_version(r, "chunk", (1, 2))
     read_suite(r, "chunk")
     kind, flags = r.u("B"), r.u("B")
-    need(kind in (1, 2), f"unknown chunk kind {kind}")
+    need(kind in KINDS, f"unknown chunk kind {kind}")
     allowed = 0x07 if version == 2 else 0x03  # bit 2 (checkpoint) only in version 2
     need(flags & ~allowed == 0, f"flags 0x{flags:02x} not allowed in a version {version} chunk")
     need(flags & 3 != 3, "a chunk cannot be both final and a gap record")
@@ -646,6 +653,167 @@ def authentic_verdict(proof, complete, unproven, ca):
 
 
 # ---------------------------------------------------------------------------------------------
+# Screen updates (format.md "Screen update" and "Compositing")
+
+UPDATE_SUFFIX = ".ssu"
+UPDATE_VERSION = 1
+MAX_SIDE = 16_384
+MAX_RECTS = 4_096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks(data):
+    """A PNG's chunks as (type, data), every CRC checked, ending with IEND and nothing after it."""
+    need(data[:8] == PNG_SIGNATURE, "not a PNG (signature)")
+    chunks, pos = [], 8
+    while not chunks or chunks[-1][0] != b"IEND":
+        need(pos + 12 <= len(data), "PNG truncated")
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        need(length < 1 << 31 and pos + 12 + length <= len(data), "PNG truncated")
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        need(zlib.crc32(kind + body) == crc, f"PNG chunk {kind!r}: CRC does not match")
+        chunks.append((kind, body))
+        pos += 12 + length
+    need(pos == len(data), "bytes after the PNG's IEND")
+    return chunks
+
+
+def paeth(a, b, c):
+    """PNG's Paeth predictor of a byte from its left (a), upper (b) and upper-left (c) neighbours."""
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    if pa <= pb and pa <= pc:
+        return a
+    return b if pb <= pc else c
+
+
+def unfilter(raw, w, h):
+    """The RGB bytes of `h` rows of `w` pixels, each row in `raw` a filter type byte then the
+    filtered row (3 bytes a pixel: a byte's left neighbour is 3 bytes before it)."""
+    stride = 3 * w
+    out, prior = bytearray(), bytearray(stride)  # the row above the first is zeros
+    for y in range(h):
+        start = y * (stride + 1)
+        kind, row = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        if kind == 1:  # Sub
+            for i in range(3, stride):
+                row[i] = (row[i] + row[i - 3]) & 0xff
+        elif kind == 2:  # Up
+            for i in range(stride):
+                row[i] = (row[i] + prior[i]) & 0xff
+        elif kind == 3:  # Average
+            for i in range(stride):
+                left = row[i - 3] if i >= 3 else 0
+                row[i] = (row[i] + (left + prior[i]) // 2) & 0xff
+        elif kind == 4:  # Paeth
+            for i in range(stride):
+                left, upper_left = (row[i - 3], prior[i - 3]) if i >= 3 else (0, 0)
+                row[i] = (row[i] + paeth(left, prior[i], upper_left)) & 0xff
+        else:
+            need(kind == 0, f"PNG row {y} has filter type {kind}")
+        out += row
+        prior = row
+    return bytes(out)
+
+
+def decode_png(data, w, h):
+    """The RGB bytes of an 8-bit truecolour, non-interlaced PNG of exactly `w` x `h` pixels; any
+    other PNG, and anything that is not a well-formed PNG, is refused."""
+    chunks = png_chunks(data)
+    kinds = [kind for kind, _ in chunks]
+    need(kinds[0] == b"IHDR" and len(chunks[0][1]) == 13, "PNG does not start with its IHDR")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    need(depth == 8 and colour == 2, f"PNG is bit depth {depth}, colour type {colour}: not 8-bit truecolour")
+    need(compression == 0 and filtering == 0, "PNG compression or filter method is not 0")
+    need(interlace == 0, "PNG is interlaced")
+    need((width, height) == (w, h), f"PNG is {width}x{height}, its rectangle {w}x{h}")
+    # Critical chunks (an upper-case first letter): IHDR first, IEND last, the IDATs one run, an
+    # optional PLTE (a suggested palette in a truecolour PNG) before them. Ancillary ones are skipped.
+    critical = [k for k in kinds if k[0] & 0x20 == 0]
+    need(all(k in (b"IHDR", b"PLTE", b"IDAT", b"IEND") for k in critical), "PNG has an unknown critical chunk")
+    need(critical.count(b"IHDR") == 1 and critical.count(b"IEND") == 1 and critical.count(b"PLTE") <= 1,
+         "PNG repeats IHDR, PLTE or IEND")
+    idats = [i for i, k in enumerate(kinds) if k == b"IDAT"]
+    need(idats and idats == list(range(idats[0], idats[-1] + 1)), "PNG's IDAT chunks are missing or not consecutive")
+    need(b"PLTE" not in kinds[idats[0]:], "PNG's PLTE follows its IDAT")
+    # Exactly h rows of a filter byte and 3w bytes, in one complete zlib stream.
+    size = h * (1 + 3 * w)
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(b"".join(chunks[i][1] for i in idats), size + 1)
+        if len(raw) == size and not inflate.eof:
+            raw += inflate.decompress(inflate.unconsumed_tail, 1)  # only the zlib checksum may remain
+    except zlib.error as e:
+        raise Bad(f"PNG pixel data does not inflate: {e}") from None
+    need(len(raw) == size, f"PNG pixel data is not {h} rows of {w} pixels")
+    need(inflate.eof and not inflate.unused_data, "PNG pixel data is not one complete zlib stream")
+    return unfilter(raw, w, h)
+
+
+def encode_png(width, height, rgb):
+    """`rgb` as an 8-bit RGB PNG, not interlaced, every row with filter type 0."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    stride = 3 * width
+    raw = b"".join(b"\0" + rgb[y * stride:(y + 1) * stride] for y in range(height))
+    return (PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def parse_update(image):
+    """A screen update's image bytes: (keyframe, width, height, [(x, y, w, h, RGB bytes)]), every
+    rectangle's PNG decoded. Raises Bad for anything format.md does not allow."""
+    r = Reader(image)
+    need(r.take(3) == b"SSU", "screen update: bad magic")
+    version = r.u("B")
+    need(version == UPDATE_VERSION, f"screen update version {version} is unknown")
+    flags = r.u("B")
+    need(flags & ~1 == 0, f"screen update flags 0x{flags:02x} not allowed")
+    width, height, count = r.u("H"), r.u("H"), r.u("H")
+    need(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE, f"screen {width}x{height} is not in 1..={MAX_SIDE}")
+    need(1 <= count <= MAX_RECTS, f"rectangle count {count} is not in 1..={MAX_RECTS}")
+    rects = []
+    for i in range(count):
+        x, y, w, h, png_len = r.u("H"), r.u("H"), r.u("H"), r.u("H"), r.u("I")
+        need(w >= 1 and h >= 1 and x + w <= width and y + h <= height,
+             f"rectangle {i} ({x},{y} {w}x{h}) is empty or not inside the {width}x{height} screen")
+        rects.append((x, y, w, h, r.take(png_len)))
+    need(r.pos == len(image), "bytes after the last rectangle")
+    keyframe = bool(flags & 1)
+    need(not keyframe or (count == 1 and rects[0][:4] == (0, 0, width, height)),
+         "a keyframe is not one rectangle covering the whole screen")
+    decoded = []
+    for i, (x, y, w, h, png) in enumerate(rects):
+        try:
+            decoded.append((x, y, w, h, decode_png(png, w, h)))
+        except Bad as e:
+            raise Bad(f"rectangle {i}: {e}") from None
+    return keyframe, width, height, decoded
+
+
+class Screen:
+    """A frames stream's screen: none before the first update, then what the updates made."""
+
+    def __init__(self):
+        self.width = self.height = 0
+        self.rgb = None
+
+    def apply(self, image):
+        """Composites one update; one that does not parse raises Bad and changes nothing."""
+        keyframe, width, height, rects = parse_update(image)
+        if keyframe or self.rgb is None or (self.width, self.height) != (width, height):
+            self.width, self.height, self.rgb = width, height, bytearray(3 * width * height)  # black
+        for x, y, w, h, rgb in rects:  # in the order given: a later one paints over an earlier
+            for row in range(h):
+                at = 3 * ((y + row) * width + x)
+                self.rgb[at:at + 3 * w] = rgb[3 * w * row:3 * w * (row + 1)]
+
+    def png(self):
+        return encode_png(self.width, self.height, bytes(self.rgb))
+
+
+# ---------------------------------------------------------------------------------------------
 # Decrypting
 
 def stream_key(dek, dek_id, c):
@@ -713,22 +881,22 @@ def reject_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def check_keystrokes(plain):
-    """A keystroke batch: lines ending in LF, each a UTF-8 JSON text (RFC 8259) whose value is an
-    object nested at most 128 levels deep; any escape and any number are accepted."""
-    need(not plain or plain.endswith(b"\n"), "keystroke batch does not end with a line feed")
+def check_events(plain):
+    """A keystroke or activity batch: lines ending in LF, each a UTF-8 JSON text (RFC 8259) whose
+    value is an object nested at most 128 levels deep; any escape and any number are accepted."""
+    need(not plain or plain.endswith(b"\n"), "event batch does not end with a line feed")
     events = 0
     for line in plain.split(b"\n")[:-1]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            raise Bad("a keystroke line is not UTF-8") from None
-        need(nesting_depth(text) <= MAX_EVENT_DEPTH, f"a keystroke line is nested deeper than {MAX_EVENT_DEPTH} levels")
+            raise Bad("an event line is not UTF-8") from None
+        need(nesting_depth(text) <= MAX_EVENT_DEPTH, f"an event line is nested deeper than {MAX_EVENT_DEPTH} levels")
         try:
             value = json.loads(text, parse_int=lambda _: 0, parse_float=lambda _: 0, parse_constant=reject_constant)
         except ValueError:
-            raise Bad("a keystroke line is not JSON") from None
-        need(isinstance(value, dict), "a keystroke line is not a JSON object")
+            raise Bad("an event line is not JSON") from None
+        need(isinstance(value, dict), "an event line is not a JSON object")
         events += 1
     return events
 
@@ -745,9 +913,18 @@ def check_gap(seq, plain, hole):
 
 
 def open_stream(chunks, holes, deks, private, kek_id, staging):
-    """Check 5: opens every chunk, stages frames and keystrokes under `staging`. Returns (problems,
-    DEKs under another KEK, gaps, malformed chunk numbers, files staged)."""
-    problems, no_key, gaps, malformed, files, keys, keystrokes = [], [], [], [], [], {}, None
+    """Check 5: opens every chunk, stages frames (a screen update as the screen it makes) and
+    keystroke or activity events under `staging`. Returns (problems, DEKs under another KEK, gaps,
+    malformed chunk numbers, files staged)."""
+    problems, no_key, gaps, malformed, files, keys, events = [], [], [], [], [], {}, None
+    screen = Screen()  # gap records and missing chunks do not reset it
+
+    def stage(name, data):
+        os.makedirs(staging, exist_ok=True)
+        with open(os.path.join(staging, name), "wb") as fh:
+            fh.write(data)
+        files.append(name)
+
     for c in chunks:
         seq, rec = c["seq"], deks.get((c["agent"], c["dek_id"]))
         if rec is None:
@@ -777,20 +954,17 @@ def open_stream(chunks, holes, deks, private, kek_id, staging):
         try:
             if c["kind"] == 1:
                 frame = frame_file(seq, plain)
+                if frame and frame[0].endswith(UPDATE_SUFFIX):
+                    screen.apply(frame[1])  # a malformed update leaves the screen as it was
+                    frame = frame[0][:-len(UPDATE_SUFFIX)] + ".png", screen.png()
                 if frame:
-                    os.makedirs(staging, exist_ok=True)
-                    with open(os.path.join(staging, frame[0]), "wb") as fh:
-                        fh.write(frame[1])
-                    files.append(frame[0])
-            elif check_keystrokes(plain):
-                keystrokes = (keystrokes or b"") + plain
+                    stage(*frame)
+            elif check_events(plain):
+                events = (events or b"") + plain
         except Bad:
             malformed.append(seq)
-    if keystrokes is not None:
-        os.makedirs(staging, exist_ok=True)
-        with open(os.path.join(staging, "keystrokes.jsonl"), "wb") as fh:
-            fh.write(keystrokes)
-        files.append("keystrokes.jsonl")
+    if events is not None:
+        stage(EVENT_FILES[chunks[0]["kind"]], events)
     return list(dict.fromkeys(problems)), list(dict.fromkeys(no_key)), gaps, malformed, files
 
 
@@ -901,7 +1075,7 @@ def run(store, ca, private=None, kek_id=None, out=None, allow_incomplete=False, 
         times = [c["capture_us"] for c in present]
         reported.append({
             "agent": agent.decode(), "session": str(uuid.UUID(bytes=session)), "stream": stream,
-            "kind": {1: "frames", 2: "keystrokes"}[present[0]["kind"]], "chunks": len(by_seq),
+            "kind": KINDS[present[0]["kind"]], "chunks": len(by_seq),
             "first_capture_us": min(times), "last_capture_us": max(times), "verdict": verdict, "proof": proof,
             "problems": problems, "malformed_chunks": malformed, "files": placed,
         })

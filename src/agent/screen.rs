@@ -135,6 +135,11 @@ impl Encoder {
         }
     }
 
+    /// Forget the previous screen: the next capture is a keyframe (after a pause).
+    pub fn restart(&mut self) {
+        self.previous = None;
+    }
+
     /// The update that turns the previous screen into `screen`, or `None` when nothing changed.
     pub fn encode(&mut self, screen: Capture, now: Instant) -> Option<Encoded> {
         let (w, h) = (screen.width, screen.height);

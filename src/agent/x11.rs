@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat, Window};
-use x11rb::protocol::{Event as XEvent, damage, screensaver, xfixes, xinput};
+use x11rb::protocol::{Event as XEvent, damage, screensaver, shm, xfixes, xinput};
 use x11rb::rust_connection::{DefaultStream, RustConnection};
 use xkeysym::Keysym;
 
@@ -210,7 +210,10 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 /// What a window is to the user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct WindowInfo {
+    /// WM_CLASS's class name (`XTerm`) ...
     class: String,
+    /// ... and its instance name (`xterm`).
+    instance: String,
     title: String,
 }
 
@@ -241,6 +244,9 @@ pub struct X11Session {
     xinput: bool,
     xfixes: bool,
     screensaver: bool,
+    /// MIT-SHM: whether to try it, and the segment once made.
+    shm_usable: bool,
+    shm: Option<Shm>,
     keymap: (u8, u8, Vec<u32>),
     mods: Modifiers,
     red_shift: u32,
@@ -333,6 +339,11 @@ impl X11Session {
             .map_err(x_err)?;
         }
         let screensaver = has(screensaver::X11_EXTENSION_NAME);
+        let shm_usable = has(shm::X11_EXTENSION_NAME)
+            && shm::query_version(&conn)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some_and(|v| (v.major_version, v.minor_version) >= (1, 2));
         conn.flush().map_err(x_err)?;
         let mut s = X11Session {
             spec,
@@ -344,6 +355,8 @@ impl X11Session {
             xinput,
             xfixes,
             screensaver,
+            shm_usable,
+            shm: None,
             keymap: (0, 0, Vec::new()),
             mods: Modifiers::default(),
             red_shift,
@@ -429,11 +442,11 @@ impl X11Session {
             xproto::AtomEnum::WM_CLASS.into(),
             xproto::AtomEnum::STRING.into(),
         )?;
-        let class = class
+        let mut names = class
             .split(|b| *b == 0)
-            .nth(1)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .unwrap_or_default();
+            .map(|c| String::from_utf8_lossy(c).into_owned());
+        let instance = names.next().unwrap_or_default();
+        let class = names.next().unwrap_or_default();
         let title = self
             .property(w, self.atoms.net_wm_name, self.atoms.utf8_string)
             .map(|t| String::from_utf8_lossy(&t).into_owned())
@@ -446,7 +459,11 @@ impl X11Session {
                 .map(|t| t.iter().map(|&b| b as char).collect())
             })
             .unwrap_or_default();
-        Some(WindowInfo { class, title })
+        Some(WindowInfo {
+            class,
+            instance,
+            title,
+        })
     }
 
     fn focused(&self) -> Option<(Window, WindowInfo)> {
@@ -461,7 +478,7 @@ impl X11Session {
         self.config
             .exclude_classes
             .iter()
-            .any(|p| glob(p, &info.class))
+            .any(|p| glob(p, &info.class) || glob(p, &info.instance))
             || self
                 .config
                 .exclude_titles
@@ -509,31 +526,98 @@ impl X11Session {
         Ok(out)
     }
 
-    fn capture(&self, width: usize, height: usize) -> Result<Capture, String> {
-        let reply = self
-            .conn
-            .get_image(
-                ImageFormat::Z_PIXMAP,
-                self.root,
-                0,
-                0,
-                width as u16,
-                height as u16,
-                !0,
-            )
+    /// The screen read into shared memory (MIT-SHM), or `None` when this server cannot
+    /// (then it is read over the socket). The segment is made at the first read and again
+    /// when the screen grows.
+    fn shm_read(&mut self, width: usize, height: usize) -> Result<Option<&[u8]>, String> {
+        let need = width * height * 4;
+        if !self.shm_usable {
+            return Ok(None);
+        }
+        if self.shm.as_ref().is_none_or(|s| s.len < need) {
+            if let Some(old) = self.shm.take() {
+                // The server lets go of the old segment too (it keeps it until the
+                // connection closes otherwise).
+                shm::detach(&self.conn, old.seg).map_err(x_err)?;
+            }
+            match Shm::attach(&self.conn, need) {
+                Ok(s) => self.shm = Some(s),
+                Err(e) => {
+                    tracing::info!(display = %self.spec.name(), reason = %e, "MIT-SHM not usable: the screen is read over the socket");
+                    self.shm_usable = false;
+                    return Ok(None);
+                }
+            }
+        }
+        let shm = self.shm.as_ref().expect("attached above");
+        shm::get_image(
+            &self.conn,
+            self.root,
+            0,
+            0,
+            width as u16,
+            height as u16,
+            !0,
+            ImageFormat::Z_PIXMAP.into(),
+            shm.seg,
+            0,
+        )
+        .map_err(x_err)?
+        .reply()
+        .map_err(x_err)?;
+        Ok(Some(&shm.bytes()[..need]))
+    }
+
+    /// The pointer's image and place, when it is drawn.
+    fn cursor(&self) -> Result<Option<xfixes::GetCursorImageReply>, String> {
+        if !(self.config.cursor && self.xfixes) {
+            return Ok(None);
+        }
+        Ok(xfixes::get_cursor_image(&self.conn)
             .map_err(x_err)?
             .reply()
-            .map_err(x_err)?;
-        let bpp = reply.data.len() / (width * height).max(1);
-        if bpp != 4 {
+            .ok())
+    }
+
+    fn capture(
+        &mut self,
+        width: usize,
+        height: usize,
+        pointer: Option<&xfixes::GetCursorImageReply>,
+    ) -> Result<Capture, String> {
+        let need = width * height * 4;
+        let (r, g, b) = (self.red_shift, self.green_shift, self.blue_shift);
+        let little = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST;
+        let over_socket;
+        let data: &[u8] = match self.shm_read(width, height)? {
+            Some(shared) => shared,
+            None => {
+                over_socket = self
+                    .conn
+                    .get_image(
+                        ImageFormat::Z_PIXMAP,
+                        self.root,
+                        0,
+                        0,
+                        width as u16,
+                        height as u16,
+                        !0,
+                    )
+                    .map_err(x_err)?
+                    .reply()
+                    .map_err(x_err)?
+                    .data;
+                &over_socket
+            }
+        };
+        if data.len() != need {
             return Err(format!(
-                "{bpp} bytes per pixel; only 32-bit pixels are recorded"
+                "{} bytes for {width}×{height} pixels; only 32-bit pixels are recorded",
+                data.len()
             ));
         }
         let mut rgb = Vec::with_capacity(width * height * 3);
-        let (r, g, b) = (self.red_shift, self.green_shift, self.blue_shift);
-        let little = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST;
-        for px in reply.data.chunks_exact(4) {
+        for px in data.chunks_exact(4) {
             let v = if little {
                 u32::from_le_bytes(px.try_into().expect("4 bytes"))
             } else {
@@ -545,10 +629,8 @@ impl X11Session {
         for area in self.excluded_areas()? {
             shot.black_out(area);
         }
-        if self.config.cursor && self.xfixes {
-            if let Ok(c) = xfixes::get_cursor_image(&self.conn).map_err(x_err)?.reply() {
-                shot.draw_cursor(&cursor(&c));
-            }
+        if let Some(c) = pointer {
+            shot.draw_cursor(&cursor(c));
         }
         Ok(shot)
     }
@@ -700,6 +782,68 @@ fn now_ms() -> i64 {
     now_us() / 1000
 }
 
+/// A shared memory segment the X server writes screens into: a memfd mapped here and passed
+/// to the server (MIT-SHM 1.2 `AttachFd`), so no System V segment exists for another process
+/// to open.
+struct Shm {
+    seg: shm::Seg,
+    map: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone and only read through `&self`.
+unsafe impl Send for Shm {}
+
+impl Shm {
+    fn attach(conn: &RustConnection, len: usize) -> Result<Shm, String> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: plain system calls; every result is checked, the fd is owned once made.
+        unsafe {
+            let fd = libc::memfd_create(c"sealstream-screen".as_ptr(), libc::MFD_CLOEXEC);
+            if fd < 0 {
+                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            if libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) != 0 {
+                return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+            }
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            );
+            if map == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+            // Owned from here: unmapped on every way out.
+            let mut shm = Shm { seg: 0, map, len };
+            let seg = conn.generate_id().map_err(x_err)?;
+            shm::attach_fd(conn, seg, fd, false)
+                .map_err(x_err)?
+                .check()
+                .map_err(x_err)?;
+            shm.seg = seg;
+            Ok(shm)
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes mapped for reading for as long as `self` lives; the server
+        // writes them only while a ShmGetImage request is answered, before it is read here.
+        unsafe { std::slice::from_raw_parts(self.map as *const u8, self.len) }
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `attach`, unmapped once.
+        unsafe { libc::munmap(self.map, self.len) };
+    }
+}
+
 /// Wait until the connection has bytes to read or `timeout` passes.
 fn wait_readable(conn: &RustConnection, timeout: Duration) {
     let mut fds = [libc::pollfd {
@@ -744,6 +888,7 @@ impl X11Session {
         let mut paused = false;
         let mut idle = false;
         let mut focus = Focus::default();
+        let mut last_pointer = None;
         let mut next = Instant::now();
         if !out(Event::Activity(line(serde_json::json!({
             "ts": now_ms(), "event": "session_start", "user": user, "display": display,
@@ -797,7 +942,9 @@ impl X11Session {
                 out(Event::Activity(line(serde_json::json!({
                     "ts": now_ms(), "event": event, "reason": "pause_file",
                 }))));
+                // After a pause the screen starts again from a keyframe.
                 damaged = true;
+                encoder.restart();
             }
             if paused {
                 continue;
@@ -826,8 +973,15 @@ impl X11Session {
                     "ts": now_ms(), "event": "resize", "width": w, "height": h,
                 }))));
             }
-            // The cursor moves without damage: with it drawn, every tick compares.
-            if !(damaged || self.damage.is_none() || self.config.cursor && self.xfixes) {
+            // The pointer moves without damaging the framebuffer: a new place or shape makes
+            // the screen dirty.
+            let pointer = self.cursor()?;
+            let place = pointer.as_ref().map(|c| (c.x, c.y, c.cursor_serial));
+            if place != last_pointer {
+                last_pointer = place;
+                damaged = true;
+            }
+            if !(damaged || self.damage.is_none()) {
                 continue;
             }
             if let Some(d) = self.damage {
@@ -835,7 +989,7 @@ impl X11Session {
             }
             damaged = false;
             let captured = now_us();
-            let shot = self.capture(width, height)?;
+            let shot = self.capture(width, height, pointer.as_ref())?;
             let shot = shot.fit(self.config.max_width as usize);
             if let Some(update) = encoder.encode(shot, Instant::now()) {
                 frame_no += 1;

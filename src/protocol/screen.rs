@@ -223,8 +223,12 @@ pub fn encode_png(w: u16, h: u16, rgb: &[u8], compression: png::Compression) -> 
 
 /// Decode an 8-bit RGB, non-interlaced PNG of exactly `w × h` pixels into RGB bytes.
 pub fn decode_png(data: &[u8], w: u16, h: u16) -> Result<Vec<u8>, String> {
+    check_png_layout(data)?;
     let mut decoder = png::Decoder::new(std::io::Cursor::new(data));
     decoder.set_transformations(png::Transformations::IDENTITY);
+    // Every chunk's CRC and the zlib stream's Adler-32 (format.md: a reader refuses a PNG
+    // whose checksums fail, as the reference reader does).
+    decoder.ignore_checksums(false);
     let mut reader = decoder.read_info().map_err(|e| format!("PNG: {e}"))?;
     let info = reader.info();
     if info.color_type != png::ColorType::Rgb || info.bit_depth != png::BitDepth::Eight {
@@ -247,7 +251,42 @@ pub fn decode_png(data: &[u8], w: u16, h: u16) -> Result<Vec<u8>, String> {
         .next_frame(&mut rgb)
         .map_err(|e| format!("PNG: {e}"))?;
     rgb.truncate(w as usize * h as usize * 3);
+    reader.finish().map_err(|e| format!("PNG: {e}"))?;
     Ok(rgb)
+}
+
+/// The chunk sequence format.md asks of a rectangle's PNG: the signature, chunks up to IEND
+/// and nothing after it, the IDAT chunks in one run, no PLTE after them.
+fn check_png_layout(data: &[u8]) -> Result<(), String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !data.starts_with(SIGNATURE) {
+        return Err("not a PNG (no signature)".into());
+    }
+    let mut at = SIGNATURE.len();
+    let (mut idat, mut idat_done) = (false, false);
+    loop {
+        let head = data
+            .get(at..at + 8)
+            .ok_or("PNG ends before its IEND chunk")?;
+        let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let kind = &head[4..8];
+        at = at
+            .checked_add(12 + len)
+            .filter(|end| *end <= data.len())
+            .ok_or("PNG chunk runs past the end")?;
+        match kind {
+            b"IDAT" if idat_done => return Err("PNG IDAT chunks are not in one run".into()),
+            b"IDAT" => idat = true,
+            b"PLTE" if idat => return Err("PNG PLTE after IDAT".into()),
+            b"IEND" => break,
+            _ if idat => idat_done = true,
+            _ => {}
+        }
+    }
+    if at != data.len() {
+        return Err(format!("{} bytes after the PNG's IEND", data.len() - at));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -358,6 +397,15 @@ mod tests {
         let png = encode_png(5, 3, &rgb, png::Compression::Balanced);
         assert_eq!(decode_png(&png, 5, 3).unwrap(), rgb);
         assert!(decode_png(&png, 3, 5).is_err());
+        // Bytes after IEND, a failed checksum, a cut PNG: refused.
+        let mut after = png.clone();
+        after.push(0);
+        assert!(decode_png(&after, 5, 3).unwrap_err().contains("after"));
+        let mut crc = png.clone();
+        let n = crc.len();
+        crc[n - 13] ^= 1; // the last IDAT's CRC
+        assert!(decode_png(&crc, 5, 3).is_err());
+        assert!(decode_png(&png[..png.len() - 12], 5, 3).is_err());
     }
 }
 
