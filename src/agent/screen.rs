@@ -1,12 +1,13 @@
 //! Turning captured screens into screen updates (docs/format.md "Screen update"), whatever the
 //! platform: regions blacked out, the cursor drawn, scaled to `max_width`, compared with the
-//! previous screen tile by tile, and only the changed rectangles encoded as PNGs. A keyframe
+//! previous screen tile by tile (by a 64-bit digest per tile: no copy of the previous screen is
+//! kept), and only the changed rectangles encoded as PNGs. A keyframe
 //! at the first screen, after a size change, and at the first change `keyframe_every` after
 //! the last keyframe; nothing while nothing changes.
 
 use std::time::{Duration, Instant};
 
-use crate::protocol::screen::{Rect, Update, encode_png};
+use crate::protocol::screen::{Rect, Update};
 
 /// Side of the square tiles compared between screens.
 const TILE: usize = 32;
@@ -36,7 +37,22 @@ pub struct Cursor {
     pub rgba: Vec<u8>,
 }
 
-impl Capture {
+/// A screen's pixels where they lie (a capture's buffer, or the shared memory the X server
+/// wrote): `bpp` bytes per pixel, red, green and blue at `order` within each pixel.
+pub struct Pixels<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub bpp: usize,
+    pub order: [usize; 3],
+    pub data: &'a mut [u8],
+}
+
+/// RGB, 3 bytes per pixel.
+pub const RGB: [usize; 3] = [0, 1, 2];
+/// BGRX, 4 bytes per pixel: X servers' 24-bit pixels, little-endian.
+pub const BGRX: [usize; 3] = [2, 1, 0];
+
+impl Pixels<'_> {
     /// Paint `area` black (privacy exclusions), clipped to the screen.
     pub fn black_out(&mut self, area: Area) {
         let x0 = area.x.clamp(0, self.width as i32) as usize;
@@ -44,8 +60,8 @@ impl Capture {
         let y0 = area.y.clamp(0, self.height as i32) as usize;
         let y1 = (area.y + area.h).clamp(0, self.height as i32) as usize;
         for y in y0..y1 {
-            let row = y * self.width * 3;
-            self.rgb[row + x0 * 3..row + x1 * 3].fill(0);
+            let row = y * self.width * self.bpp;
+            self.data[row + x0 * self.bpp..row + x1 * self.bpp].fill(0);
         }
     }
 
@@ -66,12 +82,54 @@ impl Capture {
                 if a == 0 {
                     continue;
                 }
-                let d = &mut self.rgb[(y as usize * self.width + x as usize) * 3..][..3];
-                for i in 0..3 {
-                    d[i] = ((s[i] as u32 * a + d[i] as u32 * (255 - a) + 127) / 255) as u8;
+                let at = (y as usize * self.width + x as usize) * self.bpp;
+                let d = &mut self.data[at..at + self.bpp];
+                for (i, &o) in self.order.iter().enumerate() {
+                    d[o] = ((s[i] as u32 * a + d[o] as u32 * (255 - a) + 127) / 255) as u8;
                 }
             }
         }
+    }
+
+    /// A rectangle's pixels as RGB rows.
+    fn rgb(&self, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
+        let mut out = vec![0u8; w * h * 3];
+        let [r, g, b] = self.order;
+        for (j, row) in out.chunks_exact_mut(w * 3).enumerate() {
+            let at = ((y + j) * self.width + x) * self.bpp;
+            let src = &self.data[at..at + w * self.bpp];
+            if self.bpp == 3 && self.order == RGB {
+                row.copy_from_slice(src);
+                continue;
+            }
+            for (d, s) in row.chunks_exact_mut(3).zip(src.chunks_exact(self.bpp)) {
+                d[0] = s[r];
+                d[1] = s[g];
+                d[2] = s[b];
+            }
+        }
+        out
+    }
+}
+
+impl Capture {
+    /// The capture as `Pixels`, to draw on and encode.
+    pub fn pixels(&mut self) -> Pixels<'_> {
+        Pixels {
+            width: self.width,
+            height: self.height,
+            bpp: 3,
+            order: RGB,
+            data: &mut self.rgb,
+        }
+    }
+
+    pub fn black_out(&mut self, area: Area) {
+        self.pixels().black_out(area)
+    }
+
+    pub fn draw_cursor(&mut self, c: &Cursor) {
+        self.pixels().draw_cursor(c)
     }
 
     /// Scaled down to `max_width` (area average) when wider; unchanged otherwise.
@@ -115,8 +173,25 @@ impl Capture {
 /// The previous screen and when the last keyframe went.
 pub struct Encoder {
     keyframe_every: Duration,
-    previous: Option<Capture>,
+    /// The previous screen's size and its tiles' digests.
+    previous: Option<(usize, usize, Vec<u64>)>,
     last_keyframe: Option<Instant>,
+}
+
+/// A rectangle as the agent encodes it: zlib level 3 over the Sub filter (on terminal and
+/// desktop content about half the bytes of the fastest setting, at a few milliseconds per
+/// full-screen rectangle; docs/benchmarks.md "X11 capture").
+fn encode_rect(w: u16, h: u16, rgb: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w.into(), h.into());
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_deflate_compression(png::DeflateCompression::Level(3));
+    enc.set_filter(png::Filter::Sub);
+    let mut writer = enc.write_header().expect("writing to a Vec");
+    writer.write_image_data(rgb).expect("size matches");
+    writer.finish().expect("writing to a Vec");
+    out
 }
 
 /// One encoded update and what it is.
@@ -141,16 +216,21 @@ impl Encoder {
     }
 
     /// The update that turns the previous screen into `screen`, or `None` when nothing changed.
-    pub fn encode(&mut self, screen: Capture, now: Instant) -> Option<Encoded> {
+    pub fn encode(&mut self, screen: &Pixels<'_>, now: Instant) -> Option<Encoded> {
         let (w, h) = (screen.width, screen.height);
+        let digests = tile_digests(screen);
+        let changed = match &self.previous {
+            Some((pw, ph, old)) if (*pw, *ph) == (w, h) => {
+                let dirty: Vec<bool> = old.iter().zip(&digests).map(|(a, b)| a != b).collect();
+                merge_tiles(&dirty, w, h)
+            }
+            _ => vec![(0, 0, w, h)],
+        };
         let same_size = self
             .previous
             .as_ref()
-            .is_some_and(|p| (p.width, p.height) == (w, h));
-        let changed = match &self.previous {
-            Some(p) if same_size => changed_rects(p, &screen),
-            _ => vec![(0, 0, w, h)],
-        };
+            .is_some_and(|(pw, ph, _)| (*pw, *ph) == (w, h));
+        self.previous = Some((w, h, digests));
         if changed.is_empty() {
             return None;
         }
@@ -165,13 +245,7 @@ impl Encoder {
         };
         let pngs: Vec<Vec<u8>> = rects
             .iter()
-            .map(|&(x, y, rw, rh)| {
-                let mut rgb = Vec::with_capacity(rw * rh * 3);
-                for row in y..y + rh {
-                    rgb.extend_from_slice(&screen.rgb[(row * w + x) * 3..(row * w + x + rw) * 3]);
-                }
-                encode_png(rw as u16, rh as u16, &rgb, png::Compression::Fast)
-            })
+            .map(|&(x, y, rw, rh)| encode_rect(rw as u16, rh as u16, &screen.rgb(x, y, rw, rh)))
             .collect();
         let update = Update {
             keyframe,
@@ -192,41 +266,54 @@ impl Encoder {
         if keyframe {
             self.last_keyframe = Some(now);
         }
-        let n = rects.len();
-        self.previous = Some(screen);
         Some(Encoded {
             bytes: update.encode(),
             keyframe,
-            rects: n,
+            rects: rects.len(),
         })
     }
 }
 
-/// The changed tiles of two screens of one size, merged into rectangles: runs of changed tiles
-/// in a tile row, then runs of rows with the same span stacked. Rectangles do not overlap.
-fn changed_rects(a: &Capture, b: &Capture) -> Vec<(usize, usize, usize, usize)> {
-    let (w, h) = (b.width, b.height);
+/// A 64-bit digest per tile, row-major: CRC-32C (hardware) beside a rotate-xor fold of the
+/// tile's bytes, so a change goes unseen only if both collide; the next keyframe repairs it.
+fn tile_digests(p: &Pixels<'_>) -> Vec<u64> {
+    let cols = p.width.div_ceil(TILE);
+    let rows = p.height.div_ceil(TILE);
+    let mut out = vec![0u64; cols * rows];
+    let mut crc = vec![0u32; cols];
+    let mut fold = vec![0u32; cols];
+    for ty in 0..rows {
+        crc.fill(0);
+        fold.fill(0);
+        for y in ty * TILE..((ty + 1) * TILE).min(p.height) {
+            let row = &p.data[y * p.width * p.bpp..(y + 1) * p.width * p.bpp];
+            for tx in 0..cols {
+                let part = &row[tx * TILE * p.bpp..((tx + 1) * TILE).min(p.width) * p.bpp];
+                crc[tx] = crc32c::crc32c_append(crc[tx], part);
+                let mut f = fold[tx];
+                for word in part.chunks(4) {
+                    let mut v = [0u8; 4];
+                    v[..word.len()].copy_from_slice(word);
+                    f = f.rotate_left(7) ^ u32::from_le_bytes(v);
+                }
+                fold[tx] = f;
+            }
+        }
+        for tx in 0..cols {
+            out[ty * cols + tx] = (crc[tx] as u64) << 32 | fold[tx] as u64;
+        }
+    }
+    out
+}
+
+/// Changed tiles (row-major flags) merged into rectangles: runs of changed tiles in a tile
+/// row, then runs of rows with the same span stacked. Rectangles do not overlap.
+fn merge_tiles(dirty: &[bool], w: usize, h: usize) -> Vec<(usize, usize, usize, usize)> {
     let cols = w.div_ceil(TILE);
     let rows = h.div_ceil(TILE);
     let mut spans: Vec<Vec<(usize, usize)>> = Vec::with_capacity(rows);
     for ty in 0..rows {
-        let y0 = ty * TILE;
-        let y1 = (y0 + TILE).min(h);
-        let mut dirty = vec![false; cols];
-        for y in y0..y1 {
-            let ra = &a.rgb[y * w * 3..(y + 1) * w * 3];
-            let rb = &b.rgb[y * w * 3..(y + 1) * w * 3];
-            if ra == rb {
-                continue;
-            }
-            for (tx, d) in dirty.iter_mut().enumerate() {
-                if !*d {
-                    let x0 = tx * TILE * 3;
-                    let x1 = ((tx + 1) * TILE).min(w) * 3;
-                    *d = ra[x0..x1] != rb[x0..x1];
-                }
-            }
-        }
+        let dirty = &dirty[ty * cols..(ty + 1) * cols];
         let mut row = Vec::new();
         let mut tx = 0;
         while tx < cols {
@@ -292,11 +379,11 @@ mod tests {
         let mut enc = Encoder::new(Duration::from_secs(30));
         let mut reader = Compositor::default();
         let base = |x: usize, y: usize| [(x * 3) as u8, (y * 5) as u8, 40];
-        let first = enc.encode(screen(200, 100, base), t0).unwrap();
+        let first = enc.encode(&screen(200, 100, base).pixels(), t0).unwrap();
         assert!(first.keyframe);
         reader.apply(&first.bytes).unwrap();
         // Nothing changed: nothing to send.
-        assert!(enc.encode(screen(200, 100, base), t0).is_none());
+        assert!(enc.encode(&screen(200, 100, base).pixels(), t0).is_none());
         // Two separate changes: two rectangles, small, not a keyframe.
         let changed = |x: usize, y: usize| {
             if (5..9).contains(&x) && (5..7).contains(&y) || (150..190).contains(&x) && y > 70 {
@@ -306,20 +393,35 @@ mod tests {
             }
         };
         let u = enc
-            .encode(screen(200, 100, changed), t0 + Duration::from_secs(1))
+            .encode(
+                &screen(200, 100, changed).pixels(),
+                t0 + Duration::from_secs(1),
+            )
             .unwrap();
         assert!(!u.keyframe);
         assert_eq!(u.rects, 2);
-        assert!(u.bytes.len() < first.bytes.len());
+        let area: usize = crate::protocol::screen::Update::decode(&u.bytes)
+            .unwrap()
+            .rects
+            .iter()
+            .map(|r| r.w as usize * r.h as usize)
+            .sum();
+        assert!(area * 5 < 200 * 100, "{area} pixels re-sent of 20000");
         let s = reader.apply(&u.bytes).unwrap();
         assert_eq!(s.rgb, screen(200, 100, changed).rgb);
         // After keyframe_every, the next change is a keyframe; a new size is one at once.
         let k = enc
-            .encode(screen(200, 100, base), t0 + Duration::from_secs(31))
+            .encode(
+                &screen(200, 100, base).pixels(),
+                t0 + Duration::from_secs(31),
+            )
             .unwrap();
         assert!(k.keyframe);
         let r = enc
-            .encode(screen(120, 90, base), t0 + Duration::from_secs(32))
+            .encode(
+                &screen(120, 90, base).pixels(),
+                t0 + Duration::from_secs(32),
+            )
             .unwrap();
         assert!(r.keyframe);
         assert_eq!(
@@ -339,7 +441,10 @@ mod tests {
                 [0, 0, 0]
             }
         });
-        let rects = changed_rects(&a, &b);
+        let (mut a, mut b) = (a, b);
+        let (da, db) = (tile_digests(&a.pixels()), tile_digests(&b.pixels()));
+        let dirty: Vec<bool> = da.iter().zip(&db).map(|(x, y)| x != y).collect();
+        let rects = merge_tiles(&dirty, 100, 70);
         let mut covered = vec![0u8; 100 * 70];
         for &(x, y, w, h) in &rects {
             for yy in y..y + h {

@@ -20,7 +20,7 @@ use x11rb::rust_connection::{DefaultStream, RustConnection};
 use xkeysym::Keysym;
 
 use super::capture::{Event, SessionCapture};
-use super::screen::{Area, Capture, Cursor, Encoder};
+use super::screen::{Area, BGRX, Capture, Cursor, Encoder, Pixels};
 use crate::config::CaptureConfig;
 use crate::crypto::now_us;
 
@@ -529,7 +529,7 @@ impl X11Session {
     /// The screen read into shared memory (MIT-SHM), or `None` when this server cannot
     /// (then it is read over the socket). The segment is made at the first read and again
     /// when the screen grows.
-    fn shm_read(&mut self, width: usize, height: usize) -> Result<Option<&[u8]>, String> {
+    fn shm_read(&mut self, width: usize, height: usize) -> Result<Option<&mut [u8]>, String> {
         let need = width * height * 4;
         if !self.shm_usable {
             return Ok(None);
@@ -549,7 +549,7 @@ impl X11Session {
                 }
             }
         }
-        let shm = self.shm.as_ref().expect("attached above");
+        let shm = self.shm.as_mut().expect("attached above");
         shm::get_image(
             &self.conn,
             self.root,
@@ -565,7 +565,7 @@ impl X11Session {
         .map_err(x_err)?
         .reply()
         .map_err(x_err)?;
-        Ok(Some(&shm.bytes()[..need]))
+        Ok(Some(&mut shm.bytes()[..need]))
     }
 
     /// The pointer's image and place, when it is drawn.
@@ -579,12 +579,52 @@ impl X11Session {
             .ok())
     }
 
-    fn capture(
+    /// Read the screen, black out excluded windows, draw the pointer, and encode what changed.
+    /// On the common server (32-bit little-endian BGRX) with MIT-SHM and no scaling, all of it
+    /// happens in the shared segment: no copy of the screen is made or kept.
+    fn grab(
         &mut self,
         width: usize,
         height: usize,
         pointer: Option<&xfixes::GetCursorImageReply>,
-    ) -> Result<Capture, String> {
+        encoder: &mut Encoder,
+    ) -> Result<Option<super::screen::Encoded>, String> {
+        let areas = self.excluded_areas()?;
+        let pointer = pointer.map(cursor);
+        let bgrx = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST
+            && (self.red_shift, self.green_shift, self.blue_shift) == (16, 8, 0);
+        let max = self.config.max_width as usize;
+        if bgrx && (max == 0 || width <= max) {
+            if let Some(data) = self.shm_read(width, height)? {
+                let mut px = Pixels {
+                    width,
+                    height,
+                    bpp: 4,
+                    order: BGRX,
+                    data,
+                };
+                for a in areas {
+                    px.black_out(a);
+                }
+                if let Some(c) = &pointer {
+                    px.draw_cursor(c);
+                }
+                return Ok(encoder.encode(&px, Instant::now()));
+            }
+        }
+        let mut shot = self.capture_rgb(width, height)?;
+        for a in areas {
+            shot.black_out(a);
+        }
+        if let Some(c) = &pointer {
+            shot.draw_cursor(c);
+        }
+        let mut shot = shot.fit(max);
+        Ok(encoder.encode(&shot.pixels(), Instant::now()))
+    }
+
+    /// The screen as RGB (scaling, or a server with other pixels or without MIT-SHM).
+    fn capture_rgb(&mut self, width: usize, height: usize) -> Result<Capture, String> {
         let need = width * height * 4;
         let (r, g, b) = (self.red_shift, self.green_shift, self.blue_shift);
         let little = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST;
@@ -616,23 +656,16 @@ impl X11Session {
                 data.len()
             ));
         }
-        let mut rgb = Vec::with_capacity(width * height * 3);
-        for px in data.chunks_exact(4) {
+        let mut rgb = vec![0u8; width * height * 3];
+        for (d, px) in rgb.chunks_exact_mut(3).zip(data.chunks_exact(4)) {
             let v = if little {
                 u32::from_le_bytes(px.try_into().expect("4 bytes"))
             } else {
                 u32::from_be_bytes(px.try_into().expect("4 bytes"))
             };
-            rgb.extend_from_slice(&[(v >> r) as u8, (v >> g) as u8, (v >> b) as u8]);
+            d.copy_from_slice(&[(v >> r) as u8, (v >> g) as u8, (v >> b) as u8]);
         }
-        let mut shot = Capture { width, height, rgb };
-        for area in self.excluded_areas()? {
-            shot.black_out(area);
-        }
-        if let Some(c) = pointer {
-            shot.draw_cursor(&cursor(c));
-        }
-        Ok(shot)
+        Ok(Capture { width, height, rgb })
     }
 
     /// The text of a key press, or `None` for a modifier (which only changes state).
@@ -791,7 +824,7 @@ struct Shm {
     len: usize,
 }
 
-// SAFETY: the mapping is owned by this value alone and only read through `&self`.
+// SAFETY: the mapping is owned by this value alone and only used through `&mut self`.
 unsafe impl Send for Shm {}
 
 impl Shm {
@@ -810,7 +843,7 @@ impl Shm {
             let map = libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
@@ -830,10 +863,11 @@ impl Shm {
         }
     }
 
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `len` bytes mapped for reading for as long as `self` lives; the server
-        // writes them only while a ShmGetImage request is answered, before it is read here.
-        unsafe { std::slice::from_raw_parts(self.map as *const u8, self.len) }
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `len` bytes mapped for reading and writing for as long as `self` lives,
+        // borrowed once through `&mut self`; the server writes them only while a ShmGetImage
+        // request is answered, before they are used here.
+        unsafe { std::slice::from_raw_parts_mut(self.map as *mut u8, self.len) }
     }
 }
 
@@ -989,9 +1023,7 @@ impl X11Session {
             }
             damaged = false;
             let captured = now_us();
-            let shot = self.capture(width, height, pointer.as_ref())?;
-            let shot = shot.fit(self.config.max_width as usize);
-            if let Some(update) = encoder.encode(shot, Instant::now()) {
+            if let Some(update) = self.grab(width, height, pointer.as_ref(), &mut encoder)? {
                 frame_no += 1;
                 if !out(Event::Frame {
                     name: format!("screen-{frame_no:08}.ssu"),
