@@ -318,6 +318,9 @@ async fn live_session(
     user.finish(&agent).await
 }
 
+/// How long opening a display may take before it is given up (and retried later).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Record every X display on the host (or those of `[capture] displays`) until `stop`: a
 /// session per display, started when its socket appears and ended when it goes away.
 pub(super) async fn x11(
@@ -335,6 +338,9 @@ pub(super) async fn x11(
     let mut running: HashMap<u32, tokio::task::JoinHandle<SessionReport>> = HashMap::new();
     // Displays that could not be opened, and why: told once per reason, retried.
     let mut refused: HashMap<u32, (String, Instant)> = HashMap::new();
+    // Attempts to open a display that timed out and have not returned yet.
+    let mut hung: HashMap<u32, tokio::task::JoinHandle<Result<super::x11::X11Session, String>>> =
+        HashMap::new();
     let mut reports = Vec::new();
     let every = Duration::from_millis(config.discover_ms.max(100));
     tracing::info!(dir = %config.socket_dir.display(), displays = ?config.displays, "recording X displays");
@@ -363,12 +369,25 @@ pub(super) async fn x11(
             }
             let number = spec.number;
             let name = spec.name();
-            let opened = {
+            if hung.get(&number).is_some_and(|h| !h.is_finished()) {
+                continue; // its last attempt is still waiting for the server
+            }
+            hung.remove(&number);
+            let mut opening = {
                 let config = config.clone();
                 tokio::task::spawn_blocking(move || super::x11::X11Session::open(spec, config))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
+            };
+            // A server that accepts the connection but never answers must not hold up the
+            // other displays: give up on it after a while (its attempt is left to finish).
+            let opened = match tokio::time::timeout(OPEN_TIMEOUT, &mut opening).await {
+                Ok(done) => done.map_err(|e| e.to_string()).and_then(|r| r),
+                Err(_) => {
+                    hung.insert(number, opening);
+                    Err(format!(
+                        "the X server did not answer within {} s",
+                        OPEN_TIMEOUT.as_secs()
+                    ))
+                }
             };
             match opened {
                 Ok(session) => {

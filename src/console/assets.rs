@@ -39,6 +39,8 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     asset!("js/snapshots.js", JS),
     asset!("js/report.js", JS),
     asset!("js/ui.js", JS),
+    asset!("js/screen.js", JS),
+    asset!("js/activity.js", JS),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
