@@ -334,6 +334,13 @@ pub(super) async fn x11(
         .iter()
         .filter_map(|d| crate::config::parse_display(d))
         .collect();
+    // One capture thread per display: glibc would give each its own malloc arena, and freed
+    // rectangle buffers would stay resident in every one of them.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator limit for arenas made from now on.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
     let halt = Arc::new(AtomicBool::new(false));
     let mut running: HashMap<u32, tokio::task::JoinHandle<SessionReport>> = HashMap::new();
     // Displays that could not be opened, and why: told once per reason, retried.

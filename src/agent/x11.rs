@@ -535,11 +535,7 @@ impl X11Session {
             return Ok(None);
         }
         if self.shm.as_ref().is_none_or(|s| s.len < need) {
-            if let Some(old) = self.shm.take() {
-                // The server lets go of the old segment too (it keeps it until the
-                // connection closes otherwise).
-                shm::detach(&self.conn, old.seg).map_err(x_err)?;
-            }
+            self.release_shm()?;
             match Shm::attach(&self.conn, need) {
                 Ok(s) => self.shm = Some(s),
                 Err(e) => {
@@ -566,6 +562,16 @@ impl X11Session {
         .reply()
         .map_err(x_err)?;
         Ok(Some(&mut shm.bytes()[..need]))
+    }
+
+    /// Unmap the shared segment and have the server let go of it (it keeps it until the
+    /// connection closes otherwise): its memory is freed.
+    fn release_shm(&mut self) -> Result<(), String> {
+        if let Some(old) = self.shm.take() {
+            shm::detach(&self.conn, old.seg).map_err(x_err)?;
+            self.conn.flush().map_err(x_err)?;
+        }
+        Ok(())
     }
 
     /// The pointer's image and place, when it is drawn.
@@ -815,6 +821,9 @@ fn now_ms() -> i64 {
     now_us() / 1000
 }
 
+/// A session whose screen was not read for this long gives its shared segment back.
+const SHM_IDLE: Duration = Duration::from_secs(10);
+
 /// A shared memory segment the X server writes screens into: a memfd mapped here and passed
 /// to the server (MIT-SHM 1.2 `AttachFd`), so no System V segment exists for another process
 /// to open.
@@ -923,6 +932,7 @@ impl X11Session {
         let mut idle = false;
         let mut focus = Focus::default();
         let mut last_pointer = None;
+        let mut last_read = Instant::now();
         let mut next = Instant::now();
         if !out(Event::Activity(line(serde_json::json!({
             "ts": now_ms(), "event": "session_start", "user": user, "display": display,
@@ -1016,8 +1026,15 @@ impl X11Session {
                 damaged = true;
             }
             if !(damaged || self.damage.is_none()) {
+                // A screen that stays still gives its shared segment back (a segment is the
+                // size of the screen; a host has many idle sessions); the next change makes
+                // another.
+                if last_read.elapsed() >= SHM_IDLE {
+                    self.release_shm()?;
+                }
                 continue;
             }
+            last_read = Instant::now();
             if let Some(d) = self.damage {
                 damage::subtract(&self.conn, d, 0u32, 0u32).map_err(x_err)?;
             }
