@@ -10,6 +10,7 @@ pub mod faults;
 pub mod moto;
 pub mod object_faults;
 pub mod server;
+pub mod xvfb;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

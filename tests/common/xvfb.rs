@@ -1,0 +1,276 @@
+//! X displays for tests: Xvfb with a cookie of its own (as xrdp and X2Go run them), X clients
+//! (xterm, xdotool, `import`) run on it, and the agent's X11 source recording it in-process.
+//! (tests/capture.rs has its own copy of this helper for now; it is to switch to this one.)
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealstream::agent::{self, AgentReport, Source};
+use sealstream::config::{AgentConfig, CaptureConfig, CaptureSource};
+use sealstream::protocol::screen::decode_png;
+
+/// An Xvfb display with a cookie of its own (no `-ac`): the agent must find the cookie
+/// through the server's `-auth` argument, as a root service does.
+pub struct Xvfb {
+    pub number: u32,
+    pub auth: PathBuf,
+    proc: std::process::Child,
+    /// Killed with SIGKILL: its socket and lock file are left behind (removed on drop).
+    killed: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Xvfb {
+    pub fn start(width: u32, height: u32) -> Xvfb {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("Xauthority");
+        let number = loop {
+            let mut b = [0u8; 2];
+            getrandom::fill(&mut b).unwrap();
+            let n = 200 + u16::from_be_bytes(b) as u32 % 5000;
+            if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            {
+                break n;
+            }
+        };
+        let mut cookie = [0u8; 16];
+        getrandom::fill(&mut cookie).unwrap();
+        let ok = Command::new("xauth")
+            .args(["-q", "-f"])
+            .arg(&auth)
+            .args(["add", &format!(":{number}"), ".", &hex::encode(cookie)])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "xauth add");
+        let proc = Command::new("Xvfb")
+            .arg(format!(":{number}"))
+            .args(["-screen", "0", &format!("{width}x{height}x24")])
+            // No reset when the last client leaves (as terminal servers run X): a reset would
+            // drop RandR modes made by `xrandr` and refuse connections while it happens.
+            .args(["-nolisten", "tcp", "-noreset", "-auth"])
+            .arg(&auth)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is installed (.ci/run installs xvfb)");
+        let x = Xvfb {
+            number,
+            auth,
+            proc,
+            killed: false,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if x.run("xdpyinfo", &[]).status.success() {
+                return x;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Xvfb :{number} did not start");
+    }
+
+    pub fn display(&self) -> String {
+        format!(":{}", self.number)
+    }
+
+    /// Run an X client on this display (with its cookie).
+    pub fn run(&self, cmd: &str, args: &[&str]) -> std::process::Output {
+        Command::new(cmd)
+            .args(args)
+            .env("DISPLAY", self.display())
+            .env("XAUTHORITY", &self.auth)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.run(cmd, args);
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn spawn(&self, cmd: &str, args: &[&str]) -> std::process::Child {
+        Command::new(cmd)
+            .args(args)
+            .env("DISPLAY", self.display())
+            .env("XAUTHORITY", &self.auth)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// An xterm titled `title` at `geometry` (columns x rows + x + y), focused.
+    pub fn xterm(&self, title: &str, geometry: &str) -> (std::process::Child, String) {
+        let child = self.spawn("xterm", &["-T", title, "-geometry", geometry, "+sb"]);
+        let id = self
+            .ok("xdotool", &["search", "--sync", "--name", title])
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        self.focus(&id);
+        (child, id)
+    }
+
+    pub fn focus(&self, window: &str) {
+        self.ok("xdotool", &["windowfocus", "--sync", window]);
+    }
+
+    pub fn type_text(&self, text: &str) {
+        self.ok("xdotool", &["type", "--delay", "30", text]);
+        self.ok("xdotool", &["key", "Return"]);
+    }
+
+    /// The screen as `import` (ImageMagick) reads it, 8-bit RGB: (width, height, rgb).
+    pub fn screenshot(&self, out: &Path) -> (usize, usize, Vec<u8>) {
+        let arg = format!("PNG24:{}", out.display());
+        self.ok("import", &["-window", "root", "-depth", "8", &arg]);
+        let data = std::fs::read(out).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(&data));
+        let reader = decoder.read_info().unwrap();
+        let (w, h) = (reader.info().width, reader.info().height);
+        (
+            w as usize,
+            h as usize,
+            decode_png(&data, w as u16, h as u16).unwrap(),
+        )
+    }
+
+    /// x, y, width, height of a window on the screen, its border included (as `xwininfo`
+    /// tells: the corner is the border's, the size the inside's).
+    pub fn geometry(&self, window: &str) -> (usize, usize, usize, usize) {
+        let text = self.ok("xwininfo", &["-id", window]);
+        let v = |k: &str| -> usize {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{k}:")))
+                .unwrap_or_else(|| panic!("{k} in {text}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let b = v("Border width");
+        (
+            v("Absolute upper-left X") - b,
+            v("Absolute upper-left Y") - b,
+            v("Width") + 2 * b,
+            v("Height") + 2 * b,
+        )
+    }
+
+    /// The X server crashes (SIGKILL): its clients' connections drop; its socket stays.
+    pub fn kill9(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+        self.killed = true;
+    }
+
+    /// The screen's size as `xdpyinfo` tells it.
+    pub fn size(&self) -> (usize, usize) {
+        let text = self.ok("xdpyinfo", &[]);
+        let dims = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("dimensions:"))
+            .unwrap_or_else(|| panic!("dimensions in {text}"));
+        let (w, h) = dims
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .split_once('x')
+            .unwrap();
+        (w.parse().unwrap(), h.parse().unwrap())
+    }
+
+    /// Resize the screen as a remote desktop client does, through RandR: a mode of this size
+    /// on Xvfb's one output (`screen`), then that mode set (the screen follows it). Xvfb
+    /// allows sizes up to the one it started with.
+    pub fn resize(&self, width: u32, height: u32) {
+        let name = format!("{width}x{height}");
+        let (w, h) = (width.to_string(), height.to_string());
+        self.ok(
+            "xrandr",
+            &[
+                "--newmode",
+                &name,
+                "0",
+                &w,
+                "0",
+                "0",
+                "0",
+                &h,
+                "0",
+                "0",
+                "0",
+            ],
+        );
+        self.ok("xrandr", &["--addmode", "screen", &name]);
+        self.ok("xrandr", &["--output", "screen", "--mode", &name]);
+        assert_eq!(
+            self.size(),
+            (width as usize, height as usize),
+            "xrandr resized"
+        );
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        // SIGTERM: Xvfb removes its socket and lock file; SIGKILL if it does not go.
+        if matches!(self.proc.try_wait(), Ok(None)) {
+            // SAFETY: a signal to our own child, which has not been waited for.
+            unsafe { libc::kill(self.proc.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while matches!(self.proc.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.proc.kill();
+        }
+        let _ = self.proc.wait();
+        if self.killed {
+            // What the crashed server left (no other server can have this number while
+            // they are there).
+            let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{}", self.number));
+            let _ = std::fs::remove_file(format!("/tmp/.X{}-lock", self.number));
+        }
+    }
+}
+
+/// Recording `displays` as the capture tests do: 5 screens a second at most, no pointer drawn
+/// (so a frame can equal `import`'s screenshot), windows titled `secret*` excluded, events
+/// sealed every 200 ms, displays looked for every 200 ms.
+pub fn capture_config(displays: &[&Xvfb]) -> CaptureConfig {
+    CaptureConfig {
+        source: CaptureSource::X11,
+        displays: displays.iter().map(|x| x.display()).collect(),
+        fps: 5.0,
+        cursor: false,
+        exclude_titles: vec!["secret*".into()],
+        batch_ms: 200,
+        discover_ms: 200,
+        ..CaptureConfig::default()
+    }
+}
+
+/// The agent recording X displays in-process (`Source::X11`): stop it by sending `true`, then
+/// await its report.
+pub fn start_agent(
+    cfg: AgentConfig,
+    capture: CaptureConfig,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<AgentReport>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        agent::run(cfg, Source::X11(capture), rx, Duration::from_secs(20))
+            .await
+            .unwrap()
+    });
+    (tx, task)
+}
