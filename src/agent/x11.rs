@@ -600,23 +600,24 @@ impl X11Session {
         let bgrx = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST
             && (self.red_shift, self.green_shift, self.blue_shift) == (16, 8, 0);
         let max = self.config.max_width as usize;
-        if bgrx && (max == 0 || width <= max) {
-            if let Some(data) = self.shm_read(width, height)? {
-                let mut px = Pixels {
-                    width,
-                    height,
-                    bpp: 4,
-                    order: BGRX,
-                    data,
-                };
-                for a in areas {
-                    px.black_out(a);
-                }
-                if let Some(c) = &pointer {
-                    px.draw_cursor(c);
-                }
-                return Ok(encoder.encode(&px, Instant::now()));
+        if bgrx
+            && (max == 0 || width <= max)
+            && let Some(data) = self.shm_read(width, height)?
+        {
+            let mut px = Pixels {
+                width,
+                height,
+                bpp: 4,
+                order: BGRX,
+                data,
+            };
+            for a in areas {
+                px.black_out(a);
             }
+            if let Some(c) = &pointer {
+                px.draw_cursor(c);
+            }
+            return Ok(encoder.encode(&px, Instant::now()));
         }
         let mut shot = self.capture_rgb(width, height)?;
         for a in areas {
@@ -791,11 +792,9 @@ fn cursor(c: &xfixes::GetCursorImageReply) -> Cursor {
     for &p in &c.cursor_image {
         let a = p >> 24;
         let un = |v: u32| {
-            if a == 0 {
-                0
-            } else {
-                ((v * 255 + a / 2) / a).min(255) as u8
-            }
+            (v * 255 + a / 2)
+                .checked_div(a)
+                .map_or(0, |c| c.min(255) as u8)
         };
         rgba.extend_from_slice(&[
             un((p >> 16) & 0xff),
