@@ -365,7 +365,7 @@ mod tests {
         // The checkpoint flag exists from version 2 on.
         assert!(matches!(mutate(7, 0x04), DecodeError::UnknownFlags(0x04)));
         assert!(matches!(mutate(5, 9), DecodeError::UnsupportedSuite { .. }));
-        assert!(matches!(mutate(6, 3), DecodeError::UnknownKind(3)));
+        assert!(matches!(mutate(6, 4), DecodeError::UnknownKind(4)));
         assert!(matches!(mutate(7, 0x80), DecodeError::UnknownFlags(0x80)));
         assert!(matches!(mutate(7, 0x03), DecodeError::UnknownFlags(0x03)));
         assert!(matches!(mutate(0, b'X'), DecodeError::BadMagic { .. }));
