@@ -86,7 +86,7 @@ async fn each_malformed_envelope_gets_its_code_and_other_agents_carry_on() {
     for (bytes, code) in [
         (mutate(4, 9), Reject::Malformed),    // version
         (mutate(5, 7), Reject::Malformed),    // suite
-        (mutate(6, 3), Reject::Malformed),    // kind
+        (mutate(6, 4), Reject::Malformed),    // kind (4: none)
         (mutate(0, b'X'), Reject::Malformed), // magic
     ] {
         let mut s = fresh(&conn, &rec).await;
