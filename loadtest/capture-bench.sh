@@ -280,18 +280,20 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 kbmin() { awk -v b="$1" -v d="$duration" 'BEGIN{printf "%.1f", b / 1000 / (d / 60)}'; }
 pct() { awk -v t="$1" -v hz="$hz" -v d="$2" 'BEGIN{printf "%.2f", 100 * t / hz / d}'; }
 # Seconds from the server's ack-latency histogram at quantile q (the bucket bound it falls in).
-server_ack_q() {
-  curl -sf "http://127.0.0.1:$ops/metrics" | python3 -c '
+server_ack_q() { hist_q "$ops" sealstream_ingest_ack_latency_seconds "$1"; }
+# hist_q PORT METRIC Q: a Prometheus histogram's quantile Q as the bucket bound it falls in.
+hist_q() {
+  curl -sf "http://127.0.0.1:$1/metrics" | python3 -c '
 import sys
-q = float(sys.argv[1]); b = []
+name = sys.argv[1] + "_bucket"; q = float(sys.argv[2]); b = []
 for l in sys.stdin:
-    if l.startswith("sealstream_ingest_ack_latency_seconds_bucket"):
+    if l.startswith(name):
         le = l.split("le=\"")[1].split("\"")[0]
         b.append((float("inf") if le == "+Inf" else float(le), float(l.split()[-1])))
 b.sort()
 total = b[-1][1] if b else 0
 print(next((f"<= {le * 1000:g} ms" for le, n in b if total and n >= q * total), "n/a"))
-' "$1"
+' "$2" "$3"
 }
 
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
@@ -406,6 +408,8 @@ fleet_run() {
   life=$(awk -v now="$(awk '{print $1}' /proc/uptime)" -v st="$a0" -v hz="$hz" 'BEGIN{printf "%.2f", now - st / hz}')
   host1=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
   srv1=$(ticks "$server")
+  local c2a
+  c2a="p50 $(hist_q "$mport" sealstream_agent_capture_to_ack_seconds 0.5), p99 $(hist_q "$mport" sealstream_agent_capture_to_ack_seconds 0.99)"
   stop "$agent"
   analyze "$name" >"an-$name.json"
   s() { field "an-$name.json" "$name" "$1"; }
@@ -427,6 +431,7 @@ fleet_run() {
       "$(awk -v a="$host0" -v b="$host1" 'BEGIN{split(a,x," ");split(b,y," ");printf "%.0f", 100*(y[1]-x[1])/((y[1]-x[1])+(y[2]-x[2]))}')" "$(nproc)"
     echo
     echo "server ack latency (arrival to ack) p99: $(server_ack_q 0.99)"
+    echo "agent capture→ack (its histogram, bucket bounds): $c2a"
     echo "- $name: $(grep -o 'agent .*' "agent-$name.out" | head -1); agent lived ${life} s; at the end $parts"
     echo
   } | tee -a "$out"

@@ -16,13 +16,14 @@ pub const OLDEST_UNACKED_AGE: &str = "sealstream_agent_oldest_unacked_age_second
 pub const UNACKED_CHUNKS: &str = "sealstream_agent_unacked_chunks";
 pub const DROPPED_CHUNKS: &str = "sealstream_agent_dropped_chunks_total";
 pub const CERT_EXPIRY: &str = "sealstream_agent_certificate_expiry_timestamp_seconds";
+pub const CAPTURE_TO_ACK: &str = "sealstream_agent_capture_to_ack_seconds";
 
 /// The agent's /metrics listener, and a task refreshing its gauges every second.
 pub(super) async fn start_metrics(
     agent: Arc<Agent>,
     addr: SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
-    use metrics::{Unit, describe_counter, describe_gauge};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     let listener =
         tokio::net::TcpListener::bind(addr)
             .await
@@ -46,6 +47,11 @@ pub(super) async fn start_metrics(
         CERT_EXPIRY,
         Unit::Seconds,
         "When the agent's certificate expires (notAfter, Unix time); renew before then."
+    );
+    describe_histogram!(
+        CAPTURE_TO_ACK,
+        Unit::Seconds,
+        "From a chunk's capture time to the server's ack of it (spool, network, the server's batching and durable write)."
     );
     describe_counter!(
         DROPPED_CHUNKS,

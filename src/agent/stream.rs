@@ -260,6 +260,9 @@ impl Agent {
                                 if let Some(o) = &self.observer {
                                     o.acked(e.chunk.len(), now.saturating_duration_since(e.sent_at.unwrap_or(now)));
                                 }
+                                let waited = crate::crypto::now_us() - e.chunk.header.capture_time_us;
+                                metrics::histogram!(super::metrics::CAPTURE_TO_ACK)
+                                    .record(waited.max(0) as f64 / 1e6);
                                 n += 1;
                             }
                             if n == 0 {
