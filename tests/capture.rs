@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 struct Xvfb {
     number: u32,
     auth: PathBuf,
+    cookie: [u8; 16],
     proc: std::process::Child,
     /// Killed with SIGKILL: its socket and lock file are left behind (removed on drop).
     killed: bool,
@@ -67,6 +68,7 @@ impl Xvfb {
         let x = Xvfb {
             number,
             auth,
+            cookie,
             proc,
             killed: false,
             _dir: dir,
@@ -176,9 +178,7 @@ impl Xvfb {
             v("Height") + 2 * b,
         )
     }
-}
 
-impl Xvfb {
     /// The X server crashes (SIGKILL): its clients' connections drop; its socket stays.
     fn kill9(&mut self) {
         let _ = self.proc.kill();
@@ -231,6 +231,77 @@ impl Xvfb {
             (width as usize, height as usize),
             "xrandr resized"
         );
+    }
+
+    /// Resize the screen back and forth between `sizes` (modes the output has, the first
+    /// the current size) as fast as RandR takes it, for `time`, as a client of its own does
+    /// (not a process per resize, as `xrandr` is); returns how many resizes.
+    fn resize_storm(&self, sizes: [(u16, u16); 2], time: Duration) -> usize {
+        use x11rb::connection::Connection;
+        use x11rb::protocol::randr::{ConnectionExt as _, Rotation};
+        let stream =
+            std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{}", self.number))
+                .unwrap();
+        let (stream, _) = x11rb::rust_connection::DefaultStream::from_unix_stream(stream).unwrap();
+        let conn = x11rb::rust_connection::RustConnection::connect_to_stream_with_auth_info(
+            stream,
+            0,
+            b"MIT-MAGIC-COOKIE-1".to_vec(),
+            self.cookie.to_vec(),
+        )
+        .unwrap();
+        let root = conn.setup().roots[0].root;
+        let res = conn
+            .randr_get_screen_resources(root)
+            .unwrap()
+            .reply()
+            .unwrap();
+        let mode = |(w, h): (u16, u16)| {
+            res.modes
+                .iter()
+                .find(|m| (m.width, m.height) == (w, h))
+                .unwrap_or_else(|| panic!("no {w}x{h} mode"))
+                .id
+        };
+        let crtc = |size| {
+            let r = conn
+                .randr_set_crtc_config(
+                    res.crtcs[0],
+                    x11rb::CURRENT_TIME,
+                    res.config_timestamp,
+                    0,
+                    0,
+                    mode(size),
+                    Rotation::ROTATE0,
+                    &res.outputs[..1],
+                )
+                .unwrap()
+                .reply()
+                .unwrap();
+            assert_eq!(r.status, x11rb::protocol::randr::SetConfig::SUCCESS);
+        };
+        let screen = |(w, h): (u16, u16)| {
+            conn.randr_set_screen_size(root, w, h, w as u32 / 4, h as u32 / 4)
+                .unwrap()
+                .check()
+                .unwrap();
+        };
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < time {
+            let (from, to) = (sizes[n % 2], sizes[(n + 1) % 2]);
+            // The screen holds the output's mode: it grows before the mode does and shrinks
+            // after.
+            if to.0 >= from.0 {
+                screen(to);
+                crtc(to);
+            } else {
+                crtc(to);
+                screen(to);
+            }
+            n += 1;
+        }
+        n
     }
 }
 
@@ -1100,5 +1171,54 @@ async fn twenty_displays_coming_and_going_leak_no_memory_or_descriptors() {
         ROUNDS * AT_ONCE,
         "each display recorded as one session"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_resized_over_and_over_stays_one_session() {
+    let env = ChildEnv::start(Backend::Sqlite, &[]).await;
+    let x = Xvfb::start(1024, 768);
+    let (_term, _) = x.xterm("storm-term", "60x10+10+10");
+    x.resize(800, 600);
+    let mut capture = capture_config(&[&x]);
+    capture.fps = 30.0;
+    let (stop, agent) = start_agent(env.enroll("ts-storm"), capture);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A remote desktop client's window dragged to and fro: the screen resized continually.
+    let resizes = tokio::task::block_in_place(|| {
+        x.resize_storm([(800, 600), (1024, 768)], Duration::from_secs(3))
+    });
+    eprintln!("{resizes} resizes");
+    x.type_text("typed-after-the-storm");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shot_dir = tempfile::tempdir().unwrap();
+    let shot = x.screenshot(&shot_dir.path().join("x.png"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    let report = tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .expect("the agent stops")
+        .unwrap();
+    assert_eq!(report.unacked, 0, "everything acked");
+
+    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
+    for s in &exported.streams {
+        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
+    }
+    let all = sessions(&out.path().join("ts-storm"));
+    let ends: Vec<String> = all
+        .iter()
+        .filter_map(|s| s.event("session_end")?["reason"].as_str())
+        .map(|r| r.chars().take(160).collect())
+        .collect();
+    assert_eq!(all.len(), 1, "resizes do not end the session: {ends:#?}");
+    let s = &all[0];
+    assert_eq!(s.activity.last().unwrap()["reason"], "agent stopping");
+    assert!(
+        s.activity.iter().filter(|e| e["event"] == "resize").count() >= 2,
+        "{:?}",
+        s.activity
+    );
+    assert_eq!(differing_pixels(s.frames.last().unwrap(), &shot), 0);
     env.stop().await;
 }

@@ -564,6 +564,14 @@ impl X11Session {
         Ok(Some(&mut shm.bytes()[..need]))
     }
 
+    /// Whether the X server still answers (a request refused is not a server gone).
+    fn answers(&self) -> bool {
+        self.conn
+            .get_input_focus()
+            .ok()
+            .is_some_and(|c| c.reply().is_ok())
+    }
+
     /// Unmap the shared segment and have the server let go of it (it keeps it until the
     /// connection closes otherwise): its memory is freed.
     fn release_shm(&mut self) -> Result<(), String> {
@@ -1039,7 +1047,18 @@ impl X11Session {
             }
             damaged = false;
             let captured = now_us();
-            if let Some(update) = self.grab(width, height, pointer.as_ref(), &mut encoder)? {
+            let grabbed = match self.grab(width, height, pointer.as_ref(), &mut encoder) {
+                Ok(g) => g,
+                // The screen shrank between reading its size and its pixels (BadMatch): read
+                // the size again at the next tick. Only a lost server ends the session.
+                Err(e) if self.answers() => {
+                    tracing::debug!(display = %self.spec.name(), error = %e, "screen read refused; trying again at the next tick");
+                    damaged = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(update) = grabbed {
                 frame_no += 1;
                 if !out(Event::Frame {
                     name: format!("screen-{frame_no:08}.ssu"),
