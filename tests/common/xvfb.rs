@@ -1,6 +1,5 @@
 //! X displays for tests: Xvfb with a cookie of its own (as xrdp and X2Go run them), X clients
 //! (xterm, xdotool, `import`) run on it, and the agent's X11 source recording it in-process.
-//! (tests/capture.rs has its own copy of this helper for now; it is to switch to this one.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,10 +14,11 @@ use sealstream::protocol::screen::decode_png;
 pub struct Xvfb {
     pub number: u32,
     pub auth: PathBuf,
-    proc: std::process::Child,
+    pub cookie: [u8; 16],
+    pub proc: std::process::Child,
     /// Killed with SIGKILL: its socket and lock file are left behind (removed on drop).
-    killed: bool,
-    _dir: tempfile::TempDir,
+    pub killed: bool,
+    pub _dir: tempfile::TempDir,
 }
 
 impl Xvfb {
@@ -58,6 +58,7 @@ impl Xvfb {
         let x = Xvfb {
             number,
             auth,
+            cookie,
             proc,
             killed: false,
             _dir: dir,
@@ -110,7 +111,11 @@ impl Xvfb {
     pub fn xterm(&self, title: &str, geometry: &str) -> (std::process::Child, String) {
         let child = self.spawn("xterm", &["-T", title, "-geometry", geometry, "+sb"]);
         let id = self
-            .ok("xdotool", &["search", "--sync", "--name", title])
+            // Visible: focusing a window not mapped yet is an error (BadMatch).
+            .ok(
+                "xdotool",
+                &["search", "--sync", "--onlyvisible", "--name", title],
+            )
             .lines()
             .next()
             .unwrap()
@@ -128,7 +133,7 @@ impl Xvfb {
         self.ok("xdotool", &["key", "Return"]);
     }
 
-    /// The screen as `import` (ImageMagick) reads it, 8-bit RGB: (width, height, rgb).
+    /// The screen as `import` (ImageMagick) reads it, 8-bit RGB.
     pub fn screenshot(&self, out: &Path) -> (usize, usize, Vec<u8>) {
         let arg = format!("PNG24:{}", out.display());
         self.ok("import", &["-window", "root", "-depth", "8", &arg]);
@@ -216,6 +221,77 @@ impl Xvfb {
             (width as usize, height as usize),
             "xrandr resized"
         );
+    }
+
+    /// Resize the screen back and forth between `sizes` (modes the output has, the first
+    /// the current size) as fast as RandR takes it, for `time`, as a client of its own does
+    /// (not a process per resize, as `xrandr` is); returns how many resizes.
+    pub fn resize_storm(&self, sizes: [(u16, u16); 2], time: Duration) -> usize {
+        use x11rb::connection::Connection;
+        use x11rb::protocol::randr::{ConnectionExt as _, Rotation};
+        let stream =
+            std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{}", self.number))
+                .unwrap();
+        let (stream, _) = x11rb::rust_connection::DefaultStream::from_unix_stream(stream).unwrap();
+        let conn = x11rb::rust_connection::RustConnection::connect_to_stream_with_auth_info(
+            stream,
+            0,
+            b"MIT-MAGIC-COOKIE-1".to_vec(),
+            self.cookie.to_vec(),
+        )
+        .unwrap();
+        let root = conn.setup().roots[0].root;
+        let res = conn
+            .randr_get_screen_resources(root)
+            .unwrap()
+            .reply()
+            .unwrap();
+        let mode = |(w, h): (u16, u16)| {
+            res.modes
+                .iter()
+                .find(|m| (m.width, m.height) == (w, h))
+                .unwrap_or_else(|| panic!("no {w}x{h} mode"))
+                .id
+        };
+        let crtc = |size| {
+            let r = conn
+                .randr_set_crtc_config(
+                    res.crtcs[0],
+                    x11rb::CURRENT_TIME,
+                    res.config_timestamp,
+                    0,
+                    0,
+                    mode(size),
+                    Rotation::ROTATE0,
+                    &res.outputs[..1],
+                )
+                .unwrap()
+                .reply()
+                .unwrap();
+            assert_eq!(r.status, x11rb::protocol::randr::SetConfig::SUCCESS);
+        };
+        let screen = |(w, h): (u16, u16)| {
+            conn.randr_set_screen_size(root, w, h, w as u32 / 4, h as u32 / 4)
+                .unwrap()
+                .check()
+                .unwrap();
+        };
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < time {
+            let (from, to) = (sizes[n % 2], sizes[(n + 1) % 2]);
+            // The screen holds the output's mode: it grows before the mode does and shrinks
+            // after.
+            if to.0 >= from.0 {
+                screen(to);
+                crtc(to);
+            } else {
+                crtc(to);
+                screen(to);
+            }
+            n += 1;
+        }
+        n
     }
 }
 
