@@ -18,12 +18,22 @@ pub const DROPPED_CHUNKS: &str = "sealstream_agent_dropped_chunks_total";
 pub const CERT_EXPIRY: &str = "sealstream_agent_certificate_expiry_timestamp_seconds";
 pub const CAPTURE_TO_ACK: &str = "sealstream_agent_capture_to_ack_seconds";
 
+/// Describe the agent's own histogram to whichever recorder is installed (the agent's
+/// listener, or a server's in the same process).
+pub(super) fn describe() {
+    metrics::describe_histogram!(
+        CAPTURE_TO_ACK,
+        metrics::Unit::Seconds,
+        "From a chunk's capture time to the server's ack of it (spool, network, the server's batching and durable write)."
+    );
+}
+
 /// The agent's /metrics listener, and a task refreshing its gauges every second.
 pub(super) async fn start_metrics(
     agent: Arc<Agent>,
     addr: SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge};
     let listener =
         tokio::net::TcpListener::bind(addr)
             .await
@@ -48,11 +58,7 @@ pub(super) async fn start_metrics(
         Unit::Seconds,
         "When the agent's certificate expires (notAfter, Unix time); renew before then."
     );
-    describe_histogram!(
-        CAPTURE_TO_ACK,
-        Unit::Seconds,
-        "From a chunk's capture time to the server's ack of it (spool, network, the server's batching and durable write)."
-    );
+    describe();
     describe_counter!(
         DROPPED_CHUNKS,
         "Chunks dropped because the spool was full (reported as gaps)."

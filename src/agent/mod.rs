@@ -679,6 +679,7 @@ pub async fn run_observed(
     observer: Option<Arc<dyn Observer>>,
 ) -> Result<AgentReport, AgentError> {
     let agent = Arc::new(Agent::new(config, observer)?);
+    metrics::describe();
     tracing::info!(agent = %agent.identity, kek = %agent.kek, nodes = ?agent.nodes, "agent starting; DEK made in memory");
     let conn = tokio::spawn(agent.clone().connection_loop());
     let metrics = match agent.config.metrics_listen {
