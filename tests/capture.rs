@@ -886,3 +886,52 @@ async fn a_display_resized_over_and_over_stays_one_session() {
     assert_eq!(differing_pixels(s.frames.last().unwrap(), &shot), 0);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_pause_file_exists_nothing_is_recorded_and_activity_says_so() {
+    let env = ChildEnv::start(Backend::Sqlite, &[]).await;
+    let x = Xvfb::start(640, 480);
+    let pause = env.dir.path().join("pause");
+    let mut capture = capture_config(&[&x]);
+    capture.pause_file = Some(pause.clone());
+    let (stop, agent) = start_agent(env.enroll("ts-pause"), capture);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_term, _) = x.xterm("paused-term", "60x10+10+10");
+    x.type_text("before-the-pause");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&pause, b"").unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let paused_canary = "typed-while-paused-7c1e";
+    x.type_text(paused_canary);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::remove_file(&pause).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    x.type_text("after-the-pause");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    let report = tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.unacked, 0);
+    let (_, out) = export_all(&env.store_dir(), env.private_key()).await;
+    let all = sessions(&out.path().join("ts-pause"));
+    assert_eq!(all.len(), 1);
+    let s = &all[0];
+    let keys = typed(&s.keystrokes);
+    assert!(
+        keys.contains("before-the-pause") && keys.contains("after-the-pause"),
+        "{keys}"
+    );
+    assert!(
+        !keys.contains(paused_canary),
+        "keys typed while paused: {keys}"
+    );
+    let events: Vec<&str> = s
+        .activity
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .filter(|e| *e == "paused" || *e == "resumed")
+        .collect();
+    assert_eq!(events, ["paused", "resumed"], "{:?}", s.activity);
+}
