@@ -935,3 +935,39 @@ async fn while_the_pause_file_exists_nothing_is_recorded_and_activity_says_so() 
         .collect();
     assert_eq!(events, ["paused", "resumed"], "{:?}", s.activity);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_that_cannot_be_opened_does_not_stop_the_others() {
+    let env = ChildEnv::start(Backend::Sqlite, &[]).await;
+    let x = Xvfb::start(640, 480);
+    // The agent's socket directory: the real display, a socket nobody listens on, and one
+    // whose "server" accepts and never answers.
+    let sockets = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        format!("/tmp/.X11-unix/X{}", x.number),
+        sockets.path().join(format!("X{}", x.number)),
+    )
+    .unwrap();
+    drop(std::os::unix::net::UnixListener::bind(sockets.path().join("X1")).unwrap());
+    let _silent = std::os::unix::net::UnixListener::bind(sockets.path().join("X2")).unwrap();
+    let mut capture = capture_config(&[]);
+    capture.socket_dir = sockets.path().to_owned();
+    let (stop, agent) = start_agent(env.enroll("ts-others"), capture);
+    // The silent server holds the search up to its 10 s timeout at most.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (_term, _) = x.xterm("others-term", "60x10+10+10");
+    x.type_text("recorded-beside-a-dead-display");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    let report = tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .expect("a display that never answers does not keep the agent from stopping")
+        .unwrap();
+    assert_eq!(report.unacked, 0);
+    let (_, out) = export_all(&env.store_dir(), env.private_key()).await;
+    let all = sessions(&out.path().join("ts-others"));
+    assert_eq!(all.len(), 1, "one session: the display that opened");
+    assert_eq!(all[0].display(), x.display());
+    let keys = typed(&all[0].keystrokes);
+    assert!(keys.contains("recorded-beside-a-dead-display"), "{keys}");
+}
