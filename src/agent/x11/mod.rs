@@ -5,11 +5,8 @@
 //! time by the screen saver extension, the pointer by XFIXES. One blocking thread per display
 //! hands `Event`s to the agent.
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,171 +14,22 @@ use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat, Window};
 use x11rb::protocol::{Event as XEvent, damage, screensaver, shm, xfixes, xinput};
 use x11rb::rust_connection::{DefaultStream, RustConnection};
-use xkeysym::Keysym;
+
+mod discover;
+mod keys;
+mod shm_segment;
+
+use discover::auth_for;
+#[cfg(test)]
+use discover::cookie;
+pub use discover::{DisplaySpec, discover};
+use keys::{Modifiers, name_key};
+use shm_segment::Shm;
 
 use super::capture::{Event, SessionCapture};
 use super::screen::{Area, BGRX, Capture, Cursor, Encoder, Pixels};
 use crate::config::CaptureConfig;
 use crate::crypto::now_us;
-
-/// A display found on the host.
-#[derive(Clone, Debug)]
-pub struct DisplaySpec {
-    pub number: u32,
-    pub socket: PathBuf,
-    /// The user the X server runs for (its process owner, else the socket's).
-    pub user: String,
-}
-
-impl DisplaySpec {
-    pub fn name(&self) -> String {
-        format!(":{}", self.number)
-    }
-}
-
-/// Every X display whose socket is in `dir` (`X<n>`), limited to `only` when not empty.
-pub fn discover(dir: &Path, only: &[u32]) -> Vec<DisplaySpec> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let servers = x_servers();
-    let mut out: Vec<DisplaySpec> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let number: u32 = name.to_str()?.strip_prefix('X')?.parse().ok()?;
-            if !only.is_empty() && !only.contains(&number) {
-                return None;
-            }
-            let uid = servers
-                .get(&number)
-                .map(|s| s.uid)
-                .or_else(|| e.metadata().ok().map(|m| m.uid()))?;
-            Some(DisplaySpec {
-                number,
-                socket: e.path(),
-                user: user_name(uid),
-            })
-        })
-        .collect();
-    out.sort_by_key(|d| d.number);
-    out
-}
-
-/// An X server process: its owner and its `-auth` file.
-struct XServer {
-    uid: u32,
-    auth: Option<PathBuf>,
-}
-
-/// X servers running on this host by display number, read from /proc (as root, every user's).
-fn x_servers() -> HashMap<u32, XServer> {
-    let mut out = HashMap::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let Some(exe) = args.first().and_then(|a| std::str::from_utf8(a).ok()) else {
-            continue;
-        };
-        let base = exe.rsplit('/').next().unwrap_or(exe);
-        if !matches!(
-            base,
-            "Xvfb" | "Xorg" | "X" | "Xvnc" | "Xtigervnc" | "Xephyr" | "Xwayland"
-        ) && !base.starts_with("Xorg")
-        {
-            continue;
-        }
-        let mut number = None;
-        let mut auth = None;
-        for (i, a) in args.iter().enumerate().skip(1) {
-            let Ok(a) = std::str::from_utf8(a) else {
-                continue;
-            };
-            if let Some(n) = a.strip_prefix(':').and_then(|n| n.parse::<u32>().ok()) {
-                number.get_or_insert(n);
-            }
-            if a == "-auth" {
-                auth = args
-                    .get(i + 1)
-                    .and_then(|f| std::str::from_utf8(f).ok())
-                    .map(PathBuf::from);
-            }
-        }
-        let Some(number) = number else { continue };
-        let Ok(meta) = p.metadata() else { continue };
-        out.insert(
-            number,
-            XServer {
-                uid: meta.uid(),
-                auth,
-            },
-        );
-    }
-    out
-}
-
-fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                let _ = f.next();
-                (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-            })
-        })
-        .unwrap_or_else(|| format!("uid{uid}"))
-}
-
-/// The cookie for display `number` in an Xauthority file: (protocol name, data).
-fn cookie(file: &Path, number: u32) -> Option<(Vec<u8>, Vec<u8>)> {
-    let data = std::fs::read(file).ok()?;
-    let mut at = 0;
-    let field = |at: &mut usize| -> Option<Vec<u8>> {
-        let len = u16::from_be_bytes(data.get(*at..*at + 2)?.try_into().ok()?) as usize;
-        let v = data.get(*at + 2..*at + 2 + len)?.to_vec();
-        *at += 2 + len;
-        Some(v)
-    };
-    let want = number.to_string();
-    let mut any = None;
-    while at + 2 <= data.len() {
-        at += 2; // family
-        let _address = field(&mut at)?;
-        let num = field(&mut at)?;
-        let name = field(&mut at)?;
-        let cookie = field(&mut at)?;
-        if num == want.as_bytes() {
-            return Some((name, cookie));
-        }
-        if num.is_empty() {
-            any.get_or_insert((name, cookie));
-        }
-    }
-    any
-}
-
-/// The auth cookie to open display `number` with: its server's `-auth` file, else
-/// `$XAUTHORITY`, else none (a server without access control).
-fn auth_for(number: u32) -> (Vec<u8>, Vec<u8>) {
-    let mut files: Vec<PathBuf> = Vec::new();
-    if let Some(s) = x_servers().remove(&number) {
-        files.extend(s.auth);
-    }
-    if let Some(f) = std::env::var_os("XAUTHORITY") {
-        files.push(f.into());
-    }
-    files
-        .iter()
-        .find_map(|f| cookie(f, number))
-        .unwrap_or_default()
-}
 
 /// Shell-style pattern (`*`, `?`), whole string, any case.
 pub fn glob(pattern: &str, text: &str) -> bool {
@@ -215,17 +63,6 @@ struct WindowInfo {
     /// ... and its instance name (`xterm`).
     instance: String,
     title: String,
-}
-
-/// Modifier keys held (and Caps Lock's state).
-#[derive(Default)]
-struct Modifiers {
-    shift: bool,
-    ctrl: bool,
-    alt: bool,
-    super_: bool,
-    level3: bool,
-    caps: bool,
 }
 
 struct Atoms {
@@ -709,91 +546,6 @@ impl X11Session {
     }
 }
 
-/// What a key press typed: its text at the current level, a named special key (`[Enter]`), or
-/// a chord (`Ctrl+C`).
-fn name_key(syms: &[u32], m: &Modifiers) -> String {
-    let pick = |i: usize| syms.get(i).copied().filter(|s| *s != 0);
-    let base = pick(0).unwrap_or(0);
-    let letter = Keysym::new(base)
-        .key_char()
-        .is_some_and(|c| c.is_alphabetic());
-    let shifted = m.shift ^ (m.caps && letter);
-    let sym = if m.level3 {
-        pick(if shifted { 5 } else { 4 }).or(pick(shifted as usize))
-    } else {
-        pick(shifted as usize)
-    }
-    .or(pick(0))
-    .unwrap_or(0);
-    let special = special_name(sym);
-    if m.ctrl || m.alt || m.super_ {
-        let mut out = String::new();
-        for (held, name) in [
-            (m.ctrl, "Ctrl+"),
-            (m.alt, "Alt+"),
-            (m.super_, "Super+"),
-            (m.shift, "Shift+"),
-        ] {
-            if held {
-                out.push_str(name);
-            }
-        }
-        match special_name(base) {
-            Some(n) => out.push_str(n.trim_start_matches('[').trim_end_matches(']')),
-            None => match Keysym::new(base).key_char() {
-                Some(c) => out.extend(c.to_uppercase()),
-                None => out.push_str(&format!("0x{base:x}")),
-            },
-        }
-        return out;
-    }
-    if let Some(n) = special {
-        return n.to_owned();
-    }
-    match Keysym::new(sym).key_char() {
-        Some(c) if !c.is_control() => c.to_string(),
-        _ => match Keysym::new(sym).name() {
-            Some(n) => format!("[{}]", n.trim_start_matches("XK_")),
-            None => format!("[0x{sym:x}]"),
-        },
-    }
-}
-
-fn special_name(sym: u32) -> Option<&'static str> {
-    use xkeysym::key;
-    Some(match sym {
-        key::Return | key::KP_Enter => "[Enter]",
-        key::BackSpace => "[BackSpace]",
-        key::Tab | key::ISO_Left_Tab => "[Tab]",
-        key::Escape => "[Esc]",
-        key::Delete | key::KP_Delete => "[Delete]",
-        key::Insert => "[Insert]",
-        key::Left => "[Left]",
-        key::Right => "[Right]",
-        key::Up => "[Up]",
-        key::Down => "[Down]",
-        key::Home => "[Home]",
-        key::End => "[End]",
-        key::Page_Up => "[PageUp]",
-        key::Page_Down => "[PageDown]",
-        key::F1 => "[F1]",
-        key::F2 => "[F2]",
-        key::F3 => "[F3]",
-        key::F4 => "[F4]",
-        key::F5 => "[F5]",
-        key::F6 => "[F6]",
-        key::F7 => "[F7]",
-        key::F8 => "[F8]",
-        key::F9 => "[F9]",
-        key::F10 => "[F10]",
-        key::F11 => "[F11]",
-        key::F12 => "[F12]",
-        key::Print => "[Print]",
-        key::Menu => "[Menu]",
-        _ => return None,
-    })
-}
-
 /// XFIXES' cursor image (premultiplied ARGB) as the RGBA `draw_cursor` blends.
 fn cursor(c: &xfixes::GetCursorImageReply) -> Cursor {
     let mut rgba = Vec::with_capacity(c.cursor_image.len() * 4);
@@ -830,69 +582,6 @@ fn now_ms() -> i64 {
 
 /// A session whose screen was not read for this long gives its shared segment back.
 const SHM_IDLE: Duration = Duration::from_secs(10);
-
-/// A shared memory segment the X server writes screens into: a memfd mapped here and passed
-/// to the server (MIT-SHM 1.2 `AttachFd`), so no System V segment exists for another process
-/// to open.
-struct Shm {
-    seg: shm::Seg,
-    map: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by this value alone and only used through `&mut self`.
-unsafe impl Send for Shm {}
-
-impl Shm {
-    fn attach(conn: &RustConnection, len: usize) -> Result<Shm, String> {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        // SAFETY: plain system calls; every result is checked, the fd is owned once made.
-        unsafe {
-            let fd = libc::memfd_create(c"sealstream-screen".as_ptr(), libc::MFD_CLOEXEC);
-            if fd < 0 {
-                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            if libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) != 0 {
-                return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
-            }
-            let map = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            );
-            if map == libc::MAP_FAILED {
-                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-            }
-            // Owned from here: unmapped on every way out.
-            let mut shm = Shm { seg: 0, map, len };
-            let seg = conn.generate_id().map_err(x_err)?;
-            shm::attach_fd(conn, seg, fd, false)
-                .map_err(x_err)?
-                .check()
-                .map_err(x_err)?;
-            shm.seg = seg;
-            Ok(shm)
-        }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: `len` bytes mapped for reading and writing for as long as `self` lives,
-        // borrowed once through `&mut self`; the server writes them only while a ShmGetImage
-        // request is answered, before they are used here.
-        unsafe { std::slice::from_raw_parts_mut(self.map as *mut u8, self.len) }
-    }
-}
-
-impl Drop for Shm {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `attach`, unmapped once.
-        unsafe { libc::munmap(self.map, self.len) };
-    }
-}
 
 /// Wait until the connection has bytes to read or `timeout` passes.
 fn wait_readable(conn: &RustConnection, timeout: Duration) {
