@@ -63,6 +63,22 @@ fn sessions(dir: &Path) -> Vec<Session> {
 }
 
 /// Export the whole store into a new directory.
+/// Stop an in-process agent (as SIGTERM would) and wait for it: it must stop within 60 s
+/// (`why` says what that proves) with every chunk acked.
+async fn stop_acked(
+    stop: tokio::sync::watch::Sender<bool>,
+    agent: tokio::task::JoinHandle<sealstream::agent::AgentReport>,
+    why: &str,
+) -> sealstream::agent::AgentReport {
+    let _ = stop.send(true);
+    let report = tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .expect(why)
+        .unwrap();
+    assert_eq!(report.unacked, 0, "everything acked");
+    report
+}
+
 async fn export_all(
     store_dir: &Path,
     key: sealstream::keys::PrivateKeyFile,
@@ -213,12 +229,7 @@ async fn two_x_displays_are_recorded_as_their_screenshots_show_with_keys_and_act
     let shot_dir = tempfile::tempdir().unwrap();
     let (sw, sh, shot) = a.screenshot(&shot_dir.path().join("a.png"));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = stop.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(60), agent)
-        .await
-        .expect("the agent stops after SIGTERM's equivalent")
-        .unwrap();
-    assert_eq!(report.unacked, 0, "everything acked");
+    let report = stop_acked(stop, agent, "the agent stops after SIGTERM's equivalent").await;
     assert_eq!(report.sessions.len(), 2, "one session per display");
 
     let out = tempfile::tempdir().unwrap();
@@ -544,12 +555,7 @@ async fn a_display_resized_mid_session_is_recorded_from_a_keyframe_at_its_new_si
     let shot = x.screenshot(&shot_dir.path().join("x.png"));
     assert_eq!((shot.0, shot.1), (800, 600));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = stop.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(60), agent)
-        .await
-        .expect("the agent stops")
-        .unwrap();
-    assert_eq!(report.unacked, 0, "everything acked");
+    let report = stop_acked(stop, agent, "the agent stops").await;
 
     let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
     for s in &exported.streams {
@@ -858,12 +864,7 @@ async fn a_display_resized_over_and_over_stays_one_session() {
     let shot_dir = tempfile::tempdir().unwrap();
     let shot = x.screenshot(&shot_dir.path().join("x.png"));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = stop.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(60), agent)
-        .await
-        .expect("the agent stops")
-        .unwrap();
-    assert_eq!(report.unacked, 0, "everything acked");
+    stop_acked(stop, agent, "the agent stops").await;
 
     let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
     for s in &exported.streams {
@@ -908,12 +909,7 @@ async fn while_the_pause_file_exists_nothing_is_recorded_and_activity_says_so() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     x.type_text("after-the-pause");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = stop.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(60), agent)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(report.unacked, 0);
+    stop_acked(stop, agent, "the agent stops").await;
     let (_, out) = export_all(&env.store_dir(), env.private_key()).await;
     let all = sessions(&out.path().join("ts-pause"));
     assert_eq!(all.len(), 1);
@@ -958,12 +954,12 @@ async fn a_display_that_cannot_be_opened_does_not_stop_the_others() {
     let (_term, _) = x.xterm("others-term", "60x10+10+10");
     x.type_text("recorded-beside-a-dead-display");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = stop.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(60), agent)
-        .await
-        .expect("a display that never answers does not keep the agent from stopping")
-        .unwrap();
-    assert_eq!(report.unacked, 0);
+    stop_acked(
+        stop,
+        agent,
+        "a display that never answers does not keep the agent from stopping",
+    )
+    .await;
     let (_, out) = export_all(&env.store_dir(), env.private_key()).await;
     let all = sessions(&out.path().join("ts-others"));
     assert_eq!(all.len(), 1, "one session: the display that opened");
