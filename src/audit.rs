@@ -1,7 +1,8 @@
 //! The tamper-evident audit log. Every `audit_log` row enters a hash chain as it is inserted
 //! (a database trigger: migrations/*/0004_audit_chain.sql), and the server signs the chain's
 //! head at intervals with an Ed25519 key of its own (`<data_dir>/pki/audit.key`), writing each
-//! checkpoint to the object store and to a file that can be shipped elsewhere.
+//! checkpoint to the object store and to a file that can be shipped elsewhere (that loop is the
+//! server's: `server::audit_checkpoints`).
 //! `sealstream audit verify` recomputes the chain and checks checkpoints: an edited, deleted,
 //! inserted or reordered row shows, and with a checkpoint so do rows cut from the end.
 
@@ -253,82 +254,6 @@ impl AuditKey {
             signature: hex::encode(sig.as_ref()),
         }
     }
-}
-
-/// Where checkpoints go in the object store.
-pub fn checkpoint_key(cp: &Checkpoint) -> object_store::path::Path {
-    object_store::path::Path::from(format!(
-        "v1/audit/checkpoints/{:020}-{}.json",
-        cp.chain_seq, cp.at_us
-    ))
-}
-
-/// Sign the chain's head whenever it moved, every `every`: into the store, into
-/// `dir/checkpoint.json` (the latest, replaced atomically) and `dir/checkpoints.jsonl` (all).
-pub async fn run_checkpoints(
-    key: AuditKey,
-    metadata: crate::metadata::Metadata,
-    store: std::sync::Arc<dyn object_store::ObjectStore>,
-    dir: std::path::PathBuf,
-    every: std::time::Duration,
-) {
-    let mut last: Option<i64> = None;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let head = match metadata.audit_head().await {
-            Ok(Some(h)) => h,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit checkpoint: cannot read the chain's head");
-                continue;
-            }
-        };
-        if last == Some(head.0) {
-            continue;
-        }
-        let Ok(hash) = <[u8; 32]>::try_from(head.1.as_slice()) else {
-            tracing::error!(
-                chain_seq = head.0,
-                "audit checkpoint: the head's hash is not 32 bytes"
-            );
-            continue;
-        };
-        let cp = key.sign(head.0, &hash, crate::crypto::now_us());
-        match write_checkpoint(&cp, store.as_ref(), &dir).await {
-            Ok(()) => {
-                ::metrics::gauge!(crate::server::metrics::AUDIT_CHECKPOINT_SEQ)
-                    .set(cp.chain_seq as f64);
-                last = Some(cp.chain_seq);
-            }
-            Err(e) => tracing::error!(error = %e, "audit checkpoint not written; retrying"),
-        }
-    }
-}
-
-async fn write_checkpoint(
-    cp: &Checkpoint,
-    store: &dyn object_store::ObjectStore,
-    dir: &Path,
-) -> Result<(), String> {
-    let json = serde_json::to_string(cp).expect("checkpoint serializes");
-    crate::storage::put_new(store, &checkpoint_key(cp), bytes::Bytes::from(json.clone()))
-        .await
-        .map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let latest = dir.join("checkpoint.json");
-    let tmp = dir.join("checkpoint.json.tmp");
-    std::fs::write(&tmp, format!("{json}\n")).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &latest).map_err(|e| format!("{}: {e}", latest.display()))?;
-    use std::io::Write;
-    let all = dir.join("checkpoints.jsonl");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&all)
-        .and_then(|mut f| writeln!(f, "{json}"))
-        .map_err(|e| format!("{}: {e}", all.display()))
 }
 
 /// Checkpoints in a file: one JSON object, or one per line.

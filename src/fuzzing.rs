@@ -1,5 +1,5 @@
 //! One entry point per decoder, for the `cargo fuzz` targets in `fuzz/` and for the test that
-//! replays their committed corpus (`tests/fuzz_corpus.rs`). Each takes arbitrary bytes, must
+//! replays their committed corpus (`tests/it/fuzz_corpus.rs`). Each takes arbitrary bytes, must
 //! never panic, and checks what a decoder promises: whatever decodes encodes back to the same
 //! bytes, and decoding is deterministic.
 

@@ -529,8 +529,8 @@ fn prove(
             }
         },
         None => CertInfo {
-            fingerprint: crate::pki::fingerprint(&signed.cert),
-            serial: crate::pki::serial_hex(&signed.cert).unwrap_or_default(),
+            fingerprint: crate::crypto::cert::fingerprint(&signed.cert),
+            serial: crate::crypto::cert::serial_hex(&signed.cert).unwrap_or_default(),
         },
     };
     let mut head = sign::CHAIN_START;

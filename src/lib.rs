@@ -21,5 +21,9 @@ pub mod protocol;
 pub mod recorder;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod transport;
 pub mod video;
+
+#[cfg(test)]
+mod layering;

@@ -1,6 +1,7 @@
 //! The deployment's PKI: an agent CA that issues one client certificate per agent
-//! (`sealstream agents enroll`), the server's own key pair (agents pin its public key), and the
-//! helpers that read an agent's identity from its certificate.
+//! (`sealstream agents enroll`), the server's own key pair (agents pin its public key), an
+//! offline CA and an endpoint's CSR. What a certificate says (fingerprint, SPKI pin, agent id,
+//! serial) is read by `crypto::cert`.
 //!
 //! Files under `<data_dir>/pki/`: `ca.crt`, `ca.key`, `server.crt`, `server.key` (keys 0600).
 
@@ -11,9 +12,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha2::{Digest, Sha256};
-use x509_cert::der::{Decode, Encode};
 
+use crate::crypto::cert::{fingerprint, spki_pin};
 use crate::fsutil::write_new;
 use crate::protocol::{AgentId, KekId};
 
@@ -65,46 +65,6 @@ pub struct Pki {
     ca_key: Option<KeyPair>,
     pub server_cert: CertificateDer<'static>,
     server_key_der: Vec<u8>,
-}
-
-/// `sha256:<hex>` of a certificate's DER bytes: how `agent_credential`, `agents list` and the
-/// proof of a recording name a certificate.
-pub fn fingerprint(cert_der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("sha256:{}", hex::encode(Sha256::digest(cert_der)))
-}
-
-/// A pin: SHA-256 of a certificate's SubjectPublicKeyInfo, shown as `sha256:<hex>`.
-pub fn spki_pin(cert: &[u8]) -> Result<KekId, String> {
-    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
-    let spki = cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .to_der()
-        .map_err(|e| e.to_string())?;
-    Ok(KekId(Sha256::digest(&spki).into()))
-}
-
-/// The agent id a client certificate carries: its subject common name.
-pub fn agent_identity(cert: &[u8]) -> Result<AgentId, String> {
-    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
-    use x509_cert::ext::pkix::name::DirectoryString;
-    match cert.tbs_certificate().subject().common_name() {
-        Ok(Some(DirectoryString::Utf8String(s))) => return AgentId::new(s),
-        Ok(Some(DirectoryString::PrintableString(s))) => return AgentId::new(s.as_str()),
-        Ok(Some(_)) => return Err("common name is not a UTF-8 or printable string".into()),
-        Ok(None) => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    Err("certificate has no common name".into())
-}
-
-/// A certificate's serial number as lowercase hex.
-pub fn serial_hex(cert: &[u8]) -> Result<String, String> {
-    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
-    Ok(hex::encode(
-        cert.tbs_certificate().serial_number().as_bytes(),
-    ))
 }
 
 impl Pki {
@@ -407,6 +367,7 @@ fn load_or_make(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::cert::agent_identity;
 
     #[test]
     fn the_pki_is_made_once_and_reloaded() {

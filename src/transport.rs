@@ -16,6 +16,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::Limits;
 use crate::protocol::KekId;
+use crate::protocol::uplink::CloseCode;
 
 pub const ALPN: &[u8] = b"sealstream/1";
 
@@ -36,6 +37,21 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn tls(e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
+}
+
+/// Close `conn` with `code` and `reason` (reasons are for people and logs; peers act on codes).
+pub fn close(conn: &quinn::Connection, code: CloseCode, reason: &str) {
+    conn.close(VarInt::from_u32(code.code()), reason.as_bytes());
+}
+
+/// The close code the peer closed `conn` with, if it closed it with one of ours.
+pub fn peer_close_code(e: &quinn::ConnectionError) -> Option<CloseCode> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            CloseCode::from_code(c.error_code.into_inner())
+        }
+        _ => None,
+    }
 }
 
 /// The transport limits shared by server and agent.
@@ -160,7 +176,7 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let pin = crate::pki::spki_pin(end_entity).map_err(|_| {
+        let pin = crate::crypto::cert::spki_pin(end_entity).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
         if self.pins.contains(&pin) {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::stream::AbortOnDrop;
 use super::{Agent, AgentError};
 use crate::crypto::now_us;
+use crate::telemetry;
 
 pub const SPOOL_BYTES: &str = "sealstream_agent_spool_bytes";
 pub const SPOOL_RECORDS: &str = "sealstream_agent_spool_records";
@@ -41,7 +42,7 @@ pub(super) async fn start_metrics(
                 path: format!("metrics_listen {addr}").into(),
                 detail: e.to_string(),
             })?;
-    crate::server::ops::prometheus();
+    telemetry::prometheus();
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes in the agent's disk spool.");
     describe_gauge!(
         SPOOL_RECORDS,
@@ -63,12 +64,7 @@ pub(super) async fn start_metrics(
         DROPPED_CHUNKS,
         "Chunks dropped because the spool was full (reported as gaps)."
     );
-    let state = crate::server::ops::OpsState {
-        metadata: None,
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        progress: None,
-    };
-    let serve = tokio::spawn(crate::server::ops::serve(listener, state));
+    let serve = tokio::spawn(telemetry::serve(listener, telemetry::AlwaysReady));
     Ok(tokio::spawn(async move {
         let _serve = AbortOnDrop(serve);
         let mut dropped = 0;

@@ -30,6 +30,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use crate::config::{AgentConfig, Limits, SpoolFull};
 use crate::crypto::StreamSealer;
 use crate::keys::{self, KeyError};
+use crate::protocol::uplink::CloseCode;
 use crate::protocol::uplink::{self, MSG_DEK, Reject};
 use crate::protocol::{AgentId, KekId, SealedChunk, SessionId};
 use crate::recorder::{self, Recorder};
@@ -267,7 +268,7 @@ impl Agent {
         let now = stamp(&self.config);
         if now.is_some() && now != client.stamp {
             let reloaded = read_credentials(&self.config).and_then(|(certs, key)| {
-                let who = crate::pki::agent_identity(&certs[0]).map_err(|detail| {
+                let who = crate::crypto::cert::agent_identity(&certs[0]).map_err(|detail| {
                     AgentError::Credentials {
                         path: self.config.cert.clone(),
                         detail,
@@ -311,11 +312,12 @@ impl Agent {
 
     fn new(config: AgentConfig, observer: Option<Arc<dyn Observer>>) -> Result<Self, AgentError> {
         let (certs, key) = read_credentials(&config)?;
-        let identity =
-            crate::pki::agent_identity(&certs[0]).map_err(|detail| AgentError::Credentials {
+        let identity = crate::crypto::cert::agent_identity(&certs[0]).map_err(|detail| {
+            AgentError::Credentials {
                 path: config.cert.clone(),
                 detail,
-            })?;
+            }
+        })?;
         let kek = keys::load_public_key(config.wrapping_kek())?;
         let signer = crate::crypto::AgentSigner::new(&certs[0], &key).map_err(|detail| {
             AgentError::Credentials {
@@ -720,9 +722,10 @@ pub async fn run_observed(
     if let Some(m) = metrics {
         m.abort();
     }
-    agent
-        .endpoint
-        .close(quinn::VarInt::from_u32(0), b"agent stopping");
+    agent.endpoint.close(
+        quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
+        b"agent stopping",
+    );
     let unacked = agent.unacked();
     let spooled = agent
         .spool

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 
 use super::link::State;
 use super::{Agent, Queue};
-use crate::protocol::uplink::{self, MSG_CHUNK, Reject, Response};
+use crate::protocol::uplink::{self, CloseCode, MSG_CHUNK, Reject, Response};
+use crate::transport;
 
 enum StreamEnd {
     Done,
@@ -60,24 +61,27 @@ impl Agent {
                     Err(_) => Err(format!("no handshake within {limit:?}")),
                 }
             };
-            // Ok: a connection served and ended; Err: this node did not take us.
+            // Ok: a connection served and ended; Err: this node did not take us, and why.
             let outcome = match attempt.await {
                 Ok(conn) => {
                     self.connects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%server, agent = %self.identity, "connected");
-                    let reason = self.clone().serve_connection(conn).await;
+                    let (code, reason) = self.clone().serve_connection(conn).await;
                     // Our certificate is refused after the handshake, when the server checks
-                    // it; a node that cannot reach its database sends agents elsewhere: either
-                    // way the connection closes at once with that reason.
-                    if State::of_connection_error(&reason).needs_a_person()
-                        || reason.contains("try another node")
-                    {
-                        Err(reason)
-                    } else {
-                        Ok(())
+                    // it (TLS's own alert, or our close code once it is checked again); a node
+                    // that cannot reach its database sends agents elsewhere: either way the
+                    // connection closes at once, and the code says which.
+                    match code {
+                        Some(c) if c.needs_a_person() => Err((State::CertificateRefused, reason)),
+                        Some(c) if c.is_refusal() => Err((State::Unreachable, reason)),
+                        Some(_) => Ok(()),
+                        None => match State::of_connection_error(&reason) {
+                            s if s.needs_a_person() => Err((s, reason)),
+                            _ => Ok(()),
+                        },
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => Err((State::of_connection_error(&e), e)),
             };
             // The next attempt goes to the next node: this one may be gone.
             self.next_node.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +90,7 @@ impl Agent {
                     failed_in_round = 0;
                     Duration::from_millis(self.config.reconnect_ms)
                 }
-                Err(e) => {
+                Err((state, e)) => {
                     failed_in_round += 1;
                     if failed_in_round < nodes {
                         // Other nodes are left to try in this round: at once. Only a whole
@@ -96,7 +100,7 @@ impl Agent {
                         Duration::from_millis(20)
                     } else {
                         failed_in_round = 0;
-                        self.uplink.failed(State::of_connection_error(&e), &e)
+                        self.uplink.failed(state, &e)
                     }
                 }
             };
@@ -107,8 +111,12 @@ impl Agent {
         }
     }
 
-    /// Serve `conn` until it closes; returns why it closed.
-    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) -> String {
+    /// Serve `conn` until it closes; returns why it closed: the server's close code, if it
+    /// closed it with one, and the text.
+    async fn serve_connection(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+    ) -> (Option<CloseCode>, String) {
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_serial = 0;
         loop {
@@ -135,7 +143,7 @@ impl Agent {
                 reason = conn.closed() => {
                     tracing::warn!(%reason, "connection lost; unacked chunks will be resent");
                     tasks.abort_all();
-                    return reason.to_string();
+                    return (transport::peer_close_code(&reason), reason.to_string());
                 }
                 Some(Ok((q, end))) = tasks.join_next() => {
                     if let StreamEnd::Reopen(delay) = end {

@@ -292,7 +292,7 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             use rustls::pki_types::pem::PemObject;
             let pem = rustls::pki_types::CertificateDer::from_pem_slice(current.as_bytes())
                 .map_err(|e| anyhow::anyhow!("{}/agent.crt: {e}", dir.display()))?;
-            let holder = sealstream::pki::agent_identity(&pem)
+            let holder = sealstream::crypto::cert::agent_identity(&pem)
                 .map_err(|e| anyhow::anyhow!("{}/agent.crt: {e}", dir.display()))?;
             anyhow::ensure!(
                 holder == name,

@@ -57,11 +57,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         let rows = md.audit_chain_rows().await?;
         let store = storage::open(&serve.store_location(), &serve.store)?.objects;
         let mut stored = Vec::new();
-        for path in storage::list(
-            store.as_ref(),
-            &object_store::path::Path::from("v1/audit/checkpoints"),
-        )
-        .await?
+        for path in
+            storage::list(store.as_ref(), &storage::paths::audit_checkpoints_prefix()).await?
         {
             let bytes = storage::get(store.as_ref(), &path).await?;
             match serde_json::from_slice::<Checkpoint>(&bytes) {

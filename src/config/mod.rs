@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod capture;
+mod location;
 pub use capture::{CaptureConfig, CaptureSource, parse_display};
+pub use location::{Location, LocationError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -357,7 +359,7 @@ impl ServeConfig {
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
         }
-        if let Err(e) = crate::storage::Location::parse(&self.store_location()) {
+        if let Err(e) = Location::parse(&self.store_location()) {
             return bad("store_url", &e.to_string());
         }
         if self.store.multipart_part_bytes < 5 * 1024 * 1024

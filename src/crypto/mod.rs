@@ -1,6 +1,8 @@
-//! Cryptography: data keys (generation, RSA-OAEP wrap and unwrap) and chunk sealing
-//! (HKDF per-stream keys, AES-256-GCM with derived nonces). Sans-IO: no files, no sockets.
+//! Cryptography: data keys (generation, RSA-OAEP wrap and unwrap), chunk sealing (HKDF
+//! per-stream keys, AES-256-GCM with derived nonces), agent signatures and what a certificate
+//! says (`cert`). Sans-IO: no files, no sockets.
 
+pub mod cert;
 pub mod dek;
 pub mod seal;
 pub mod sign;

@@ -230,7 +230,7 @@ impl AgentCa {
             return Err("an agent CA certificate with name constraints cannot be pinned".into());
         }
         Ok(AgentCa {
-            fingerprint: crate::pki::fingerprint(&der),
+            fingerprint: super::cert::fingerprint(&der),
             der,
         })
     }
@@ -268,7 +268,7 @@ impl AgentCa {
                 "CertExpired (at {at_us} us, valid until {not_after} s)"
             )));
         }
-        let found = crate::pki::agent_identity(cert).map_err(ProofError::BadCertificate)?;
+        let found = super::cert::agent_identity(cert).map_err(ProofError::BadCertificate)?;
         if &found != agent {
             return Err(ProofError::WrongAgent {
                 found: found.to_string(),
@@ -276,8 +276,8 @@ impl AgentCa {
             });
         }
         Ok(CertInfo {
-            fingerprint: crate::pki::fingerprint(cert),
-            serial: crate::pki::serial_hex(cert).unwrap_or_default(),
+            fingerprint: super::cert::fingerprint(cert),
+            serial: super::cert::serial_hex(cert).unwrap_or_default(),
         })
     }
 }

@@ -243,6 +243,69 @@ impl Response {
     }
 }
 
+/// Why one side closed the connection: the QUIC application close code, with a reason text for
+/// people. The agent decides what to do by the code, never by the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// The server or the agent is stopping.
+    Shutdown,
+    /// The client certificate names no usable agent.
+    NoIdentity,
+    /// A newer connection of the same agent reached this node.
+    Replaced,
+    /// The node is at `limits.max_connections`.
+    ConnectionCap,
+    /// The agent's certificate is revoked, superseded or disabled.
+    AccessRefused,
+    /// The agent connected to another node since (a newer lease).
+    LeaseSuperseded,
+    /// This node cannot reach its database: try another node.
+    TryAnotherNode,
+}
+
+impl CloseCode {
+    pub const ALL: [CloseCode; 7] = [
+        CloseCode::Shutdown,
+        CloseCode::NoIdentity,
+        CloseCode::Replaced,
+        CloseCode::ConnectionCap,
+        CloseCode::AccessRefused,
+        CloseCode::LeaseSuperseded,
+        CloseCode::TryAnotherNode,
+    ];
+
+    /// The code on the wire.
+    pub fn code(self) -> u32 {
+        match self {
+            CloseCode::Shutdown => 0,
+            CloseCode::NoIdentity => 1,
+            CloseCode::Replaced => 2,
+            CloseCode::ConnectionCap => 3,
+            CloseCode::AccessRefused => 4,
+            CloseCode::LeaseSuperseded => 5,
+            CloseCode::TryAnotherNode => 6,
+        }
+    }
+
+    /// The code a peer sent, if it is one of ours.
+    pub fn from_code(code: u64) -> Option<CloseCode> {
+        CloseCode::ALL
+            .into_iter()
+            .find(|c| u64::from(c.code()) == code)
+    }
+
+    /// A person must act (a certificate to renew or enrol) before this agent is taken.
+    pub fn needs_a_person(self) -> bool {
+        matches!(self, CloseCode::NoIdentity | CloseCode::AccessRefused)
+    }
+
+    /// Not a connection served and ended, but a refusal: the agent goes to its next node at
+    /// once (or backs off when every node refused).
+    pub fn is_refusal(self) -> bool {
+        self.needs_a_person() || self == CloseCode::TryAnotherNode
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +374,18 @@ mod tests {
             let mut b = BytesMut::from(&bytes[..]);
             while let Ok(Some(_)) = Response::decode(&mut b) {}
         }
+    }
+
+    #[test]
+    fn close_codes_round_trip_and_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in CloseCode::ALL {
+            assert!(seen.insert(c.code()), "{c:?} shares its code");
+            assert_eq!(CloseCode::from_code(u64::from(c.code())), Some(c));
+        }
+        assert_eq!(CloseCode::from_code(7), None);
+        // The codes deployed agents already know: a renumbering would break them.
+        assert_eq!(CloseCode::AccessRefused.code(), 4);
+        assert_eq!(CloseCode::TryAnotherNode.code(), 6);
     }
 }

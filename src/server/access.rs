@@ -105,8 +105,6 @@ impl Access {
     }
 }
 
-pub use crate::pki::fingerprint;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ use super::store_actor::{StoreActor, StoreChunk};
 use super::verify::{StreamState, Verdict};
 use crate::config::Limits;
 use crate::metadata::Metadata;
+use crate::protocol::uplink::CloseCode;
 use crate::protocol::uplink::{self, MSG_CHUNK, MSG_DEK, Reject, Response};
 use crate::protocol::{
     AgentId, ChunkHeader, DecodeError, DekId, DekRecord, Kind, SealedChunk, SessionId, StreamId,
@@ -311,9 +312,10 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Err(e) => {
             tracing::warn!(conn = id, %remote, error = %e, "client certificate without a usable agent name");
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "identity").increment(1);
-            conn.close(
-                quinn::VarInt::from_u32(1),
-                b"client certificate has no usable agent name",
+            crate::transport::close(
+                &conn,
+                CloseCode::NoIdentity,
+                "client certificate has no usable agent name",
             );
             return;
         }
@@ -321,24 +323,26 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     if let Err(refusal) = shared.access.rules().check(&agent, &fingerprint) {
         tracing::warn!(conn = id, %remote, %agent, %fingerprint, reason = %refusal, "connection refused: agent certificate not accepted");
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => refusal.label()).increment(1);
-        conn.close(quinn::VarInt::from_u32(4), refusal.to_string().as_bytes());
+        crate::transport::close(&conn, CloseCode::AccessRefused, &refusal.to_string());
         return;
     }
     if shared.open.fetch_add(1, Ordering::Relaxed) >= shared.limits.max_connections {
         shared.open.fetch_sub(1, Ordering::Relaxed);
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "connection_cap").increment(1);
         tracing::warn!(conn = id, %remote, agent = %agent, "connection refused: limits.max_connections reached");
-        conn.close(
-            quinn::VarInt::from_u32(3),
-            b"server at its connection limit",
+        crate::transport::close(
+            &conn,
+            CloseCode::ConnectionCap,
+            "server at its connection limit",
         );
         return;
     }
     if shared.database_down.load(Ordering::Relaxed) {
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "database_unreachable").increment(1);
-        conn.close(
-            quinn::VarInt::from_u32(6),
-            b"this node cannot reach its database; try another node",
+        crate::transport::close(
+            &conn,
+            CloseCode::TryAnotherNode,
+            "this node cannot reach its database; try another node",
         );
         shared.open.fetch_sub(1, Ordering::Relaxed);
         return;
@@ -353,9 +357,10 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             Err(e) => {
                 tracing::error!(error = %e, "cannot take the agent's lease; connection closed");
                 metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "lease").increment(1);
-                conn.close(
-                    quinn::VarInt::from_u32(6),
-                    b"this node cannot reach its database; try another node",
+                crate::transport::close(
+                    &conn,
+                    CloseCode::TryAnotherNode,
+                    "this node cannot reach its database; try another node",
                 );
                 shared.agents.release(&agent, &conn);
                 shared.open.fetch_sub(1, Ordering::Relaxed);

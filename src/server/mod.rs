@@ -3,6 +3,7 @@
 //! ingest arbiters, round robin), and the ops listener.
 
 pub mod access;
+mod audit_checkpoints;
 mod budget;
 mod connection;
 mod key_actor;
@@ -26,6 +27,7 @@ use crate::config::ServeConfig;
 use crate::metadata::{MetaError, Metadata};
 use crate::pki::{Pki, PkiError};
 use crate::protocol::KekId;
+use crate::protocol::uplink::CloseCode;
 use crate::storage::{self, StoreError};
 use crate::transport::{self, TransportError};
 
@@ -154,7 +156,7 @@ impl Server {
             None => Metadata::open(&cfg.database_url, &cfg.sqlite_path()).await?,
         };
         let node = cfg.node_on(socket.local_addr().map_or(cfg.listen.port(), |a| a.port()));
-        ops::prometheus_for(Some(&node));
+        crate::telemetry::prometheus_for(Some(&node));
         metrics::describe();
         let progress = Arc::new(watchdog::Progress::new(Duration::from_millis(
             cfg.watchdog.stall_after_ms,
@@ -228,13 +230,13 @@ impl Server {
             progress: Some(progress.clone()),
         };
         let mut tasks = vec![
-            actix_rt::spawn(ops::serve(ops_listener, ops_state.clone())),
+            actix_rt::spawn(crate::telemetry::serve(ops_listener, ops_state.clone())),
             actix_rt::spawn(ops::export_readiness(ops_state, Duration::from_secs(5))),
         ];
         tasks.push(actix_rt::spawn(progress.clone().watch()));
         let audit_key =
             crate::audit::AuditKey::load_or_create(&cfg.data_dir).map_err(ServeError::AuditKey)?;
-        tasks.push(actix_rt::spawn(crate::audit::run_checkpoints(
+        tasks.push(actix_rt::spawn(audit_checkpoints::run_checkpoints(
             audit_key,
             metadata.clone(),
             store.clone(),
@@ -324,8 +326,10 @@ impl Server {
 
     /// Stop accepting, close connections, write what is batched, stop the actors.
     pub async fn shutdown(self) {
-        self.endpoint
-            .close(quinn::VarInt::from_u32(0), b"server shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
+            b"server shutting down",
+        );
         for s in &self.stores {
             let _ = s.send(store_actor::Flush).await;
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::metrics as m;
 use crate::protocol::AgentId;
+use crate::protocol::uplink::CloseCode;
 
 /// An agent's writer lock and its current connection.
 type AgentSlot = (Arc<tokio::sync::Mutex<()>>, Option<quinn::Connection>);
@@ -35,9 +36,10 @@ impl AgentRegistry {
                 old_remote = %old.remote_address(),
                 "an older connection of this agent is closed: replaced by this one"
             );
-            old.close(
-                quinn::VarInt::from_u32(2),
-                b"replaced by a newer connection of this agent",
+            crate::transport::close(
+                &old,
+                CloseCode::Replaced,
+                "replaced by a newer connection of this agent",
             );
         }
         lock.lock_owned().await
@@ -72,7 +74,7 @@ impl AgentRegistry {
         let map = self.inner.lock().expect("agent registry lock");
         let mut closed = 0;
         for conn in map.values().filter_map(|(_, c)| c.as_ref()) {
-            conn.close(quinn::VarInt::from_u32(6), reason.as_bytes());
+            crate::transport::close(conn, CloseCode::TryAnotherNode, reason);
             closed += 1;
         }
         closed
@@ -90,7 +92,7 @@ impl AgentRegistry {
             if let Err(refusal) = rules.check(agent, &fingerprint) {
                 tracing::warn!(%agent, remote = %conn.remote_address(), %fingerprint, reason = %refusal, "open connection closed: its certificate is no longer accepted");
                 metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => refusal.label()).increment(1);
-                conn.close(quinn::VarInt::from_u32(4), refusal.to_string().as_bytes());
+                crate::transport::close(conn, CloseCode::AccessRefused, &refusal.to_string());
                 closed += 1;
             }
         }
@@ -132,9 +134,10 @@ impl Lease {
             let conn = self.conn.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                conn.close(
-                    quinn::VarInt::from_u32(5),
-                    b"superseded: a newer connection of this agent holds its lease",
+                crate::transport::close(
+                    &conn,
+                    CloseCode::LeaseSuperseded,
+                    "superseded: a newer connection of this agent holds its lease",
                 );
             });
         }
@@ -152,7 +155,7 @@ pub(super) fn peer_agent(conn: &quinn::Connection) -> Result<(AgentId, String), 
         .ok_or("no client certificate")?;
     let first = certs.first().ok_or("empty certificate chain")?;
     Ok((
-        crate::pki::agent_identity(first)?,
-        super::access::fingerprint(first),
+        crate::crypto::cert::agent_identity(first)?,
+        crate::crypto::cert::fingerprint(first),
     ))
 }

@@ -12,6 +12,7 @@ use super::ServeError;
 use crate::config::ServeConfig;
 use crate::pki::Pki;
 use crate::protocol::KekId;
+use crate::protocol::uplink::CloseCode;
 use crate::protocol::uplink::{self, MSG_CHUNK, Response};
 
 pub struct Sink {
@@ -53,8 +54,10 @@ impl Sink {
     }
 
     pub async fn shutdown(self) {
-        self.endpoint
-            .close(quinn::VarInt::from_u32(0), b"sink shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
+            b"sink shutting down",
+        );
         self.task.abort();
         for a in self.arbiters {
             a.stop();

@@ -6,7 +6,8 @@ pub mod durable;
 pub mod paths;
 pub mod remote;
 
-pub use remote::{Location, Store, open};
+pub use crate::config::{Location, LocationError};
+pub use remote::{Store, open};
 
 use std::sync::Arc;
 
@@ -20,10 +21,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 pub enum StoreError {
     #[error("cannot open store {dir}: {detail}")]
     Open { dir: String, detail: String },
-    #[error(
-        "store {0:?}: not a store location; give a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
-    )]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] LocationError),
     #[error("object {path}: already exists with different bytes (refusing to overwrite)")]
     Conflict { path: String },
     #[error("object {path}: {detail}")]

@@ -1,7 +1,9 @@
 //! The only place object keys are formatted. The layout (docs/format.md "Store layout"):
 //! - `v1/deks/<agent hex>/<dek id hex>.dek` — one DEK record each;
 //! - `v1/segments/<yyyy-mm-dd>/<segment id hex>.seg` — segment objects, the id starting with
-//!   the creation time so keys sort by time.
+//!   the creation time so keys sort by time;
+//! - `v1/audit/checkpoints/<chain number, 20 digits>-<signed at, us>.json` — the server's
+//!   signed audit checkpoints.
 
 use object_store::path::Path;
 
@@ -41,6 +43,16 @@ pub fn segment(created_us: i64, id: &[u8; 16]) -> Path {
     ))
 }
 
+pub fn audit_checkpoints_prefix() -> Path {
+    Path::from("v1/audit/checkpoints")
+}
+
+/// Where the audit checkpoint of chain row `chain_seq`, signed at `at_us`, goes: zero-padded
+/// so keys sort by chain number.
+pub fn audit_checkpoint(chain_seq: i64, at_us: i64) -> Path {
+    Path::from(format!("v1/audit/checkpoints/{chain_seq:020}-{at_us}.json"))
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_date(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -71,6 +83,16 @@ mod tests {
         assert_eq!(
             segment(t, &[1; 16]).as_ref(),
             "v1/segments/2026-11-27/01010101010101010101010101010101.seg"
+        );
+        assert_eq!(
+            audit_checkpoint(42, t).as_ref(),
+            "v1/audit/checkpoints/00000000000000000042-1795773600000000.json"
+        );
+        assert_eq!(audit_checkpoints_prefix().as_ref(), "v1/audit/checkpoints");
+        assert!(
+            audit_checkpoint(1, 0)
+                .as_ref()
+                .starts_with(&format!("{}/", audit_checkpoints_prefix()))
         );
     }
 
