@@ -3,11 +3,9 @@
 //! sequence, within the connection cap; and only a server whose key the agent has pinned.
 //! Each refusal has its own code, and other agents carry on unaffected.
 
-mod common;
-
-use common::agents::{run_agent, spec};
-use common::child::{ChildEnv, metric};
-use common::server::{Backend, Env, RawStream, raw_connect};
+use crate::common::agents::{run_agent, spec};
+use crate::common::child::{ChildEnv, metric};
+use crate::common::server::{Backend, Env, RawStream, raw_connect};
 use sealstream::keys;
 use sealstream::metadata::Table;
 use sealstream::protocol::uplink::{MSG_CHUNK, MSG_DEK, Reject};
@@ -429,7 +427,7 @@ async fn stalled_handshakes_do_not_lock_enrolled_agents_out() {
     // The server's answers never reach these clients: every handshake stalls half-way, the
     // server holding its state, however fast or loaded the machine is.
     let cut = Arc::new(AtomicBool::new(true));
-    let front = common::faults::relay_each_way(
+    let front = crate::common::faults::relay_each_way(
         env.server().quic_addr,
         Arc::new(AtomicBool::new(false)),
         cut.clone(),

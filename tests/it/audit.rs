@@ -4,13 +4,11 @@
 //! deleted, inserted or reordered row, and (with a checkpoint kept elsewhere) rows cut from
 //! the end; `export --config` writes its audit row first and refuses without one.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::server::{Backend, Env};
 use assert_cmd::Command;
-use common::server::{Backend, Env};
 use sealstream::metadata::review::Role;
 
 fn cli(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
@@ -44,8 +42,8 @@ async fn tamper(env: &Env, sql: &str) {
 async fn the_audit_chain_shows_every_kind_of_tampering(backend: Backend) {
     let mut env = Env::start_tuned(backend, true, |c| c.audit_checkpoint_ms = 100).await;
     let md = env.server().metadata.clone();
-    common::console::add_user(&md, "ann", Role::Admin, &[], "a long enough password").await;
-    common::console::add_user(
+    crate::common::console::add_user(&md, "ann", Role::Admin, &[], "a long enough password").await;
+    crate::common::console::add_user(
         &md,
         "bob",
         Role::Reviewer,
@@ -274,9 +272,9 @@ async fn the_audit_chain_shows_every_kind_of_tampering_on_postgres() {
 fn an_export_without_config_signs_a_receipt_openssl_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-    common::pubout(d, "keypair.pem", "publickey.crt", true);
-    common::pass_file(d);
+    crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
+    crate::common::pass_file(d);
     std::fs::create_dir_all(d.join("frames")).unwrap();
     std::fs::write(d.join("frames/a.png"), b"not really a png").unwrap();
     cli(
@@ -436,11 +434,11 @@ async fn an_export_with_config_knows_a_stream_still_recording() {
 /// against its own agent CA, and says so in its metrics; a corrupted segment shows there.
 #[actix_rt::test]
 async fn the_server_verifies_its_store_in_the_background() {
-    use common::child::{ChildEnv, metric};
+    use crate::common::child::{ChildEnv, metric};
     // A server of this test's own: the verify gauges are set by its verifier only.
     let env = ChildEnv::start(Backend::Sqlite, &[("verify_interval_ms", "200")]).await;
     let cfg = env.enroll("verified");
-    let r = common::agents::run_agent(
+    let r = crate::common::agents::run_agent(
         cfg,
         sealstream::agent::synthetic::SyntheticSpec {
             users: 1,
@@ -473,7 +471,7 @@ async fn the_server_verifies_its_store_in_the_background() {
         0.0
     );
     // It read every byte of this server's segments.
-    let segments = common::walk(&env.cfg.store_dir().join("v1/segments"));
+    let segments = crate::common::walk(&env.cfg.store_dir().join("v1/segments"));
     let size: u64 = segments
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())

@@ -2,16 +2,14 @@
 //! typed into with xterm and xdotool, recorded by the agent's X11 source through a real
 //! server, exported, and compared with what an independent screenshot (`import`) shows.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::child::ChildEnv;
-use common::server::{Backend, Env};
-use common::xvfb::{Xvfb, capture_config, start_agent};
+use crate::common::child::ChildEnv;
+use crate::common::server::{Backend, Env};
+use crate::common::xvfb::{Xvfb, capture_config, start_agent};
 use sealstream::agent::{SessionReport, spool};
 use sealstream::config::AgentConfig;
 use sealstream::export;

@@ -1,12 +1,10 @@
 //! The `sealstream` binary driven as a user would: keys made by openssl, sealing sample files,
 //! exporting them back with the passphrase, and every refusal with its message and exit code.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use assert_cmd::Command;
-use common::*;
 use predicates::prelude::*;
 
 fn sealstream(dir: &Path) -> Command {
@@ -683,7 +681,7 @@ fn keys_convert_writes_the_form_browsers_open() {
 fn users_are_added_listed_disabled_and_granted_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let console = common::agents::free_tcp();
+    let console = crate::common::agents::free_tcp();
     std::fs::write(
         d.join("serve.toml"),
         format!("data_dir = \"state\"\n[console]\nlisten = \"{console}\"\n"),
@@ -826,7 +824,7 @@ fn console_logins(d: &Path, addr: std::net::SocketAddr, logins: &[(&str, &str)])
     rt.block_on(async {
         let mut out = Vec::new();
         for (user, password) in logins {
-            let mut http = common::console::Http::new(addr);
+            let mut http = crate::common::console::Http::new(addr);
             out.push(http.login(user, password).await.status);
         }
         out
@@ -886,7 +884,7 @@ fn quickstart_serve_keeps_the_console_running_with_a_demo_reviewer() {
         .build()
         .unwrap();
     let status = rt.block_on(async {
-        let http = common::console::Http::new(format!("127.0.0.1:{port}").parse().unwrap());
+        let http = crate::common::console::Http::new(format!("127.0.0.1:{port}").parse().unwrap());
         http.request("POST", "/api/login", Some(&body)).await.status
     });
     assert_eq!(status, 200);

@@ -4,11 +4,9 @@
 //! is 404 and audited), ciphertext served as single chunks by byte range that open to what
 //! the agent recorded, and the audit log written before anything is served (fail-closed).
 
-mod common;
-
-use common::agents::{run_agent, spec};
-use common::console::{Http, add_user, start};
-use common::server::{Backend, Env};
+use crate::common::agents::{run_agent, spec};
+use crate::common::console::{Http, add_user, start};
+use crate::common::server::{Backend, Env};
 use sealstream::crypto::{Dek, StreamKey};
 use sealstream::metadata::{Role, now_us};
 use sealstream::protocol::{AgentId, DekRecord, SealedChunk, SessionId, StreamId};
@@ -426,8 +424,8 @@ async fn the_console_serves_https_with_secure_cookies() {
 async fn key_files_are_served_only_when_they_are_key_files() {
     let (env, _) = recorded(Backend::Sqlite).await;
     let d = env.dir.path();
-    common::genrsa(d, "other.pem", 2048, &["-aes256"]);
-    let other_pub = common::pubout(d, "other.pem", "other.crt", true);
+    crate::common::genrsa(d, "other.pem", 2048, &["-aes256"]);
+    let other_pub = crate::common::pubout(d, "other.pem", "other.crt", true);
     std::fs::write(d.join("not-a-key.txt"), "db_password=hunter2\n").unwrap();
     let md = &env.server().metadata;
     md.insert_kek(
@@ -454,8 +452,8 @@ async fn key_files_are_served_only_when_they_are_key_files() {
         .map(|k| k["kek_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids.len(), 2, "{keks}");
-    let good = common::openssl_fingerprint(d, "publickey.crt");
-    let bad = common::openssl_fingerprint(d, "other.crt");
+    let good = crate::common::openssl_fingerprint(d, "publickey.crt");
+    let bad = crate::common::openssl_fingerprint(d, "other.crt");
     let r = ann.get(&format!("/api/keks/{good}/private")).await;
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
@@ -480,10 +478,10 @@ async fn key_files_are_served_only_when_they_are_key_files() {
 async fn private_key_files_follow_the_grant(backend: Backend) {
     let env = Env::start(backend, true).await;
     let d = env.dir.path();
-    common::genrsa(d, "team-b.pem", 2048, &["-aes256"]);
-    let team_b_pub = common::pubout(d, "team-b.pem", "team-b.crt", true);
-    common::genrsa(d, "unused.pem", 2048, &["-aes256"]);
-    let unused_pub = common::pubout(d, "unused.pem", "unused.crt", true);
+    crate::common::genrsa(d, "team-b.pem", 2048, &["-aes256"]);
+    let team_b_pub = crate::common::pubout(d, "team-b.pem", "team-b.crt", true);
+    crate::common::genrsa(d, "unused.pem", 2048, &["-aes256"]);
+    let unused_pub = crate::common::pubout(d, "unused.pem", "unused.crt", true);
     let md = &env.server().metadata;
     for (public, private) in [(&team_b_pub, "team-b.pem"), (&unused_pub, "unused.pem")] {
         md.insert_kek(
@@ -503,9 +501,9 @@ async fn private_key_files_follow_the_grant(backend: Backend) {
     add_user(md, "ann", Role::Admin, &[], ANN).await;
     add_user(md, "rita", Role::Reviewer, &["ts-*"], RITA).await;
 
-    let team_a = common::openssl_fingerprint(d, "publickey.crt");
-    let team_b = common::openssl_fingerprint(d, "team-b.crt");
-    let unused = common::openssl_fingerprint(d, "unused.crt");
+    let team_a = crate::common::openssl_fingerprint(d, "publickey.crt");
+    let team_b = crate::common::openssl_fingerprint(d, "team-b.crt");
+    let unused = crate::common::openssl_fingerprint(d, "unused.crt");
     let console = start(&env, |_| {}).await;
     let mut rita = Http::new(console.addr);
     assert_eq!(rita.login("rita", RITA).await.status, 200);

@@ -6,21 +6,19 @@
 //! An X display recorded by the agent's X11 source is shown as its screenshot shows it.
 //! Screenshots of each step are kept in `target/tmp/console-screenshots/`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::PASS;
-use common::agents::spec;
-use common::browser::{
+use crate::common::PASS;
+use crate::common::agents::spec;
+use crate::common::browser::{
     Logs, Page, Wire, browser, contains, contains_bytes, recording_relay, tree_contains,
     wait_for_download,
 };
-use common::console::{add_user, picture, png, start};
-use common::server::{Backend, Env};
-use common::xvfb::{Xvfb, capture_config, start_agent};
+use crate::common::console::{add_user, picture, png, start};
+use crate::common::server::{Backend, Env};
+use crate::common::xvfb::{Xvfb, capture_config, start_agent};
 use fantoccini::Locator;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sealstream::agent::{self, Source};
@@ -97,7 +95,7 @@ async fn record(
 /// 4,ENCRYPTED`, which WebCrypto cannot open) as `tmp/out`, same passphrase.
 fn traditional_key(tmp: &Path, out: &str) {
     let pass = format!("pass:{PASS}");
-    common::openssl(
+    crate::common::openssl(
         tmp,
         &[
             "rsa",
@@ -118,8 +116,8 @@ fn traditional_key(tmp: &Path, out: &str) {
 /// Record frames `pictures` as agent ts-std, whose KEK is server-held (registered with
 /// priv_encrypted = false and an unencrypted key file made by openssl), into `tmp/dir`.
 async fn record_standard(env: &Env, tmp: &Path, dir: &str, pictures: std::ops::Range<u32>) {
-    common::genrsa(tmp, "std.pem", 2048, &[]);
-    common::pubout(tmp, "std.pem", "std.crt", false);
+    crate::common::genrsa(tmp, "std.pem", 2048, &[]);
+    crate::common::pubout(tmp, "std.pem", "std.crt", false);
     env.server()
         .metadata
         .insert_kek(
@@ -1687,7 +1685,7 @@ async fn overview_page(
 ) -> (
     sealstream::console::Console,
     Arc<Mutex<Wire>>,
-    common::browser::Driver,
+    crate::common::browser::Driver,
     Page,
 ) {
     let console = start(env, |_| {}).await;

@@ -2,15 +2,13 @@
 //! its session list when a new server opens it: old sessions are listed (counted, timed by
 //! their segments) and their chunks, which have no byte range, say so instead of playing.
 
-mod common;
-
-use common::server::pg_exec;
+use crate::common::server::pg_exec;
 use sealstream::metadata::{Metadata, SessionQuery};
 
-const V1: &str = include_str!("../migrations/postgres/0001_init.sql");
-const V2: &str = include_str!("../migrations/postgres/0002_agent_access.sql");
-const L1: &str = include_str!("../migrations/sqlite/0001_init.sql");
-const L2: &str = include_str!("../migrations/sqlite/0002_agent_access.sql");
+const V1: &str = include_str!("../../migrations/postgres/0001_init.sql");
+const V2: &str = include_str!("../../migrations/postgres/0002_agent_access.sql");
+const L1: &str = include_str!("../../migrations/sqlite/0001_init.sql");
+const L2: &str = include_str!("../../migrations/sqlite/0002_agent_access.sql");
 
 /// Two segments and three chunks of one session, as version 2 indexed them.
 const OLD_ROWS_PG: &str = "

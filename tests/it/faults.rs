@@ -7,17 +7,15 @@
 //! `SEALSTREAM_FAULT_ROUNDS` sets the number of server kills (20 by default; `ops/soak.sh`
 //! runs longer).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::agents::{check, free_tcp, free_udp, rss_kib, run_agent, spec};
-use common::faults::{Child, Faulty, PrivatePg, relay};
-use common::server::Env;
+use crate::common::agents::{check, free_tcp, free_udp, rss_kib, run_agent, spec};
+use crate::common::faults::{Child, Faulty, PrivatePg, relay};
+use crate::common::server::Env;
 use sealstream::agent::spool;
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::export::{self, Status};
@@ -39,8 +37,8 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-    let kek_pub = common::pubout(d, "keypair.pem", "publickey.crt", true);
+    crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    let kek_pub = crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
     let mut cfg = ServeConfig {
         listen: free_udp(),
         ops_listen: free_tcp(),
@@ -115,7 +113,7 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
     );
     let key = sealstream::keys::load_private_key(&d.join("keypair.pem"), || {
         Ok(sealstream::keys::Passphrase::new(
-            common::PASS.as_bytes().to_vec(),
+            crate::common::PASS.as_bytes().to_vec(),
         ))
     })
     .unwrap();
@@ -140,7 +138,7 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
 
 #[actix_rt::test]
 async fn a_failing_and_slow_segment_store_loses_nothing() {
-    let mut env = Env::start(common::server::Backend::Sqlite, true).await;
+    let mut env = Env::start(crate::common::server::Backend::Sqlite, true).await;
     env.server.take().unwrap().shutdown().await;
     let failed = Arc::new(AtomicU64::new(0));
     let broken = Arc::new(AtomicBool::new(false));
@@ -189,7 +187,7 @@ async fn a_failing_and_slow_segment_store_loses_nothing() {
 
 #[actix_rt::test]
 async fn a_store_on_a_full_tmpfs_answers_retry_later_and_delivers_once_it_grows() {
-    let mut env = Env::start(common::server::Backend::Sqlite, true).await;
+    let mut env = Env::start(crate::common::server::Backend::Sqlite, true).await;
     env.server.take().unwrap().shutdown().await;
     let mnt = env.dir.path().join("small-store");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -240,7 +238,7 @@ async fn a_store_on_a_full_tmpfs_answers_retry_later_and_delivers_once_it_grows(
 
 #[actix_rt::test]
 async fn the_network_cut_and_restored_the_agent_reconnects_by_itself() {
-    let env = Env::start(common::server::Backend::Sqlite, true).await;
+    let env = Env::start(crate::common::server::Backend::Sqlite, true).await;
     let cut = Arc::new(AtomicBool::new(false));
     let via = relay(env.server().quic_addr, cut.clone()).await;
     let mut cfg = env.enroll("roamer");
@@ -276,7 +274,7 @@ async fn the_network_cut_and_restored_the_agent_reconnects_by_itself() {
 
 #[actix_rt::test]
 async fn postgresql_stopped_and_restarted_mid_run_loses_nothing() {
-    let mut env = Env::start(common::server::Backend::Sqlite, false).await;
+    let mut env = Env::start(crate::common::server::Backend::Sqlite, false).await;
     env.server.take().unwrap().shutdown().await;
     let pg = PrivatePg::new(&env.dir.path().join("pgbase"));
     env.cfg.database_url = pg.url();
@@ -350,7 +348,7 @@ fn read_spool(dir: &std::path::Path) -> Spooled {
 
 #[actix_rt::test]
 async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
-    let mut env = Env::start(common::server::Backend::Sqlite, true).await;
+    let mut env = Env::start(crate::common::server::Backend::Sqlite, true).await;
     let cfg = env.enroll("crashy");
     let dir = env.dir.path().join("crashy-agent");
     std::fs::create_dir_all(&dir).unwrap();
@@ -505,7 +503,7 @@ async fn an_agent_killed_mid_run_resends_its_spool_after_restart() {
 
 #[actix_rt::test]
 async fn a_full_spool_under_drop_oldest_records_gaps_that_export_reports() {
-    let mut env = Env::start(common::server::Backend::Sqlite, true).await;
+    let mut env = Env::start(crate::common::server::Backend::Sqlite, true).await;
     let mut cfg = env.enroll("squeezed");
     cfg.spool_dir = Some(env.dir.path().join("spool"));
     cfg.spool_max_bytes = 1024 * 1024;
@@ -524,7 +522,7 @@ async fn a_full_spool_under_drop_oldest_records_gaps_that_export_reports() {
     let agent = tokio::spawn(run_agent(cfg, s));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // The agent's own metrics show the spool filling and the drops.
-    let text = common::agents::metrics_text(metrics_addr).await;
+    let text = crate::common::agents::metrics_text(metrics_addr).await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name) && !l.starts_with('#'))

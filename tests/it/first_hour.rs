@@ -3,15 +3,13 @@
 //! no state left behind), what the logs show by default, what `agents enroll` writes, what an
 //! agent says when it stops, is refused or drains its spool, and what its /metrics exports.
 
-mod common;
-
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::agents::{free_tcp, free_udp};
+use crate::common::agents::{free_tcp, free_udp};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sealstream"));
@@ -86,7 +84,7 @@ impl Serve {
     }
 
     fn metrics(&self) -> String {
-        common::agents::without_node_label(&http(self.ops, "/metrics"))
+        crate::common::agents::without_node_label(&http(self.ops, "/metrics"))
     }
 }
 
@@ -125,8 +123,8 @@ fn finish(mut cmd: Command) -> (i32, String, String) {
 
 /// The how-to's KEK (openssl-made) registered with the server of `config`.
 fn register_kek(dir: &Path, config: &Path) -> PathBuf {
-    common::genrsa(dir, "keypair.pem", 2048, &["-aes256"]);
-    let public = common::pubout(dir, "keypair.pem", "publickey.crt", true);
+    crate::common::genrsa(dir, "keypair.pem", 2048, &["-aes256"]);
+    let public = crate::common::pubout(dir, "keypair.pem", "publickey.crt", true);
     let (code, _, err) = finish({
         let mut c = bin();
         c.args(["keys", "register", "--config"])
@@ -507,7 +505,7 @@ fn an_agent_stopped_says_its_unacked_chunks_are_spooled_then_drain_sends_them() 
             .arg("--key")
             .arg(d.join("keypair.pem"))
             .arg("--passphrase-file")
-            .arg(common::pass_file(d))
+            .arg(crate::common::pass_file(d))
             .arg("--out")
             .arg(d.join("export"));
         c
@@ -705,7 +703,7 @@ fn the_console_runs_with_serve_and_alone_against_the_same_state() {
             .build()
             .unwrap();
         let status = rt.block_on(async {
-            let mut h = common::console::Http::new(addr);
+            let mut h = crate::common::console::Http::new(addr);
             h.login("ann", "a long enough password").await.status
         });
         assert_eq!(status, 200, "login on {addr}");

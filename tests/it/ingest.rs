@@ -1,13 +1,11 @@
 //! The ingest service end to end: real QUIC on loopback, real PostgreSQL and the SQLite
 //! default, openssl-made KEKs, enrolled agents, export with the passphrase.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::agents::{check, http_get, run_agent, spec};
-use common::server::{Backend, Env, RawStream, raw_connect};
+use crate::common::agents::{check, http_get, run_agent, spec};
+use crate::common::server::{Backend, Env, RawStream, raw_connect};
 use sealstream::agent::{self, AgentReport, Source, synthetic};
 use sealstream::crypto::Dek;
 use sealstream::export;
@@ -254,7 +252,7 @@ async fn pending_bytes(ops: std::net::SocketAddr) -> Option<f64> {
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).await.ok()?;
-    common::agents::without_node_label(&out)
+    crate::common::agents::without_node_label(&out)
         .lines()
         .find_map(|l| {
             l.strip_prefix("sealstream_store_pending_bytes ")?
@@ -270,11 +268,11 @@ async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
     // back on the same address writing segments at once.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-    let kek_pub = common::pubout(d, "keypair.pem", "publickey.crt", true);
+    crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    let kek_pub = crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
     let cfg = sealstream::config::ServeConfig {
-        listen: common::agents::free_udp(),
-        ops_listen: common::agents::free_tcp(),
+        listen: crate::common::agents::free_udp(),
+        ops_listen: crate::common::agents::free_tcp(),
         data_dir: d.join("server"),
         ..Default::default()
     };
@@ -319,7 +317,7 @@ async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
         idle_timeout_ms: 1200,
         ..Default::default()
     };
-    let mut server = common::faults::Child {
+    let mut server = crate::common::faults::Child {
         cfg: cfg.clone(),
         config_path: config_path.clone(),
         proc: None,
@@ -366,7 +364,9 @@ async fn the_agent_resends_what_a_restarted_server_had_not_acked() {
     );
     drop(md);
     let key = keys::load_private_key(&d.join("keypair.pem"), || {
-        Ok(keys::Passphrase::new(common::PASS.as_bytes().to_vec()))
+        Ok(keys::Passphrase::new(
+            crate::common::PASS.as_bytes().to_vec(),
+        ))
     })
     .unwrap();
     check(&cfg.store_dir(), &key, &[report], &d.join("export")).await;
@@ -397,8 +397,8 @@ async fn replayed_captures_under_a_server_held_kek_round_trip() {
     // (priv_encrypted = false), with the same code path.
     let env = Env::start(Backend::Sqlite, false).await;
     let d = env.dir.path();
-    common::genrsa(d, "server-kek.pem", 2048, &[]);
-    let server_pub = common::pubout(d, "server-kek.pem", "server-kek.crt", false);
+    crate::common::genrsa(d, "server-kek.pem", 2048, &[]);
+    let server_pub = crate::common::pubout(d, "server-kek.pem", "server-kek.crt", false);
     env.server()
         .metadata
         .insert_kek(
@@ -459,7 +459,7 @@ async fn replayed_captures_under_a_server_held_kek_round_trip() {
 
 #[actix_rt::test]
 async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
-    use common::child::{ChildEnv, metric};
+    use crate::common::child::{ChildEnv, metric};
     // A server of this test's own: its metrics count what this test sent and nothing else.
     let env = ChildEnv::start(Backend::Sqlite, &[]).await;
     for (path, status, body) in [
@@ -503,7 +503,7 @@ async fn health_readiness_and_metrics_answer_on_the_ops_listener() {
     let m = env
         .wait_metric("sealstream_ingest_ack_latency_seconds_count", 4.0)
         .await;
-    let segments = common::walk(&env.store_dir().join("v1/segments"));
+    let segments = crate::common::walk(&env.store_dir().join("v1/segments"));
     let segment_bytes: u64 = segments
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
@@ -581,8 +581,8 @@ async fn retiring_a_kek_the_runbooks_way_loses_nothing_and_new_sessions_use_the_
     assert!(first.unacked > 0 && first.unacked == first.chunks_sealed);
 
     // Retire A as the how-to would, register B, hand the agent B.
-    common::genrsa(&d, "keypair-b.pem", 2048, &["-aes256"]);
-    let kek_b = common::pubout(&d, "keypair-b.pem", "publickey-b.crt", true);
+    crate::common::genrsa(&d, "keypair-b.pem", 2048, &["-aes256"]);
+    let kek_b = crate::common::pubout(&d, "keypair-b.pem", "publickey-b.crt", true);
     let url = env.cfg.database_url.clone();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -647,7 +647,9 @@ async fn retiring_a_kek_the_runbooks_way_loses_nothing_and_new_sessions_use_the_
 
     // Both keys read everything back; nothing is missing or damaged.
     let key_b = keys::load_private_key(&d.join("keypair-b.pem"), || {
-        Ok(keys::Passphrase::new(common::PASS.as_bytes().to_vec()))
+        Ok(keys::Passphrase::new(
+            crate::common::PASS.as_bytes().to_vec(),
+        ))
     })
     .unwrap();
     let store = storage::open_local(&env.store_dir()).unwrap();
@@ -741,7 +743,7 @@ async fn a_restarted_server_knows_its_keks_before_the_first_agent_gets_in() {
 
 /// Connect as enrolled agent `cfg` to `env`'s server and register `record` on a new stream.
 async fn connect_registered(
-    env: &common::child::ChildEnv,
+    env: &crate::common::child::ChildEnv,
     cfg: &sealstream::config::AgentConfig,
     record: &sealstream::protocol::DekRecord,
 ) -> (quinn::Endpoint, quinn::Connection, RawStream) {
@@ -765,7 +767,7 @@ async fn connect_registered(
 async fn dropped_ranges_outlive_connections_and_restarts(backend: Backend) {
     use sealstream::crypto::StreamSealer;
     use sealstream::protocol::payload::Gap;
-    let mut env = common::child::ChildEnv::start(backend, &[]).await;
+    let mut env = crate::common::child::ChildEnv::start(backend, &[]).await;
     let name = "gappy";
     let cfg = env.enroll(name);
     let kek = keys::load_public_key(&env.kek_pub).unwrap();
@@ -850,7 +852,8 @@ async fn dropped_ranges_outlive_connections_and_restarts_postgres() {
 /// server restart: the records of the last minute are counted from the database.
 async fn the_dek_budget_survives_a_restart(backend: Backend) {
     let mut env =
-        common::child::ChildEnv::start(backend, &[("limits.dek_records_per_minute", "3")]).await;
+        crate::common::child::ChildEnv::start(backend, &[("limits.dek_records_per_minute", "3")])
+            .await;
     let name = "restarter";
     let cfg = env.enroll(name);
     let kek = keys::load_public_key(&env.kek_pub).unwrap();

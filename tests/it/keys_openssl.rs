@@ -1,9 +1,7 @@
 //! Key files made by the real `openssl` CLI: every supported format is read and gives the KEK
 //! id openssl computes; every unsupported or wrong input is a clear error naming the file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sealstream::keys::{self, KeyError, Passphrase, load_private_key, load_public_key};
 
 fn pass() -> Result<Passphrase, KeyError> {

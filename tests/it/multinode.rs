@@ -3,8 +3,6 @@
 //! S3) survive two SIGKILLs and a cut from PostgreSQL while 20 agents record, with every acked
 //! chunk exported exactly once.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,10 +17,10 @@ use sealstream::protocol::{AgentId, Kind, SessionId, StreamId};
 use sealstream::recorder::{FRAMES_STREAM, KEYSTROKES_STREAM, Recorder};
 use sealstream::server::Server;
 
-use common::agents::{check_store, free_tcp, free_udp, metrics_text, run_agent, spec};
-use common::faults::{Child, tcp_relay};
-use common::moto::Moto;
-use common::server::{Backend, Env, RawStream, pg_exec, raw_connect};
+use crate::common::agents::{check_store, free_tcp, free_udp, metrics_text, run_agent, spec};
+use crate::common::faults::{Child, tcp_relay};
+use crate::common::moto::Moto;
+use crate::common::server::{Backend, Env, RawStream, pg_exec, raw_connect};
 
 /// Another node's data directory sharing `from`'s agent CA (its own server key and pin).
 fn node_dir(from: &Path, to: &Path) {
@@ -271,8 +269,8 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
     let db = format!("sealstream_nodes_{}", hex::encode(id));
     pg_exec(&format!("CREATE DATABASE {db}")).await;
     let pg = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-    let kek_pub = common::pubout(d, "keypair.pem", "publickey.crt", true);
+    crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+    let kek_pub = crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
     let md = Metadata::open(&pg, Path::new("unused.db")).await.unwrap();
     md.insert_kek(
         true,
@@ -381,7 +379,7 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
         opened.objects.as_ref(),
         &sealstream::keys::load_private_key(&d.join("keypair.pem"), || {
             Ok(sealstream::keys::Passphrase::new(
-                common::PASS.as_bytes().to_vec(),
+                crate::common::PASS.as_bytes().to_vec(),
             ))
         })
         .unwrap(),

@@ -3,8 +3,6 @@
 //! export and `sealstream verify` reading each by URL, and a store that fails, slows down,
 //! throttles (503 SlowDown) or is unreachable, on each, losing nothing acked.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
@@ -19,10 +17,10 @@ use sealstream::storage::durable::SegmentWriter;
 use sealstream::storage::remote::ObjectWriter;
 use sealstream::storage::{self, PutOutcome, StoreError};
 
-use common::agents::{check_store, run_agent, spec};
-use common::moto::Moto;
-use common::object_faults::{Fault, FaultyStore};
-use common::server::{Backend, Env};
+use crate::common::agents::{check_store, run_agent, spec};
+use crate::common::moto::Moto;
+use crate::common::object_faults::{Fault, FaultyStore};
+use crate::common::server::{Backend, Env};
 
 /// A store every test here runs on.
 struct Case {
@@ -226,7 +224,7 @@ async fn agents_record_into_every_backend_and_export_and_verify_read_it_by_url()
             String::from_utf8_lossy(&export.stderr)
         );
         assert_eq!(
-            common::agents::check_sessions(&out, &reports),
+            crate::common::agents::check_sessions(&out, &reports),
             frames,
             "{name}: the CLI exported every frame"
         );
@@ -382,7 +380,7 @@ async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_b
 async fn s3_throttling_is_retried_within_the_store_settings_then_answered_retry_later() {
     let moto = Moto::start();
     let bucket = moto.bucket("throttled");
-    let proxy = common::moto::Throttle::start(&moto.endpoint).await;
+    let proxy = crate::common::moto::Throttle::start(&moto.endpoint).await;
     let settings = config::Store {
         endpoint: proxy.endpoint.clone(),
         retries: 6,

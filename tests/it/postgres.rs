@@ -1,13 +1,11 @@
 //! PostgreSQL as the production path: the server under concurrent key and segment work on a
 //! real PostgreSQL, with no hang, and a watchdog that says when the pipeline is stuck.
 
-mod common;
-
 use std::time::Duration;
 
-use common::agents::{check, http_get, run_agent};
-use common::faults::PrivatePg;
-use common::server::{Backend, Env, RawStream, pg_admin, raw_connect};
+use crate::common::agents::{check, http_get, run_agent};
+use crate::common::faults::PrivatePg;
+use crate::common::server::{Backend, Env, RawStream, pg_admin, raw_connect};
 use sealstream::agent::AgentReport;
 use sealstream::metadata::Table;
 use sealstream::protocol::AgentId;

@@ -5,14 +5,12 @@
 //! `SEALSTREAM_SKIP_PROMTOOL=1` asks for the promtool checks to be skipped (said on stderr; the
 //! name checks still run).
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::server::{Backend, Env};
+use crate::common::server::{Backend, Env};
 
 fn promtool() -> Option<&'static str> {
     Command::new("promtool")
@@ -47,7 +45,7 @@ fn names_in(expr: &str) -> Vec<String> {
 async fn the_exposition_alerts_and_dashboard_agree_and_pass_promtool() {
     let env = Env::start(Backend::Sqlite, true).await;
     let cfg = env.enroll("scraped");
-    let r = common::agents::run_agent(
+    let r = crate::common::agents::run_agent(
         cfg,
         sealstream::agent::synthetic::SyntheticSpec {
             users: 1,
@@ -58,7 +56,7 @@ async fn the_exposition_alerts_and_dashboard_agree_and_pass_promtool() {
     )
     .await;
     assert_eq!(r.unacked, 0);
-    let (_, text) = common::agents::http_get(env.server().ops_addr, "/metrics").await;
+    let (_, text) = crate::common::agents::http_get(env.server().ops_addr, "/metrics").await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
 
     let mut used = Vec::new();

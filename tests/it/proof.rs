@@ -3,8 +3,6 @@
 //! operator or a KEK holder could forge, alter, cut, rename or strip it is reported with its
 //! own words and exit code. Keys come from the real openssl CLI; the CLI is the real binary.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,9 +26,9 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-        common::pubout(d, "keypair.pem", "publickey.crt", true);
-        common::pass_file(d);
+        crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
+        crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
+        crate::common::pass_file(d);
         // The deployment's agent CA, kept offline, and an agent enrolled through a CSR.
         sealstream(d, &["ca", "init", "--dir", "ca"]).success();
         sealstream(d, &["agents", "csr", AGENT, "--dir", "agent"]).success();
@@ -272,7 +270,7 @@ fn a_recording_forged_with_the_public_kek_is_unsigned_and_refused() {
     assert!(stdout(&a).contains("UNSIGNED"), "{}", stdout(&a));
     // Its frames are not put where the agent's own recordings go: they are quarantined, and the
     // signed receipt says why.
-    let frames: Vec<PathBuf> = common::walk(&f.path("out2"))
+    let frames: Vec<PathBuf> = crate::common::walk(&f.path("out2"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
@@ -297,7 +295,7 @@ fn a_recording_forged_with_the_public_kek_is_unsigned_and_refused() {
     // read as version 1 is, and exits 0.
     f.export(&store, "out3", &[]).code(0);
     assert!(
-        common::walk(&f.path("out3"))
+        crate::common::walk(&f.path("out3"))
             .iter()
             .any(|p| p.strip_prefix(f.path("out3")).unwrap().starts_with(AGENT))
     );
@@ -325,7 +323,9 @@ fn a_kek_holder_cannot_alter_reorder_or_cut_a_signed_stream() {
     // The KEK holder unwraps the DEK and seals a new chunk 1 under it (version 2, no
     // checkpoint: it cannot sign). The tag is valid; the chain is not.
     let private = keys::load_private_key(&f.path("keypair.pem"), || {
-        Ok(keys::Passphrase::new(common::PASS.as_bytes().to_vec()))
+        Ok(keys::Passphrase::new(
+            crate::common::PASS.as_bytes().to_vec(),
+        ))
     })
     .unwrap();
     let dek = Dek::unwrap(&record, &private.key, private.kek_id).unwrap();
@@ -587,7 +587,7 @@ fn an_export_resumes_into_its_directory_and_never_overwrites() {
     f.export(&store, "out", &[]).code(0);
     // Again into the same directory: identical files are kept.
     f.export(&store, "out", &[]).code(0);
-    let frames: Vec<PathBuf> = common::walk(&f.path("out"))
+    let frames: Vec<PathBuf> = crate::common::walk(&f.path("out"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
@@ -646,7 +646,7 @@ fn video_export_writes_an_mp4_at_capture_times() {
         .export(&store, "out", &["--video", "--agent-ca", "ca/ca.crt"])
         .code(0);
     let out = stdout(&a);
-    let mp4 = common::walk(&f.path("out"))
+    let mp4 = crate::common::walk(&f.path("out"))
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "mp4"))
         .unwrap_or_else(|| panic!("no mp4 written: {out}"));

@@ -2,13 +2,11 @@
 //! tools/reference_decrypt.py (written from the spec alone) opens what `sealstream seal` wrote,
 //! under a traditional-format openssl key, and gets the original bytes back.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::*;
 use assert_cmd::Command as Cmd;
-use common::*;
 
 #[test]
 fn the_python_reference_decryptor_reads_our_store() {
@@ -175,7 +173,7 @@ fn the_python_reference_decryptor_checks_signatures_as_sealstream_does() {
 /// gives every whole-store case, with the agent CA pinned and without, verifying and
 /// decrypting, with and without --allow-incomplete, the exit code, outcome, verdicts, proofs,
 /// capture times and malformed chunks the case gives, and puts a stream's files in the
-/// quarantine exactly when `sealstream export` does (tests/vectors.rs holds sealstream to the
+/// quarantine exactly when `sealstream export` does (tests/it/vectors.rs holds sealstream to the
 /// same case).
 #[test]
 fn the_python_reference_decryptor_gives_every_reader_case_its_verdicts() {

@@ -3,14 +3,12 @@
 //! already open are closed, every change is in the audit log, and a renewed certificate is
 //! picked up by the running agent at its next connection.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::agents::{run_agent, spec};
-use common::child::{ChildEnv as Env, metric};
-use common::server::{Backend, RawStream, raw_connect};
+use crate::common::agents::{run_agent, spec};
+use crate::common::child::{ChildEnv as Env, metric};
+use crate::common::server::{Backend, RawStream, raw_connect};
 use sealstream::metadata::{AccessChange, Credential};
 use sealstream::pki::{IssuedCert, Pki};
 use sealstream::protocol::AgentId;

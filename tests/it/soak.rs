@@ -13,21 +13,19 @@
 //! stored chunk exported exactly once, and every frame the round's agents had acked present
 //! byte for byte. Needs root (tmpfs, a cluster run as user postgres) and the failpoints build:
 //!
-//! `cargo test --release --features failpoints --test soak -- --nocapture`
+//! `cargo test --release --features failpoints --test it soak:: -- --nocapture`
 //! (`SEALSTREAM_SOAK_ROUNDS`, default 200). It exists only in the failpoints build, so the
 //! README's `cargo test --workspace` does not run it.
-
-#![cfg(feature = "failpoints")]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::agents::{check_sessions, free_tcp, free_udp, http_get, rss_kib, run_agent, spec};
-use common::faults::{Child, PrivatePg, relay};
+use crate::common::agents::{
+    check_sessions, free_tcp, free_udp, http_get, rss_kib, run_agent, spec,
+};
+use crate::common::faults::{Child, PrivatePg, relay};
 use sealstream::agent::AgentReport;
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::export::{self, Status};
@@ -81,7 +79,7 @@ struct Soak {
 
 fn key(path: &Path) -> PrivateKeyFile {
     keys::load_private_key(path, || {
-        Ok(Passphrase::new(common::PASS.as_bytes().to_vec()))
+        Ok(Passphrase::new(crate::common::PASS.as_bytes().to_vec()))
     })
     .unwrap()
 }
@@ -100,8 +98,8 @@ impl Soak {
             "the soak mounts a tmpfs for the store: run it as root"
         );
         let pg = PrivatePg::new(&dir.join("pgbase"));
-        common::genrsa(dir, "keypair.pem", 2048, &["-aes256"]);
-        let kek_pub = common::pubout(dir, "keypair.pem", "publickey.crt", true);
+        crate::common::genrsa(dir, "keypair.pem", 2048, &["-aes256"]);
+        let kek_pub = crate::common::pubout(dir, "keypair.pem", "publickey.crt", true);
         let cfg = ServeConfig {
             listen: free_udp(),
             ops_listen: free_tcp(),
@@ -219,8 +217,8 @@ impl Soak {
         let mut kek = self.kek_pub.clone();
         if fault == Fault::UnknownKek {
             let file = format!("kek-{n}.pem");
-            common::genrsa(&self.dir, &file, 2048, &["-aes256"]);
-            kek = common::pubout(&self.dir, &file, &format!("kek-{n}.crt"), true);
+            crate::common::genrsa(&self.dir, &file, 2048, &["-aes256"]);
+            kek = crate::common::pubout(&self.dir, &file, &format!("kek-{n}.crt"), true);
             self.keys.push(key(&self.dir.join(&file)));
         }
         if fault == Fault::AgentKilled {

@@ -3,8 +3,6 @@
 //! negative vector is refused with the right verdict. The wrapped DEK is also unwrapped by the
 //! openssl CLI, from the parameters docs/format.md gives.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -62,7 +60,7 @@ fn openssl_unwraps_the_dek_with_the_documented_oaep_parameters() {
         "rsa_oaep_label:{}",
         hex::encode(sealstream::crypto::OAEP_LABEL)
     );
-    let out = common::openssl(
+    let out = crate::common::openssl(
         tmp.path(),
         &[
             "pkeyutl",
@@ -397,7 +395,7 @@ mod signed {
 /// The `readers` section (issue 22): whole stores, each read by the real `sealstream verify`
 /// and `sealstream export`, with the section's agent CA pinned and without, must get the
 /// outcome, exit codes, verdicts, proofs, capture times and files the case gives (written
-/// from docs/format.md; `tests/reference_decryptor.rs` holds the Python reader to the same).
+/// from docs/format.md; `tests/it/reference_decryptor.rs` holds the Python reader to the same).
 mod readers {
     use super::*;
     use assert_cmd::Command;
@@ -601,7 +599,7 @@ mod readers {
                     }
                 }
                 // Nothing else was written: no file of a stream that is not ok beside ok ones.
-                let mut on_disk: Vec<String> = common::walk(&out)
+                let mut on_disk: Vec<String> = crate::common::walk(&out)
                     .iter()
                     .map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
                     .filter(|p| {

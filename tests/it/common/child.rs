@@ -35,7 +35,6 @@ pub struct ChildEnv {
     pub cfg: ServeConfig,
     pub kek_pub: PathBuf,
     pub kek_priv: PathBuf,
-    pub pass_file: PathBuf,
     pub pg_db: Option<String>,
     handle: Handle,
     child: Child,
@@ -51,7 +50,8 @@ impl ChildEnv {
         genrsa(d, "keypair.pem", 2048, &["-aes256"]);
         let kek_pub = pubout(d, "keypair.pem", "publickey.crt", true);
         let kek_priv = d.join("keypair.pem");
-        let pass_file = pass_file(d);
+        // The KEK's passphrase beside it, as an operator keeps it for export.
+        pass_file(d);
         let pg_db = (backend == Backend::Postgres).then(|| {
             let mut id = [0u8; 6];
             getrandom::fill(&mut id).unwrap();
@@ -107,7 +107,6 @@ impl ChildEnv {
             cfg,
             kek_pub,
             kek_priv,
-            pass_file,
             pg_db,
             handle,
             child,

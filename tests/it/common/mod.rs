@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests: running the real `openssl` CLI.
 
-#![allow(dead_code)]
-
 pub mod agents;
 pub mod browser;
 pub mod child;

@@ -1,0 +1,42 @@
+//! The integration tests: one binary (`cargo test --test it`), one module per subject, sharing
+//! `common`. Each runs the real server in-process or the real binary, against what the machine
+//! has; `.ci/run` installs all of it. Run one subject alone with its module as the filter, e.g.
+//! `cargo test --test it capture::`.
+//!
+//! | module | needs besides openssl and the built binary |
+//! |---|---|
+//! | `admission`, `cli`, `first_hour`, `fuzz_corpus`, `keys_openssl`, `proof`, `vectors` | nothing |
+//! | `audit`, `console_api`, `console_migration`, `faults`, `ingest`, `postgres`, `revocation` | PostgreSQL on 127.0.0.1:5432 |
+//! | `multinode`, `object_stores` | PostgreSQL and moto (`pip install 'moto[server]'`) |
+//! | `capture` | Xvfb, xdotool, xterm, xwd, xwininfo, ImageMagick, xauth |
+//! | `console_browser` | Chromium and chromedriver; Xvfb and xdotool for its captured session |
+//! | `console_js` | Node.js 20 and ssh-keygen |
+//! | `prometheus` | promtool (Debian's `prometheus`) |
+//! | `reference_decryptor` | python3 with `cryptography` |
+//! | `soak` | root and the failpoints build (`ops/soak.sh`); not in the default build |
+
+mod common;
+
+mod admission;
+mod audit;
+mod capture;
+mod cli;
+mod console_api;
+mod console_browser;
+mod console_js;
+mod console_migration;
+mod faults;
+mod first_hour;
+mod fuzz_corpus;
+mod ingest;
+mod keys_openssl;
+mod multinode;
+mod object_stores;
+mod postgres;
+mod prometheus;
+mod proof;
+mod reference_decryptor;
+mod revocation;
+#[cfg(feature = "failpoints")]
+mod soak;
+mod vectors;
