@@ -8,7 +8,8 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::{SessionJson, details, parse_agent, parse_cursor, session_json, text};
+use super::access::{details, parse_agent, text};
+use super::sessions::{SessionJson, parse_cursor, session_json};
 use crate::console::auth::Caller;
 use crate::console::{ApiError, State};
 use crate::metadata::{SessionQuery, now_us};
