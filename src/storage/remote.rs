@@ -4,7 +4,6 @@
 //! 5xx and timeouts, bounded so that a store that stays down turns into `retry_later` for the
 //! agents instead of a wait without end.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -171,9 +170,9 @@ fn shared_credentials(settings: &config::Store) -> Result<Option<Credentials>, S
     let path = if explicit {
         settings.credentials_file.clone()
     } else if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
-        PathBuf::from(p)
+        std::path::PathBuf::from(p)
     } else if let Some(home) = std::env::var_os("HOME") {
-        PathBuf::from(home).join(".aws/credentials")
+        std::path::PathBuf::from(home).join(".aws/credentials")
     } else {
         return Ok(None);
     };
