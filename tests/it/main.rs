@@ -6,7 +6,7 @@
 //! | module | needs besides openssl and the built binary |
 //! |---|---|
 //! | `admission`, `cli`, `first_hour`, `fuzz_corpus`, `keys_openssl`, `proof`, `vectors` | nothing |
-//! | `audit`, `console_api`, `console_migration`, `faults`, `ingest`, `postgres`, `revocation` | PostgreSQL on 127.0.0.1:5432 |
+//! | `audit`, `console_api`, `console_migration`, `faults`, `ingest`, `metadata`, `postgres`, `revocation` | PostgreSQL on 127.0.0.1:5432 |
 //! | `multinode`, `object_stores` | PostgreSQL and moto (`pip install 'moto[server]'`) |
 //! | `capture` | Xvfb, xdotool, xterm, xwd, xwininfo, ImageMagick, xauth |
 //! | `console_browser` | Chromium and chromedriver; Xvfb and xdotool for its captured session |
@@ -30,6 +30,7 @@ mod first_hour;
 mod fuzz_corpus;
 mod ingest;
 mod keys_openssl;
+mod metadata;
 mod multinode;
 mod object_stores;
 mod postgres;
