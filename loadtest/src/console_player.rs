@@ -15,15 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Client;
 use sealstream::agent::{self, Observer, Source, synthetic};
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::console::{Console, auth};
 use sealstream::metadata::{ConsoleUser, Role, now_us};
 use sealstream::protocol::AgentId;
 use sealstream::server::Server;
+use sealstream_test_support::chromium::{self, Driver};
+use sealstream_test_support::proc_kib;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub struct Args {
     pub frames: u32,
@@ -232,7 +234,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         .as_f64()
         .context("open time")?;
     let mut heap = vec![("opened".to_owned(), page.heap_mib().await?)];
-    let mut rss = vec![("opened".to_owned(), chromium_pss_mib(driver.1.path()))];
+    let mut rss = vec![("opened".to_owned(), chromium_pss_mib(driver.profile()))];
 
     // Seeks to random points of the timeline, each to a frame not on screen.
     let mut seek_ms = Vec::new();
@@ -246,7 +248,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             ));
             rss.push((
                 format!("after {} seeks", seek_ms.len()),
-                chromium_pss_mib(driver.1.path()),
+                chromium_pss_mib(driver.profile()),
             ));
         }
         let frac = (r.below(1_000_000) as f64) / 1_000_000.0;
@@ -288,7 +290,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
     ));
     rss.push((
         format!("after {} seeks", seek_ms.len()),
-        chromium_pss_mib(driver.1.path()),
+        chromium_pss_mib(driver.profile()),
     ));
 
     // Play at 16x for 20 s from the start.
@@ -304,7 +306,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
     ));
     rss.push((
         format!("after playing at 16x to frame {played}"),
-        chromium_pss_mib(driver.1.path()),
+        chromium_pss_mib(driver.profile()),
     ));
 
     // Live: a session still recording, frames every 500 ms.
@@ -387,86 +389,21 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
 /// The browser's memory: the proportional set size (shared pages divided among their
 /// sharers) of every process of this run's profile, summed (MiB).
 fn chromium_pss_mib(profile: &std::path::Path) -> f64 {
-    let kib: u64 = profile_pids(profile)
+    let kib: u64 = chromium::profile_pids(profile)
         .into_iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+        .filter_map(|pid| proc_kib(pid as u32, "smaps_rollup", "Pss").ok())
         .sum();
     kib as f64 / 1024.0
 }
 
-pub(crate) struct Driver(std::process::Child, tempfile::TempDir);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        // Chromium outlives a killed chromedriver: end the browsers of this profile too.
-        for pid in profile_pids(self.1.path()) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-/// The processes whose command line names the browser profile `dir`.
-fn profile_pids(dir: &std::path::Path) -> Vec<i32> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmd)
-                .contains(&needle)
-                .then_some(pid)
-        })
-        .collect()
-}
-
+/// chromedriver and a headless Chromium session whose page can measure its heap
+/// (`performance.memory`, `window.gc()`).
 pub(crate) async fn browser() -> anyhow::Result<(Driver, Client)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let driver = Driver(
-        std::process::Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting /usr/bin/chromedriver (Debian's chromium-driver)")?,
-        tempfile::tempdir()?,
-    );
-    let profile = format!("--user-data-dir={}", driver.1.path().display());
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--enable-precise-memory-info", "--js-flags=--expose-gc", profile]
-        }
-    });
-    let Value::Object(caps) = caps else {
-        unreachable!()
-    };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if let Ok(c) = ClientBuilder::rustls()?
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
-            return Ok((driver, c));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("chromedriver did not start on {url}")
+    chromium::start(
+        &["--enable-precise-memory-info", "--js-flags=--expose-gc"],
+        None,
+    )
+    .await
 }
 
 pub(crate) struct Page(pub(crate) Client);
@@ -485,53 +422,24 @@ impl Page {
     }
 
     pub(crate) async fn until(&self, what: &str, script: &str) -> anyhow::Result<Value> {
-        for _ in 0..600 {
-            let v = self.js(script).await?;
-            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
-                return Ok(v);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("timed out waiting for {what}")
+        chromium::until(&self.0, what, script, 600).await
     }
 
     /// `until` for up to 10 minutes (a long search).
     pub(crate) async fn until_long(&self, what: &str, script: &str) -> anyhow::Result<Value> {
-        for _ in 0..6000 {
-            let v = self.js(script).await?;
-            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
-                return Ok(v);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("timed out waiting for {what}")
+        chromium::until(&self.0, what, script, 6000).await
     }
 
     pub(crate) async fn fill(&self, id: &str, text: &str) -> anyhow::Result<()> {
-        let e = self.0.find(Locator::Id(id)).await?;
-        e.clear().await?;
-        e.send_keys(text).await?;
-        Ok(())
+        chromium::fill(&self.0, id, text).await
     }
 
     pub(crate) async fn click(&self, id: &str) -> anyhow::Result<()> {
-        self.0.find(Locator::Id(id)).await?.click().await?;
-        Ok(())
+        chromium::click(&self.0, id).await
     }
 
     async fn open(&self, agent: &str) -> anyhow::Result<()> {
-        let row = format!(
-            "[...document.querySelectorAll('#sessions tbody tr')].find(r => r.cells[0].textContent === '{agent}')"
-        );
-        self.until(agent, &format!("return {row} !== undefined"))
-            .await?;
-        self.js(&format!("{row}.click()")).await?;
-        self.until(
-            "the decrypt form",
-            "return !document.getElementById('decrypt-form').hidden",
-        )
-        .await?;
-        Ok(())
+        chromium::open_session(&self.0, agent, 600).await
     }
 
     /// The page's JS heap after a full garbage collection: what it keeps, not what it has not

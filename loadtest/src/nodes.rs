@@ -14,6 +14,7 @@ use sealstream::config::AgentConfig;
 use sealstream::keys::{self, Passphrase};
 use sealstream::pki::Pki;
 use sealstream::protocol::AgentId;
+use sealstream_test_support::{free_tcp, free_udp, http_get, proc_kib};
 use serde::Serialize;
 
 use crate::runner::{self, RunResult};
@@ -80,9 +81,7 @@ struct Moto {
 
 impl Moto {
     async fn start(dir: &Path) -> anyhow::Result<Moto> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_tcp()?.port();
         let log = std::fs::File::create(dir.join("moto.log"))?;
         let spawn = |program: &str, pre: &[&str]| {
             tokio::process::Command::new(program)
@@ -137,14 +136,6 @@ async fn wait_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     anyhow::bail!("{what} did not listen on {addr}")
 }
 
-fn free_udp() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn free_tcp() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 struct Node {
     name: String,
     quic: SocketAddr,
@@ -156,18 +147,7 @@ struct Node {
 
 /// Peak resident memory of a process (VmHWM), bytes.
 fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0)
-        * 1024
+    proc_kib(pid, "status", "VmHWM").unwrap_or(0) * 1024
 }
 
 /// The value of an unlabelled-or-node-labelled series `name` in a Prometheus text page, summed
@@ -181,14 +161,9 @@ fn metric(page: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A node's `/metrics` page.
 async fn scrape(ops: SocketAddr) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(ops).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut page = String::new();
-    s.read_to_string(&mut page).await?;
-    Ok(page)
+    Ok(http_get(ops, "/metrics").await?.1)
 }
 
 /// One run: `n` nodes on a database of their own and a fresh store, the scenario's agents.

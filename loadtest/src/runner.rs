@@ -145,14 +145,7 @@ fn proc_stats(pid: u32) -> Option<(u64, u64)> {
     let after = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()?;
+    let rss_kb = sealstream_test_support::proc_kib(pid, "status", "VmRSS").ok()?;
     Some((ticks, rss_kb * 1024))
 }
 

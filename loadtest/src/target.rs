@@ -2,7 +2,6 @@
 //! `sealstream serve` process (so its CPU and memory are its own) or in this process (for the
 //! smoke test). Also the customer KEK and the agents' enrolment.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::keys::{self, Passphrase};
 use sealstream::pki::Pki;
 use sealstream::protocol::AgentId;
+use sealstream_test_support::{free_tcp, free_udp};
 
 use crate::scenario::Scenario;
 
@@ -56,14 +56,6 @@ pub enum Running {
 /// operator exports a kept store (`--keep-data`) with `sealstream export`.
 pub const KEK_PASSPHRASE: &[u8] = b"loadtest passphrase, not a secret";
 
-fn free_udp_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn free_tcp_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 impl Prepared {
     /// `database_url` is the pipeline server's (empty: the embedded SQLite file).
     pub fn new(
@@ -75,8 +67,8 @@ impl Prepared {
         std::fs::create_dir_all(dir)?;
         let mut cfg = ServeConfig {
             database_url: database_url.to_owned(),
-            listen: free_udp_port()?,
-            ops_listen: free_tcp_port()?,
+            listen: free_udp()?,
+            ops_listen: free_tcp()?,
             data_dir: dir.join("server"),
             kek_poll_ms: 200,
             ..ServeConfig::default()

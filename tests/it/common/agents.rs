@@ -81,43 +81,21 @@ pub async fn run_agent(cfg: AgentConfig, spec: SyntheticSpec) -> AgentReport {
 /// A process's resident memory in KiB (Linux). Panics when it cannot be read: a memory
 /// check that read 0 would pass whatever the process did.
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("the memory of process {pid} cannot be read: {e}"));
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    sealstream_test_support::proc_kib(pid, "status", "VmRSS")
+        .unwrap_or_else(|e| panic!("the memory of process {pid} cannot be read: {e}"))
 }
 
 pub fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    sealstream_test_support::free_udp().unwrap()
 }
 
 pub fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    sealstream_test_support::free_tcp().unwrap()
 }
 
 /// GET `path` over plain HTTP/1.0; returns (status line, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    )
+    sealstream_test_support::http_get(addr, path).await.unwrap()
 }
 
 /// The body of `/metrics` at `addr`, which must answer 200.

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Client;
+use sealstream_test_support::chromium;
 use serde_json::{Value, json};
 
 /// Bytes each way through the relay.
@@ -76,89 +77,20 @@ impl std::io::Write for Logs {
     }
 }
 
-/// chromedriver, killed (and reaped) when the test ends, even by a panic.
-pub struct Driver(std::process::Child, tempfile::TempDir);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        // Chromium outlives a killed chromedriver: end the browsers of this profile too.
-        for pid in profile_pids(self.1.path()) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-impl Driver {
-    /// The browser's profile directory (its `Default/Sessions`, caches, ...).
-    pub fn profile(&self) -> &Path {
-        self.1.path()
-    }
-}
-
-/// The processes whose command line names the browser profile `dir`.
-fn profile_pids(dir: &std::path::Path) -> Vec<i32> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmd)
-                .contains(&needle)
-                .then_some(pid)
-        })
-        .collect()
-}
+pub use sealstream_test_support::chromium::Driver;
 
 /// chromedriver on a free port, and a headless Chromium session that saves downloads in
-/// `downloads`.
+/// `downloads` (killed, with its browsers, when the `Driver` drops, even by a panic).
 pub async fn browser(downloads: &Path) -> (Driver, Client) {
-    let port = super::agents::free_tcp().port();
-    let driver = Driver(
-        std::process::Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)"),
-        tempfile::tempdir().unwrap(),
-    );
-    let profile = format!("--user-data-dir={}", driver.1.path().display());
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--no-first-run", profile],
-            "prefs": {
-                "download.default_directory": downloads.display().to_string(),
-                "download.prompt_for_download": false
-            }
-        }
+    let prefs = json!({
+        "download.default_directory": downloads.display().to_string(),
+        "download.prompt_for_download": false
     });
-    let caps = match caps {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    // fantoccini's client is built for https too; chromedriver is plain http on loopback.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    for _ in 0..100 {
-        if let Ok(c) = ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
-            return (driver, c);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not start on {url}");
+    chromium::start(&["--no-first-run"], Some(prefs))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("{e:#} (chromedriver: Debian's chromium-driver; .ci/run installs it)")
+        })
 }
 
 pub struct Page {
@@ -178,36 +110,26 @@ impl Page {
         self.c.execute(script, vec![]).await.unwrap()
     }
 
+    /// Panic with `e` and the page's text.
+    async fn fail<T>(&self, e: anyhow::Error) -> T {
+        let status = self.js("return document.body.innerText").await;
+        panic!("{e:#}; page text:\n{}", status.as_str().unwrap_or(""));
+    }
+
     /// Wait (up to 20 s) until `script` returns something truthy; return it.
     pub async fn until(&self, what: &str, script: &str) -> Value {
-        for _ in 0..200 {
-            let v = self.js(script).await;
-            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match chromium::until(&self.c, what, script, 200).await {
+            Ok(v) => v,
+            Err(e) => self.fail(e).await,
         }
-        let status = self.js("return document.body.innerText").await;
-        panic!(
-            "timed out waiting for {what}; page text:\n{}",
-            status.as_str().unwrap_or("")
-        );
     }
 
     pub async fn fill(&self, id: &str, text: &str) {
-        let e = self.c.find(Locator::Id(id)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
+        chromium::fill(&self.c, id, text).await.unwrap();
     }
 
     pub async fn click(&self, id: &str) {
-        self.c
-            .find(Locator::Id(id))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        chromium::click(&self.c, id).await.unwrap();
     }
 
     pub async fn login(&self, user: &str, password: &str) {
@@ -218,22 +140,9 @@ impl Page {
 
     /// Click the row of the session of `agent` (the first when several).
     pub async fn open_session(&self, agent: &str) {
-        self.until(
-            &format!("a session of {agent}"),
-            &format!(
-                "return [...document.querySelectorAll('#sessions tbody tr')].some(r => r.cells[0].textContent === '{agent}')"
-            ),
-        )
-        .await;
-        self.js(&format!(
-            "[...document.querySelectorAll('#sessions tbody tr')].find(r => r.cells[0].textContent === '{agent}').click()"
-        ))
-        .await;
-        self.until(
-            "the decrypt form",
-            "return !document.getElementById('decrypt-form').hidden",
-        )
-        .await;
+        if let Err(e) = chromium::open_session(&self.c, agent, 200).await {
+            self.fail(e).await
+        }
     }
 
     pub async fn shown_seq(&self) -> Option<u64> {
