@@ -539,4 +539,9 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0007_gap_ranges.sql"),
         include_str!("../../migrations/sqlite/0007_gap_ranges.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_kek_audit_booleans.sql"),
+        include_str!("../../migrations/sqlite/0008_kek_audit_booleans.sql"),
+    ),
 ];

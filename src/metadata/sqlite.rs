@@ -76,6 +76,13 @@ fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::ChainRow> 
 /// unhashed, and `audit verify` reports it.
 fn chain_pending_audit_rows(c: &mut Connection) -> rusqlite::Result<()> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    hash_pending_audit_rows(&tx)?;
+    tx.commit()
+}
+
+/// [`chain_pending_audit_rows`] inside the caller's transaction, for writes whose trigger adds
+/// audit rows (the KEK calls): they are hashed in the same transaction as the change.
+fn hash_pending_audit_rows(tx: &Connection) -> rusqlite::Result<()> {
     let pending: Vec<crate::audit::ChainRow> = {
         let mut st = tx.prepare(
             "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log WHERE row_hash IS NULL AND chain_seq > coalesce((SELECT max(chain_seq) FROM audit_log WHERE row_hash IS NOT NULL), 0) ORDER BY chain_seq",
@@ -106,7 +113,7 @@ fn chain_pending_audit_rows(c: &mut Connection) -> rusqlite::Result<()> {
             params![prev, &h[..], id],
         )?;
     }
-    tx.commit()
+    Ok(())
 }
 
 impl Lite {
@@ -231,10 +238,14 @@ impl Lite {
     pub async fn set_kek_fingerprint(&self, id: i64, fp: &str) -> Result<(), MetaError> {
         let fp = fp.to_owned();
         self.with(move |c| {
-            c.execute(
+            // The KEK trigger writes an audit row: hash it before the change commits.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
                 "UPDATE encryption_kek SET fingerprint = ?2 WHERE id = ?1 AND fingerprint IS NOT ?2",
                 params![id, fp],
             )?;
+            hash_pending_audit_rows(&tx)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -242,10 +253,14 @@ impl Lite {
 
     pub async fn mark_kek_retired(&self, id: i64) -> Result<(), MetaError> {
         self.with(move |c| {
-            c.execute(
+            // The KEK trigger writes an audit row: hash it before the change commits.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
                 "UPDATE encryption_kek SET retired_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = ?1 AND NOT active AND retired_at IS NULL",
                 params![id],
             )?;
+            hash_pending_audit_rows(&tx)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -260,10 +275,14 @@ impl Lite {
     ) -> Result<(), MetaError> {
         let (pubf, privf) = (pubf.to_owned(), privf.to_owned());
         self.with(move |c| {
-            c.execute(
+            // The KEK trigger writes an audit row: hash it before the change commits.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
                 "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values (?1, ?2, ?3, ?4)",
                 params![active, enc, pubf, privf],
             )?;
+            hash_pending_audit_rows(&tx)?;
+            tx.commit()?;
             Ok(())
         })
         .await

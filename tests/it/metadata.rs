@@ -11,16 +11,10 @@
 //! leases and fenced commits, the audit chain (and tampering with what it returns), audit pages,
 //! console users, grants and logins.
 //!
-//! Differences between the backends that are bugs are kept as checks that fail on the backend
-//! at fault, left out of the run there with `#[ignore = ...]` saying what differs:
-//! - `kek_audit_details_spell_booleans_alike`: PostgreSQL's KEK trigger writes `active=t`,
-//!   SQLite's `active=true`.
-//! - `audit_times_show_the_chained_microsecond`: SQLite shows an audit row's time to the
-//!   millisecond (`…:05.123Z`), PostgreSQL to the microsecond (`…:05.123456Z`).
-//! - `kek_audit_rows_are_hashed_when_written`: on SQLite the audit rows of sealstream's own KEK
-//!   calls stay unhashed until the next audit write or checkpoint.
-//! - `a_commit_may_move_one_stream_twice`: PostgreSQL refuses a whole segment commit that
-//!   updates one stream twice; SQLite applies it.
+//! A difference between the backends that is a bug is kept as a check that fails on the backend
+//! at fault, left out of the run there with `#[ignore = ...]` saying what differs (none today:
+//! KEK audit rows hashed when written, one stream moved twice in a commit, KEK audit booleans
+//! and audit times to the microsecond were such, and now agree).
 //!
 //! Orders by agent or user name are byte order on SQLite and the database's collation on
 //! PostgreSQL: these checks expect byte order, which a database created with `C` or `C.UTF-8`
@@ -139,10 +133,6 @@ conformance!(
 conformance!(
     a_commit_may_move_one_stream_twice,
     sqlite: a_commit_may_move_one_stream_twice_sqlite,
-    #[ignore = "backend difference: a SegmentCommit with two StreamUpdates of one stream \
-                fails as a whole on PostgreSQL (ON CONFLICT DO UPDATE command cannot affect \
-                row a second time: nothing indexed); SQLite applies both. The store actor \
-                sends one update per stream, so the server does not reach it today"]
     postgres: a_commit_may_move_one_stream_twice_postgres,
 );
 conformance!(
@@ -172,9 +162,6 @@ conformance!(
 );
 conformance!(
     audit_times_show_the_chained_microsecond,
-    #[ignore = "backend difference: SQLite's audit_page shows `at` to the millisecond \
-                (strftime %f, e.g. 12:00:05.123Z), PostgreSQL to the microsecond \
-                (12:00:05.123456Z), so the console's audit view differs by backend"]
     sqlite: audit_times_show_the_chained_microsecond_sqlite,
     postgres: audit_times_show_the_chained_microsecond_postgres,
 );
@@ -186,16 +173,10 @@ conformance!(
 conformance!(
     kek_audit_details_spell_booleans_alike,
     sqlite: kek_audit_details_spell_booleans_alike_sqlite,
-    #[ignore = "backend difference: PostgreSQL's encryption_kek audit trigger formats the \
-                boolean with format('%s') and writes `active=t`/`active=f`; SQLite's writes \
-                `active=true`/`active=false`"]
     postgres: kek_audit_details_spell_booleans_alike_postgres,
 );
 conformance!(
     kek_audit_rows_are_hashed_when_written,
-    #[ignore = "backend difference: on SQLite the audit rows written by insert_kek, \
-                set_kek_fingerprint and mark_kek_retired (the KEK triggers) are left unhashed \
-                until the next audit write or audit_head; PostgreSQL hashes them on insert"]
     sqlite: kek_audit_rows_are_hashed_when_written_sqlite,
     postgres: kek_audit_rows_are_hashed_when_written_postgres,
 );

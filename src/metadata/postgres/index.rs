@@ -2,7 +2,7 @@
 //! commit of a durable segment.
 
 use super::{Pg, Which, pg_err};
-use crate::metadata::{MetaError, SegmentCommit, StreamRow, now_us};
+use crate::metadata::{MetaError, SegmentCommit, StreamRow, StreamUpdate, now_us};
 use crate::protocol::{AgentId, SessionId, StreamId};
 
 impl Pg {
@@ -167,21 +167,13 @@ impl Pg {
                 let now = now_us();
                 let f_agent: Vec<&str> = s.fences.iter().map(|(a, _)| a.as_str()).collect();
                 let f_epoch: Vec<i64> = s.fences.iter().map(|(_, e)| *e).collect();
-                let mut streams: Vec<_> = s.streams.iter().collect();
-                streams.sort_by(|a, b| {
-                    (a.agent.as_str(), a.session.0, a.stream.0).cmp(&(
-                        b.agent.as_str(),
-                        b.session.0,
-                        b.stream.0,
-                    ))
-                });
+                let streams = merged_stream_updates(&s.streams);
                 let s_agent: Vec<&str> = streams.iter().map(|u| u.agent.as_str()).collect();
                 let s_session: Vec<&[u8]> = streams.iter().map(|u| &u.session.0[..]).collect();
                 let s_stream: Vec<i64> = streams.iter().map(|u| i64::from(u.stream.0)).collect();
                 let s_kind: Vec<i16> = streams.iter().map(|u| i16::from(u.kind)).collect();
-                let s_next: Vec<i64> = streams.iter().map(|u| u.next_seq as i64).collect();
-                let s_final: Vec<Option<i64>> =
-                    streams.iter().map(|u| u.final_seq.map(|v| v as i64)).collect();
+                let s_next: Vec<i64> = streams.iter().map(|u| u.next_seq).collect();
+                let s_final: Vec<Option<i64>> = streams.iter().map(|u| u.final_seq).collect();
                 let stale = c
                     .query(
                     &st,
@@ -268,4 +260,54 @@ impl Pg {
         })
         .await
     }
+}
+
+/// One stream's update as written by `commit_segment`, positions as stored (`int8`).
+struct MergedUpdate<'a> {
+    agent: &'a AgentId,
+    session: &'a SessionId,
+    stream: &'a StreamId,
+    kind: u8,
+    next_seq: i64,
+    final_seq: Option<i64>,
+}
+
+/// The commit's stream updates in key order (so concurrent commits lock stream rows alike),
+/// one per stream: `ON CONFLICT DO UPDATE` may not touch a row twice in one statement, so
+/// updates of one stream are merged first as SQLite applies them one after another: the first
+/// one's kind, the position the upsert keeps (the furthest, or the negative one when the signs
+/// differ), the first final position given.
+fn merged_stream_updates(updates: &[StreamUpdate]) -> Vec<MergedUpdate<'_>> {
+    let mut sorted: Vec<&StreamUpdate> = updates.iter().collect();
+    // Stable: updates of one stream stay in commit order.
+    sorted.sort_by(|a, b| {
+        (a.agent.as_str(), a.session.0, a.stream.0).cmp(&(
+            b.agent.as_str(),
+            b.session.0,
+            b.stream.0,
+        ))
+    });
+    let mut out: Vec<MergedUpdate<'_>> = Vec::with_capacity(sorted.len());
+    for u in sorted {
+        let (next, fin) = (u.next_seq as i64, u.final_seq.map(|v| v as i64));
+        match out.last_mut() {
+            Some(m) if m.agent == &u.agent && m.session == &u.session && m.stream == &u.stream => {
+                m.next_seq = if (m.next_seq < 0) != (next < 0) {
+                    m.next_seq.min(next)
+                } else {
+                    m.next_seq.max(next)
+                };
+                m.final_seq = m.final_seq.or(fin);
+            }
+            _ => out.push(MergedUpdate {
+                agent: &u.agent,
+                session: &u.session,
+                stream: &u.stream,
+                kind: u.kind,
+                next_seq: next,
+                final_seq: fin,
+            }),
+        }
+    }
+    out
 }

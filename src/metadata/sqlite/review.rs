@@ -453,8 +453,11 @@ impl Lite {
         self.with(move |c| {
             // A newer page is read upwards from `after`, then shown newest first like the rest.
             let newer = q.before.is_none() && q.after.is_some();
+            // The chained time to the microsecond, as PostgreSQL shows it (strftime's %f stops
+            // at the millisecond): whole seconds (rounded down) and six digits of the rest.
             let mut st = c.prepare_cached(&format!(
-                "SELECT id, coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', at_us / 1000000.0, 'unixepoch'), at), actor, action, detail, address FROM audit_log \
+                "SELECT id, coalesce(strftime('%Y-%m-%dT%H:%M:%S', (at_us - (at_us % 1000000 + 1000000) % 1000000) / 1000000, 'unixepoch') \
+                   || printf('.%06dZ', (at_us % 1000000 + 1000000) % 1000000), at), actor, action, detail, address FROM audit_log \
                  WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR id > ?2) AND (?3 IS NULL OR actor = ?3) \
                    AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR at_us >= ?5) AND (?6 IS NULL OR at_us <= ?6) \
                  ORDER BY id {} LIMIT ?7",

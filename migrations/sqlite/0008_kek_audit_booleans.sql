@@ -1,0 +1,2 @@
+-- Nothing to change: SQLite's KEK audit triggers (0004) already write `active=true`/`false`;
+-- PostgreSQL's 0008 redefines its trigger function to match.
