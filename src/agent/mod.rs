@@ -135,6 +135,12 @@ struct Agent {
     queues: Mutex<Vec<Arc<Queue>>>,
     queue_serial: AtomicU64,
     new_queue: Notify,
+    /// Signalled (to every waiter) whenever spool bytes are released: acks recorded in the
+    /// spool, and `drop_oldest`. `push` waits on it while the spool is full.
+    spool_room: Notify,
+    /// Signalled (to every waiter) whenever chunks leave a queue (acked, or refused for
+    /// good): a queue may have become done. `run` waits on it for `all_done`.
+    settled: Notify,
     memory: Arc<Semaphore>,
     sealed: AtomicU64,
     sealed_bytes: AtomicU64,
@@ -259,6 +265,8 @@ impl Agent {
             queues: Mutex::new(Vec::new()),
             queue_serial: AtomicU64::new(0),
             new_queue: Notify::new(),
+            spool_room: Notify::new(),
+            settled: Notify::new(),
             sealed: AtomicU64::new(0),
             sealed_bytes: AtomicU64::new(0),
             acked: AtomicU64::new(0),

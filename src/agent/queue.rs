@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -65,6 +65,21 @@ impl Queue {
     }
 }
 
+/// Wait until `ready()` is true, re-checking it each time `notify` is signalled (with
+/// `notify_waiters`). The notification is created (and enabled) before each check, so a
+/// signal sent between the check and the wait is not lost.
+pub(super) async fn wait_until(notify: &Notify, mut ready: impl FnMut() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if ready() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 impl Agent {
     pub(super) fn add_stream(&self, sealer: StreamSealer) -> Arc<Queue> {
         self.add_queue_with(self.dek_message.clone(), Some(sealer))
@@ -98,19 +113,26 @@ impl Agent {
         // together: a chunk's sequence number is taken only when it can be kept.
         if let Some(sp) = &self.spool {
             let mut warned = false;
-            while sp.lock().expect("spool lock").bytes() >= self.config.spool_max_bytes {
-                if self.config.spool_full == SpoolFull::DropOldest && self.drop_oldest() {
-                    continue;
+            // Woken by `spool_room` whenever an ack (or `drop_oldest`) releases spool bytes.
+            wait_until(&self.spool_room, || {
+                loop {
+                    if sp.lock().expect("spool lock").bytes() < self.config.spool_max_bytes {
+                        return true;
+                    }
+                    if self.config.spool_full == SpoolFull::DropOldest && self.drop_oldest() {
+                        continue;
+                    }
+                    if !warned {
+                        tracing::warn!(
+                            max = self.config.spool_max_bytes,
+                            "spool full: capture paused until the server acks"
+                        );
+                        warned = true;
+                    }
+                    return false;
                 }
-                if !warned {
-                    tracing::warn!(
-                        max = self.config.spool_max_bytes,
-                        "spool full: capture paused until the server acks"
-                    );
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            })
+            .await;
         }
         let estimate = plaintext.len() + crate::protocol::chunk::FIXED_HEADER_LEN + 256 + 16;
         let want = (estimate as u32)
@@ -215,6 +237,8 @@ impl Agent {
                 tracing::error!(error = %err, "cannot spool a gap record");
             }
         }
+        // Other pushers waiting for room see what the dropped chunks released.
+        self.spool_room.notify_waiters();
         tracing::warn!(
             session = %record.header.session,
             stream = %record.header.stream,
@@ -263,5 +287,76 @@ impl Agent {
             .iter()
             .map(|q| q.state.lock().expect("queue lock").unacked.len() as u64)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+    use tokio::sync::Notify;
+
+    use super::wait_until;
+
+    /// A runtime without a time driver: a wait that polled on a timer would panic here.
+    fn no_timers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A waiter (spool full) returns once room is released and signalled, with no timer.
+    #[test]
+    fn wakes_on_the_notification_without_a_timer() {
+        no_timers().block_on(async {
+            let notify = Arc::new(Notify::new());
+            let room = Arc::new(AtomicBool::new(false));
+            let checks = Arc::new(AtomicUsize::new(0));
+            let waiter = tokio::spawn({
+                let (notify, room, checks) = (notify.clone(), room.clone(), checks.clone());
+                async move {
+                    wait_until(&notify, || {
+                        checks.fetch_add(1, Ordering::SeqCst);
+                        room.load(Ordering::SeqCst)
+                    })
+                    .await
+                }
+            });
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!waiter.is_finished(), "no room yet: still waiting");
+            assert_eq!(checks.load(Ordering::SeqCst), 1, "checked once, then waits");
+            // An ack releases spool bytes and signals.
+            room.store(true, Ordering::SeqCst);
+            notify.notify_waiters();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(waiter.is_finished(), "woken by the notification");
+            waiter.await.expect("no panic");
+            assert_eq!(checks.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// The signal comes between the check and the wait (an ack on another task right after
+    /// the spool was seen full): it must not be lost.
+    #[test]
+    fn a_signal_between_check_and_wait_is_not_lost() {
+        let notify = Notify::new();
+        let room = AtomicBool::new(false);
+        let first = AtomicBool::new(true);
+        let done = wait_until(&notify, || {
+            let ready = room.load(Ordering::SeqCst);
+            if first.swap(false, Ordering::SeqCst) {
+                room.store(true, Ordering::SeqCst);
+                notify.notify_waiters();
+            }
+            ready
+        })
+        .now_or_never();
+        assert!(done.is_some(), "the signal sent after the check was lost");
     }
 }

@@ -54,12 +54,23 @@ pub async fn run_observed(
     let mut stop = stop;
     let mut deadline = stop.borrow().then(|| Instant::now() + drain);
     let mut watching = true;
-    while !agent.all_done() {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+    loop {
+        // Registered before `all_done` is checked: an ack in between is not missed.
+        let settled = agent.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        if agent.all_done() || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = &mut settled => {}
+            _ = until_deadline => {}
             changed = stop.changed(), if watching => {
                 watching = changed.is_ok();
                 if *stop.borrow() && deadline.is_none() {

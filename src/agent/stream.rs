@@ -277,7 +277,13 @@ impl Agent {
                                 self.duplicate_acks.fetch_add(1, Ordering::Relaxed);
                             }
                             s.sent = s.sent.saturating_sub(n);
+                            drop(s);
                             self.acked.fetch_add(n as u64, Ordering::Relaxed);
+                            if n > 0 {
+                                // Spool bytes released, and this queue may be done.
+                                self.spool_room.notify_waiters();
+                                self.settled.notify_waiters();
+                            }
                         }
                         Err(r) if r.retryable() => {
                             self.count_reject(r);
@@ -292,6 +298,9 @@ impl Agent {
                             if let Some(i) = s.unacked.iter().position(|e| e.chunk.header.seq == resp.seq) {
                                 s.unacked.remove(i);
                             }
+                            drop(s);
+                            // This queue may be done now.
+                            self.settled.notify_waiters();
                             return StreamEnd::Reopen(Duration::ZERO);
                         }
                     }

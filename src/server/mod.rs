@@ -334,8 +334,20 @@ impl Server {
             let _ = s.send(store_actor::Flush).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
-        // Let in-flight segment writes finish before their arbiters stop.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // In-flight segment writes finish (written, indexed, answered) before their arbiters
+        // stop: each store actor answers `Drain` once none of its writes is left in flight.
+        let drained = async {
+            for s in &self.stores {
+                let _ = s.send(store_actor::Drain).await;
+            }
+        };
+        let limit = Duration::from_secs(10);
+        if tokio::time::timeout(limit, drained).await.is_err() {
+            tracing::warn!(
+                ?limit,
+                "segment writes still in flight at shutdown; stopping without them (their chunks are not acked and agents will resend)"
+            );
+        }
         for t in self.tasks {
             t.abort();
         }

@@ -42,6 +42,24 @@ pub struct StoreActor {
     /// Counts batches, so a batch's age timer does not flush a later one.
     generation: u64,
     progress: Arc<Progress>,
+    /// Segment writes started by `flush` and not yet answered (`Drain` waits for 0).
+    in_flight: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one segment write as in flight until dropped (also when the write panics).
+struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(count: &Arc<tokio::sync::watch::Sender<usize>>) -> Self {
+        count.send_modify(|n| *n += 1);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl StoreActor {
@@ -62,6 +80,7 @@ impl StoreActor {
             batch_bytes: 0,
             oldest: None,
             generation: 0,
+            in_flight: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -74,7 +93,12 @@ impl StoreActor {
         self.oldest = None;
         self.generation += 1;
         let (store, md) = (self.store.clone(), self.metadata.clone());
-        actix::spawn(write_segment(store, md, batch, self.progress.clone()));
+        let in_flight = InFlight::start(&self.in_flight);
+        let write = write_segment(store, md, batch, self.progress.clone());
+        actix::spawn(async move {
+            write.await;
+            drop(in_flight);
+        });
     }
 }
 
@@ -278,5 +302,25 @@ impl Handler<Flush> for StoreActor {
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush();
+    }
+}
+
+/// Write whatever is batched now, and answer once every segment write this actor started
+/// (that one and any earlier) has finished and answered its chunks (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for StoreActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        let mut count = self.in_flight.subscribe();
+        Box::pin(async move {
+            // The sender lives in this actor and in every write in flight: it is not dropped
+            // while one is pending.
+            let _ = count.wait_for(|n| *n == 0).await;
+        })
     }
 }
