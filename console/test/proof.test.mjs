@@ -1,7 +1,8 @@
 // proof.js: the signed vectors of tests/vectors get the verdicts `sealstream verify --agent-ca`
 // gives them (tests/it/vectors.rs), and streams built here from the vector agent's key and DEK, cut,
-// with a chunk removed or altered, or unsigned, get the verdicts tests/it/proof.rs expects from
-// verify. Certificates built here (a P-256 CA) check the agent certificate rules of sign.rs.
+// with a chunk removed or altered, or unsigned, get the verdicts tests/it/proof/signatures.rs
+// expects from verify. Certificates built here (a P-256 CA) check the agent certificate rules of
+// sign.rs.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -78,7 +79,7 @@ async function sealItems(items, { version = 2, sign = agentSign, interval = 500_
   return out;
 }
 
-/** Nine frames and an empty final chunk (tests/it/proof.rs `record(Some("agent"), 9)`): checkpoints at 3, 7 and 9. */
+/** Nine frames and an empty final chunk (tests/it/proof/signatures.rs `record(Some("agent"), 9)`): checkpoints at 3, 7 and 9. */
 const nineFrames = [...Array.from({ length: 9 }, (_, i) => frame(`f${i}.png`, `frame ${i}`)), new Uint8Array(0)];
 const recording = await sealStream({ plaintexts: nineFrames });
 
@@ -174,7 +175,7 @@ for (const c of R.cases.filter((x) => x.stream)) {
   });
 }
 
-// ---- streams made here (tests/it/proof.rs's cases) ----
+// ---- streams made here (tests/it/proof/signatures.rs's cases) ----
 
 test('a whole signed recording is verified, with capture times from its own headers', async () => {
   const v = await prove(recording, { keys: await keys() });
@@ -187,7 +188,7 @@ test('a whole signed recording is verified, with capture times from its own head
 });
 
 test('a recording whose last chunk was cut is incomplete, the chunk after the last checkpoint unproven', async () => {
-  // tests/it/proof.rs: "proven through chunk 7; 1 chunk(s) after it UNPROVEN", exit 7.
+  // tests/it/proof/signatures.rs: "proven through chunk 7; 1 chunk(s) after it UNPROVEN", exit 7.
   const v = await prove(recording.slice(0, 9));
   assert.equal(v.status, 'incomplete');
   assert.equal(v.verdict, 'incomplete');
@@ -233,7 +234,7 @@ test('a chunk altered in the store fails its checkpoint without keys and its tag
 });
 
 test('a chunk re-sealed by a KEK holder opens, and is still tampering: the chain breaks', async () => {
-  // tests/it/proof.rs a_kek_holder_cannot_alter_reorder_or_cut_a_signed_stream: a valid tag, no signature.
+  // tests/it/proof/signatures.rs a_kek_holder_cannot_alter_reorder_or_cut_a_signed_stream: a valid tag, no signature.
   const forged = recording.slice();
   forged[1] = await sealCore({
     version: 2, seq: 1, captureUs: T0 + 500_000n, final: false, checkpoint: false, plaintext: frame('f1.png', 'an altered frame'),
@@ -257,7 +258,7 @@ test('a chunk re-sealed by a KEK holder opens, and is still tampering: the chain
 });
 
 test('an unsigned (version 1) stream of an agent whose other records are signed is unsigned, not verified', async () => {
-  // tests/it/proof.rs a_recording_forged_with_the_public_kek_is_unsigned_and_refused: "UNSIGNED", exit 7.
+  // tests/it/proof/signatures.rs a_recording_forged_with_the_public_kek_is_unsigned_and_refused: "UNSIGNED", exit 7.
   const { keys: v1Keys } = await vectorKeys();
   const chunks = vectors.chunks.filter((c) => c.stream === 0).map((c) => fromHex(c.sealed));
   const records = [fromHex(vectors.dek_record), signedRecord];

@@ -395,7 +395,8 @@ mod signed {
 /// The `readers` section (issue 22): whole stores, each read by the real `sealstream verify`
 /// and `sealstream export`, with the section's agent CA pinned and without, must get the
 /// outcome, exit codes, verdicts, proofs, capture times and files the case gives (written
-/// from docs/format.md; `tests/it/reference_decryptor.rs` holds the Python reader to the same).
+/// from docs/format.md; `tests/it/reference_decryptor/stores.rs` holds the Python reader to
+/// the same).
 mod readers {
     use super::*;
     use assert_cmd::Command;
