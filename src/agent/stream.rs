@@ -277,8 +277,10 @@ impl Agent {
                                 self.duplicate_acks.fetch_add(1, Ordering::Relaxed);
                             }
                             s.sent = s.sent.saturating_sub(n);
-                            drop(s);
+                            // Counted before the queue lock is let go: whoever sees the queue
+                            // done (the drain, woken by another stream's ack) sees this count.
                             self.acked.fetch_add(n as u64, Ordering::Relaxed);
+                            drop(s);
                             if n > 0 {
                                 // Spool bytes released, and this queue may be done.
                                 self.spool_room.notify_waiters();
