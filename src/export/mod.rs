@@ -9,6 +9,7 @@
 //! it (identical files are kept, a different file is never overwritten).
 
 mod place;
+mod prestage;
 mod receipt;
 mod report;
 mod stream;
@@ -21,6 +22,7 @@ pub use writer::FrameList;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use object_store::ObjectStore;
 
@@ -92,11 +94,19 @@ pub async fn export_with(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report, ExportError> {
     let mut scanned = 0u64;
-    let scan = inspect::scan(store, &options.filter, |n| {
-        scanned += n;
-        progress(Progress::Scanned(scanned));
-    })
+    // Chunks are opened while the scan holds their bytes (prestage.rs).
+    let mut ahead = prestage::Prestage::new(store, keys, out);
+    let scan = inspect::scan_into(
+        store,
+        &options.filter,
+        |n| {
+            scanned += n;
+            progress(Progress::Scanned(scanned));
+        },
+        &mut ahead,
+    )
     .await?;
+    let mut opened = ahead.finish(&scan).await;
     let mut report = Report {
         segments: scan.segments.len(),
         dek_records: scan.dek_objects,
@@ -106,13 +116,17 @@ pub async fn export_with(
     };
 
     // Unwrap each DEK that a supplied key can open; the keys stay in memory only here.
-    let mut deks: HashMap<Owner, Dek> = HashMap::new();
+    let mut deks: HashMap<Owner, Arc<Dek>> = HashMap::new();
     let mut dek_problems: HashMap<Owner, String> = HashMap::new();
     for (owner, record) in &scan.records {
+        if let Some(dek) = opened.deks.get(owner) {
+            deks.insert(owner.clone(), dek.clone());
+            continue;
+        }
         match keys.iter().find(|k| k.kek_id == record.kek_id) {
             Some(k) => match Dek::unwrap(record, &k.key, k.kek_id) {
                 Ok(dek) => {
-                    deks.insert(owner.clone(), dek);
+                    deks.insert(owner.clone(), Arc::new(dek));
                 }
                 Err(e) => {
                     dek_problems.insert(owner.clone(), e.to_string());
@@ -152,6 +166,7 @@ pub async fn export_with(
             unique,
             options.agent_ca.is_some(),
             (&deks, &dek_problems),
+            &mut opened.staged,
             out,
             &mut |n| {
                 done += n;
@@ -163,6 +178,7 @@ pub async fn export_with(
         report.streams.push(sr.0);
     }
 
+    drop(opened);
     report.set_outcome();
     std::fs::create_dir_all(out).map_err(|source| ExportError::Write {
         path: out.to_owned(),

@@ -48,20 +48,27 @@ pub fn write_receipt(
     key: &PrivateKeyFile,
 ) -> Result<(), ExportError> {
     use rsa::signature::{RandomizedSigner, SignatureEncoding};
-    let mut listed: Vec<(String, Option<Verdict>)> = report
-        .streams
-        .iter()
-        .flat_map(|s| s.files.iter().map(|f| (f.clone(), Some(s.verdict))))
-        .collect();
-    listed.push(("report.json".to_owned(), None));
-    let mut files = Vec::with_capacity(listed.len());
-    for (path, verdict) in listed {
-        files.push(ReceiptFile {
-            sha256: hex::encode(file_sha256(&out.join(&path))?),
-            path,
-            verdict,
-        });
+    // Each stream's files with the SHA-256 taken as they were written (a report made
+    // elsewhere, without them, has its files read back and hashed).
+    let mut files = Vec::new();
+    for s in &report.streams {
+        for (i, path) in s.files.iter().enumerate() {
+            let sha256 = match s.file_sha256.get(i) {
+                Some(d) if s.file_sha256.len() == s.files.len() => *d,
+                _ => file_sha256(&out.join(path))?,
+            };
+            files.push(ReceiptFile {
+                path: path.clone(),
+                sha256: hex::encode(sha256),
+                verdict: Some(s.verdict),
+            });
+        }
     }
+    files.push(ReceiptFile {
+        sha256: hex::encode(file_sha256(&out.join("report.json"))?),
+        path: "report.json".to_owned(),
+        verdict: None,
+    });
     let receipt = Receipt {
         format: "sealstream export receipt v2",
         exported_at_us: crate::crypto::now_us(),

@@ -43,6 +43,9 @@ pub struct StreamReport {
     pub last_capture_us: i64,
     /// Each file written, relative to the output directory (as in `receipt.json`).
     pub files: Vec<String>,
+    /// The SHA-256 of each file in `files`, taken as it was written (for `receipt.json`).
+    #[serde(skip)]
+    pub file_sha256: Vec<[u8; 32]>,
     /// Chunks the agent dropped (its spool was full), as its gap records declare.
     pub gaps: Vec<Gap>,
     /// Each frame file written, with its capture time (for `--video`).

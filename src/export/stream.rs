@@ -13,6 +13,7 @@ use crate::inspect::{self, ChunkRef, Scan, StreamKey as StreamKeyId, Verdict};
 use crate::protocol::DekId;
 use crate::protocol::payload::Gap;
 
+use super::prestage::{At, Staged};
 use super::report::{Status, StreamReport};
 use super::writer::StreamWriter;
 use super::{ExportError, Owner};
@@ -31,7 +32,8 @@ pub(super) async fn export_stream(
     check: inspect::StreamCheck,
     unique_kind: bool,
     ca_pinned: bool,
-    (deks, dek_problems): (&HashMap<Owner, Dek>, &HashMap<Owner, String>),
+    (deks, dek_problems): (&HashMap<Owner, Arc<Dek>>, &HashMap<Owner, String>),
+    staged: &mut HashMap<At, Staged>,
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(StreamReport, u64), ExportError> {
@@ -47,6 +49,7 @@ pub(super) async fn export_stream(
         first_capture_us: check.first_capture_us,
         last_capture_us: check.last_capture_us,
         files: Vec::new(),
+        file_sha256: Vec::new(),
         gaps: Vec::new(),
         frames: Vec::new(),
         status: Status::Complete,
@@ -96,22 +99,32 @@ pub(super) async fn export_stream(
             .entry(r.dek_id)
             .or_insert_with(|| Arc::new(StreamKey::derive(dek, agent, *sess, *stream, kind)))
             .clone();
-        work.push((*seq, r, hole, key));
+        let ahead = staged.remove(&(r.segment, r.offset));
+        work.push((*seq, r, hole, key, ahead));
     }
-    // Read ahead and open on the blocking pool (hash, decode, AES-GCM: both cores), while
-    // this task writes the plaintexts in order.
+    // Chunks opened during the scan are taken as they are; the others are read again (and
+    // checked to be the bytes the scan saw) ahead and opened on the blocking pool, while this
+    // task writes the plaintexts in order.
     let mut opened = futures::stream::iter(work)
-        .map(|(seq, r, hole, key)| async move {
-            let bytes = inspect::read_chunk_bytes(store, scan, r).await;
-            let digest = r.digest;
-            let result = match bytes {
-                Ok(bytes) => tokio::task::spawn_blocking(move || {
-                    let chunk = inspect::chunk_from_bytes(bytes, &digest, seq)?;
-                    key.open(&chunk).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("chunk {seq}: {e}"))),
-                Err(e) => Err(e),
+        .map(|(seq, r, hole, key, ahead)| async move {
+            let result = match ahead {
+                Some(Staged::Image {
+                    path,
+                    name,
+                    len,
+                    sha256,
+                }) => Ok(Plain::Image {
+                    path,
+                    name,
+                    len,
+                    sha256,
+                }),
+                Some(Staged::Plain { log, offset, len }) => Staged::read_plain(&log, offset, len)
+                    .map(Plain::Bytes)
+                    .map_err(|e| format!("chunk {seq}: reading back what was opened: {e}")),
+                None => read_and_open(store, scan, r, seq, key)
+                    .await
+                    .map(Plain::Bytes),
             };
             (seq, r, hole, result)
         })
@@ -120,7 +133,18 @@ pub(super) async fn export_stream(
     while let Some((seq, r, hole, result)) = opened.next().await {
         progress(1);
         match result {
-            Ok(plain) if r.gap => match Gap::decode(&plain) {
+            Ok(Plain::Image {
+                path,
+                name,
+                len,
+                sha256,
+            }) => {
+                decrypted += 1;
+                writer.place_frame(seq, r.capture_us, &name, &path, sha256)?;
+                sr.chunks += 1;
+                sr.bytes += len;
+            }
+            Ok(Plain::Bytes(plain)) if r.gap => match Gap::decode(&plain) {
                 Ok(g) if hole == Some((g.first_seq, g.last_seq)) => {
                     decrypted += 1;
                     sr.chunks += 1;
@@ -130,7 +154,7 @@ pub(super) async fn export_stream(
                     "chunk {seq}: gap record does not match the missing chunks"
                 )),
             },
-            Ok(plain) => {
+            Ok(Plain::Bytes(plain)) => {
                 decrypted += 1;
                 match writer.write(seq, r.capture_us, &plain)? {
                     Some(n) => {
@@ -177,9 +201,40 @@ pub(super) async fn export_stream(
     }
     let base = base.join(agent.dir_name()).join(sess.to_string());
     let (files, frames) = writer.finish(&base)?;
-    sr.files = files;
+    (sr.files, sr.file_sha256) = files.into_iter().unzip();
     sr.frames = frames;
     Ok((sr, decrypted))
+}
+
+/// A chunk's plaintext: in memory, or (a whole frame opened during the scan) its image in a
+/// file.
+enum Plain {
+    Bytes(zeroize::Zeroizing<Vec<u8>>),
+    Image {
+        path: PathBuf,
+        name: String,
+        len: u64,
+        sha256: [u8; 32],
+    },
+}
+
+/// Chunk `r` read again from its segment, checked against the scan's digest, and opened on
+/// the blocking pool.
+async fn read_and_open(
+    store: &dyn ObjectStore,
+    scan: &Scan,
+    r: &inspect::ChunkRef,
+    seq: u64,
+    key: Arc<StreamKey>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let bytes = inspect::read_chunk_bytes(store, scan, r).await?;
+    let digest = r.digest;
+    tokio::task::spawn_blocking(move || {
+        let chunk = inspect::chunk_from_bytes(bytes, &digest, seq)?;
+        key.open(&chunk).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("chunk {seq}: {e}")))
 }
 
 /// Chunks read and opened ahead of the one being written (each at most a chunk's size).

@@ -7,6 +7,8 @@ use crate::protocol::payload::{Frame, keystroke_lines};
 use crate::protocol::screen::{Compositor, is_update_name, png_name};
 use crate::protocol::{Kind, StreamId};
 
+use sha2::{Digest, Sha256};
+
 use super::place::place_once;
 use super::{ExportError, io_error};
 
@@ -18,6 +20,15 @@ fn staging_dir(out: &Path) -> PathBuf {
     out.join(format!(".{}.partial", hex::encode(r)))
 }
 
+/// A whole frame's file name: its own, or one made from its number.
+fn frame_name(seq: u64, name: &str) -> String {
+    if name.is_empty() {
+        format!("frame-{seq:08}.bin")
+    } else {
+        name.to_owned()
+    }
+}
+
 /// Writes one stream's plaintext: frames as files, keystrokes as JSON lines, staged in a
 /// directory of their own until `finish` puts them where the stream's verdict says.
 pub(super) struct StreamWriter {
@@ -27,17 +38,22 @@ pub(super) struct StreamWriter {
     kind: Kind,
     stream: StreamId,
     unique: bool,
-    /// Each file staged, relative to the session directory, with its capture time for frames.
-    staged: Vec<(PathBuf, Option<i64>)>,
+    /// Each file staged, relative to the session directory, with its SHA-256 and its capture
+    /// time for frames.
+    staged: Vec<(PathBuf, [u8; 32], Option<i64>)>,
     /// Frame file names used by this export (a repeated name gets the sequence number).
     names: std::collections::HashSet<String>,
-    /// The keystroke file being written, and its path relative to the session directory.
-    keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
+    /// The keystroke file being written, its path relative to the session directory, and the
+    /// SHA-256 of what was written so far.
+    keystrokes: Option<(std::io::BufWriter<std::fs::File>, PathBuf, Sha256)>,
     /// Directories already made (one `mkdir` each, not one per file).
     made: std::collections::HashSet<PathBuf>,
     /// The screen this stream's screen updates have made (format.md "Compositing").
     screen: Compositor,
 }
+
+/// A file as written: its path relative to the output directory and its SHA-256.
+pub(super) type Written = (String, [u8; 32]);
 
 /// A stream's frames as written: each file and its capture time.
 pub type FrameList = Vec<(PathBuf, i64)>;
@@ -94,32 +110,22 @@ impl StreamWriter {
                 let Ok(frame) = Frame::decode(plain) else {
                     return Ok(None);
                 };
-                let dir = if self.unique {
-                    PathBuf::from("frames")
-                } else {
-                    PathBuf::from(format!("frames-{}", self.stream))
-                };
                 // A screen update is written as the whole screen it makes.
                 let composited;
-                let (mut name, image) = if is_update_name(frame.name) {
+                let (name, image) = if is_update_name(frame.name) {
                     match self.screen.apply(frame.image) {
                         Ok(screen) => composited = screen.to_png(),
                         Err(_) => return Ok(None),
                     }
                     (png_name(frame.name), composited.as_slice())
-                } else if frame.name.is_empty() {
-                    (format!("frame-{seq:08}.bin"), frame.image)
                 } else {
-                    (frame.name.to_owned(), frame.image)
+                    (frame_name(seq, frame.name), frame.image)
                 };
-                if !self.names.insert(name.clone()) {
-                    name = format!("{seq:08}-{name}");
-                    self.names.insert(name.clone());
-                }
-                let rel = dir.join(&name);
+                let rel = self.frame_rel(seq, name);
                 let path = self.stage(&rel)?;
                 std::fs::write(&path, image).map_err(io_error(&path))?;
-                self.staged.push((rel, Some(capture_us)));
+                self.staged
+                    .push((rel, Sha256::digest(image).into(), Some(capture_us)));
                 Ok(Some(frame.image.len() as u64))
             }
             Kind::Keystrokes | Kind::Activity => {
@@ -135,9 +141,9 @@ impl StreamWriter {
                     };
                     let path = self.stage(&rel)?;
                     let f = std::fs::File::create(&path).map_err(io_error(&path))?;
-                    self.keystrokes = Some((std::io::BufWriter::new(f), rel));
+                    self.keystrokes = Some((std::io::BufWriter::new(f), rel, Sha256::new()));
                 }
-                let (f, rel) = self.keystrokes.as_mut().expect("opened above");
+                let (f, rel, sum) = self.keystrokes.as_mut().expect("opened above");
                 for line in &lines {
                     f.write_all(line)
                         .and_then(|_| f.write_all(b"\n"))
@@ -145,35 +151,71 @@ impl StreamWriter {
                             path: rel.clone(),
                             source,
                         })?;
+                    sum.update(line);
+                    sum.update(b"\n");
                 }
                 Ok(Some(plain.len() as u64))
             }
         }
     }
 
+    /// A whole frame's image, already written to `from` (by the export's first pass, on the
+    /// same file system), moved into the stream's staging directory as `write` would have
+    /// written it.
+    pub(super) fn place_frame(
+        &mut self,
+        seq: u64,
+        capture_us: i64,
+        name: &str,
+        from: &Path,
+        sha256: [u8; 32],
+    ) -> Result<(), ExportError> {
+        let rel = self.frame_rel(seq, frame_name(seq, name));
+        let path = self.stage(&rel)?;
+        std::fs::rename(from, &path).map_err(io_error(&path))?;
+        self.staged.push((rel, sha256, Some(capture_us)));
+        Ok(())
+    }
+
+    /// Where frame `name` goes, relative to the session directory; a name this stream has
+    /// used already gets the sequence number.
+    fn frame_rel(&mut self, seq: u64, mut name: String) -> PathBuf {
+        let dir = if self.unique {
+            PathBuf::from("frames")
+        } else {
+            PathBuf::from(format!("frames-{}", self.stream))
+        };
+        if !self.names.insert(name.clone()) {
+            name = format!("{seq:08}-{name}");
+            self.names.insert(name.clone());
+        }
+        dir.join(name)
+    }
+
     /// Put the stream's files under `out/base/` (the session directory: `base` is
     /// `<agent>/<session>` for an ok stream, under `@quarantine/` for any other); returns
-    /// them relative to the output directory, and the frames with their capture times.
-    pub(super) fn finish(mut self, base: &Path) -> Result<(Vec<String>, FrameList), ExportError> {
-        if let Some((f, rel)) = self.keystrokes.take() {
+    /// them relative to the output directory with their SHA-256, and the frames with their
+    /// capture times.
+    pub(super) fn finish(mut self, base: &Path) -> Result<(Vec<Written>, FrameList), ExportError> {
+        if let Some((f, rel, sum)) = self.keystrokes.take() {
             let f = f.into_inner().map_err(|e| ExportError::Write {
                 path: rel.clone(),
                 source: e.into_error(),
             })?;
             f.sync_all().map_err(io_error(&rel))?;
-            self.staged.push((rel, None));
+            self.staged.push((rel, sum.finalize().into(), None));
         }
         let Some(staging) = self.staging.take() else {
             return Ok((Vec::new(), Vec::new()));
         };
         let mut files = Vec::with_capacity(self.staged.len());
         let mut frames = Vec::new();
-        for (rel, capture_us) in std::mem::take(&mut self.staged) {
+        for (rel, sha256, capture_us) in std::mem::take(&mut self.staged) {
             let name = base.join(&rel);
             let path = self.out.join(&name);
             self.make_dir(path.parent().expect("a file in the output directory"))?;
             place_once(&staging.join(&rel), &path)?;
-            files.push(name.display().to_string());
+            files.push((name.display().to_string(), sha256));
             if let Some(t) = capture_us {
                 frames.push((path, t));
             }

@@ -14,6 +14,9 @@ mod verdict;
 
 pub use proof::Proof;
 pub use report::{StreamVerdict, VerifyReport, verify};
-pub use scan::{ChunkRef, Filter, Scan, StreamKey, chunk_from_bytes, read_chunk_bytes, scan};
+pub use scan::{
+    ChunkRef, ChunkSink, Filter, Scan, StreamKey, chunk_from_bytes, read_chunk_bytes, scan,
+    scan_into,
+};
 pub use stream::{StreamCheck, check_stream};
 pub use verdict::{Verdict, exit_code};

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::protocol::{AgentId, DekId, DekRecord, Kind, SealedChunk, SessionId, StreamId};
 use crate::storage::{self, StoreError, paths};
 
-use super::segment::{Damage, scan_segment};
+use super::segment::{Damage, SegmentVisitor, scan_segment};
 
 /// One stream: (agent, session, stream id).
 pub type StreamKey = (AgentId, SessionId, StreamId);
@@ -78,6 +78,25 @@ pub struct Scan {
     pub records: HashMap<(AgentId, DekId), DekRecord>,
 }
 
+/// What a scan hands each kept chunk to as it reads it, so that a caller (export) can use the
+/// bytes while they are in memory instead of reading and hashing them again. The chunk's
+/// segment may still prove damaged (its checksum is checked at its end): then no stream of the
+/// scan holds it, and whatever the sink made of it must go unused.
+pub trait ChunkSink: Send {
+    /// A kept chunk, `r` saying where it is and what its header says.
+    fn chunk(
+        &mut self,
+        key: &StreamKey,
+        r: &ChunkRef,
+        c: &SealedChunk,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// The sink of a scan that only checks.
+impl ChunkSink for () {
+    async fn chunk(&mut self, _: &StreamKey, _: &ChunkRef, _: &SealedChunk) {}
+}
+
 /// Read every segment of `store`, check the name of every DEK record object, and read the DEK
 /// records the kept chunks name (docs/format.md "Object names"): a record no kept chunk names
 /// is not read, so records flooded into the store cost a reader one listing, never a read
@@ -85,20 +104,49 @@ pub struct Scan {
 pub async fn scan(
     store: &dyn ObjectStore,
     filter: &Filter,
+    progress: impl FnMut(u64),
+) -> Result<Scan, StoreError> {
+    scan_into(store, filter, progress, &mut ()).await
+}
+
+/// One segment's kept chunks, collected and handed to the sink as they are read.
+struct Keep<'a, S> {
+    filter: &'a Filter,
+    index: u32,
+    kept: Vec<(StreamKey, ChunkRef)>,
+    sink: &'a mut S,
+}
+
+impl<S: ChunkSink> SegmentVisitor for Keep<'_, S> {
+    async fn chunk(&mut self, c: &SealedChunk, offset: u64, digest: [u8; 32]) {
+        if self.filter.keeps_chunk(&c.header.agent, c.header.session) {
+            let (key, r) = chunk_ref(self.index, offset, c, digest);
+            self.sink.chunk(&key, &r, c).await;
+            self.kept.push((key, r));
+        }
+    }
+}
+
+/// `scan`, handing each kept chunk to `sink` as it is read.
+pub async fn scan_into(
+    store: &dyn ObjectStore,
+    filter: &Filter,
     mut progress: impl FnMut(u64),
+    sink: &mut impl ChunkSink,
 ) -> Result<Scan, StoreError> {
     let mut out = Scan::default();
     for meta in storage::list_meta(store, &paths::segments_prefix()).await? {
         let index = out.segments.len() as u32;
         out.segments.push(meta.location.clone());
         out.segment_bytes += meta.size;
-        let mut kept = Vec::new();
-        let result = scan_segment(store, &meta.location, meta.size, |c, offset, digest| {
-            if filter.keeps_chunk(&c.header.agent, c.header.session) {
-                kept.push(chunk_ref(index, offset, c, digest));
-            }
-        })
-        .await;
+        let mut keep = Keep {
+            filter,
+            index,
+            kept: Vec::new(),
+            sink: &mut *sink,
+        };
+        let result = scan_segment(store, &meta.location, meta.size, &mut keep).await;
+        let kept = keep.kept;
         progress(meta.size);
         match result {
             Ok(()) => {

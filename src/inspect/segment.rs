@@ -82,13 +82,25 @@ async fn chunk_len(w: &mut Window<'_>, pos: u64, body_end: u64) -> Result<u64, D
     Ok((core + 4 + u64::from(u16::from_be_bytes([t[2], t[3]]))).min(avail))
 }
 
+/// What a segment's scan hands each chunk to, as it is read.
+pub(super) trait SegmentVisitor {
+    /// Chunk `c` at byte `offset`, with the SHA-256 of its bytes (its segment is not yet
+    /// proved whole: the trailer comes last).
+    fn chunk(
+        &mut self,
+        c: &SealedChunk,
+        offset: u64,
+        digest: [u8; 32],
+    ) -> impl Future<Output = ()> + Send;
+}
+
 /// Check one segment object (structure, checksum, its key against its id and date), handing
 /// each chunk, its offset and its SHA-256 to `each`.
 pub(super) async fn scan_segment(
     store: &dyn ObjectStore,
     path: &Path,
     size: u64,
-    mut each: impl FnMut(&SealedChunk, u64, [u8; 32]),
+    each: &mut impl SegmentVisitor,
 ) -> Result<(), Damage> {
     if size as usize > segment::MAX_SEGMENT_LEN {
         return Err(Damage::Object(format!(
@@ -144,7 +156,7 @@ pub(super) async fn scan_segment(
         })?;
         let digest: [u8; 32] = Sha256::digest(c.bytes()).into();
         sum.update(digest);
-        each(&c, pos, digest);
+        each.chunk(&c, pos, digest).await;
         pos += len;
     }
     let trailer = w.get(body_end, segment::TRAILER_LEN as u64).await?;

@@ -277,6 +277,12 @@ fn an_export_without_config_signs_a_receipt_openssl_verifies() {
     crate::common::pass_file(d);
     std::fs::create_dir_all(d.join("frames")).unwrap();
     std::fs::write(d.join("frames/a.png"), b"not really a png").unwrap();
+    std::fs::write(d.join("frames/b.png"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(
+        d.join("frames/keys.jsonl"),
+        "{\"t\":1,\"text\":\"ls\"}\n{\"t\":2,\"text\":\"[Enter]\"}\n",
+    )
+    .unwrap();
     cli(
         d,
         &[
@@ -324,6 +330,20 @@ fn an_export_without_config_signs_a_receipt_openssl_verifies() {
     );
     assert_eq!(frame["sha256"], hex::encode(sha));
     assert!(files.iter().any(|f| f["path"] == "report.json"));
+    // Every file's digest is that of the file as it lies in the output (frames and keystrokes
+    // are hashed as they are written, not read back).
+    assert_eq!(
+        files.len(),
+        4,
+        "two frames, the keystrokes, report.json: {receipt}"
+    );
+    for f in files {
+        let path = f["path"].as_str().unwrap();
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(d.join("out").join(path)).unwrap(),
+        );
+        assert_eq!(f["sha256"], hex::encode(sha), "{path}");
+    }
     // What docs/format.md tells a reader to run, with the salt length it gives (32 bytes).
     let openssl_verifies = || {
         std::process::Command::new("openssl")
