@@ -39,6 +39,13 @@ pub enum PkiError {
 /// Days an agent certificate is valid by default; renew with `sealstream agents renew`.
 pub const DEFAULT_AGENT_DAYS: u32 = 90;
 
+/// Whether the server with this data directory keeps its agent CA offline: `pki/ca.crt`
+/// without `pki/ca.key` (it trusts the CA's agents and issues none).
+pub fn ca_is_offline(data_dir: &Path) -> bool {
+    let dir = data_dir.join("pki");
+    dir.join("ca.crt").exists() && !dir.join("ca.key").exists()
+}
+
 /// An enrolled agent's credential files and the certificate's registry facts.
 pub struct AgentFiles {
     pub cert: PathBuf,
@@ -76,7 +83,7 @@ impl Pki {
             source,
         })?;
         // An offline agent CA: the server has `ca.crt` only, and issues no agent identity.
-        let offline = dir.join("ca.crt").exists() && !dir.join("ca.key").exists();
+        let offline = ca_is_offline(data_dir);
         let (ca_pem, ca_key_pem) = if offline {
             let path = dir.join("ca.crt");
             let pem = std::fs::read_to_string(&path).map_err(|source| PkiError::Io {
@@ -308,6 +315,96 @@ impl OfflineCa {
     }
 }
 
+/// An agent certificate from the deployment's agent CA, and its key, as `agents config` checked
+/// them.
+#[derive(Debug)]
+pub struct CheckedAgent {
+    pub agent: AgentId,
+    /// `sha256:<hex>` of the certificate's DER bytes.
+    pub fingerprint: String,
+    pub serial: String,
+    pub not_after_us: i64,
+}
+
+/// What an agent certificate's public key is checked against: the agent's private key, or,
+/// where the key is not (it never leaves the endpoint), the request `agents csr` made with it.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyHolder<'a> {
+    /// PEM, PKCS#8, as `agents csr` writes agent.key.
+    Key(&'a Path),
+    /// PEM, agent.csr.
+    Request(&'a Path),
+}
+
+/// Check that the certificate in `cert` (PEM) was issued by the agent CA in `ca` (its
+/// `ca.crt`) for client authentication, is valid now, and holds the public key of `holder`.
+/// Reads a key only to compare public keys; nothing is written.
+pub fn check_agent_credentials(
+    ca: &Path,
+    cert: &Path,
+    holder: KeyHolder<'_>,
+) -> Result<CheckedAgent, PkiError> {
+    use rcgen::PublicKeyData;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| PkiError::Io {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let invalid = |p: &Path, detail: String| PkiError::Invalid {
+        path: p.to_owned(),
+        detail,
+    };
+    let anchor = crate::crypto::AgentCa::load(ca).map_err(|e| invalid(ca, e))?;
+    let der = CertificateDer::from_pem_slice(read(cert)?.as_bytes())
+        .map_err(|e| invalid(cert, format!("not a PEM certificate: {e}")))?;
+    let agent = crate::crypto::cert::agent_identity(&der).map_err(|e| invalid(cert, e))?;
+    let info = anchor
+        .check(&der, &agent, micros(time_now()))
+        .map_err(|e| {
+            invalid(
+                cert,
+                format!(
+                    "not accepted under the deployment's agent CA {} ({}): {e}",
+                    ca.display(),
+                    anchor.fingerprint
+                ),
+            )
+        })?;
+    let (path, spki) = match holder {
+        KeyHolder::Key(key) => {
+            let key_pem = zeroize::Zeroizing::new(read(key)?);
+            let pair = KeyPair::from_pem(&key_pem)
+                .map_err(|e| invalid(key, format!("not a PKCS#8 private key: {e}")))?;
+            (key, pair.subject_public_key_info())
+        }
+        KeyHolder::Request(csr) => {
+            let req = rcgen::CertificateSigningRequestParams::from_pem(&read(csr)?)
+                .map_err(|e| invalid(csr, format!("not a certificate signing request: {e}")))?;
+            (csr, req.public_key.subject_public_key_info())
+        }
+    };
+    let cert_pin = spki_pin(&der).map_err(|e| invalid(cert, e))?;
+    if Sha256::digest(spki).as_slice() != cert_pin.0 {
+        return Err(invalid(
+            path,
+            format!(
+                "this key does not match {} (the certificate holds another public key): give the agent.key that `agents csr` made with the request, or that request",
+                cert.display()
+            ),
+        ));
+    }
+    let (_, not_after_us) = crate::crypto::cert::validity_us(&der).map_err(|e| invalid(cert, e))?;
+    Ok(CheckedAgent {
+        agent,
+        fingerprint: info.fingerprint,
+        serial: info.serial,
+        not_after_us,
+    })
+}
+
 /// An agent's own key and a certificate signing request for `name` (`sealstream agents
 /// csr`): (CSR PEM, key PEM). The key never leaves the endpoint.
 pub fn agent_csr(name: &AgentId) -> Result<(String, zeroize::Zeroizing<String>), PkiError> {
@@ -386,5 +483,78 @@ mod tests {
         let (cert_pem, _key) = pki.issue_agent(&name).unwrap();
         let der = pem_cert(Path::new("x"), &cert_pem).unwrap();
         assert_eq!(agent_identity(&der).unwrap(), name);
+    }
+
+    #[test]
+    fn a_csr_signed_certificate_is_checked_against_the_ca_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        OfflineCa::init(&d.join("ca")).unwrap();
+        OfflineCa::init(&d.join("other-ca")).unwrap();
+        let name = AgentId::new("ts-01").unwrap();
+        let (csr, key) = agent_csr(&name).unwrap();
+        let (_, other_key) = agent_csr(&name).unwrap();
+        std::fs::write(d.join("agent.key"), key.as_bytes()).unwrap();
+        std::fs::write(d.join("other.key"), other_key.as_bytes()).unwrap();
+        let ca = OfflineCa::open(&d.join("ca")).unwrap();
+        let issued = ca.sign(&csr, 30).unwrap();
+        std::fs::write(d.join("agent.crt"), &issued.cert_pem).unwrap();
+        let foreign = OfflineCa::open(&d.join("other-ca")).unwrap();
+        std::fs::write(
+            d.join("foreign.crt"),
+            foreign.sign(&csr, 30).unwrap().cert_pem,
+        )
+        .unwrap();
+
+        let ca_crt = d.join("ca/ca.crt");
+        let ok = check_agent_credentials(
+            &ca_crt,
+            &d.join("agent.crt"),
+            KeyHolder::Key(&d.join("agent.key")),
+        )
+        .unwrap();
+        assert_eq!(ok.agent, name);
+        assert_eq!(ok.fingerprint, issued.fingerprint);
+        assert_eq!(ok.not_after_us / 1_000_000, issued.not_after_us / 1_000_000);
+        let der = pem_cert(Path::new("x"), &issued.cert_pem).unwrap();
+        assert_eq!(ok.serial, crate::crypto::cert::serial_hex(&der).unwrap());
+
+        std::fs::write(d.join("agent.csr"), &csr).unwrap();
+        let by_request = KeyHolder::Request(&d.join("agent.csr"));
+        let checked = check_agent_credentials(&ca_crt, &d.join("agent.crt"), by_request).unwrap();
+        assert_eq!(checked.fingerprint, issued.fingerprint);
+        let (other_csr, _) = agent_csr(&name).unwrap();
+        std::fs::write(d.join("other.csr"), other_csr).unwrap();
+        let other_request = KeyHolder::Request(&d.join("other.csr"));
+        let err = check_agent_credentials(&ca_crt, &d.join("agent.crt"), other_request)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other.csr") && err.contains("does not match"),
+            "{err}"
+        );
+        let err = check_agent_credentials(
+            &ca_crt,
+            &d.join("agent.crt"),
+            KeyHolder::Key(&d.join("other.key")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("other.key") && err.contains("does not match"),
+            "{err}"
+        );
+        let err = check_agent_credentials(
+            &ca_crt,
+            &d.join("foreign.crt"),
+            KeyHolder::Key(&d.join("agent.key")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("foreign.crt")
+                && err.contains("not accepted under the deployment's agent CA"),
+            "{err}"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! `sealstream agent` and `sealstream agents enroll|renew|revoke|disable|enable|list`.
+//! `sealstream agent` and `sealstream agents enroll|renew|revoke|disable|enable|list|csr`
+//! (`agents config` and the agent.toml writer are in `agent_toml`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use sealstream::agent::{self, Source, synthetic::SyntheticSpec};
 use sealstream::config::{AgentConfig, CaptureSource, ServeConfig};
-use sealstream::metadata::{AccessChange, AccessOutcome, AccessRows, Credential, Metadata};
+use sealstream::metadata::{
+    AccessChange, AccessOutcome, AccessRows, CertSeen, Credential, Metadata,
+};
 use sealstream::pki::{IssuedCert, Pki};
 use sealstream::protocol::AgentId;
 
@@ -218,11 +221,18 @@ pub enum AgentsCommand {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Every agent with a registered certificate: state, certificates, expiry.
+    /// Every agent with a registered certificate (enrolled, registered by `agents config`, or
+    /// recorded by a node at its first connection): state, expiry, and under each agent its
+    /// certificates with serial, expiry, first and last seen.
     List {
         #[arg(long)]
         config: PathBuf,
     },
+    /// With the agent CA kept offline: write a complete agent.toml for a certificate from
+    /// `sealstream ca sign` (every node and pin, cert, key, kek, spool), after checking that the
+    /// deployment's agent CA issued it and that it matches the agent's key; registers it like
+    /// `agents enroll` (the agent's earlier certificates are revoked as superseded).
+    Config(super::agent_toml::ConfigArgs),
     /// On the endpoint, with an agent CA kept offline: make this agent's key (agent.key,
     /// which never leaves DIR) and a certificate signing request (agent.csr) for the CA
     /// holder's `sealstream ca sign`.
@@ -246,6 +256,15 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let serve = ServeConfig::load(&config)?;
             let name = agent_name(name)?;
+            // Refused before anything is said about an agent.toml it would write.
+            if sealstream::pki::ca_is_offline(&serve.data_dir) {
+                anyhow::bail!(
+                    "{}\n\
+                     then `sealstream agents config --config {} --cert agent.crt --key agent.key --out agent.toml` writes its agent.toml",
+                    sealstream::pki::PkiError::OfflineCa(serve.data_dir.join("pki/ca.key")),
+                    config.display()
+                );
+            }
             let server = match server {
                 Some(s) => s,
                 None => {
@@ -280,6 +299,15 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let serve = ServeConfig::load(&config)?;
             let name = agent_name(name)?;
+            if sealstream::pki::ca_is_offline(&serve.data_dir) {
+                anyhow::bail!(
+                    "this server holds no agent CA key (the CA is kept offline), so it cannot renew {name:?}'s certificate: \
+                     on the endpoint run `sealstream agents csr {name} --dir NEWDIR`, where the CA is `sealstream ca sign --ca-dir CA_DIR --csr NEWDIR/agent.csr --out NEWDIR/agent.crt`, \
+                     then `sealstream agents config --config {} --cert NEWDIR/agent.crt --key NEWDIR/agent.key --out NEWDIR/agent.toml`, which registers the new certificate and revokes the old",
+                    config.display(),
+                    name = name.as_str()
+                );
+            }
             for f in ["agent.crt", "agent.key"] {
                 anyhow::ensure!(
                     dir.join(f).is_file(),
@@ -323,22 +351,23 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             reason,
         } => {
             let name = agent_name(name)?;
-            let outcome = change(
-                &config,
-                AccessChange::Revoke {
+            let serve = ServeConfig::load(&config)?;
+            let (outcome, rows, seen) = super::runtime()?.block_on(async {
+                let md = metadata(&serve).await?;
+                let change = AccessChange::Revoke {
                     agent: name.as_str().to_owned(),
                     reason,
-                },
-            )?;
-            eprintln!(
-                "agent {:?}: {} certificate(s) revoked{}; servers refuse them within access_poll_ms and close open connections",
-                name.as_str(),
-                outcome.revoked.len(),
-                if outcome.revoked.is_empty() {
-                    " (none was registered: certificates issued before this version are refused from now on)"
-                } else {
-                    ""
-                }
+                };
+                let outcome = md.change_access(change, &actor()).await?;
+                anyhow::Ok((
+                    outcome,
+                    md.access_rows().await?,
+                    md.certificates_seen().await?,
+                ))
+            })?;
+            eprint!(
+                "{}",
+                revoke_text(name.as_str(), &outcome.revoked, &rows, &seen)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -355,7 +384,7 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "wrote {dir}/agent.key (keep it here) and {dir}/agent.csr for agent {name:?}.\n\
                  Give agent.csr to the agent CA's holder, who runs: sealstream ca sign --ca-dir CA_DIR --csr agent.csr --out agent.crt\n\
-                 then put agent.crt in {dir}, and an agent.toml naming the server, its pin and kek.pem (see config/agent.toml).",
+                 then, with agent.crt in {dir}: sealstream agents config --config serve.toml --cert {dir}/agent.crt --key {dir}/agent.key --out {dir}/agent.toml",
                 dir = dir.display(),
                 name = name.as_str()
             );
@@ -363,13 +392,14 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
         }
         AgentsCommand::List { config } => {
             let serve = ServeConfig::load(&config)?;
-            let rows = super::runtime()?.block_on(async {
+            let (rows, seen) = super::runtime()?.block_on(async {
                 let md = metadata(&serve).await?;
-                Ok::<_, anyhow::Error>(md.access_rows().await?)
+                anyhow::Ok((md.access_rows().await?, md.certificates_seen().await?))
             })?;
-            print!("{}", list_text(&rows));
+            print!("{}", list_text(&rows, &seen));
             Ok(ExitCode::SUCCESS)
         }
+        AgentsCommand::Config(args) => super::agent_toml::config(args),
     }
 }
 
@@ -377,7 +407,7 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
 /// operator about it. A server on all interfaces is written as this machine's host name (an
 /// agent elsewhere cannot use 0.0.0.0 or 127.0.0.1); a loopback address only works for agents
 /// on this machine, which is said.
-fn default_server_address(listen: std::net::SocketAddr) -> (String, String) {
+pub(crate) fn default_server_address(listen: std::net::SocketAddr) -> (String, String) {
     if listen.ip().is_unspecified() {
         let host = host_name().unwrap_or_else(|| "localhost".into());
         let addr = format!("{host}:{}", listen.port());
@@ -443,7 +473,8 @@ pub(crate) fn actor() -> String {
     )
 }
 
-/// Record a certificate just issued (revoking the agent's earlier ones), with its audit row.
+/// Record a certificate just issued (revoking the agent's earlier ones), with its audit row,
+/// and its serial.
 pub async fn record_issue(
     md: &Metadata,
     name: &AgentId,
@@ -457,9 +488,17 @@ pub async fn record_issue(
         revoked_us: None,
         revoked_reason: None,
     };
-    md.change_access(AccessChange::Issue(cred), &actor())
+    let outcome = md
+        .change_access(AccessChange::Issue(cred), &actor())
         .await
-        .context("recording the certificate in agent_credential")
+        .context("recording the certificate in agent_credential")?;
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the certificate just issued: {e}"))?;
+    if let Ok(serial) = sealstream::crypto::cert::serial_hex(&der) {
+        md.note_serial(&issued.fingerprint, &serial).await?;
+    }
+    Ok(outcome)
 }
 
 fn change(config: &Path, change: AccessChange) -> anyhow::Result<AccessOutcome> {
@@ -506,14 +545,33 @@ fn superseded_note(revoked: &[String]) -> String {
 }
 
 /// A UTC date (YYYY-MM-DD) from microseconds since the epoch.
-fn date(us: i64) -> String {
+pub(crate) fn date(us: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(us / 1_000_000)
         .map(|t| t.date().to_string())
         .unwrap_or_else(|_| "?".into())
 }
 
-/// `agents list`: one line per agent, newest certificate first.
-fn list_text(rows: &AccessRows) -> String {
+/// A UTC time to the minute (YYYY-MM-DD HH:MM) from microseconds since the epoch.
+fn minute(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(us / 1_000_000)
+        .map(|t| format!("{} {:02}:{:02}", t.date(), t.hour(), t.minute()))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// One certificate as `agents list` and `agents revoke` show it.
+fn cert_line(c: &Credential, seen: Option<&CertSeen>) -> String {
+    let seen_at = |t: Option<i64>| t.map_or("never".to_owned(), minute);
+    format!(
+        "serial {} valid until {}, first seen {}, last seen {}",
+        seen.and_then(|s| s.serial.as_deref()).unwrap_or("-"),
+        date(c.not_after_us),
+        seen_at(seen.and_then(|s| s.first_seen_us)),
+        seen_at(seen.and_then(|s| s.last_seen_us)),
+    )
+}
+
+/// `agents list`: one line per agent, then its certificates (indented), newest first.
+fn list_text(rows: &AccessRows, seen: &[CertSeen]) -> String {
     use std::collections::BTreeMap;
     let mut agents: BTreeMap<
         &str,
@@ -535,7 +593,10 @@ fn list_text(rows: &AccessRows) -> String {
     );
     for (agent, (account, mut creds)) in agents {
         creds.sort_by_key(|c| std::cmp::Reverse(c.issued_us));
-        let current = creds.iter().find(|c| c.revoked_us.is_none());
+        let current = creds
+            .iter()
+            .filter(|c| c.revoked_us.is_none())
+            .max_by_key(|c| c.not_after_us);
         let state = if account.is_some_and(|a| a.disabled_us.is_some()) {
             "disabled"
         } else if current.is_some_and(|c| c.not_after_us < now) {
@@ -551,75 +612,45 @@ fn list_text(rows: &AccessRows) -> String {
             creds.iter().filter(|c| c.revoked_us.is_none()).count(),
             creds.iter().filter(|c| c.revoked_us.is_some()).count(),
         ));
+        for c in creds {
+            let s = seen.iter().find(|s| s.fingerprint == c.fingerprint);
+            let state = match (&c.revoked_us, &c.revoked_reason) {
+                (Some(t), reason) => format!(
+                    "revoked {} ({})",
+                    minute(*t),
+                    reason.as_deref().unwrap_or("no reason given")
+                ),
+                (None, _) => "current".into(),
+            };
+            out.push_str(&format!("  {}: {state}\n", cert_line(c, s)));
+        }
+    }
+    out
+}
+
+/// What `agents revoke` did: each certificate revoked, or why none was.
+fn revoke_text(agent: &str, revoked: &[String], rows: &AccessRows, seen: &[CertSeen]) -> String {
+    let mut out = match revoked.len() {
+        0 => format!(
+            "agent {agent:?}: 0 certificate(s) revoked: none of its certificates is registered or was seen by a node \
+             (it never connected, or is not a name of this deployment); from now on only certificates registered \
+             with `agents enroll` or `agents config` are accepted for it\n"
+        ),
+        n => format!(
+            "agent {agent:?}: {n} certificate(s) revoked; servers refuse them within access_poll_ms and close open connections:\n"
+        ),
+    };
+    for fp in revoked {
+        if let Some(c) = rows.credentials.iter().find(|c| &c.fingerprint == fp) {
+            let s = seen.iter().find(|s| &s.fingerprint == fp);
+            out.push_str(&format!("  {} ({fp})\n", cert_line(c, s)));
+        }
     }
     out
 }
 
 /// Write the agent's certificate, key and configuration into `out`; returns the server pin
 /// and the certificate issued (for `record_issue`).
-#[derive(clap::Subcommand, Debug)]
-pub enum CaCommand {
-    /// Make an agent CA (ca.crt, ca.key) in DIR, on a machine apart from the ingest servers.
-    /// Copy only ca.crt to each server's `<data_dir>/pki/`: a server without ca.key trusts the
-    /// CA's agents but cannot issue an agent identity.
-    Init {
-        #[arg(long)]
-        dir: PathBuf,
-    },
-    /// Issue an agent certificate for a request from `sealstream agents csr`.
-    Sign {
-        /// The CA's directory (ca.crt and ca.key).
-        #[arg(long)]
-        ca_dir: PathBuf,
-        /// The agent's request (agent.csr).
-        #[arg(long)]
-        csr: PathBuf,
-        /// Where to write the certificate (agent.crt); an existing file is not overwritten.
-        #[arg(long)]
-        out: PathBuf,
-        /// Days the certificate is valid.
-        #[arg(long, default_value_t = sealstream::pki::DEFAULT_AGENT_DAYS)]
-        days: u32,
-    },
-}
-
-pub fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        CaCommand::Init { dir } => {
-            sealstream::pki::OfflineCa::init(&dir)?;
-            eprintln!(
-                "agent CA made: {dir}/ca.crt and {dir}/ca.key (0600; keep it off the servers).\n\
-                 Copy ca.crt to each server's <data_dir>/pki/ca.crt before its first start, and give it to reviewers for --agent-ca.",
-                dir = dir.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        CaCommand::Sign {
-            ca_dir,
-            csr,
-            out,
-            days,
-        } => {
-            let ca = sealstream::pki::OfflineCa::open(&ca_dir)?;
-            let request = std::fs::read_to_string(&csr)
-                .with_context(|| format!("reading {}", csr.display()))?;
-            let issued = ca
-                .sign(&request, days)
-                .with_context(|| csr.display().to_string())?;
-            sealstream::fsutil::write_new(&out, issued.cert_pem.as_bytes(), 0o644)
-                .with_context(|| format!("writing {}", out.display()))?;
-            println!("{}", issued.fingerprint);
-            eprintln!(
-                "issued {} (valid until {}), fingerprint {}",
-                out.display(),
-                date(issued.not_after_us),
-                issued.fingerprint
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
 pub fn enroll(
     data_dir: &Path,
     name: &AgentId,
@@ -630,16 +661,17 @@ pub fn enroll(
     let pki = Pki::open_or_create(data_dir)?;
     let files = pki.enroll_agent_for(name, out, days)?;
     let pin = pki.server_pin().to_string();
-    let toml = format!(
-        "# Written by `sealstream agents enroll` for agent {name:?}. See config/agent.toml for every setting.\n\
-         server = {server:?}\nserver_name = \"sealstream\"\n\
-         # The server's key, and room for a backup pin before you rotate it.\nserver_pins = [{pin:?}]\n\
-         cert = \"agent.crt\"\nkey = \"agent.key\"\n\
-         # The customer's public key (the how-to's publickey.crt, renamed kek.pem).\ne2ee = true\nkek = \"kek.pem\"\n\
-         # Chunks are kept here until the server acks them (ciphertext only).\nspool_dir = \"spool\"\n",
-        name = name.as_str()
-    );
-    sealstream::fsutil::write_new(&out.join("agent.toml"), toml.as_bytes(), 0o644)
-        .context("writing agent.toml")?;
+    super::agent_toml::AgentToml {
+        written_by: "sealstream agents enroll",
+        agent: name,
+        server,
+        servers: &[],
+        pins: std::slice::from_ref(&pin),
+        cert: "agent.crt",
+        key: "agent.key",
+        kek: "kek.pem",
+        spool_dir: "spool",
+    }
+    .write(&out.join("agent.toml"))?;
     Ok((pin, files.issued))
 }

@@ -1,7 +1,9 @@
 //! Command-line parsing and the commands' wiring (anyhow lives here, not in the library).
 
 mod agent;
+mod agent_toml;
 mod audit;
+mod ca;
 mod console;
 mod export;
 mod keys;
@@ -69,7 +71,7 @@ enum Command {
     Audit(audit::AuditCommand),
     /// An agent CA kept offline: make it, and sign agents' requests.
     #[command(subcommand)]
-    Ca(agent::CaCommand),
+    Ca(ca::CaCommand),
     /// Run the QUIC ingest service.
     Serve {
         #[arg(long)]
@@ -186,7 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(cmd) => agent::agents(cmd),
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
-        Command::Ca(cmd) => agent::ca(cmd),
+        Command::Ca(cmd) => ca::ca(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Users(cmd) => console::users(cmd),

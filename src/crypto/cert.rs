@@ -1,5 +1,5 @@
 //! What a certificate says, read without trusting it: its fingerprint, its SPKI pin, the agent
-//! id it names and its serial number. Pure functions over DER bytes, shared by the PKI, the
+//! id it names, its serial number and validity. Pure functions over DER bytes, shared by the PKI, the
 //! transport's pin check, signature checks and the proof of a recording.
 
 use sha2::{Digest, Sha256};
@@ -44,4 +44,14 @@ pub fn serial_hex(cert: &[u8]) -> Result<String, String> {
     Ok(hex::encode(
         cert.tbs_certificate().serial_number().as_bytes(),
     ))
+}
+
+/// A certificate's notBefore and notAfter, in microseconds since the epoch.
+pub fn validity_us(cert: &[u8]) -> Result<(i64, i64), String> {
+    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    let v = cert.tbs_certificate().validity();
+    let us = |t: &x509_cert::time::Time| {
+        i64::try_from(t.to_unix_duration().as_micros()).unwrap_or(i64::MAX)
+    };
+    Ok((us(&v.not_before), us(&v.not_after)))
 }

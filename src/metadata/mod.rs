@@ -331,6 +331,36 @@ impl Metadata {
         }
     }
 
+    /// Record that this node admitted a CA-signed agent certificate: its row in
+    /// `agent_credential` if it has none (a certificate from an offline agent CA), its serial
+    /// and first sighting if they are missing, and its last sighting if the one stored is older
+    /// than [`SEEN_REFRESH_US`]. Idempotent; writes nothing when the row is there and fresh.
+    /// Returns whether the certificate was new to the registry.
+    pub async fn record_admitted(&self, cert: Admitted) -> Result<bool, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.record_admitted(cert).await,
+            Metadata::Sqlite(s) => s.record_admitted(cert).await,
+        }
+    }
+
+    /// Note a registered certificate's serial number (hex), if none is noted yet.
+    pub async fn note_serial(&self, fingerprint: &str, serial: &str) -> Result<(), MetaError> {
+        let (f, s) = (fingerprint.to_owned(), serial.to_owned());
+        match self {
+            Metadata::Postgres(p) => p.note_serial(f, s).await,
+            Metadata::Sqlite(l) => l.note_serial(f, s).await,
+        }
+    }
+
+    /// Serial and sightings of every certificate in `agent_credential` (`agents list`,
+    /// `agents revoke`).
+    pub async fn certificates_seen(&self) -> Result<Vec<CertSeen>, MetaError> {
+        match self {
+            Metadata::Postgres(p) => p.certificates_seen().await,
+            Metadata::Sqlite(s) => s.certificates_seen().await,
+        }
+    }
+
     /// Count rows of a table (operators' checks and tests).
     pub async fn count(&self, table: Table) -> Result<i64, MetaError> {
         match self {
@@ -371,6 +401,33 @@ pub struct Credential {
     pub revoked_us: Option<i64>,
     pub revoked_reason: Option<String>,
 }
+
+/// A CA-signed agent certificate a node admitted, as `Metadata::record_admitted` records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// `sha256:<hex>` of the certificate's DER bytes.
+    pub fingerprint: String,
+    pub agent: String,
+    /// The serial number, lowercase hex.
+    pub serial: String,
+    /// notBefore, the `issued_us` of a certificate recorded at its first connection.
+    pub not_before_us: i64,
+    pub not_after_us: i64,
+    /// When the node admitted it.
+    pub seen_us: i64,
+}
+
+/// What `agent_credential` knows of a certificate besides the access rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertSeen {
+    pub fingerprint: String,
+    pub serial: Option<String>,
+    pub first_seen_us: Option<i64>,
+    pub last_seen_us: Option<i64>,
+}
+
+/// A stored last sighting younger than this is not written again (one minute).
+pub const SEEN_REFRESH_US: i64 = 60_000_000;
 
 /// One row of `agent_account`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -543,5 +600,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_kek_audit_booleans.sql"),
         include_str!("../../migrations/sqlite/0008_kek_audit_booleans.sql"),
+    ),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_agent_seen.sql"),
+        include_str!("../../migrations/sqlite/0009_agent_seen.sql"),
     ),
 ];

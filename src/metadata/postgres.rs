@@ -56,6 +56,51 @@ enum Which {
     Keys,
 }
 
+/// Connections made as deadpool's default makes them (no TLS, the connection driven by a task
+/// of its own), but with the server's notices at debug: tokio-postgres logs them at info, so
+/// every start said `NOTICE: relation "schema_migrations" already exists, skipping` (and a new
+/// database the migrations' `DROP TRIGGER IF EXISTS` notices), which asks nothing of anyone.
+struct QuietNotices;
+
+impl deadpool_postgres::Connect for QuietNotices {
+    fn connect(
+        &self,
+        pg: &tokio_postgres::Config,
+    ) -> Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let pg = pg.clone();
+        Box::pin(async move {
+            let (client, mut connection) = pg.connect(NoTls).await?;
+            let driver = tokio::spawn(async move {
+                while let Some(message) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notice(n)) => {
+                            tracing::debug!("PostgreSQL {}: {}", n.severity(), n.message());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!("PostgreSQL connection error: {e}");
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok((client, driver))
+        })
+    }
+}
+
 /// `host:port/database` of a connection string, without user or password.
 fn describe(cfg: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
@@ -126,9 +171,9 @@ impl Pg {
             })
             .map_err(|e| MetaError::Worker(format!("starting the PostgreSQL thread: {e}")))?;
         let pool = |size: usize| {
-            let mgr = Manager::from_config(
+            let mgr = Manager::from_connect(
                 pg.clone(),
-                NoTls,
+                QuietNotices,
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },

@@ -114,7 +114,7 @@ pub fn describe() {
     );
     describe_gauge!(
         CERTS_EXPIRING,
-        "Agent certificates not revoked whose notAfter is less than 14 days away (or past): renew them with `sealstream agents renew`."
+        "Agents whose newest certificate not revoked (enrolled, or CA-signed and recorded at its first connection) expires in less than 14 days (or has): renew with `sealstream agents renew`, or with an offline CA `agents csr`, `ca sign` and `agents config`."
     );
     describe_counter!(
         ACCESS_REFRESH_ERRORS,
@@ -180,7 +180,7 @@ fn register_zeros() {
     ] {
         counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
     }
-    for reason in ["revoked", "not_current", "disabled"] {
+    for reason in ["revoked", "not_current", "disabled", "superseded"] {
         counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
     }
     counter!(ACCESS_REFRESH_ERRORS).increment(0);

@@ -110,6 +110,14 @@ fn open_cloud<'a>(
                     .with_endpoint(&settings.endpoint)
                     .with_allow_http(settings.endpoint.starts_with("http://"));
             }
+            if let Some(endpoint) = plain_http_refused(&b) {
+                return Err(StoreError::Open {
+                    dir: location.to_string(),
+                    detail: format!(
+                        "the endpoint {endpoint} is plain HTTP, which is refused unless AWS_ALLOW_HTTP=true is set (export it beside AWS_ENDPOINT_URL), or use an https:// endpoint"
+                    ),
+                });
+            }
             if !settings.region.is_empty() {
                 b = b.with_region(&settings.region);
             }
@@ -159,6 +167,36 @@ fn open_cloud<'a>(
         dir: location.to_string(),
         detail: "this build has no object store clients (built without the `cloud` feature)".into(),
     })
+}
+
+/// The endpoint the S3 client would reach over plain HTTP without being allowed to: object_store
+/// refuses such a request only when it is made ("URL scheme is not allowed"), without naming
+/// the setting that allows it. An endpoint in `[store] endpoint` allows its own scheme; one from
+/// the environment (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`) needs `AWS_ALLOW_HTTP=true`, as
+/// object_store's own rule has it.
+#[cfg(feature = "cloud")]
+fn plain_http_refused(b: &object_store::aws::AmazonS3Builder) -> Option<String> {
+    use object_store::ClientConfigKey;
+    use object_store::aws::AmazonS3ConfigKey as Key;
+    // The S3-specific endpoint wins over the general one, as the builder has it.
+    let endpoint = b
+        .get_config_value(&Key::S3Endpoint)
+        .or_else(|| b.get_config_value(&Key::Endpoint))?;
+    if !endpoint
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+    {
+        return None;
+    }
+    let allowed = b
+        .get_config_value(&Key::Client(ClientConfigKey::AllowHttp))
+        .is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "on" | "yes" | "y"
+            )
+        });
+    (!allowed).then_some(endpoint)
 }
 
 /// Credentials from the AWS shared credentials file (`[store] credentials_file`, else
@@ -310,6 +348,47 @@ mod tests {
             e.to_string(),
             "store \"gs:bucket\": not a store location; give a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
         );
+    }
+
+    #[cfg(feature = "cloud")]
+    #[test]
+    fn a_plain_http_endpoint_needs_aws_allow_http() {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let with = |pairs: &[(&str, &str)]| {
+            let mut b = AmazonS3Builder::new();
+            for (k, v) in pairs {
+                let key: AmazonS3ConfigKey = k.parse().unwrap();
+                b = b.with_config(key, *v);
+            }
+            plain_http_refused(&b)
+        };
+        let http = ("aws_endpoint_url", "http://127.0.0.1:9000");
+        assert_eq!(with(&[http]).as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(with(&[http, ("aws_allow_http", "true")]), None);
+        assert_eq!(with(&[http, ("aws_allow_http", "TRUE")]), None);
+        assert!(with(&[http, ("aws_allow_http", "false")]).is_some());
+        assert_eq!(
+            with(&[("aws_endpoint_url", "HTTP://s3.example.net")]).as_deref(),
+            Some("HTTP://s3.example.net")
+        );
+        assert_eq!(
+            with(&[("aws_endpoint_url", "https://s3.example.net")]),
+            None
+        );
+        assert_eq!(with(&[]), None);
+        // The S3-specific endpoint is the one used.
+        assert!(
+            with(&[
+                ("aws_endpoint_url", "https://s3.example.net"),
+                ("aws_endpoint_url_s3", "http://127.0.0.1:9000"),
+            ])
+            .is_some()
+        );
+        // `[store] endpoint = "http://…"` allows its own scheme.
+        let b = AmazonS3Builder::new()
+            .with_endpoint("http://127.0.0.1:9000")
+            .with_allow_http(true);
+        assert_eq!(plain_http_refused(&b), None);
     }
 
     #[cfg(feature = "cloud")]

@@ -6,8 +6,9 @@
 //! | module | needs besides openssl and the built binary |
 //! |---|---|
 //! | `admission`, `cli`, `first_hour`, `fuzz_corpus`, `keys_openssl`, `proof`, `vectors` | nothing |
-//! | `audit`, `console_api`, `console_migration`, `faults`, `ingest`, `metadata`, `postgres`, `revocation` | PostgreSQL on 127.0.0.1:5432 |
+//! | `audit`, `console_api`, `console_migration`, `faults`, `ingest`, `metadata`, `offline_ca`, `postgres`, `revocation` | PostgreSQL on 127.0.0.1:5432 |
 //! | `multinode`, `object_stores` | PostgreSQL and moto (`pip install 'moto[server]'`) |
+//! | `operator` (what a node logs and exports by default, readers on plain-HTTP S3) | PostgreSQL and moto |
 //! | `capture` | Xvfb, xdotool, xterm, xwd, xwininfo, ImageMagick, xauth |
 //! | `console_browser` | Chromium and chromedriver; Xvfb and xdotool for its captured session |
 //! | `console_js` | Node.js 20 and ssh-keygen |
@@ -33,6 +34,8 @@ mod keys_openssl;
 mod metadata;
 mod multinode;
 mod object_stores;
+mod offline_ca;
+mod operator;
 mod postgres;
 mod prometheus;
 mod proof;

@@ -1,10 +1,10 @@
-//! Agent access on PostgreSQL: the certificates issued and the operators' changes to them,
-//! each change with its audit row in one transaction.
+//! Agent access on PostgreSQL: the certificates issued or admitted and the operators' changes
+//! to them, each change with its audit row in one transaction.
 
 use super::{Pg, Which, pg_err};
 use crate::metadata::{
-    AccessChange, AccessOutcome, AccessRows, AgentAccount, Credential, MetaError, access_detail,
-    now_us,
+    AccessChange, AccessOutcome, AccessRows, Admitted, AgentAccount, CertSeen, Credential,
+    MetaError, SEEN_REFRESH_US, access_detail, now_us,
 };
 
 impl Pg {
@@ -125,6 +125,85 @@ impl Pg {
                 .map_err(e)?;
                 tx.commit().await.map_err(e)?;
                 Ok(out)
+            })
+        })
+        .await
+    }
+
+    pub async fn record_admitted(&self, cert: Admitted) -> Result<bool, MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                let e = |e| pg_err(&t, e);
+                // One statement: a new row, or the sightings filled in when missing or stale.
+                // `xmax = 0` tells an inserted row from an updated one. A certificate of an
+                // agent that accepts registered certificates only (revoked since this node's
+                // rules were read) gets no row: the next refresh refuses it.
+                let st = c
+                    .prepare_cached(
+                        "INSERT INTO agent_credential AS a (fingerprint, agent_id, issued_us, not_after_us, serial, first_seen_us, last_seen_us) \
+                         SELECT $1::TEXT, $2::TEXT, $3::BIGINT, $4::BIGINT, $5::TEXT, $6::BIGINT, $6::BIGINT \
+                         WHERE EXISTS (SELECT 1 FROM agent_credential WHERE fingerprint = $1) \
+                           OR NOT EXISTS (SELECT 1 FROM agent_account WHERE agent_id = $2 AND registered_only) \
+                         ON CONFLICT (fingerprint) DO UPDATE SET last_seen_us = $6, \
+                           first_seen_us = coalesce(a.first_seen_us, $6), serial = coalesce(a.serial, $5) \
+                         WHERE a.last_seen_us IS NULL OR a.last_seen_us < $6 - $7::BIGINT \
+                         RETURNING (xmax = 0)",
+                    )
+                    .await
+                    .map_err(e)?;
+                let row = c
+                    .query_opt(
+                        &st,
+                        &[
+                            &cert.fingerprint,
+                            &cert.agent,
+                            &cert.not_before_us,
+                            &cert.not_after_us,
+                            &cert.serial,
+                            &cert.seen_us,
+                            &SEEN_REFRESH_US,
+                        ],
+                    )
+                    .await
+                    .map_err(e)?;
+                Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+            })
+        })
+        .await
+    }
+
+    pub async fn note_serial(&self, fingerprint: String, serial: String) -> Result<(), MetaError> {
+        self.run(Which::Keys, move |c, t| {
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE agent_credential SET serial = $2 WHERE fingerprint = $1 AND serial IS NULL",
+                    &[&fingerprint, &serial],
+                )
+                .await
+                .map_err(|e| pg_err(&t, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn certificates_seen(&self) -> Result<Vec<CertSeen>, MetaError> {
+        self.run(Which::Keys, |c, t| {
+            Box::pin(async move {
+                Ok(c.query(
+                    "SELECT fingerprint, serial, first_seen_us, last_seen_us FROM agent_credential",
+                    &[],
+                )
+                .await
+                .map_err(|e| pg_err(&t, e))?
+                .iter()
+                .map(|r| CertSeen {
+                    fingerprint: r.get(0),
+                    serial: r.get(1),
+                    first_seen_us: r.get(2),
+                    last_seen_us: r.get(3),
+                })
+                .collect())
             })
         })
         .await

@@ -2,20 +2,20 @@
 //! the agent's lease; then the connection actor and a task per QUIC stream until it closes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::Shared;
 use super::actor::ConnectionActor;
 use super::stream::serve_stream;
+use super::Shared;
 use crate::protocol::uplink::CloseCode;
 use crate::server::budget::Budget;
 use crate::server::metrics as m;
-use crate::server::registry::{Lease, peer_agent};
+use crate::server::registry::{peer_agent, Lease};
 
 /// Serve one incoming connection until it closes.
 pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
@@ -106,6 +106,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
         tracing::info!(epoch = lease.epoch, "agent connected");
+        crate::server::access::record_admission(&shared, &conn, &agent, &fingerprint);
         metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
         let actor = ConnectionActor {
             agent: agent.clone(),
@@ -137,7 +138,7 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                     ));
                 }
                 Err(e) => {
-                    tracing::info!(reason = %e, "agent disconnected");
+                    tracing::info!(reason = %super::disconnect_reason(&e), "agent disconnected");
                     break;
                 }
             }

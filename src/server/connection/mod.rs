@@ -79,3 +79,63 @@ impl Shared {
         }
     }
 }
+
+/// How an agent's connection ended, for the `agent disconnected` line: a close the agent sent
+/// (it stopped, or moved to another node) is said as a close, with its reason; silence (quinn's
+/// "timed out") is said with what it may mean, so an operator does not read a clean exit as a
+/// lost agent or the other way round. The peer's reason text is quoted and escaped.
+pub(crate) fn disconnect_reason(e: &quinn::ConnectionError) -> String {
+    use crate::protocol::uplink::CloseCode;
+    use quinn::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            match crate::transport::peer_close_code(e) {
+                Some(CloseCode::Shutdown) => format!("closed by the agent: {reason:?}"),
+                Some(code) => format!("closed by the agent ({code:?}): {reason:?}"),
+                None => format!("closed by the agent with code {}: {reason:?}", c.error_code),
+            }
+        }
+        E::TimedOut => "timed out: nothing heard from the agent within the idle timeout (it \
+                        stopped without closing its connection, crashed, or the network to it \
+                        is cut)"
+            .into(),
+        E::LocallyClosed => "closed by this node".into(),
+        E::Reset => "reset by the agent (it restarted)".into(),
+        E::ConnectionClosed(c) => format!("closed by the agent's QUIC stack: {c}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disconnect_reason;
+    use crate::protocol::uplink::CloseCode;
+    use quinn::{ApplicationClose, ConnectionError, VarInt};
+
+    fn closed(code: u32, reason: &str) -> ConnectionError {
+        ConnectionError::ApplicationClosed(ApplicationClose {
+            error_code: VarInt::from_u32(code),
+            reason: bytes::Bytes::copy_from_slice(reason.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn an_agent_that_closed_is_told_from_one_that_went_silent() {
+        assert_eq!(
+            disconnect_reason(&closed(CloseCode::Shutdown.code(), "agent stopping")),
+            "closed by the agent: \"agent stopping\""
+        );
+        assert_eq!(
+            disconnect_reason(&closed(77, "odd\nline")),
+            "closed by the agent with code 77: \"odd\\nline\""
+        );
+        let silent = disconnect_reason(&ConnectionError::TimedOut);
+        assert!(silent.starts_with("timed out: nothing heard"), "{silent}");
+        assert!(!silent.contains("closed by the agent"), "{silent}");
+        assert_eq!(
+            disconnect_reason(&ConnectionError::LocallyClosed),
+            "closed by this node"
+        );
+    }
+}
