@@ -140,7 +140,7 @@ pub(super) async fn export_stream(
                 sha256,
             }) => {
                 decrypted += 1;
-                writer.place_frame(seq, r.capture_us, &name, &path, sha256)?;
+                writer.place_frame(seq, r.capture_us, &name, path, sha256);
                 sr.chunks += 1;
                 sr.bytes += len;
             }

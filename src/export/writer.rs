@@ -40,7 +40,7 @@ pub(super) struct StreamWriter {
     unique: bool,
     /// Each file staged, relative to the session directory, with its SHA-256 and its capture
     /// time for frames.
-    staged: Vec<(PathBuf, [u8; 32], Option<i64>)>,
+    staged: Vec<Staged>,
     /// Frame file names used by this export (a repeated name gets the sequence number).
     names: std::collections::HashSet<String>,
     /// The keystroke file being written, its path relative to the session directory, and the
@@ -50,6 +50,16 @@ pub(super) struct StreamWriter {
     made: std::collections::HashSet<PathBuf>,
     /// The screen this stream's screen updates have made (format.md "Compositing").
     screen: Compositor,
+}
+
+/// A file of the stream, waiting for its verdict: where it goes relative to the session
+/// directory, its SHA-256, its capture time (frames), and where it is if not in the staging
+/// directory under that name (a frame the export's first pass wrote).
+struct Staged {
+    rel: PathBuf,
+    sha256: [u8; 32],
+    capture_us: Option<i64>,
+    from: Option<PathBuf>,
 }
 
 /// A file as written: its path relative to the output directory and its SHA-256.
@@ -124,8 +134,12 @@ impl StreamWriter {
                 let rel = self.frame_rel(seq, name);
                 let path = self.stage(&rel)?;
                 std::fs::write(&path, image).map_err(io_error(&path))?;
-                self.staged
-                    .push((rel, Sha256::digest(image).into(), Some(capture_us)));
+                self.staged.push(Staged {
+                    rel,
+                    sha256: Sha256::digest(image).into(),
+                    capture_us: Some(capture_us),
+                    from: None,
+                });
                 Ok(Some(frame.image.len() as u64))
             }
             Kind::Keystrokes | Kind::Activity => {
@@ -160,21 +174,22 @@ impl StreamWriter {
     }
 
     /// A whole frame's image, already written to `from` (by the export's first pass, on the
-    /// same file system), moved into the stream's staging directory as `write` would have
-    /// written it.
+    /// same file system): placed from there by `finish`, as `write` would have written it.
     pub(super) fn place_frame(
         &mut self,
         seq: u64,
         capture_us: i64,
         name: &str,
-        from: &Path,
+        from: PathBuf,
         sha256: [u8; 32],
-    ) -> Result<(), ExportError> {
+    ) {
         let rel = self.frame_rel(seq, frame_name(seq, name));
-        let path = self.stage(&rel)?;
-        std::fs::rename(from, &path).map_err(io_error(&path))?;
-        self.staged.push((rel, sha256, Some(capture_us)));
-        Ok(())
+        self.staged.push(Staged {
+            rel,
+            sha256,
+            capture_us: Some(capture_us),
+            from: Some(from),
+        });
     }
 
     /// Where frame `name` goes, relative to the session directory; a name this stream has
@@ -203,24 +218,36 @@ impl StreamWriter {
                 source: e.into_error(),
             })?;
             f.sync_all().map_err(io_error(&rel))?;
-            self.staged.push((rel, sum.finalize().into(), None));
+            self.staged.push(Staged {
+                rel,
+                sha256: sum.finalize().into(),
+                capture_us: None,
+                from: None,
+            });
         }
-        let Some(staging) = self.staging.take() else {
-            return Ok((Vec::new(), Vec::new()));
-        };
+        let staging = self.staging.take();
         let mut files = Vec::with_capacity(self.staged.len());
         let mut frames = Vec::new();
-        for (rel, sha256, capture_us) in std::mem::take(&mut self.staged) {
-            let name = base.join(&rel);
+        for s in std::mem::take(&mut self.staged) {
+            let name = base.join(&s.rel);
             let path = self.out.join(&name);
             self.make_dir(path.parent().expect("a file in the output directory"))?;
-            place_once(&staging.join(&rel), &path)?;
-            files.push((name.display().to_string(), sha256));
-            if let Some(t) = capture_us {
+            let from = match s.from {
+                Some(from) => from,
+                None => staging
+                    .as_ref()
+                    .expect("written files are staged")
+                    .join(&s.rel),
+            };
+            place_once(&from, &path)?;
+            files.push((name.display().to_string(), s.sha256));
+            if let Some(t) = s.capture_us {
                 frames.push((path, t));
             }
         }
-        std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        if let Some(staging) = staging {
+            std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        }
         Ok((files, frames))
     }
 }
