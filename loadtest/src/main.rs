@@ -4,6 +4,7 @@
 //! measures the sealing pipeline against bare AES-256-GCM. Every figure is a ratio against a
 //! baseline in the same run, because these machines are shared and absolute numbers drift.
 
+mod balance;
 mod console_bench;
 mod console_player;
 mod console_report;

@@ -3,20 +3,23 @@
 //! directory, or S3 on a moto server the harness starts), each agent listing every node. For
 //! each run: aggregate throughput and ack latency (the agents'), and per node the bytes it
 //! received, its peak RSS and its segment writes (store PUT requests) per second. Every run
-//! also checks that each acked chunk is indexed exactly once.
+//! also checks that each acked chunk is indexed exactly once. A scenario with `[failover]`
+//! kills a node during the run and reports the fleet's balance over time (`balance`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use sealstream::config::AgentConfig;
+use sealstream::config::{AgentConfig, NodeOrder};
 use sealstream::keys::{self, Passphrase};
 use sealstream::pki::Pki;
 use sealstream::protocol::AgentId;
 use sealstream_test_support::{free_tcp, free_udp, http_get, proc_kib};
 use serde::Serialize;
 
+use crate::balance::{self, Balance, NodeProcess};
 use crate::runner::{self, RunResult};
 use crate::scenario::Scenario;
 use crate::target::Mode;
@@ -61,6 +64,9 @@ pub struct Run {
     pub duplicates: u64,
     pub store_puts_per_s: f64,
     pub per_node: Vec<NodeFigures>,
+    /// `[failover]` scenarios: connections per node over time and the time to balance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
 }
 
 #[derive(Serialize)]
@@ -152,7 +158,7 @@ fn peak_rss(pid: u32) -> u64 {
 
 /// The value of an unlabelled-or-node-labelled series `name` in a Prometheus text page, summed
 /// over its lines.
-fn metric(page: &str, name: &str) -> f64 {
+pub(crate) fn metric(page: &str, name: &str) -> f64 {
     page.lines()
         .filter(|l| {
             l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
@@ -233,6 +239,10 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
     let pki = Pki::open_or_create(&dir.join("node-1"))?;
     let pins: Vec<String> = nodes.iter().map(|x| x.pin.clone()).collect();
     let addrs: Vec<String> = nodes.iter().map(|x| x.quic.to_string()).collect();
+    let failover = sc
+        .failover
+        .clone()
+        .filter(|f| f.node >= 1 && f.node <= n && n > 1);
     let agents: Vec<AgentConfig> = (0..sc.agents)
         .map(|i| {
             let name = format!("lt-agent-{i:04}");
@@ -240,11 +250,19 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
                 &AgentId::new(&name).map_err(anyhow::Error::msg)?,
                 &dir.join("agents").join(&name),
             )?;
-            // Spread over the nodes: each agent starts at its own and lists every node.
+            // Each agent lists every node, starting at its own. Throughput runs take them in
+            // that order ("listed": exactly even); failover runs as the scenario says (by
+            // default "spread": the agents' own orders, whatever the list's).
             let order: Vec<String> = (0..n).map(|k| addrs[(i + k) % n].clone()).collect();
+            let node_order = match failover {
+                None => NodeOrder::Listed,
+                Some(_) => sc.agent.node_order,
+            };
             Ok(AgentConfig {
                 server: order[0].clone(),
                 servers: order[1..].to_vec(),
+                node_order,
+                rebalance_ms: sc.agent.rebalance_ms,
                 server_pins: pins.clone(),
                 cert: files.cert,
                 key: files.key,
@@ -260,7 +278,30 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
     let label = format!("{n} node(s), {:?} store", args.store);
     let nodes_ref = &nodes;
     let bin = &args.bin;
+    let procs: Vec<NodeProcess> = nodes
+        .iter()
+        .map(|x| NodeProcess {
+            name: x.name.clone(),
+            config: x.config.clone(),
+            log: x.log.clone(),
+            ops: x.ops,
+        })
+        .collect();
+    let procs_ref = &procs;
+    let pids = Arc::new(Mutex::new(Vec::new()));
+    let pids_ref = &pids;
     let started = std::time::Instant::now();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let watcher = failover.clone().map(|f| {
+        tokio::spawn(balance::watch(
+            f,
+            procs.clone(),
+            bin.clone(),
+            pids.clone(),
+            started,
+            done_rx,
+        ))
+    });
     let (result, children): (RunResult, Vec<(tokio::process::Child, u32)>) = runner::run(
         sc,
         Mode::Pipeline,
@@ -268,18 +309,9 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
         agents,
         || async move {
             let mut children = Vec::new();
-            for node in nodes_ref {
-                let child = tokio::process::Command::new(bin)
-                    .arg("serve")
-                    .arg("--config")
-                    .arg(&node.config)
-                    .env("SEALSTREAM_LOG", "warn")
-                    .stderr(std::fs::File::create(&node.log)?)
-                    .stdout(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .with_context(|| format!("starting {}", bin.display()))?;
-                let pid = child.id().context("child pid")?;
+            for node in procs_ref {
+                let (child, pid) = balance::spawn(bin, node)?;
+                pids_ref.lock().expect("pids lock").push(pid);
                 children.push((child, pid));
             }
             for node in nodes_ref {
@@ -292,10 +324,24 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
     )
     .await?;
     pb.finish_and_clear();
+    let _ = done_tx.send(true);
+    let trace = match watcher {
+        Some(w) => Some(w.await??),
+        None => None,
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let mut per_node = Vec::new();
     let mut puts = 0.0;
-    for (node, (_, pid)) in nodes.iter().zip(&children) {
+    // A node killed and started again: its second process's memory.
+    let again = trace
+        .as_ref()
+        .zip(failover.as_ref())
+        .and_then(|(t, f)| Some((f.node - 1, t.restarted.as_ref()?.1)));
+    for (i, (node, &(_, pid))) in nodes.iter().zip(&children).enumerate() {
+        let pid = match again {
+            Some((k, p)) if k == i => p,
+            _ => pid,
+        };
         let page = scrape(node.ops).await.unwrap_or_default();
         let segments = metric(&page, "sealstream_store_segment_bytes_count");
         puts += segments;
@@ -304,13 +350,22 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
             received_mb_per_s: metric(&page, "sealstream_ingest_received_bytes_total")
                 / 1e6
                 / elapsed,
-            peak_rss_mib: peak_rss(*pid) >> 20,
+            peak_rss_mib: peak_rss(pid) >> 20,
             segment_puts_per_s: segments / elapsed,
         });
     }
     for (child, pid) in children {
         crate::target::stop_child(child, pid).await;
     }
+    let balance = match (trace, &failover) {
+        (Some(mut t), Some(f)) => {
+            if let Some((child, pid)) = t.restarted.take() {
+                crate::target::stop_child(child, pid).await;
+            }
+            Some(balance::figures(&t, f, &result.agent_reports))
+        }
+        _ => None,
+    };
     let stored = md.count(sealstream::metadata::Table::Chunks).await?;
     drop(md);
     if let Err(e) = db.drop_now().await {
@@ -331,6 +386,7 @@ async fn measure(args: &Args, n: usize, round: usize, moto: Option<&Moto>) -> an
         duplicates: result.duplicates,
         store_puts_per_s: puts / elapsed,
         per_node,
+        balance,
     })
 }
 
@@ -365,6 +421,21 @@ pub async fn run(args: Args) -> anyhow::Result<NodesReport> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if let Some(b) = &r.balance {
+                let s = |v: Option<f64>| v.map_or("never".into(), |x| format!("{x:.1} s"));
+                println!(
+                    "balance, {} agents: before the kill {:?}; node-{} killed: {:?}, every agent connected again after {}; restarted: every node at half its fair share after {}, as before the kill after {}; {} moves back; {} chunks re-sent (after the kill)",
+                    b.agents,
+                    b.before_kill,
+                    b.killed_node,
+                    b.after_kill,
+                    s(b.failover_s),
+                    s(b.half_fair_share_s),
+                    s(b.as_before_s),
+                    b.moves,
+                    b.resent_chunks
+                );
+            }
             runs.push(r);
         }
     }

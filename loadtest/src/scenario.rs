@@ -28,6 +28,22 @@ pub struct Scenario {
     pub agent: AgentTuning,
     #[serde(default)]
     pub server: ServerTuning,
+    /// `nodes` only: one node SIGKILLed during the run (and started again), with the agent
+    /// connections per node sampled over time and the time to balance again.
+    #[serde(default)]
+    pub failover: Option<Failover>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    /// The node killed, counting from 1.
+    pub node: usize,
+    /// Seconds after the agents start.
+    pub kill_at_s: f64,
+    /// Seconds it stays down before it is started again; absent: down for good.
+    #[serde(default)]
+    pub down_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -57,6 +73,13 @@ pub struct AgentTuning {
     pub window: usize,
     /// Unacked bytes an agent keeps before capture waits.
     pub max_unacked_bytes: usize,
+    /// The agent's `rebalance_ms` (how often, about, an agent away from its first node looks
+    /// whether that node is back); the agent's default unless given.
+    pub rebalance_ms: u64,
+    /// The agent's `node_order` in `[failover]` runs (`listed`, with `rebalance_ms = 0`, is how
+    /// agents chose nodes before they balanced themselves). Throughput runs always list each
+    /// agent's nodes starting at its own, in that order.
+    pub node_order: sealstream::config::NodeOrder,
 }
 
 impl Default for AgentTuning {
@@ -64,6 +87,8 @@ impl Default for AgentTuning {
         AgentTuning {
             window: 32,
             max_unacked_bytes: 16 * 1024 * 1024,
+            rebalance_ms: sealstream::config::AgentConfig::default().rebalance_ms,
+            node_order: sealstream::config::NodeOrder::Spread,
         }
     }
 }

@@ -25,7 +25,7 @@ pub mod x11;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +94,11 @@ pub struct AgentReport {
     pub unacked: u64,
     pub rejected: BTreeMap<String, u64>,
     pub connects: u64,
+    /// Moves to a node earlier in the agent's order (back to balance), each made between
+    /// chunks with nothing in flight.
+    pub node_moves: u64,
+    /// Chunks written to a server again (after a connection was lost before their ack).
+    pub resent_chunks: u64,
     /// Acks for chunks already acked (should be 0).
     pub duplicate_acks: u64,
     /// The disk spool at the end of the run (None without `spool_dir`).
@@ -112,6 +117,9 @@ pub trait Observer: Send + Sync {
     fn rejected(&self, _code: Reject) {}
     /// A chunk of `bytes` was sealed and queued.
     fn sealed(&self, _bytes: usize) {}
+    /// A chunk of `bytes` was written to a server again (its connection was lost before its
+    /// ack came).
+    fn resent(&self, _bytes: usize) {}
 }
 
 struct Agent {
@@ -125,8 +133,14 @@ struct Agent {
     client: Mutex<Client>,
     /// Every configured node (`server`, then `servers`), resolved again before each round.
     nodes: Vec<String>,
-    /// Which address the next connection attempt goes to (counts up; modulo the addresses).
+    /// Which address the next connection attempt goes to: its place in the agent's order of
+    /// the addresses (`nodes::home_order`; counts up, modulo the addresses).
     next_node: AtomicU64,
+    /// Set while the agent leaves its node for a better one: streams send no more chunks, so
+    /// that the move waits only for the acks of those already sent.
+    moving: AtomicBool,
+    node_moves: AtomicU64,
+    resent: AtomicU64,
     /// The address of the current (or last) connection, for logs and metrics.
     server: Mutex<SocketAddr>,
     /// The last resolution of `nodes` (kept when a lookup fails or hangs).
@@ -255,6 +269,9 @@ impl Agent {
             client: Mutex::new(client),
             nodes,
             next_node: AtomicU64::new(0),
+            moving: AtomicBool::new(false),
+            node_moves: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
             server: Mutex::new(server),
             addrs: Mutex::new(
                 addrs

@@ -122,6 +122,8 @@ pub async fn run_observed(
         unacked,
         rejected: agent.rejected.lock().expect("rejected lock").clone(),
         connects: agent.connects.load(Ordering::Relaxed),
+        node_moves: agent.node_moves.load(Ordering::Relaxed),
+        resent_chunks: agent.resent.load(Ordering::Relaxed),
         duplicate_acks: agent.duplicate_acks.load(Ordering::Relaxed),
         spool: agent
             .spool

@@ -14,6 +14,19 @@ pub enum SpoolFull {
     DropOldest,
 }
 
+/// The order an agent tries its nodes in (`node_order`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeOrder {
+    /// An order of its own, from a hash of the agent's name with each node's address: each
+    /// node comes first for about 1/n of the agents, and a failed node's agents are spread
+    /// over the others.
+    #[default]
+    Spread,
+    /// `server` first, then `servers` as listed (a primary and its standbys).
+    Listed,
+}
+
 /// `sealstream agent` configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,9 +34,15 @@ pub struct AgentConfig {
     /// The ingest server's UDP address (`host:port`; a name that resolves to several
     /// addresses gives each of them).
     pub server: String,
-    /// More ingest nodes (`host:port` each), tried in turn after `server` when one cannot be
-    /// reached or its connection drops. Every node's pin goes in `server_pins`.
+    /// More ingest nodes (`host:port` each). Every node's pin goes in `server_pins`.
     pub servers: Vec<String>,
+    /// The order the nodes are tried in: when one cannot be reached or its connection drops,
+    /// the next in this order is.
+    pub node_order: NodeOrder,
+    /// While connected to a node later in its order than another, the agent checks every this
+    /// many ms (randomized between half and one and a half times) whether an earlier node is
+    /// back, and moves there between chunks once every chunk sent has its ack. 0: it stays.
+    pub rebalance_ms: u64,
     /// The TLS server name (SNI); the certificate is checked by pin, not by name.
     pub server_name: String,
     /// SHA-256 pins of the server's SubjectPublicKeyInfo: the current one and a backup.
@@ -73,6 +92,8 @@ impl Default for AgentConfig {
         AgentConfig {
             server: "127.0.0.1:7443".into(),
             servers: Vec::new(),
+            node_order: NodeOrder::Spread,
+            rebalance_ms: 30_000,
             server_name: "sealstream".into(),
             server_pins: Vec::new(),
             cert: PathBuf::from("agent.crt"),

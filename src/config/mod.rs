@@ -15,7 +15,7 @@ mod location;
 mod serve;
 mod store;
 mod validate;
-pub use agent::{AgentConfig, SpoolFull};
+pub use agent::{AgentConfig, NodeOrder, SpoolFull};
 pub use capture::{CaptureConfig, CaptureSource, parse_display};
 pub use console::Console;
 pub use limits::{Limits, Watchdog};

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `admission`, `cli`, `first_hour`, `fuzz_corpus`, `keys_openssl`, `proof`, `vectors` | nothing |
 //! | `audit`, `console_api`, `console_migration`, `faults`, `ingest`, `metadata`, `offline_ca`, `postgres`, `revocation` | PostgreSQL on 127.0.0.1:5432 |
-//! | `multinode`, `object_stores` | PostgreSQL and moto (`pip install 'moto[server]'`) |
+//! | `balance`, `multinode`, `object_stores` | PostgreSQL and moto (`pip install 'moto[server]'`) |
 //! | `operator` (what a node logs and exports by default, readers on plain-HTTP S3) | PostgreSQL and moto |
 //! | `capture` | Xvfb, xdotool, xterm, xwd, xwininfo, ImageMagick, xauth |
 //! | `console_browser` | Chromium and chromedriver; Xvfb and xdotool for its captured session |
@@ -20,6 +20,7 @@ mod common;
 
 mod admission;
 mod audit;
+mod balance;
 mod capture;
 mod cli;
 mod console_api;

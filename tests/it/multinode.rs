@@ -194,14 +194,14 @@ async fn a_second_node_on_the_embedded_sqlite_refuses_to_start() {
     env.stop().await;
 }
 
-struct Node {
-    child: Child,
-    quic: SocketAddr,
-    ops: SocketAddr,
-    pin: String,
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) quic: SocketAddr,
+    pub(crate) ops: SocketAddr,
+    pub(crate) pin: String,
 }
 
-fn write_node(
+pub(crate) fn write_node(
     base: &Path,
     name: &str,
     database_url: &str,
@@ -238,7 +238,7 @@ fn write_node(
     }
 }
 
-async fn wait_ready(node: &Node) {
+pub(crate) async fn wait_ready(node: &Node) {
     for _ in 0..200 {
         if let Ok(Ok(_)) = tokio::time::timeout(
             Duration::from_millis(500),

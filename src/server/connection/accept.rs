@@ -2,20 +2,20 @@
 //! the agent's lease; then the connection actor and a task per QUIC stream until it closes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::Shared;
 use super::actor::ConnectionActor;
 use super::stream::serve_stream;
-use super::Shared;
 use crate::protocol::uplink::CloseCode;
 use crate::server::budget::Budget;
 use crate::server::metrics as m;
-use crate::server::registry::{peer_agent, Lease};
+use crate::server::registry::{Lease, peer_agent};
 
 /// Serve one incoming connection until it closes.
 pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
