@@ -11,6 +11,9 @@ use super::{Agent, AgentError, AgentReport, Observer, Source, capture, metrics};
 use crate::config::AgentConfig;
 use crate::protocol::uplink::CloseCode;
 
+/// How long a stopping agent waits for its connection close to be sent.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+
 /// Run an agent until its source ends and every chunk is acked, or until `stop` turns true
 /// (then it seals the streams' final chunks and waits up to `drain` for their acks).
 pub async fn run(
@@ -87,6 +90,9 @@ pub async fn run_observed(
         quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
         b"agent stopping",
     );
+    // The close is sent by the endpoint's driver: give it the moment it needs before this
+    // process exits, or the node hears nothing and logs the agent as timed out.
+    let _ = tokio::time::timeout(CLOSE_GRACE, agent.endpoint.wait_idle()).await;
     let unacked = agent.unacked();
     let spooled = agent
         .spool

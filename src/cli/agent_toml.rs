@@ -33,7 +33,7 @@ impl AgentToml<'_> {
             String::new()
         } else {
             format!(
-                "# More ingest nodes, tried in turn when one cannot be reached or its connection drops.\nservers = [{}]\n",
+                "# More ingest nodes: each agent orders all of them by a hash of its name (node_order), moves on when one cannot be reached or its connection drops, and comes back to an earlier one when it returns (rebalance_ms).\nservers = [{}]\n",
                 quoted(self.servers)
             )
         };

@@ -302,8 +302,24 @@ fn lifecycle_events_are_logged_by_default_without_colour_and_as_json_on_request(
         c
     });
     assert_eq!(code, 0, "{agent_err}");
-    std::thread::sleep(Duration::from_millis(300));
-    let log = server.log_text();
+    // An agent that stopped is logged as having closed its connection, not as timed out
+    // (it waits for its close to be sent before it exits).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = server.log_text();
+        if log.contains("agent disconnected") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let gone = log
+        .lines()
+        .find(|l| l.contains("agent disconnected"))
+        .unwrap_or_else(|| panic!("no disconnection logged:\n{log}"));
+    assert!(
+        gone.contains("closed by the agent") && !gone.contains("timed out"),
+        "{gone}"
+    );
     for event in [
         "sealstream serving",
         "KEK loaded",
