@@ -60,18 +60,17 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Move the staged file `staged` to `path`, unless the same bytes are there (a resumed
 /// export); a file with other contents is never overwritten, nor one appearing meanwhile.
 pub(super) fn place_once(staged: &Path, path: &Path) -> Result<(), ExportError> {
-    if path.exists() {
-        let same = file_sha256(path)? == file_sha256(staged)?;
-        std::fs::remove_file(staged).map_err(io_error(staged))?;
-        return if same {
-            Ok(())
-        } else {
-            Err(ExportError::Exists(path.to_owned()))
-        };
-    }
     match rename_noreplace(staged, path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => place_once(staged, path),
-        Err(e) => Err(io_error(path)(e)),
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let same = file_sha256(path)? == file_sha256(staged)?;
+            std::fs::remove_file(staged).map_err(io_error(staged))?;
+            if same {
+                Ok(())
+            } else {
+                Err(ExportError::Exists(path.to_owned()))
+            }
+        }
+        Err(e) => Err(io_error(path)(e)),
     }
 }

@@ -243,7 +243,12 @@ impl ChunkSink for Prestage<'_> {
 fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
     use std::io::Write;
     let mut out = Vec::with_capacity(items.len());
-    let log_path = dir.join(format!("{n}.log"));
+    // A directory per batch: batches opened at once do not queue on one directory's lock.
+    let dir = dir.join(n.to_string());
+    if std::fs::create_dir(&dir).is_err() {
+        return out;
+    }
+    let log_path = dir.join("plain.log");
     let mut log: Option<(std::io::BufWriter<std::fs::File>, u64)> = None;
     let mut plain_at = Vec::new();
     for item in items {
