@@ -1,7 +1,7 @@
 //! Chunks opened while the scan holds their bytes (one pass: each byte read and hashed once).
 //! The scan hands every kept chunk to `Prestage`, which reads the DEK record the chunk names
-//! (as the scan will, from its own key), unwraps it once, and opens the chunk on the blocking
-//! pool in batches: a frame's image is written to a file of its own (later renamed into place,
+//! from its own key (once: the scan takes that read instead of reading it again), unwraps it
+//! once, and opens the chunk on the blocking pool in batches: a frame's image is written to a file of its own (later renamed into place,
 //! never written twice), any other plaintext is appended to its batch's log. Nothing decided
 //! here is trusted: a chunk whose segment proves damaged is in no stream, a chunk whose DEK
 //! record the scan read differently is opened again the slow way, and a chunk that cannot be
@@ -86,6 +86,8 @@ pub(super) struct Prestage<'a> {
     made: bool,
     /// Each DEK record read, as read, with its DEK if a key opened it.
     deks: HashMap<Owner, Option<(DekRecord, Arc<Dek>)>>,
+    /// Each DEK record object read (`None`: there was none), until the scan takes it.
+    read: HashMap<Owner, Option<bytes::Bytes>>,
     stream_keys: HashMap<(Owner, SessionId, StreamId, Kind), Arc<StreamKey>>,
     batch: Vec<Item>,
     batch_bytes: usize,
@@ -104,6 +106,7 @@ impl<'a> Prestage<'a> {
             dir: out.join(format!(".{}.opened", hex::encode(r))),
             made: false,
             deks: HashMap::new(),
+            read: HashMap::new(),
             stream_keys: HashMap::new(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -120,10 +123,12 @@ impl<'a> Prestage<'a> {
         }
         let path = paths::dek_record(&owner.0, owner.1);
         let record = match storage::get_opt(self.store, &path).await {
-            Ok(Some(bytes)) => DekRecord::decode(&bytes)
-                .ok()
-                .filter(|r| paths::dek_record(&r.agent, r.dek_id) == path),
-            _ => None,
+            Ok(got) => {
+                self.read.insert(owner.clone(), got.clone());
+                got.and_then(|bytes| DekRecord::decode(&bytes).ok())
+                    .filter(|r| paths::dek_record(&r.agent, r.dek_id) == path)
+            }
+            Err(_) => None, // the scan reads it again and says why it cannot
         };
         let opened = record.and_then(|r| {
             let k = self.keys.iter().find(|k| k.kek_id == r.kek_id)?;
@@ -205,6 +210,10 @@ impl Drop for Prestage<'_> {
 }
 
 impl ChunkSink for Prestage<'_> {
+    fn dek_record(&mut self, owner: &Owner) -> Option<Option<bytes::Bytes>> {
+        self.read.remove(owner)
+    }
+
     fn chunk(
         &mut self,
         key: &StreamKeyId,
@@ -376,6 +385,8 @@ mod tests {
         let scan = scan_into(&store, &Filter::default(), |_| {}, &mut ahead)
             .await
             .unwrap();
+        // The scan took the DEK record the sink read, rather than reading it again.
+        assert!(ahead.read.is_empty() && scan.records.len() == 1);
         let opened = ahead.finish(&scan).await;
         assert_eq!(opened.deks.len(), 1);
         let mut by_stream = scan.streams.values();

@@ -90,6 +90,12 @@ pub trait ChunkSink: Send {
         r: &ChunkRef,
         c: &SealedChunk,
     ) -> impl Future<Output = ()> + Send;
+
+    /// The DEK record object of `owner` as the sink has read it already (`Some(None)`: there
+    /// is none), so that the scan does not read it again; `None` if the sink has not.
+    fn dek_record(&mut self, _owner: &(AgentId, DekId)) -> Option<Option<Bytes>> {
+        None
+    }
 }
 
 /// The sink of a scan that only checks.
@@ -186,9 +192,13 @@ pub async fn scan_into(
         .collect();
     named.sort();
     named.dedup();
-    for (agent, dek) in named {
-        let path = paths::dek_record(&agent, dek);
-        let Some(bytes) = storage::get_opt(store, &path).await? else {
+    for owner in named {
+        let path = paths::dek_record(&owner.0, owner.1);
+        let read = match sink.dek_record(&owner) {
+            Some(read) => read,
+            None => storage::get_opt(store, &path).await?,
+        };
+        let Some(bytes) = read else {
             continue; // each chunk under it reports "no DEK record"
         };
         out.dek_objects += 1;
