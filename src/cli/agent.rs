@@ -200,7 +200,8 @@ pub enum AgentsCommand {
         days: u32,
     },
     /// Revoke every certificate agent NAME holds: refused at the next handshake, open
-    /// connections closed within access_poll_ms. Enrol the name again to let it back.
+    /// connections closed within access_poll_ms. To let it back: `agents enroll` again, or with
+    /// the CA offline a new `agents csr`, `ca sign`, `agents config` (docs/deploy.md).
     Revoke {
         name: String,
         #[arg(long)]
@@ -259,10 +260,11 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             // Refused before anything is said about an agent.toml it would write.
             if sealstream::pki::ca_is_offline(&serve.data_dir) {
                 anyhow::bail!(
-                    "{}\n\
-                     then `sealstream agents config --config {} --cert agent.crt --key agent.key --out agent.toml` writes its agent.toml",
+                    "{}:\n  on the endpoint: sealstream agents csr {name} --dir /etc/sealstream/agent\n  \
+                     where the CA is: sealstream ca sign --ca-dir CA_DIR --csr agent.csr --out agent.crt\n{}",
                     sealstream::pki::PkiError::OfflineCa(serve.data_dir.join("pki/ca.key")),
-                    config.display()
+                    super::agent_toml::config_step(name.as_str(), "agent", "/etc/sealstream"),
+                    name = name.as_str()
                 );
             }
             let server = match server {
@@ -301,10 +303,15 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             let name = agent_name(name)?;
             if sealstream::pki::ca_is_offline(&serve.data_dir) {
                 anyhow::bail!(
-                    "this server holds no agent CA key (the CA is kept offline), so it cannot renew {name:?}'s certificate: \
-                     on the endpoint run `sealstream agents csr {name} --dir NEWDIR`, where the CA is `sealstream ca sign --ca-dir CA_DIR --csr NEWDIR/agent.csr --out NEWDIR/agent.crt`, \
-                     then `sealstream agents config --config {} --cert NEWDIR/agent.crt --key NEWDIR/agent.key --out NEWDIR/agent.toml`, which registers the new certificate and revokes the old",
-                    config.display(),
+                    "this server holds no agent CA key (the CA is kept offline), so it cannot renew {name:?}'s certificate:\n  \
+                     on the endpoint, a new key beside the current one: sealstream agents csr {name} --dir /etc/sealstream/agent.new\n  \
+                     where the CA is: sealstream ca sign --ca-dir CA_DIR --csr agent.csr --out agent.crt\n{}\n\
+                     agents config registers the new certificate and revokes the old (docs/deploy.md, \"Renewing or re-admitting an offline-CA agent\")",
+                    super::agent_toml::config_step(
+                        &format!("{}.new", name.as_str()),
+                        "agent.new",
+                        "/etc/sealstream"
+                    ),
                     name = name.as_str()
                 );
             }
@@ -369,22 +376,30 @@ pub fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
                 "{}",
                 revoke_text(name.as_str(), &outcome.revoked, &rows, &seen)
             );
+            eprintln!(
+                "{}",
+                super::agent_toml::readmit_hint(&serve.data_dir, name.as_str())
+            );
             Ok(ExitCode::SUCCESS)
         }
         AgentsCommand::Disable { name, config } => set_disabled(&config, name, true),
         AgentsCommand::Enable { name, config } => set_disabled(&config, name, false),
         AgentsCommand::Csr { name, dir } => {
             let name = agent_name(name)?;
+            if let Some(why) = super::agent_toml::csr_refusal(&dir) {
+                anyhow::bail!(why);
+            }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let (csr, key) = sealstream::pki::agent_csr(&name)?;
             sealstream::fsutil::write_new(&dir.join("agent.key"), key.as_bytes(), 0o600)
                 .with_context(|| format!("writing {}/agent.key", dir.display()))?;
             sealstream::fsutil::write_new(&dir.join("agent.csr"), csr.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}/agent.csr", dir.display()))?;
+            let (base, endpoint_dir) = super::agent_toml::endpoint_layout(&dir);
             eprintln!(
                 "wrote {dir}/agent.key (keep it here) and {dir}/agent.csr for agent {name:?}.\n\
-                 Give agent.csr to the agent CA's holder, who runs: sealstream ca sign --ca-dir CA_DIR --csr agent.csr --out agent.crt\n\
-                 then, with agent.crt in {dir}: sealstream agents config --config serve.toml --cert {dir}/agent.crt --key {dir}/agent.key --out {dir}/agent.toml",
+                 Give agent.csr to the agent CA's holder, who runs: sealstream ca sign --ca-dir CA_DIR --csr agent.csr --out agent.crt\n{}",
+                super::agent_toml::config_step(name.as_str(), &base, &endpoint_dir),
                 dir = dir.display(),
                 name = name.as_str()
             );

@@ -1,7 +1,8 @@
 //! agent.toml as sealstream writes it: the one writer behind `agents enroll` (a certificate
 //! this server issued) and `agents config` (a certificate the offline agent CA signed for the
 //! endpoint's `agents csr` request, checked against the deployment's CA and the agent's key,
-//! with every node and every pin of the deployment).
+//! with every node and every pin of the deployment), and the offline-CA next steps that
+//! `agents csr`, `enroll`, `renew` and `revoke` print (docs/deploy.md step 6).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -208,7 +209,7 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         nodes.len(),
         pins.len(),
         outcome,
-        if args.kek.is_none() {
+        if args.kek.is_none() && !out_dir.join("kek.pem").exists() {
             format!(
                 "\ncopy the customer's public key (publickey.crt) to {}/kek.pem",
                 out_dir.display()
@@ -218,6 +219,71 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The next step after `agents csr`, as docs/deploy.md step 6 has it: on a node, the
+/// endpoint's configuration directory (`endpoint_dir`, holding `base/` with agent.key) laid out
+/// in `node_dir/`, then `agents config` with every node, the request, and the key's path as the
+/// endpoint has it (relative to agent.toml).
+pub(crate) fn config_step(node_dir: &str, base: &str, endpoint_dir: &str) -> String {
+    format!(
+        "then on a node (it has serve.toml, pki/ca.crt and the database), with the endpoint's {endpoint_dir}/ laid out in {node_dir}/:\n  \
+         mkdir -p {node_dir}/{base} && cp agent.crt agent.csr {node_dir}/{base}/ && cp publickey.crt {node_dir}/kek.pem\n  \
+         sealstream agents config --config /etc/sealstream/serve.toml --nodes /etc/sealstream/nodes.txt \
+         --cert {node_dir}/{base}/agent.crt --csr {node_dir}/{base}/agent.csr --key {base}/agent.key \
+         --spool-dir /var/lib/sealstream/agent-spool --out {node_dir}/agent.toml\n\
+         and copy {node_dir}/agent.toml, {node_dir}/kek.pem and {node_dir}/{base}/agent.crt to the endpoint's {endpoint_dir}/ \
+         (docs/deploy.md, \"Setting up the nodes and agents, in order\", step 6)"
+    )
+}
+
+/// Where `agents csr` put the key, as `config_step` names it: the directory's own name, and
+/// the directory agent.toml goes in on the endpoint (its parent).
+pub(crate) fn endpoint_layout(dir: &Path) -> (String, String) {
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let base = abs
+        .file_name()
+        .map_or_else(|| "agent".to_owned(), |b| b.to_string_lossy().into_owned());
+    let parent = abs
+        .parent()
+        .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
+    (base, parent)
+}
+
+/// Why `agents csr` writes nothing into `dir`: a key or request already there (an agent made
+/// earlier), with what to do instead.
+pub(crate) fn csr_refusal(dir: &Path) -> Option<String> {
+    let found: Vec<&str> = ["agent.key", "agent.csr"]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if found.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: {} {} already (an agent key made earlier); nothing was written. \
+         To renew or re-admit the agent, give a new --dir (for example {}.new), or move {} aside first \
+         (docs/deploy.md, \"Renewing or re-admitting an offline-CA agent\")",
+        dir.display(),
+        found.join(" and "),
+        if found.len() == 1 { "exists" } else { "exist" },
+        dir.display(),
+        dir.display()
+    ))
+}
+
+/// How a revoked agent comes back, on this deployment: enrolled again where the node holds the
+/// CA key, or a new request signed by the offline CA.
+pub(crate) fn readmit_hint(data_dir: &Path, name: &str) -> String {
+    if sealstream::pki::ca_is_offline(data_dir) {
+        format!(
+            "to let {name:?} back (the agent CA is offline, so `agents enroll` is refused here): a new key and request on the endpoint \
+             (`agents csr {name} --dir` a new directory), `ca sign` where the CA is, then `agents config` on a node \
+             (docs/deploy.md, \"Renewing or re-admitting an offline-CA agent\")"
+        )
+    } else {
+        format!("to let {name:?} back: `sealstream agents enroll {name}` again")
+    }
 }
 
 /// This node's pin from its `server.crt`, if it has made one (never creates it).
@@ -372,6 +438,43 @@ mod tests {
                 .contains("not a pin")
         );
         assert!(parse_nodes("# nothing\n").unwrap_err().contains("no node"));
+    }
+
+    #[test]
+    fn the_next_step_after_csr_is_the_deploy_md_form_with_every_node() {
+        let step = config_step("ts-01", "agent", "/etc/sealstream");
+        for part in [
+            "--nodes /etc/sealstream/nodes.txt",
+            "--csr ts-01/agent/agent.csr",
+            "--key agent/agent.key",
+            "--spool-dir /var/lib/sealstream/agent-spool",
+            "--out ts-01/agent.toml",
+            "cp publickey.crt ts-01/kek.pem",
+            "on a node",
+            "step 6",
+        ] {
+            assert!(step.contains(part), "{part:?} not in {step}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent.new");
+        std::fs::create_dir(&agent).unwrap();
+        let (base, parent) = endpoint_layout(&agent);
+        assert_eq!(base, "agent.new");
+        assert_eq!(
+            std::path::Path::new(&parent),
+            std::fs::canonicalize(dir.path()).unwrap()
+        );
+    }
+
+    #[test]
+    fn csr_into_a_directory_with_a_key_names_the_file_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(csr_refusal(dir.path()), None);
+        std::fs::write(dir.path().join("agent.key"), "k").unwrap();
+        let why = csr_refusal(dir.path()).unwrap();
+        assert!(why.contains("agent.key exists already"), "{why}");
+        assert!(why.contains("new --dir"), "{why}");
+        assert!(why.contains("Renewing or re-admitting"), "{why}");
     }
 
     #[test]

@@ -58,12 +58,40 @@ pub fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing {}", out.display()))?;
             println!("{}", issued.fingerprint);
             eprintln!(
-                "issued {} (valid until {}), fingerprint {}",
+                "issued {} for agent {:?} (the name in the request; valid until {}), fingerprint {}",
                 out.display(),
+                issued_name(&issued.cert_pem)?,
                 super::agent::date(issued.not_after_us),
                 issued.fingerprint
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The agent name a certificate just issued carries (taken from the request's subject), for
+/// the CA holder to check before handing the certificate over.
+fn issued_name(cert_pem: &str) -> anyhow::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the certificate just issued: {e}"))?;
+    let name = sealstream::crypto::cert::agent_identity(&der)
+        .map_err(|e| anyhow::anyhow!("the certificate just issued: {e}"))?;
+    Ok(name.as_str().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_request_shows_the_agent_name_it_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        sealstream::pki::OfflineCa::init(dir.path()).unwrap();
+        let ca = sealstream::pki::OfflineCa::open(dir.path()).unwrap();
+        let name = sealstream::protocol::AgentId::new("ts-07".to_owned()).unwrap();
+        let (csr, _key) = sealstream::pki::agent_csr(&name).unwrap();
+        let issued = ca.sign(&csr, 1).unwrap();
+        assert_eq!(issued_name(&issued.cert_pem).unwrap(), "ts-07");
     }
 }

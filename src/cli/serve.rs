@@ -34,12 +34,17 @@ pub fn run(config: &Path, sink: bool) -> anyhow::Result<ExitCode> {
             ""
         };
         eprintln!(
-            "sealstream serving QUIC on {}{reach}, ops on http://{}\n  node: {}\n  state (agent CA, server key{}): {}\n  store: {}\n  metadata: {}\nserver pin for agents: {}",
+            "sealstream serving QUIC on {}{reach}, ops on http://{}\n  node: {}\n  state (agent CA, server key{}): {}\n  agent CA: {}\n  store: {}\n  metadata: {}\nserver pin for agents: {}",
             server.quic_addr,
             server.ops_addr,
             server.node,
             if cfg.database_url.is_empty() { ", SQLite file" } else { "" },
             abs(&cfg.data_dir).display(),
+            if sealstream::pki::ca_is_offline(&cfg.data_dir) {
+                "offline (ca.crt only: this node issues no agent certificate)"
+            } else {
+                "on this node (ca.key here: `agents enroll` issues certificates)"
+            },
             match server.store.local_dir() {
                 Some(d) => abs(d).display().to_string(),
                 None => server.store.to_string(),

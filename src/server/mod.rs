@@ -294,7 +294,13 @@ impl Server {
         arbiters.extend(ingest);
         ready.store(true, Ordering::Relaxed);
         let pin = pki.server_pin();
-        tracing::info!(%quic_addr, %ops_addr, %node, store = %opened.location, metadata = metadata.kind(), server_pin = %pin, "sealstream serving");
+        // Whether this node can mint agent identities: an offline CA leaves only ca.crt here.
+        let agent_ca = if crate::pki::ca_is_offline(&cfg.data_dir) {
+            "offline (ca.crt only)"
+        } else {
+            "on this node (ca.key here)"
+        };
+        tracing::info!(%quic_addr, %ops_addr, %node, store = %opened.location, metadata = metadata.kind(), agent_ca, server_pin = %pin, "sealstream serving");
         Ok(Server {
             quic_addr,
             ops_addr,

@@ -27,7 +27,7 @@ pub enum StoreError {
     Conflict { path: String },
     #[error("object {path}: {detail}")]
     Local { path: String, detail: String },
-    #[error("object {path}: {source}")]
+    #[error("object {path}: {source}{}", remote::credentials_hint(.source))]
     Backend {
         path: String,
         #[source]

@@ -284,6 +284,31 @@ impl Credentials {
     }
 }
 
+/// What to do when an S3 request failed for want of credentials: object_store, finding no key
+/// in the environment, asks the instance-metadata endpoint (169.254.169.254), which off a cloud
+/// instance refuses or times out, and its error names only that URL. Empty for other errors.
+pub(crate) fn credentials_hint(err: &object_store::Error) -> &'static str {
+    let mut text = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = cur {
+        text.push_str(&e.to_string());
+        text.push('\n');
+        cur = e.source();
+    }
+    let key_set = std::env::var("AWS_ACCESS_KEY_ID").is_ok_and(|v| !v.is_empty());
+    hint_for(&text, key_set)
+}
+
+/// `credentials_hint` on an error's text and whether `AWS_ACCESS_KEY_ID` is set.
+fn hint_for(error_text: &str, key_set: bool) -> &'static str {
+    if key_set || !error_text.contains("169.254.169.254") {
+        return "";
+    }
+    " (no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on a node: \
+     load /etc/sealstream/s3.env with `set -a; . /etc/sealstream/s3.env; set +a`), or run where an \
+     instance role provides them)"
+}
+
 /// Segments into an object store: a conditional PUT, or a multipart upload when large.
 #[derive(Clone, Debug)]
 pub struct ObjectWriter {
@@ -389,6 +414,53 @@ mod tests {
             .with_endpoint("http://127.0.0.1:9000")
             .with_allow_http(true);
         assert_eq!(plain_http_refused(&b), None);
+    }
+
+    #[test]
+    fn an_instance_metadata_failure_without_a_key_says_how_to_give_credentials() {
+        let imds = "Generic S3 error: Error performing PUT http://169.254.169.254/latest/api/token in 1ms - Server returned non-2xx status code: 403 Forbidden";
+        let hint = hint_for(imds, false);
+        assert!(
+            hint.contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+            "{hint}"
+        );
+        assert!(hint.contains(". /etc/sealstream/s3.env"), "{hint}");
+        assert!(hint.contains("instance role"), "{hint}");
+        // A key was given: the metadata endpoint is not why it failed, so no hint.
+        assert_eq!(hint_for(imds, true), "");
+        // Another failure says nothing about credentials.
+        assert_eq!(
+            hint_for(
+                "Generic S3 error: Error performing PUT http://127.0.0.1:9000/b/k - 503",
+                false
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn the_hint_reaches_a_store_error_from_the_nested_cause() {
+        #[derive(Debug)]
+        struct Imds;
+        impl std::fmt::Display for Imds {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Error performing PUT http://169.254.169.254/latest/api/token - 403")
+            }
+        }
+        impl std::error::Error for Imds {}
+        let e = StoreError::Backend {
+            path: "v1/audit/x".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(Imds),
+            },
+        };
+        let key_set = std::env::var("AWS_ACCESS_KEY_ID").is_ok_and(|v| !v.is_empty());
+        assert_eq!(
+            e.to_string().contains("no S3 credentials were found"),
+            !key_set,
+            "{e}"
+        );
     }
 
     #[cfg(feature = "cloud")]
