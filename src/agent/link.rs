@@ -72,7 +72,7 @@ impl State {
                 "the server's key is not in server_pins: if the server key was replaced, put its pin (printed by `sealstream serve` and `agents enroll`) in agent.toml"
             }
             State::CertificateRefused => {
-                "the server refused this agent's certificate: enroll the agent again with this deployment's CA (`sealstream agents enroll`)"
+                "the server refused this agent's certificate: give the agent a new certificate from this deployment's CA (`sealstream agents enroll`, or with an offline CA `agents csr`, `ca sign` and `agents config`: docs/deploy.md)"
             }
             State::KekUnknown => {
                 "the server does not know this agent's KEK: register kek.pem's public key on the server (`sealstream keys register` or the how-to's insert)"

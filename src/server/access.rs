@@ -29,7 +29,9 @@ const SEEN_CAPACITY: usize = 65_536;
 /// certificate, so the agent's uplink state says "certificate refused").
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("agent certificate revoked ({reason}); enrol the agent again")]
+    #[error(
+        "agent certificate revoked ({reason}); it needs a new certificate: `agents enroll`, or with an offline CA `agents csr`, `ca sign` and `agents config`"
+    )]
     Revoked { reason: String },
     #[error(
         "agent certificate not current: the agent was enrolled again or revoked; use its newest certificate"
