@@ -260,14 +260,16 @@ fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
     let log_path = dir.join("plain.log");
     let mut log: Option<(std::io::BufWriter<std::fs::File>, u64)> = None;
     let mut plain_at = Vec::new();
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
     for item in items {
-        let Ok(plain) = item.key.open(&item.chunk) else {
+        if item.key.open_into(&item.chunk, &mut buf).is_err() {
             continue;
-        };
+        }
+        let plain = &buf[..];
         let h = &item.chunk.header;
         if h.kind == Kind::Frame
             && !h.gap
-            && let Ok(frame) = Frame::decode(&plain)
+            && let Ok(frame) = Frame::decode(plain)
             && !is_update_name(frame.name)
         {
             let path = dir.join(format!("{}-{}", item.at.0, item.at.1));
@@ -294,7 +296,7 @@ fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
             }
         }
         let (w, end) = log.as_mut().expect("opened above");
-        if w.write_all(&plain).is_err() {
+        if w.write_all(plain).is_err() {
             return out;
         }
         plain_at.push((item.at, item.owner, *end, plain.len()));
