@@ -173,14 +173,7 @@ async fn a_second_agent_cannot_write_into_the_first_agents_streams() {
     let env = Env::start(Backend::Sqlite, true).await;
     let (_e1, _c1, _s1, alice) = env.registered("alice").await;
     let bob_cfg = env.enroll("bob");
-    let (_e2, bob) = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &bob_cfg.cert,
-        &bob_cfg.key,
-    )
-    .await
-    .unwrap();
+    let (_e2, bob) = env.connect(&bob_cfg.cert, &bob_cfg.key).await.unwrap();
     let mut s = RawStream::open(&bob).await.unwrap();
     // Bob presents Alice's DEK record: refused, the certificate says Bob.
     s.send(MSG_DEK, &alice.dek_record().encode()).await.unwrap();
@@ -211,13 +204,7 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
         .enroll_agent(&AgentId::new("intruder").unwrap(), other.path())
         .unwrap();
     let refused = async {
-        let (_ep, conn) = raw_connect(
-            env.server().quic_addr,
-            vec![env.server().pin],
-            &intruder.cert,
-            &intruder.key,
-        )
-        .await?;
+        let (_ep, conn) = env.connect(&intruder.cert, &intruder.key).await?;
         let mut s = RawStream::open(&conn).await?;
         s.send(MSG_DEK, b"x").await?;
         s.response().await.map(|_| ())
@@ -329,24 +316,11 @@ async fn connections_beyond_the_cap_are_refused() {
     env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
     let a = env.enroll("first");
     let b = env.enroll("second");
-    let (_e1, c1) = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &a.cert,
-        &a.key,
-    )
-    .await
-    .unwrap();
+    let (_e1, c1) = env.connect(&a.cert, &a.key).await.unwrap();
     let mut s = RawStream::open(&c1).await.unwrap();
     s.send(MSG_DEK, b"not a record").await.unwrap();
     assert_eq!(s.response().await.unwrap().outcome, Err(Reject::Malformed));
-    let second = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &b.cert,
-        &b.key,
-    )
-    .await;
+    let second = env.connect(&b.cert, &b.key).await;
     assert!(second.is_err(), "the second connection must be refused");
     env.stop().await;
 }
@@ -557,14 +531,7 @@ async fn half_sent_messages_are_bounded_by_the_partial_message_budget() {
     })
     .await;
     let cfg = env.enroll("slowloris");
-    let (_ep, conn) = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &cfg.cert,
-        &cfg.key,
-    )
-    .await
-    .unwrap();
+    let (_ep, conn) = env.connect(&cfg.cert, &cfg.key).await.unwrap();
     let written = Arc::new(AtomicU64::new(0));
     let writers = half_send(&conn, STREAMS, BODY, &written);
     // The server reads until the budget is held, then stops: the sender stalls once it has
@@ -640,14 +607,7 @@ async fn half_sent_messages_are_bounded_by_the_partial_message_budget() {
     })
     .await;
     let cfg = env.enroll("slowloris");
-    let (_ep, conn) = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &cfg.cert,
-        &cfg.key,
-    )
-    .await
-    .unwrap();
+    let (_ep, conn) = env.connect(&cfg.cert, &cfg.key).await.unwrap();
     let written = Arc::new(AtomicU64::new(0));
     for w in half_send(&conn, STREAMS, BODY, &written) {
         tokio::time::timeout(Duration::from_secs(180), w)

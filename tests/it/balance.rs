@@ -4,7 +4,6 @@
 //! chunks; every chunk is acked, indexed and exported exactly once, and the returns re-send
 //! nothing (no agent writes a chunk twice, no node counts a duplicate, after the failover).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,14 +11,14 @@ use std::time::{Duration, Instant};
 use sealstream::agent::synthetic::SyntheticSpec;
 use sealstream::agent::{AgentReport, Observer, Source};
 use sealstream::config::AgentConfig;
-use sealstream::metadata::{Metadata, Table};
+use sealstream::metadata::Table;
 use sealstream::pki::Pki;
-use sealstream::protocol::AgentId;
 
-use crate::common::agents::{check_store, spec, without_node_label};
+use crate::common::agents::{spec, without_node_label};
 use crate::common::moto::Moto;
-use crate::common::server::pg_exec;
-use crate::multinode::{Node, wait_ready, write_node};
+use crate::common::nodes::{
+    Estate, Node, check_bucket, estate_agent, start_all, stop_all, wait_ready, write_node,
+};
 
 const AGENTS: usize = 36;
 
@@ -119,60 +118,26 @@ async fn a_killed_nodes_agents_spread_over_the_others_and_come_back_when_it_retu
     let moto = Moto::start();
     let bucket = moto.bucket("fleet");
     let store_url = format!("{bucket}/recordings");
-    let mut id = [0u8; 6];
-    getrandom::fill(&mut id).unwrap();
-    let db = format!("sealstream_balance_{}", hex::encode(id));
-    pg_exec(&format!("CREATE DATABASE {db}")).await;
-    let pg = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-    let kek_pub = crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
-    let md = Metadata::open(&pg, Path::new("unused.db")).await.unwrap();
-    md.insert_kek(
-        true,
-        true,
-        &kek_pub.display().to_string(),
-        &d.join("keypair.pem").display().to_string(),
-    )
-    .await
-    .unwrap();
+    let estate = Estate::create(d, "sealstream_balance").await;
+    let (pg, kek_pub, md) = (&estate.pg, &estate.kek_pub, &estate.md);
     let settings = moto.settings_toml();
     let store = (store_url.as_str(), settings.as_str());
     let first = d.join("node-1");
-    let mut nodes = vec![write_node(d, "node-1", &pg, store, None)];
+    let mut nodes = vec![write_node(d, "node-1", pg, store, None)];
     for name in ["node-2", "node-3"] {
-        nodes.push(write_node(d, name, &pg, store, Some(&first)));
+        nodes.push(write_node(d, name, pg, store, Some(&first)));
     }
-    for n in nodes.iter_mut() {
-        n.child.spawn();
-    }
-    for n in &nodes {
-        wait_ready(n).await;
-    }
+    start_all(&mut nodes).await;
 
     // Every agent lists the nodes in the same order: the spread is the agents' own doing.
-    let pins: Vec<String> = nodes.iter().map(|n| n.pin.clone()).collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.quic.to_string()).collect();
     let pki = Pki::open_or_create(&first).unwrap();
     let resent = Arc::new(Resent::default());
     let mut agents = Vec::new();
     for i in 0..AGENTS {
         let name = format!("fleet-{i:02}");
-        let files = pki
-            .enroll_agent(&AgentId::new(&name).unwrap(), &d.join("agents").join(&name))
-            .unwrap();
         let cfg = AgentConfig {
-            server: addrs[0].clone(),
-            servers: addrs[1..].to_vec(),
-            server_pins: pins.clone(),
-            cert: files.cert,
-            key: files.key,
-            kek: kek_pub.clone(),
-            reconnect_ms: 100,
-            connect_timeout_ms: 1000,
-            // A killed node cannot say so; its agents notice by its silence.
-            idle_timeout_ms: 1500,
             rebalance_ms: 1000,
-            ..AgentConfig::default()
+            ..estate_agent(&pki, d, &name, &nodes, &[0, 1, 2], kek_pub)
         };
         let mut s = spec(1, 30.0);
         s.frame_interval = Duration::from_millis(400);
@@ -263,19 +228,7 @@ async fn a_killed_nodes_agents_spread_over_the_others_and_come_back_when_it_retu
         "{moves} moves back for {} agents",
         before[victim]
     );
-    let opened = sealstream::storage::open(&store_url, &moto.settings()).unwrap();
-    let frames = check_store(
-        opened.objects.as_ref(),
-        &sealstream::keys::load_private_key(&d.join("keypair.pem"), || {
-            Ok(sealstream::keys::Passphrase::new(
-                crate::common::PASS.as_bytes().to_vec(),
-            ))
-        })
-        .unwrap(),
-        &reports,
-        &d.join("export"),
-    )
-    .await;
+    let frames = check_bucket(&store_url, &moto, d, &reports).await;
     let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
     assert_eq!(
         md.count(Table::Chunks).await.unwrap() as u64,
@@ -286,9 +239,6 @@ async fn a_killed_nodes_agents_spread_over_the_others_and_come_back_when_it_retu
         "{AGENTS} agents: {before:?} -> node-{} killed -> {spread:?} -> back {back:?} in {took:?}; {moves} moves; {sealed} chunks, {frames} frames exported once; {resent_in_failover} re-sent in the failover, none after",
         victim + 1
     );
-    for n in nodes.iter_mut() {
-        n.child.stop();
-    }
-    drop(md);
-    pg_exec(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    stop_all(&mut nodes);
+    estate.drop_database().await;
 }

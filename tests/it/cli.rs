@@ -17,30 +17,40 @@ fn samples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
-/// `sealstream seal` of the bundled samples as agent `agent` into `d/store`.
-fn seal_samples(d: &Path, agent: &str) -> assert_cmd::assert::Assert {
-    sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "--agent-id",
-            agent,
-        ])
-        .arg(samples())
-        .assert()
+/// `sealstream seal` under publickey.crt into `d/store`, what to seal still to be added.
+fn seal(d: &Path) -> Command {
+    let mut cmd = sealstream(d);
+    cmd.args(["seal", "--kek", "publickey.crt", "--store", "store"]);
+    cmd
 }
 
-/// `sealstream export` of `d/store` into `d/out` with `key`, and `pass` unless it is empty.
-fn export(d: &Path, out: &str, key: &str, pass: &str) -> assert_cmd::assert::Assert {
+/// `sealstream seal` of the bundled samples as agent `agent` into `d/store`.
+fn seal_samples(d: &Path, agent: &str) -> assert_cmd::assert::Assert {
+    seal(d).args(["--agent-id", agent]).arg(samples()).assert()
+}
+
+/// `sealstream export` of `d/store` into `d/out` with `key`, and `pass` unless it is empty;
+/// more arguments may be added.
+fn export_cmd(d: &Path, out: &str, key: &str, pass: &str) -> Command {
     let mut cmd = sealstream(d);
     cmd.args(["export", "--store", "store", "--out", out, "--key", key]);
     if !pass.is_empty() {
         cmd.args(["--passphrase-file", pass]);
     }
-    cmd.assert()
+    cmd
+}
+
+fn export(d: &Path, out: &str, key: &str, pass: &str) -> assert_cmd::assert::Assert {
+    export_cmd(d, out, key, pass).assert()
+}
+
+/// `sealstream args` in `d` exits 1, saying `says` on stderr.
+fn fails(d: &Path, args: &[&str], says: &str) {
+    sealstream(d)
+        .args(args)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(says));
 }
 
 /// A how-to key pair: `openssl genrsa -aes256` and `openssl rsa -pubout` into publickey.crt.
@@ -50,11 +60,17 @@ fn howto_keys(d: &Path) {
     pass_file(d);
 }
 
+/// A temporary directory holding the how-to key pair and pass.txt.
+fn howto_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    howto_keys(dir.path());
+    dir
+}
+
 #[test]
 fn fingerprint_prints_what_openssl_computes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     let expected = openssl_fingerprint(d, "publickey.crt");
     sealstream(d)
         .args(["keys", "fingerprint", "publickey.crt"])
@@ -65,9 +81,8 @@ fn fingerprint_prints_what_openssl_computes() {
 
 #[test]
 fn check_reads_the_passphrase_from_file_env_and_refuses_wrong_ones() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     let expected = openssl_fingerprint(d, "publickey.crt");
     sealstream(d)
         .args([
@@ -90,34 +105,30 @@ fn check_reads_the_passphrase_from_file_env_and_refuses_wrong_ones() {
         .success()
         .stdout(format!("{expected}\n"));
     std::fs::write(d.join("wrong.txt"), "nope nope\n").unwrap();
-    sealstream(d)
-        .args([
+    fails(
+        d,
+        &[
             "keys",
             "check",
             "keypair.pem",
             "--passphrase-file",
             "wrong.txt",
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("keypair.pem: wrong passphrase"));
+        ],
+        "keypair.pem: wrong passphrase",
+    );
     // No passphrase anywhere and no terminal: says how to give one.
-    sealstream(d)
-        .args(["keys", "check", "keypair.pem"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("--passphrase-file"));
+    fails(d, &["keys", "check", "keypair.pem"], "--passphrase-file");
 }
 
 #[test]
 fn check_says_when_the_public_key_does_not_match() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     genrsa(d, "other.pem", 2048, &[]);
     pubout(d, "other.pem", "other.crt", false);
-    sealstream(d)
-        .args([
+    fails(
+        d,
+        &[
             "keys",
             "check",
             "keypair.pem",
@@ -125,10 +136,9 @@ fn check_says_when_the_public_key_does_not_match() {
             "other.crt",
             "--passphrase-file",
             "pass.txt",
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("does not match"));
+        ],
+        "does not match",
+    );
 }
 
 #[test]
@@ -149,23 +159,17 @@ fn bad_key_files_exit_non_zero_naming_the_file() {
         ],
     );
     genrsa(d, "small.pem", 1024, &[]);
-    sealstream(d)
-        .args(["keys", "fingerprint", "empty.crt"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("empty.crt: file is empty"));
-    sealstream(d)
-        .args(["keys", "check", "ec.pem"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("ec.pem: is an EC key"));
-    sealstream(d)
-        .args(["keys", "check", "small.pem"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "small.pem: RSA key of 1024 bits is too small",
-        ));
+    fails(
+        d,
+        &["keys", "fingerprint", "empty.crt"],
+        "empty.crt: file is empty",
+    );
+    fails(d, &["keys", "check", "ec.pem"], "ec.pem: is an EC key");
+    fails(
+        d,
+        &["keys", "check", "small.pem"],
+        "small.pem: RSA key of 1024 bits is too small",
+    );
 }
 
 #[test]
@@ -201,18 +205,18 @@ fn generate_writes_a_pair_openssl_reads() {
         ],
     );
     assert_eq!(id.trim(), openssl_fingerprint(d, "kek/publickey.crt"));
-    sealstream(d)
-        .args([
+    fails(
+        d,
+        &[
             "keys",
             "generate",
             "--out",
             "kek",
             "--passphrase-file",
             "pass.txt",
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("already exists"));
+        ],
+        "already exists",
+    );
 }
 
 /// Files under `root`, relative path -> bytes.
@@ -235,21 +239,9 @@ fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn seal_then_export_gives_back_every_byte_and_the_store_holds_no_plaintext() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
-    let session = sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "--agent-id",
-            "TS-01 (Büro)",
-        ])
-        .arg(samples())
-        .assert()
+    let session = seal_samples(d, "TS-01 (Büro)")
         .success()
         .stderr(predicate::str::contains("3 frames, 39 keystroke events"))
         .get_output()
@@ -307,21 +299,12 @@ fn seal_then_export_gives_back_every_byte_and_the_store_holds_no_plaintext() {
 
 #[test]
 fn export_of_one_session_leaves_the_others_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let out = sealstream(d)
-            .args([
-                "seal",
-                "--kek",
-                "publickey.crt",
-                "--store",
-                "store",
-                "--agent-id",
-                "vdi-1",
-            ])
+        let out = seal(d)
+            .args(["--agent-id", "vdi-1"])
             .arg(samples().join("keystrokes.jsonl"))
             .assert()
             .success()
@@ -330,20 +313,8 @@ fn export_of_one_session_leaves_the_others_out() {
             .clone();
         sessions.push(String::from_utf8(out).unwrap().trim().to_owned());
     }
-    sealstream(d)
-        .args([
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out",
-            "--key",
-            "keypair.pem",
-            "--passphrase-file",
-            "pass.txt",
-            "--session",
-            &sessions[1],
-        ])
+    export_cmd(d, "out", "keypair.pem", "pass.txt")
+        .args(["--session", &sessions[1]])
         .assert()
         .success();
     assert!(
@@ -357,9 +328,8 @@ fn export_of_one_session_leaves_the_others_out() {
 
 #[test]
 fn export_refuses_a_wrong_passphrase_and_reports_a_missing_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     seal_samples(d, "a").success();
     std::fs::write(d.join("wrong.txt"), "wrong one\n").unwrap();
     export(d, "out", "keypair.pem", "wrong.txt")
@@ -379,9 +349,8 @@ fn export_refuses_a_wrong_passphrase_and_reports_a_missing_key() {
 
 #[test]
 fn a_corrupted_segment_fails_the_export() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     seal_samples(d, "a").success();
     let seg = tree(&d.join("store"))
         .into_keys()
@@ -399,46 +368,20 @@ fn a_corrupted_segment_fails_the_export() {
 
 #[test]
 fn seal_refuses_unknown_files_and_bad_agent_ids() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     std::fs::write(d.join("notes.txt"), "hi").unwrap();
-    sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "notes.txt",
-        ])
+    seal(d)
+        .arg("notes.txt")
         .assert()
         .code(1)
         .stderr(predicate::str::contains("notes.txt: not an image"));
-    sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "--agent-id",
-            &"x".repeat(65),
-        ])
-        .arg(samples())
-        .assert()
+    seal_samples(d, &"x".repeat(65))
         .code(1)
         .stderr(predicate::str::contains("65 characters"));
     std::fs::write(d.join("bad.jsonl"), "{\"k\":1}\nnot json\n").unwrap();
-    sealstream(d)
-        .args([
-            "seal",
-            "--kek",
-            "publickey.crt",
-            "--store",
-            "store",
-            "bad.jsonl",
-        ])
+    seal(d)
+        .arg("bad.jsonl")
         .assert()
         .code(1)
         .stderr(predicate::str::contains("bad.jsonl: line 2"));
@@ -472,9 +415,8 @@ fn quickstart_runs_the_round_trip() {
 /// verify does, so an object that is not a DEK record's is damaged for both (issue 22).
 #[test]
 fn export_reads_only_the_dek_records_its_sessions_name() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = sealstream::storage::open_local(&d.join("store")).unwrap();
@@ -505,17 +447,8 @@ fn export_reads_only_the_dek_records_its_sessions_name() {
     .unwrap()
     .trim()
     .to_owned();
-    sealstream(d)
-        .args([
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out",
-            "--key",
-            "keypair.pem",
-        ])
-        .args(["--passphrase-file", "pass.txt", "--session", &session])
+    export_cmd(d, "out", "keypair.pem", "pass.txt")
+        .args(["--session", &session])
         .assert()
         .success()
         .stdout(predicate::str::contains("1 DEK record(s)"));
@@ -529,30 +462,12 @@ fn export_reads_only_the_dek_records_its_sessions_name() {
     let odd = d.join("store/v1/deks/flooder/not-a-record");
     std::fs::create_dir_all(odd.parent().unwrap()).unwrap();
     std::fs::write(&odd, b"junk").unwrap();
-    for args in [
-        &[
-            "export",
-            "--store",
-            "store",
-            "--out",
-            "out2",
-            "--key",
-            "keypair.pem",
-        ][..],
-        &["verify", "--store", "store"][..],
-    ] {
-        sealstream(d)
-            .args(args)
-            .args(if args[0] == "export" {
-                &["--passphrase-file", "pass.txt"][..]
-            } else {
-                &[][..]
-            })
-            .assert()
-            .code(3)
-            .stdout(predicate::str::contains(
-                "v1/deks/flooder/not-a-record: not a DEK record's key",
-            ));
+    let mut verify = sealstream(d);
+    verify.args(["verify", "--store", "store"]);
+    for mut cmd in [export_cmd(d, "out2", "keypair.pem", "pass.txt"), verify] {
+        cmd.assert().code(3).stdout(predicate::str::contains(
+            "v1/deks/flooder/not-a-record: not a DEK record's key",
+        ));
     }
 }
 
@@ -561,9 +476,8 @@ fn export_reads_only_the_dek_records_its_sessions_name() {
 /// KEK, same passphrase unless a new one is given, and openssl reads the result.
 #[test]
 fn keys_convert_writes_the_form_browsers_open() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = howto_dir();
     let d = dir.path();
-    howto_keys(d);
     let want = openssl_fingerprint(d, "publickey.crt");
     genrsa(d, "trad.pem", 2048, &["-traditional", "-des3"]);
     let pass = format!("pass:{PASS}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::common::agents::{check, free_tcp, free_udp, rss_kib, run_agent, spec};
 use crate::common::faults::{Child, Faulty, PrivatePg, relay};
-use crate::common::server::Env;
+use crate::common::server::{Env, insert_kek};
 use sealstream::agent::spool;
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::export::{self, Status};
@@ -54,14 +54,7 @@ async fn the_server_killed_at_random_moments_loses_nothing_acked() {
     )
     .unwrap();
     let md = Metadata::open("", &cfg.sqlite_path()).await.unwrap();
-    md.insert_kek(
-        true,
-        true,
-        &kek_pub.display().to_string(),
-        &d.join("keypair.pem").display().to_string(),
-    )
-    .await
-    .unwrap();
+    insert_kek(&md, &kek_pub, &d.join("keypair.pem")).await;
     drop(md);
     let pki = sealstream::pki::Pki::open_or_create(&cfg.data_dir).unwrap();
     let files = pki
@@ -171,13 +164,7 @@ async fn a_failing_and_slow_segment_store_loses_nothing() {
         "{:?}",
         report.rejected
     );
-    let frames = check(
-        &env.store_dir(),
-        &env.private_key(),
-        &[report],
-        &env.dir.path().join("export"),
-    )
-    .await;
+    let frames = env.check_export(&[report]).await;
     eprintln!(
         "failing/slow store: {} injected failures, {frames} frames verified",
         failed.load(Ordering::Relaxed)
@@ -261,13 +248,7 @@ async fn the_network_cut_and_restored_the_agent_reconnects_by_itself() {
         "reconnected after the long cut: {}",
         report.connects
     );
-    let frames = check(
-        &env.store_dir(),
-        &env.private_key(),
-        &[report],
-        &env.dir.path().join("export"),
-    )
-    .await;
+    let frames = env.check_export(&[report]).await;
     eprintln!("network cuts: {frames} frames verified");
     env.stop().await;
 }
@@ -296,13 +277,7 @@ async fn postgresql_stopped_and_restarted_mid_run_loses_nothing() {
         env.server().metadata.count(Table::Chunks).await.unwrap() as u64,
         report.chunks_sealed
     );
-    let frames = check(
-        &env.store_dir(),
-        &env.private_key(),
-        &[report],
-        &env.dir.path().join("export"),
-    )
-    .await;
+    let frames = env.check_export(&[report]).await;
     eprintln!("PostgreSQL restart: {frames} frames verified");
     env.server.take().unwrap().shutdown().await;
     drop(pg); // stop the private cluster before its directory goes

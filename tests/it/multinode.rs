@@ -3,32 +3,25 @@
 //! S3) survive two SIGKILLs and a cut from PostgreSQL while 20 agents record, with every acked
 //! chunk exported exactly once.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sealstream::config::{AgentConfig, ServeConfig};
-use sealstream::metadata::{Metadata, Table};
+use sealstream::config::ServeConfig;
+use sealstream::metadata::Table;
 use sealstream::pki::Pki;
 use sealstream::protocol::uplink::{MSG_CHUNK, MSG_DEK, Reject};
 use sealstream::protocol::{AgentId, Kind, SessionId, StreamId};
 use sealstream::recorder::{FRAMES_STREAM, KEYSTROKES_STREAM, Recorder};
 use sealstream::server::Server;
 
-use crate::common::agents::{check_store, free_tcp, free_udp, metrics_text, run_agent, spec};
-use crate::common::faults::{Child, tcp_relay};
+use crate::common::agents::{metrics_text, run_agent, spec};
+use crate::common::faults::tcp_relay;
 use crate::common::moto::Moto;
-use crate::common::server::{Backend, Env, RawStream, pg_exec, raw_connect};
-
-/// Another node's data directory sharing `from`'s agent CA (its own server key and pin).
-fn node_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("pki")).unwrap();
-    for f in ["ca.crt", "ca.key"] {
-        std::fs::copy(from.join("pki").join(f), to.join("pki").join(f)).unwrap();
-    }
-}
+use crate::common::nodes::{
+    Estate, check_bucket, estate_agent, node_dir, start_all, stop_all, wait_ready, write_node,
+};
+use crate::common::server::{Backend, Env, RawStream, raw_connect};
 
 /// A second in-process node beside `env`'s: same database, same store.
 async fn second_node(env: &Env, name: &str) -> Server {
@@ -134,15 +127,7 @@ async fn an_agent_on_two_nodes_at_once_is_acked_only_by_its_newest_connection() 
         ("vdi-x", 2, "node-b")
     );
     // Export reads the store (the uncommitted copy of chunk 1 is identical bytes).
-    let store = sealstream::storage::open_local(&env.store_dir()).unwrap();
-    let report = sealstream::export::export(
-        store.as_ref(),
-        &[env.private_key()],
-        None,
-        &env.dir.path().join("out"),
-    )
-    .await
-    .unwrap();
+    let report = env.export_all().await;
     assert!(!report.tampered(), "{:?}", report.damaged_objects);
     assert_eq!(report.streams.len(), 1);
     assert_eq!(report.streams[0].chunks, 4, "{:?}", report.streams[0]);
@@ -194,69 +179,6 @@ async fn a_second_node_on_the_embedded_sqlite_refuses_to_start() {
     env.stop().await;
 }
 
-pub(crate) struct Node {
-    pub(crate) child: Child,
-    pub(crate) quic: SocketAddr,
-    pub(crate) ops: SocketAddr,
-    pub(crate) pin: String,
-}
-
-pub(crate) fn write_node(
-    base: &Path,
-    name: &str,
-    database_url: &str,
-    store: (&str, &str),
-    ca_from: Option<&Path>,
-) -> Node {
-    let data_dir = base.join(name);
-    if let Some(from) = ca_from {
-        node_dir(from, &data_dir);
-    }
-    let pin = Pki::open_or_create(&data_dir)
-        .unwrap()
-        .server_pin()
-        .to_string();
-    let (quic, ops) = (free_udp(), free_tcp());
-    let text = format!(
-        "listen = \"{quic}\"\nops_listen = \"{ops}\"\ndata_dir = \"{}\"\ndatabase_url = \"{database_url}\"\nstore_url = \"{}\"\nnode_id = \"{name}\"\nkek_poll_ms = 200\n[segments]\nmax_age_ms = 50\n{}",
-        data_dir.display(),
-        store.0,
-        store.1
-    );
-    let config_path = base.join(format!("{name}.toml"));
-    std::fs::write(&config_path, text).unwrap();
-    let cfg = ServeConfig::load(&config_path).unwrap();
-    Node {
-        child: Child {
-            cfg,
-            config_path,
-            proc: None,
-        },
-        quic,
-        ops,
-        pin,
-    }
-}
-
-pub(crate) async fn wait_ready(node: &Node) {
-    for _ in 0..200 {
-        if let Ok(Ok(_)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(node.ops),
-        )
-        .await
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "node on {} did not start: {}",
-        node.ops,
-        std::fs::read_to_string(node.child.cfg.data_dir.join("server.log")).unwrap_or_default()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,22 +186,8 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
     let moto = Moto::start();
     let bucket = moto.bucket("estate");
     let store_url = format!("{bucket}/recordings");
-    let mut id = [0u8; 6];
-    getrandom::fill(&mut id).unwrap();
-    let db = format!("sealstream_nodes_{}", hex::encode(id));
-    pg_exec(&format!("CREATE DATABASE {db}")).await;
-    let pg = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    crate::common::genrsa(d, "keypair.pem", 2048, &["-aes256"]);
-    let kek_pub = crate::common::pubout(d, "keypair.pem", "publickey.crt", true);
-    let md = Metadata::open(&pg, Path::new("unused.db")).await.unwrap();
-    md.insert_kek(
-        true,
-        true,
-        &kek_pub.display().to_string(),
-        &d.join("keypair.pem").display().to_string(),
-    )
-    .await
-    .unwrap();
+    let estate = Estate::create(d, "sealstream_nodes").await;
+    let (db, pg, kek_pub, md) = (&estate.db, &estate.pg, &estate.kek_pub, &estate.md);
 
     // Node 3 reaches PostgreSQL through a relay the test can cut.
     let cut = Arc::new(AtomicBool::new(false));
@@ -287,42 +195,19 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
     let pg3 = format!("postgres://postgres@{relay}/{db}");
     let settings = moto.settings_toml();
     let store = (store_url.as_str(), settings.as_str());
-    let n1 = write_node(d, "node-1", &pg, store, None);
+    let n1 = write_node(d, "node-1", pg, store, None);
     let first = d.join("node-1");
-    let n2 = write_node(d, "node-2", &pg, store, Some(&first));
+    let n2 = write_node(d, "node-2", pg, store, Some(&first));
     let n3 = write_node(d, "node-3", &pg3, store, Some(&first));
     let mut nodes = [n1, n2, n3];
-    for n in nodes.iter_mut() {
-        n.child.spawn();
-    }
-    for n in &nodes {
-        wait_ready(n).await;
-    }
-    let pins: Vec<String> = nodes.iter().map(|n| n.pin.clone()).collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.quic.to_string()).collect();
+    start_all(&mut nodes).await;
 
     // 20 agents, spread over the nodes (each lists all three, starting at its own).
     let pki = Pki::open_or_create(&first).unwrap();
     let mut agents = Vec::new();
     for i in 0..20usize {
-        let name = format!("ts-{i:02}");
-        let files = pki
-            .enroll_agent(&AgentId::new(&name).unwrap(), &d.join("agents").join(&name))
-            .unwrap();
-        let order: Vec<String> = (0..3).map(|k| addrs[(i + k) % 3].clone()).collect();
-        let cfg = AgentConfig {
-            server: order[0].clone(),
-            servers: order[1..].to_vec(),
-            server_pins: pins.clone(),
-            cert: files.cert,
-            key: files.key,
-            kek: kek_pub.clone(),
-            reconnect_ms: 100,
-            connect_timeout_ms: 1000,
-            // A killed node cannot say so; its agents notice by its silence.
-            idle_timeout_ms: 1500,
-            ..AgentConfig::default()
-        };
+        let order: Vec<usize> = (0..3).map(|k| (i + k) % 3).collect();
+        let cfg = estate_agent(&pki, d, &format!("ts-{i:02}"), &nodes, &order, kek_pub);
         let mut s = spec(1, 22.0);
         s.seed = i as u64;
         agents.push(tokio::spawn(run_agent(cfg, s)));
@@ -374,19 +259,7 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
         leases.iter().any(|l| l.1 > 1),
         "leases moved between nodes: {leases:?}"
     );
-    let opened = sealstream::storage::open(&store_url, &moto.settings()).unwrap();
-    let frames = check_store(
-        opened.objects.as_ref(),
-        &sealstream::keys::load_private_key(&d.join("keypair.pem"), || {
-            Ok(sealstream::keys::Passphrase::new(
-                crate::common::PASS.as_bytes().to_vec(),
-            ))
-        })
-        .unwrap(),
-        &reports,
-        &d.join("export"),
-    )
-    .await;
+    let frames = check_bucket(&store_url, &moto, d, &reports).await;
     let sealed: u64 = reports.iter().map(|r| r.chunks_sealed).sum();
     // The index agrees with the bucket: every acked chunk indexed once, every stream ended.
     assert_eq!(md.count(Table::Chunks).await.unwrap() as u64, sealed);
@@ -411,9 +284,6 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
         "3 nodes, 20 agents: {sealed} chunks acked and exported exactly once ({frames} frames); {moved} agents reconnected; epochs up to {}",
         leases.iter().map(|l| l.1).max().unwrap_or(0)
     );
-    for n in nodes.iter_mut() {
-        n.child.stop();
-    }
-    drop(md);
-    pg_exec(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    stop_all(&mut nodes);
+    estate.drop_database().await;
 }

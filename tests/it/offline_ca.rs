@@ -10,12 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::agents::{run_agent, spec};
-use crate::common::server::{Backend, Env, RawStream, raw_connect};
+use crate::common::server::{Backend, Env, dek_accepted};
 use sealstream::config::AgentConfig;
 use sealstream::metadata::Admitted;
-use sealstream::protocol::AgentId;
-use sealstream::protocol::uplink::MSG_DEK;
-use sealstream::recorder::Recorder;
 
 /// Run the binary; (exit code, stdout, stderr). On the blocking pool, so the in-process
 /// server keeps running.
@@ -44,6 +41,21 @@ async fn ok(args: &[&str]) -> (String, String) {
     (out, err)
 }
 
+/// `sealstream ca sign --ca-dir CA --csr CSR --out OUT`, which must succeed.
+async fn ca_sign(ca: &Path, csr: &Path, out: &Path) {
+    ok(&[
+        "ca",
+        "sign",
+        "--ca-dir",
+        p(ca),
+        "--csr",
+        p(csr),
+        "--out",
+        p(out),
+    ])
+    .await;
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -67,35 +79,11 @@ fn expiry_date(path: &Path) -> String {
 /// The server's answer to a connection with `dir`'s agent.crt / agent.key registering a DEK:
 /// `Ok`, or the reason the connection was closed with.
 async fn accepted(env: &Env, name: &str, dir: &Path) -> Result<(), String> {
-    let (_ep, conn) = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &dir.join("agent.crt"),
-        &dir.join("agent.key"),
-    )
-    .await
-    .unwrap();
-    let kek = sealstream::keys::load_public_key(&env.kek_pub).unwrap();
-    let rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
-    let answer = async {
-        let mut s = RawStream::open(&conn).await?;
-        s.send(MSG_DEK, &rec.dek_record().encode()).await?;
-        s.response().await
-    }
-    .await;
-    match answer {
-        Ok(r) if r.outcome.is_ok() => {
-            conn.close(0u32.into(), b"test done");
-            Ok(())
-        }
-        Ok(r) => Err(format!("the DEK record was refused: {r:?}")),
-        Err(_) => match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
-            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
-                Err(String::from_utf8_lossy(&c.reason).into_owned())
-            }
-            other => Err(format!("{other:?}")),
-        },
-    }
+    let (_ep, conn) = env
+        .connect(&dir.join("agent.crt"), &dir.join("agent.key"))
+        .await
+        .unwrap();
+    dek_accepted(&conn, &env.kek_pub, name).await
 }
 
 /// The lines `agents list` prints for `agent`: its row, then its certificates.
@@ -168,29 +156,9 @@ async fn offline_ca_agents_are_configured_listed_and_revoked(backend: Backend) {
     let ep = w.join("ts-ca-01");
     ok(&["agents", "csr", "ts-ca-01", "--dir", p(&ep)]).await;
     let (csr, crt) = (ep.join("agent.csr"), ep.join("agent.crt"));
-    ok(&[
-        "ca",
-        "sign",
-        "--ca-dir",
-        p(&ca),
-        "--csr",
-        p(&csr),
-        "--out",
-        p(&crt),
-    ])
-    .await;
+    ca_sign(&ca, &csr, &crt).await;
     let foreign = ep.join("foreign.crt");
-    ok(&[
-        "ca",
-        "sign",
-        "--ca-dir",
-        p(&foreign_ca),
-        "--csr",
-        p(&csr),
-        "--out",
-        p(&foreign),
-    ])
-    .await;
+    ca_sign(&foreign_ca, &csr, &foreign).await;
     let other = w.join("other");
     ok(&["agents", "csr", "ts-other", "--dir", p(&other)]).await;
 
@@ -273,17 +241,7 @@ async fn offline_ca_agents_are_configured_listed_and_revoked(backend: Backend) {
     let hand = w.join("ts-ca-02");
     ok(&["agents", "csr", "ts-ca-02", "--dir", p(&hand)]).await;
     let hand_csr = hand.join("agent.csr");
-    ok(&[
-        "ca",
-        "sign",
-        "--ca-dir",
-        p(&ca),
-        "--csr",
-        p(&hand_csr),
-        "--out",
-        p(&hand.join("agent.crt")),
-    ])
-    .await;
+    ca_sign(&ca, &hand_csr, &hand.join("agent.crt")).await;
     let hand_serial =
         sealstream::crypto::cert::serial_hex(&cert_der(&hand.join("agent.crt"))).unwrap();
     let (list, _) = ok(&["agents", "list", "--config", &serve]).await;
@@ -358,15 +316,11 @@ async fn offline_ca_agents_are_configured_listed_and_revoked(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn offline_ca_agents_are_configured_listed_and_revoked_sqlite() {
-    offline_ca_agents_are_configured_listed_and_revoked(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn offline_ca_agents_are_configured_listed_and_revoked_postgres() {
-    offline_ca_agents_are_configured_listed_and_revoked(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    offline_ca_agents_are_configured_listed_and_revoked,
+    sqlite: offline_ca_agents_are_configured_listed_and_revoked_sqlite,
+    postgres: offline_ca_agents_are_configured_listed_and_revoked_postgres,
+);
 
 /// Recording a sighting is idempotent and cheap: the row is written once, its last sighting
 /// again only when the stored one is a minute old.
@@ -417,12 +371,8 @@ async fn sightings_are_written_at_most_once_a_minute(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn sightings_are_written_at_most_once_a_minute_sqlite() {
-    sightings_are_written_at_most_once_a_minute(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn sightings_are_written_at_most_once_a_minute_postgres() {
-    sightings_are_written_at_most_once_a_minute(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    sightings_are_written_at_most_once_a_minute,
+    sqlite: sightings_are_written_at_most_once_a_minute_sqlite,
+    postgres: sightings_are_written_at_most_once_a_minute_postgres,
+);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::agents::{check, http_get, run_agent};
+use crate::common::agents::{http_get, run_agent};
 use crate::common::faults::PrivatePg;
 use crate::common::server::{Backend, Env, RawStream, pg_admin, raw_connect};
 use sealstream::agent::AgentReport;
@@ -135,13 +135,7 @@ where
         sealed,
         "every chunk indexed exactly once"
     );
-    let frames = check(
-        &env.store_dir(),
-        &env.private_key(),
-        &reports,
-        &env.dir.path().join("export"),
-    )
-    .await;
+    let frames = env.check_export(&reports).await;
     eprintln!("{sealed} chunks sealed and acked, {frames} frames verified");
     // The pool recovered and the watchdog cleared.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

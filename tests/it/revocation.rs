@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use crate::common::agents::{run_agent, spec};
 use crate::common::child::{ChildEnv as Env, metric};
-use crate::common::server::{Backend, RawStream, raw_connect};
+use crate::common::server::{Backend, dek_accepted};
 use sealstream::metadata::{AccessChange, Credential};
 use sealstream::pki::{IssuedCert, Pki};
 use sealstream::protocol::AgentId;
-use sealstream::protocol::uplink::MSG_DEK;
-use sealstream::recorder::Recorder;
 
 const POLL_MS: u64 = 100;
 
@@ -84,14 +82,10 @@ async fn record(env: &Env, name: &str, issued: &IssuedCert) {
 }
 
 async fn connect(env: &Env, dir: &Path) -> quinn::Connection {
-    let (ep, conn) = raw_connect(
-        env.server().quic_addr,
-        vec![env.server().pin],
-        &dir.join("agent.crt"),
-        &dir.join("agent.key"),
-    )
-    .await
-    .unwrap();
+    let (ep, conn) = env
+        .connect(&dir.join("agent.crt"), &dir.join("agent.key"))
+        .await
+        .unwrap();
     std::mem::forget(ep);
     conn
 }
@@ -112,30 +106,7 @@ async fn closed_reason(conn: &quinn::Connection) -> String {
 /// closed right after its handshake: `Err` with the reason it was closed with.
 async fn accepted(env: &Env, name: &str, dir: &Path) -> Result<(), String> {
     let conn = connect(env, dir).await;
-    let kek = sealstream::keys::load_public_key(&env.kek_pub).unwrap();
-    let rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
-    let answer = async {
-        let mut s = RawStream::open(&conn).await?;
-        s.send(MSG_DEK, &rec.dek_record().encode()).await?;
-        s.response().await
-    }
-    .await;
-    match answer {
-        Ok(r) => {
-            conn.close(0u32.into(), b"test done");
-            match r.outcome {
-                Ok(()) => Ok(()),
-                Err(_) => Err(format!("the DEK record was refused: {r:?}")),
-            }
-        }
-        Err(e) => match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
-            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
-                Err(String::from_utf8_lossy(&c.reason).into_owned())
-            }
-            Ok(other) => Err(other.to_string()),
-            Err(_) => Err(format!("no answer to the DEK record ({e}), and not closed")),
-        },
-    }
+    dek_accepted(&conn, &env.kek_pub, name).await
 }
 
 async fn revocation_closes_and_refuses(backend: Backend) {
@@ -208,15 +179,11 @@ async fn revocation_closes_and_refuses(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn a_revoked_agent_is_closed_and_refused_without_a_restart_sqlite() {
-    revocation_closes_and_refuses(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn a_revoked_agent_is_closed_and_refused_without_a_restart_postgres() {
-    revocation_closes_and_refuses(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    revocation_closes_and_refuses,
+    sqlite: a_revoked_agent_is_closed_and_refused_without_a_restart_sqlite,
+    postgres: a_revoked_agent_is_closed_and_refused_without_a_restart_postgres,
+);
 
 #[actix_rt::test]
 async fn enrolling_a_name_again_retires_its_old_certificate() {

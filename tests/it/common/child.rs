@@ -6,20 +6,22 @@
 //! test's metadata connection beside the server's.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sealstream::config::{AgentConfig, ServeConfig};
 use sealstream::metadata::Metadata;
 use sealstream::pki::Pki;
-use sealstream::protocol::uplink;
-use sealstream::protocol::{AgentId, KekId};
+use sealstream::protocol::{DekRecord, KekId};
 use sealstream::recorder::Recorder;
 
 use super::agents::{free_tcp, free_udp, http_get, metrics_text};
 use super::faults::Child;
-use super::server::{Backend, RawStream, pg_exec, raw_connect};
-use super::{PASS, genrsa, pass_file, pubout};
+use super::server::{
+    Backend, RawStream, drop_db, enroll_agent, fresh_db_name, insert_kek, pg_exec, private_key,
+    raw_connect, register_dek, registered_stream,
+};
+use super::{genrsa, pass_file, pubout};
 
 /// Where the child server listens, its pin, and the test's own connection to its metadata
 /// database (named as `server::Env::server()` names them, so tests read the same).
@@ -52,11 +54,7 @@ impl ChildEnv {
         let kek_priv = d.join("keypair.pem");
         // The KEK's passphrase beside it, as an operator keeps it for export.
         pass_file(d);
-        let pg_db = (backend == Backend::Postgres).then(|| {
-            let mut id = [0u8; 6];
-            getrandom::fill(&mut id).unwrap();
-            format!("sealstream_test_{}", hex::encode(id))
-        });
+        let pg_db = (backend == Backend::Postgres).then(fresh_db_name);
         let mut text = format!(
             "listen = \"{}\"\nops_listen = \"{}\"\ndata_dir = \"{}\"\nkek_poll_ms = 100\n\
              segments.max_age_ms = 50\n",
@@ -80,15 +78,7 @@ impl ChildEnv {
         let metadata = Metadata::open(&cfg.database_url, &cfg.sqlite_path())
             .await
             .unwrap();
-        metadata
-            .insert_kek(
-                true,
-                true,
-                &kek_pub.display().to_string(),
-                &kek_priv.display().to_string(),
-            )
-            .await
-            .unwrap();
+        insert_kek(&metadata, &kek_pub, &kek_priv).await;
         let pin = Pki::open_or_create(&cfg.data_dir).unwrap().server_pin();
         let mut child = Child {
             cfg: cfg.clone(),
@@ -145,22 +135,15 @@ impl ChildEnv {
     /// Enroll agent `name` (not recorded in the registry, as `server::Env::enroll`); its
     /// config points at this server with the right pin.
     pub fn enroll(&self, name: &str) -> AgentConfig {
-        let pki = Pki::open_or_create(&self.cfg.data_dir).unwrap();
-        let files = pki
-            .enroll_agent(
-                &AgentId::new(name).unwrap(),
-                &self.dir.path().join("agents").join(name),
-            )
-            .unwrap();
-        AgentConfig {
-            server: self.handle.quic_addr.to_string(),
-            server_pins: vec![self.handle.pin.to_string()],
-            cert: files.cert,
-            key: files.key,
-            kek: self.kek_pub.clone(),
-            reconnect_ms: 100,
-            ..AgentConfig::default()
-        }
+        let h = &self.handle;
+        enroll_agent(
+            &self.cfg.data_dir,
+            self.dir.path(),
+            h.quic_addr,
+            h.pin,
+            &self.kek_pub,
+            name,
+        )
     }
 
     /// A raw stream for agent `name` that has registered its DEK.
@@ -169,22 +152,25 @@ impl ChildEnv {
         name: &str,
     ) -> (quinn::Endpoint, quinn::Connection, RawStream, Recorder) {
         let cfg = self.enroll(name);
-        let (ep, conn) = raw_connect(
-            self.handle.quic_addr,
-            vec![self.handle.pin],
-            &cfg.cert,
-            &cfg.key,
-        )
-        .await
-        .unwrap();
-        let kek = sealstream::keys::load_public_key(&self.kek_pub).unwrap();
-        let rec = Recorder::new(AgentId::new(name).unwrap(), &kek);
-        let mut s = RawStream::open(&conn).await.unwrap();
-        s.send(uplink::MSG_DEK, &rec.dek_record().encode())
-            .await
-            .unwrap();
-        assert_eq!(s.response().await.unwrap().outcome, Ok(()));
-        (ep, conn, s, rec)
+        registered_stream(self.handle.quic_addr, self.handle.pin, &cfg, name).await
+    }
+
+    /// A QUIC connection to this server (pinned) with the certificate and key given.
+    pub async fn connect(
+        &self,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+        raw_connect(self.handle.quic_addr, vec![self.handle.pin], cert, key).await
+    }
+
+    /// Connect as enrolled agent `cfg` and register `record` on a new stream.
+    pub async fn register_dek(
+        &self,
+        cfg: &AgentConfig,
+        record: &DekRecord,
+    ) -> (quinn::Endpoint, quinn::Connection, RawStream) {
+        register_dek(self.handle.quic_addr, self.handle.pin, cfg, record).await
     }
 
     /// This server's `/metrics`, without the `node` label.
@@ -210,10 +196,7 @@ impl ChildEnv {
     }
 
     pub fn private_key(&self) -> sealstream::keys::PrivateKeyFile {
-        sealstream::keys::load_private_key(&self.kek_priv, || {
-            Ok(sealstream::keys::Passphrase::new(PASS.as_bytes().to_vec()))
-        })
-        .unwrap()
+        private_key(&self.kek_priv)
     }
 
     /// SIGKILL the server (nothing it holds in memory survives) and start it again on the
@@ -227,9 +210,7 @@ impl ChildEnv {
     /// SIGTERM the server and wait for it; drop its PostgreSQL database.
     pub async fn stop(mut self) {
         self.child.stop();
-        if let Some(db) = &self.pg_db {
-            pg_exec(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-        }
+        drop_db(self.pg_db.as_deref()).await;
     }
 }
 

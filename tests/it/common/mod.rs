@@ -6,6 +6,7 @@ pub mod child;
 pub mod console;
 pub mod faults;
 pub mod moto;
+pub mod nodes;
 pub mod object_faults;
 pub mod server;
 pub mod xvfb;
@@ -14,6 +15,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const PASS: &str = "correct horse battery";
+
+/// `check(backend)` as two tests, `sqlite` on the embedded SQLite and `postgres` on a fresh
+/// PostgreSQL database.
+macro_rules! on_both_backends {
+    ($check:ident, sqlite: $sqlite:ident, postgres: $postgres:ident $(,)?) => {
+        #[actix_rt::test]
+        async fn $sqlite() {
+            $check($crate::common::server::Backend::Sqlite).await;
+        }
+
+        #[actix_rt::test]
+        async fn $postgres() {
+            $check($crate::common::server::Backend::Postgres).await;
+        }
+    };
+}
+pub(crate) use on_both_backends;
 
 /// Run `openssl` with `args` in `dir`; panics with its stderr if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {

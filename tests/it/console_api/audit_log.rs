@@ -212,15 +212,11 @@ async fn the_audit_log_names_what_was_asked_and_pages_by_filter(backend: Backend
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn the_audit_log_names_what_was_asked_and_pages_by_filter_sqlite() {
-    the_audit_log_names_what_was_asked_and_pages_by_filter(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn the_audit_log_names_what_was_asked_and_pages_by_filter_postgres() {
-    the_audit_log_names_what_was_asked_and_pages_by_filter(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    the_audit_log_names_what_was_asked_and_pages_by_filter,
+    sqlite: the_audit_log_names_what_was_asked_and_pages_by_filter_sqlite,
+    postgres: the_audit_log_names_what_was_asked_and_pages_by_filter_postgres,
+);
 
 /// When the audit row cannot be written, nothing is served.
 #[actix_rt::test]

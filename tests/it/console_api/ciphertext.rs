@@ -81,15 +81,11 @@ async fn ciphertext_by_byte_range(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn ciphertext_is_served_as_single_chunks_that_open_to_the_recording_sqlite() {
-    ciphertext_by_byte_range(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn ciphertext_is_served_as_single_chunks_that_open_to_the_recording_postgres() {
-    ciphertext_by_byte_range(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    ciphertext_by_byte_range,
+    sqlite: ciphertext_is_served_as_single_chunks_that_open_to_the_recording_sqlite,
+    postgres: ciphertext_is_served_as_single_chunks_that_open_to_the_recording_postgres,
+);
 
 /// The console serves a KEK's files only when they are what they claim: the public key must
 /// have the KEK's id and the private key file must be one PEM private key, so a path pointing
@@ -102,14 +98,7 @@ async fn key_files_are_served_only_when_they_are_key_files() {
     let other_pub = crate::common::pubout(d, "other.pem", "other.crt", true);
     std::fs::write(d.join("not-a-key.txt"), "db_password=hunter2\n").unwrap();
     let md = &env.server().metadata;
-    md.insert_kek(
-        true,
-        true,
-        &other_pub.display().to_string(),
-        &d.join("not-a-key.txt").display().to_string(),
-    )
-    .await
-    .unwrap();
+    insert_kek(md, &other_pub, &d.join("not-a-key.txt")).await;
     env.server().reload_keks().await;
     // An agent's DEK under it, so that the console would serve its key file at all.
     let mut other = env.enroll("ts-02");
@@ -158,14 +147,7 @@ async fn private_key_files_follow_the_grant(backend: Backend) {
     let unused_pub = crate::common::pubout(d, "unused.pem", "unused.crt", true);
     let md = &env.server().metadata;
     for (public, private) in [(&team_b_pub, "team-b.pem"), (&unused_pub, "unused.pem")] {
-        md.insert_kek(
-            true,
-            true,
-            &public.display().to_string(),
-            &d.join(private).display().to_string(),
-        )
-        .await
-        .unwrap();
+        insert_kek(md, public, &d.join(private)).await;
     }
     env.server().reload_keks().await;
     run_agent(env.enroll("ts-01"), spec(1, 0.5)).await;
@@ -246,12 +228,8 @@ async fn private_key_files_follow_the_grant(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn private_key_files_follow_the_grant_sqlite() {
-    private_key_files_follow_the_grant(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn private_key_files_follow_the_grant_postgres() {
-    private_key_files_follow_the_grant(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    private_key_files_follow_the_grant,
+    sqlite: private_key_files_follow_the_grant_sqlite,
+    postgres: private_key_files_follow_the_grant_postgres,
+);

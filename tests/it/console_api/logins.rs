@@ -148,15 +148,11 @@ async fn logins_grants_and_audit(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn logins_grants_and_audit_sqlite() {
-    logins_grants_and_audit(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn logins_grants_and_audit_postgres() {
-    logins_grants_and_audit(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    logins_grants_and_audit,
+    sqlite: logins_grants_and_audit_sqlite,
+    postgres: logins_grants_and_audit_postgres,
+);
 
 /// A login unused for longer than the idle time is gone: the console's own check on each
 /// request refuses it (the login is aged in the database, as time would age it), while a

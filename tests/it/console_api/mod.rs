@@ -6,7 +6,7 @@
 
 use crate::common::agents::{run_agent, spec};
 use crate::common::console::{Http, add_user, start};
-use crate::common::server::{Backend, Env};
+use crate::common::server::{Backend, Env, insert_kek};
 use sealstream::crypto::{Dek, StreamKey};
 use sealstream::metadata::{Role, now_us};
 use sealstream::protocol::{AgentId, DekRecord, SealedChunk, SessionId, StreamId};

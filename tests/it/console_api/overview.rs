@@ -200,12 +200,8 @@ async fn grants_are_case_sensitive(backend: Backend) {
     env.stop().await;
 }
 
-#[actix_rt::test]
-async fn grants_are_case_sensitive_sqlite() {
-    grants_are_case_sensitive(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn grants_are_case_sensitive_postgres() {
-    grants_are_case_sensitive(Backend::Postgres).await;
-}
+crate::common::on_both_backends!(
+    grants_are_case_sensitive,
+    sqlite: grants_are_case_sensitive_sqlite,
+    postgres: grants_are_case_sensitive_postgres,
+);
