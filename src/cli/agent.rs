@@ -484,7 +484,8 @@ pub(crate) fn actor() -> String {
         "cli:{}",
         std::env::var("SUDO_USER")
             .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into())
+            // SAFETY: getuid has no preconditions and cannot fail.
+            .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
     )
 }
 

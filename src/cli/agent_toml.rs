@@ -331,7 +331,7 @@ async fn register(
         revoked_reason: None,
     };
     let outcome = md
-        .change_access(AccessChange::Issue(cred), &super::agent::actor())
+        .change_access(AccessChange::Register(cred), &super::agent::actor())
         .await
         .context("registering the certificate in agent_credential")?;
     md.note_serial(&checked.fingerprint, &checked.serial)

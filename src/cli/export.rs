@@ -167,7 +167,6 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(serve) = &serve {
         // Fail-closed: no audit row, no export.
-        let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         let detail = format!(
             "store={} out={} session={} agents=[{}] since={} until={} keks=[{}]",
             location,
@@ -185,7 +184,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         super::runtime()?
             .block_on(async {
                 let md = super::agent::metadata(serve).await?;
-                md.audit(&format!("cli:{who}"), "export", &detail).await?;
+                md.audit(&super::agent::actor(), "export", &detail).await?;
                 anyhow::Ok(())
             })
             .context("recording the export in the audit log (nothing was exported)")?;

@@ -451,6 +451,9 @@ pub enum AccessChange {
     /// A new certificate; every earlier one of the agent not yet revoked is revoked as
     /// superseded.
     Issue(Credential),
+    /// As `Issue`, for a certificate issued elsewhere (an offline agent CA) and registered
+    /// here (`agents config`): audited as registered, not issued.
+    Register(Credential),
     /// Every certificate of the agent not yet revoked is revoked.
     Revoke { agent: String, reason: String },
     /// Refuse (true) or accept again (false) every certificate of the agent.
@@ -460,7 +463,7 @@ pub enum AccessChange {
 impl AccessChange {
     pub fn agent(&self) -> &str {
         match self {
-            AccessChange::Issue(c) => &c.agent,
+            AccessChange::Issue(c) | AccessChange::Register(c) => &c.agent,
             AccessChange::Revoke { agent, .. } | AccessChange::Disable { agent, .. } => agent,
         }
     }
@@ -468,6 +471,7 @@ impl AccessChange {
     fn action(&self) -> &'static str {
         match self {
             AccessChange::Issue(_) => "agent_certificate_issued",
+            AccessChange::Register(_) => "agent_certificate_registered",
             AccessChange::Revoke { .. } => "agent_revoked",
             AccessChange::Disable { disabled: true, .. } => "agent_disabled",
             AccessChange::Disable {
@@ -495,7 +499,7 @@ pub fn now_us() -> i64 {
 fn access_detail(change: &AccessChange, outcome: &AccessOutcome) -> String {
     let revoked = outcome.revoked.join(",");
     match change {
-        AccessChange::Issue(c) => format!(
+        AccessChange::Issue(c) | AccessChange::Register(c) => format!(
             "agent={} certificate={} not_after_us={} superseded=[{revoked}]",
             c.agent, c.fingerprint, c.not_after_us
         ),

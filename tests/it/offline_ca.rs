@@ -196,6 +196,17 @@ async fn offline_ca_agents_are_configured_listed_and_revoked(backend: Backend) {
     assert_eq!(code, 0, "{err}");
     let serial = sealstream::crypto::cert::serial_hex(&cert_der(&crt)).unwrap();
     assert!(err.contains(&serial), "{err}");
+    // Audited as registered (the offline CA issued it, not this node), by the operator.
+    let rows = env.server().metadata.audit_rows(None, 20).await.unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.detail.contains("agent=ts-ca-01 "))
+        .unwrap_or_else(|| panic!("no audit row for ts-ca-01: {rows:?}"));
+    assert_eq!(row.action, "agent_certificate_registered", "{row:?}");
+    assert!(
+        row.actor.starts_with("cli:") && row.actor != "cli:unknown",
+        "{row:?}"
+    );
     // Where the key is not (it stays on the endpoint): checked against the request instead,
     // and the key's path written as given.
     let elsewhere = w.join("for-the-endpoint.toml");

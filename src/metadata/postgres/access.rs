@@ -67,7 +67,7 @@ impl Pg {
                 const REVOKE: &str = "UPDATE agent_credential SET revoked_us = $1, revoked_reason = $2 WHERE agent_id = $3 AND revoked_us IS NULL AND fingerprint IS DISTINCT FROM $4 RETURNING fingerprint";
                 const REGISTERED_ONLY: &str = "INSERT INTO agent_account (agent_id, registered_only) VALUES ($1, TRUE) ON CONFLICT (agent_id) DO UPDATE SET registered_only = TRUE";
                 match &change {
-                    AccessChange::Issue(cred) => {
+                    AccessChange::Issue(cred) | AccessChange::Register(cred) => {
                         tx.execute(
                             "INSERT INTO agent_credential (fingerprint, agent_id, issued_us, not_after_us) VALUES ($1, $2, $3, $4)",
                             &[&cred.fingerprint, &cred.agent, &cred.issued_us, &cred.not_after_us],

@@ -66,7 +66,7 @@ impl Lite {
                 Ok::<_, rusqlite::Error>(fps)
             };
             match &change {
-                AccessChange::Issue(cred) => {
+                AccessChange::Issue(cred) | AccessChange::Register(cred) => {
                     tx.execute(
                         "INSERT INTO agent_credential (fingerprint, agent_id, issued_us, not_after_us) VALUES (?1, ?2, ?3, ?4)",
                         params![cred.fingerprint, cred.agent, cred.issued_us, cred.not_after_us],
