@@ -352,20 +352,12 @@ fn segment(
     let mut offset = sealstream::protocol::segment::HEADER_LEN as u64;
     let mut rows = Vec::with_capacity(chunks.len());
     for c in &chunks {
-        let h = &c.header;
-        rows.push(ChunkRow {
-            agent: h.agent.clone(),
-            session: h.session,
-            stream: h.stream,
-            seq: h.seq,
-            digest: sealstream::protocol::segment::chunk_digest(c),
+        rows.push(ChunkRow::of(
+            c,
+            sealstream::protocol::segment::chunk_digest(c),
             offset,
-            len: c.len() as u32,
-            capture_us: h.capture_time_us,
-            flags: sealstream::metadata::index_flags(c),
-            dek_id: h.dek_id.0,
-            gap_first: None,
-        });
+            None,
+        ));
         offset += c.len() as u64;
     }
     let commit = SegmentCommit {

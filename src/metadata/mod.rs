@@ -76,6 +76,32 @@ pub struct ChunkRow {
     pub gap_first: Option<u64>,
 }
 
+impl ChunkRow {
+    /// The index row of chunk `c`, whose SHA-256 is `digest`, stored at `offset` of its
+    /// segment; `gap_first` for a gap record.
+    pub fn of(
+        c: &crate::protocol::SealedChunk,
+        digest: [u8; 32],
+        offset: u64,
+        gap_first: Option<u64>,
+    ) -> Self {
+        let h = &c.header;
+        ChunkRow {
+            agent: h.agent.clone(),
+            session: h.session,
+            stream: h.stream,
+            seq: h.seq,
+            digest,
+            offset,
+            len: c.len() as u32,
+            capture_us: h.capture_time_us,
+            flags: index_flags(c),
+            dek_id: h.dek_id.0,
+            gap_first,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StreamUpdate {
     pub agent: AgentId,

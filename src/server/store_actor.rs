@@ -155,19 +155,7 @@ async fn write_segment(
             if h.last {
                 u.final_seq = Some(h.seq);
             }
-            Some(ChunkRow {
-                agent: h.agent.clone(),
-                session: h.session,
-                stream: h.stream,
-                seq: h.seq,
-                digest: w.digest,
-                offset: at,
-                len: len as u32,
-                capture_us: h.capture_time_us,
-                flags: crate::metadata::index_flags(&w.chunk),
-                dek_id: h.dek_id.0,
-                gap_first: w.gap_first,
-            })
+            Some(ChunkRow::of(&w.chunk, w.digest, at, w.gap_first))
         })
         .collect();
     let stale_here: Vec<bool> = batch.iter().map(behind).collect();

@@ -216,20 +216,12 @@ impl Operator<'_> {
         let mut offset = sealstream::protocol::segment::HEADER_LEN as u64;
         let mut rows = Vec::new();
         for c in chunks {
-            let h = &c.header;
-            rows.push(ChunkRow {
-                agent: h.agent.clone(),
-                session: h.session,
-                stream: h.stream,
-                seq: h.seq,
-                digest: sealstream::protocol::segment::chunk_digest(c),
+            rows.push(ChunkRow::of(
+                c,
+                sealstream::protocol::segment::chunk_digest(c),
                 offset,
-                len: c.len() as u32,
-                capture_us: h.capture_time_us,
-                flags: sealstream::metadata::index_flags(c),
-                dek_id: h.dek_id.0,
-                gap_first: None,
-            });
+                None,
+            ));
             offset += c.len() as u64;
         }
         let last = &chunks[chunks.len() - 1].header;
@@ -360,22 +352,16 @@ impl Operator<'_> {
         let mut streams: Vec<StreamUpdate> = Vec::new();
         for c in chunks {
             let h = &c.header;
-            rows.push(ChunkRow {
-                agent: h.agent.clone(),
-                session: h.session,
-                stream: h.stream,
-                seq: h.seq,
-                digest: sealstream::protocol::segment::chunk_digest(c),
+            let gap_first = h
+                .gap
+                .then(|| gaps.iter().find(|g| g.0 == h.seq).map(|g| g.1))
+                .flatten();
+            rows.push(ChunkRow::of(
+                c,
+                sealstream::protocol::segment::chunk_digest(c),
                 offset,
-                len: c.len() as u32,
-                capture_us: h.capture_time_us,
-                flags: sealstream::metadata::index_flags(c),
-                dek_id: h.dek_id.0,
-                gap_first: h
-                    .gap
-                    .then(|| gaps.iter().find(|g| g.0 == h.seq).map(|g| g.1))
-                    .flatten(),
-            });
+                gap_first,
+            ));
             offset += c.len() as u64;
             let update = StreamUpdate {
                 agent: h.agent.clone(),
