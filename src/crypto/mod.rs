@@ -5,6 +5,7 @@
 pub mod cert;
 pub mod dek;
 pub mod seal;
+pub mod sha256x2;
 pub mod sign;
 
 pub use dek::{Dek, OAEP_LABEL, UnwrapError};

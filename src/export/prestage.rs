@@ -18,7 +18,7 @@ use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use crate::crypto::{Dek, StreamKey};
+use crate::crypto::{Dek, StreamKey, sha256x2};
 use crate::inspect::{ChunkRef, ChunkSink, Scan, StreamKey as StreamKeyId};
 use crate::keys::PrivateKeyFile;
 use crate::protocol::payload::Frame;
@@ -261,6 +261,10 @@ fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
     let mut log: Option<(std::io::BufWriter<std::fs::File>, u64)> = None;
     let mut plain_at = Vec::new();
     let mut buf = zeroize::Zeroizing::new(Vec::new());
+    // Whole frames are hashed two at a time (crypto::sha256x2): one written waits for the
+    // next, and their buffers are reused.
+    let mut waiting: Option<Whole> = None;
+    let mut spare: Vec<zeroize::Zeroizing<Vec<u8>>> = Vec::new();
     for item in items {
         if item.key.open_into(&item.chunk, &mut buf).is_err() {
             continue;
@@ -274,13 +278,26 @@ fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
         {
             let path = dir.join(format!("{}-{}", item.at.0, item.at.1));
             if std::fs::write(&path, frame.image).is_ok() {
-                let staged = Staged::Image {
+                let start = frame.image.as_ptr() as usize - plain.as_ptr() as usize;
+                let image = start..start + frame.image.len();
+                let name = frame.name.to_owned();
+                let next = spare.pop().unwrap_or_default();
+                let whole = Whole {
+                    at: item.at,
+                    owner: item.owner,
                     path,
-                    name: frame.name.to_owned(),
-                    len: frame.image.len() as u64,
-                    sha256: Sha256::digest(frame.image).into(),
+                    name,
+                    image,
+                    plain: std::mem::replace(&mut buf, next),
                 };
-                out.push((item.at, item.owner, staged));
+                match waiting.take() {
+                    None => waiting = Some(whole),
+                    Some(first) => {
+                        let (a, b) = sha256x2::digest_pair(first.image(), whole.image());
+                        spare.push(first.staged(a, &mut out));
+                        spare.push(whole.staged(b, &mut out));
+                    }
+                }
             }
             continue;
         }
@@ -302,6 +319,10 @@ fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
         plain_at.push((item.at, item.owner, *end, plain.len()));
         *end += plain.len() as u64;
     }
+    if let Some(last) = waiting {
+        let digest = Sha256::digest(last.image()).into();
+        last.staged(digest, &mut out);
+    }
     if let Some((w, _)) = log
         && let Ok(f) = w.into_inner()
     {
@@ -312,6 +333,35 @@ fn open_batch(dir: &Path, n: u64, items: Vec<Item>) -> Batch {
         }
     }
     out
+}
+
+/// A whole frame written to its file, its plaintext kept until its SHA-256 is taken.
+struct Whole {
+    at: At,
+    owner: Owner,
+    path: PathBuf,
+    name: String,
+    /// Where the image is in `plain`.
+    image: std::ops::Range<usize>,
+    plain: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl Whole {
+    fn image(&self) -> &[u8] {
+        &self.plain[self.image.clone()]
+    }
+
+    /// Add it to `out` with its SHA-256; its buffer back, for reuse.
+    fn staged(self, sha256: [u8; 32], out: &mut Batch) -> zeroize::Zeroizing<Vec<u8>> {
+        let staged = Staged::Image {
+            path: self.path,
+            name: self.name,
+            len: self.image.len() as u64,
+            sha256,
+        };
+        out.push((self.at, self.owner, staged));
+        self.plain
+    }
 }
 
 /// What was opened ahead, for the export to place; what is not placed is removed with it.

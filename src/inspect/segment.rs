@@ -6,6 +6,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use sha2::{Digest, Sha256};
 
+use crate::crypto::sha256x2;
 use crate::protocol::chunk::{self, FIXED_HEADER_LEN, FLAG_CHECKPOINT};
 use crate::protocol::segment::{self, MAX_CHUNKS};
 use crate::protocol::{DecodeError, SealedChunk};
@@ -13,6 +14,49 @@ use crate::storage::{self, StoreError, paths};
 
 /// Bytes read from a segment at a time.
 const WINDOW: u64 = 8 * 1024 * 1024;
+/// Chunk bytes hashed by one blocking task, and groups hashing at once: hashing is most of a
+/// scan's work, and the groups' tasks share it out over the cores while the scan reads on.
+const GROUP_BYTES: usize = 1 << 20;
+const GROUPS_HASHING: usize = 2;
+
+/// Chunks read and decoded, in order, with their offsets.
+#[derive(Default)]
+struct Group {
+    chunks: Vec<(u64, SealedChunk)>,
+    bytes: usize,
+}
+
+/// A group and the task hashing its chunks.
+type Hashing = (
+    Vec<(u64, SealedChunk)>,
+    tokio::task::JoinHandle<Vec<[u8; 32]>>,
+);
+
+impl Group {
+    fn hash(self) -> Hashing {
+        let bytes: Vec<Bytes> = self.chunks.iter().map(|(_, c)| c.bytes().clone()).collect();
+        let task =
+            tokio::task::spawn_blocking(move || sha256x2::digest_all(bytes.iter().map(|b| &b[..])));
+        (self.chunks, task)
+    }
+}
+
+/// Hand a hashed group's chunks to `each`, in order, adding their digests to `sum`.
+async fn visit(
+    (chunks, task): Hashing,
+    sum: &mut Sha256,
+    each: &mut impl SegmentVisitor,
+) -> Result<(), Damage> {
+    // Hashing cannot fail; a panic in it is resumed here.
+    let digests = task
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    for ((pos, c), digest) in chunks.iter().zip(digests) {
+        sum.update(digest);
+        each.chunk(c, *pos, digest).await;
+    }
+    Ok(())
+}
 
 pub(super) enum Damage {
     Store(StoreError),
@@ -138,6 +182,10 @@ pub(super) async fn scan_segment(
     let body_end = size - segment::TRAILER_LEN as u64;
     let mut sum = Sha256::new();
     sum.update(&head);
+    // Chunks are hashed on the blocking pool in groups while the next are read and decoded;
+    // the visitor gets them in order, each with its digest.
+    let mut hashing = std::collections::VecDeque::new();
+    let mut group = Group::default();
     let mut pos = segment::HEADER_LEN as u64;
     for index in 0..count.min(MAX_CHUNKS as usize) {
         let len = chunk_len(&mut w, pos, body_end).await?;
@@ -154,10 +202,22 @@ pub(super) async fn scan_segment(
             offset: pos as usize,
             source: Box::new(source),
         })?;
-        let digest: [u8; 32] = Sha256::digest(c.bytes()).into();
-        sum.update(digest);
-        each.chunk(&c, pos, digest).await;
+        group.bytes += c.len();
+        group.chunks.push((pos, c));
+        if group.bytes >= GROUP_BYTES {
+            hashing.push_back(std::mem::take(&mut group).hash());
+            while hashing.len() > GROUPS_HASHING {
+                let next = hashing.pop_front().expect("not empty");
+                visit(next, &mut sum, each).await?;
+            }
+        }
         pos += len;
+    }
+    if !group.chunks.is_empty() {
+        hashing.push_back(group.hash());
+    }
+    while let Some(next) = hashing.pop_front() {
+        visit(next, &mut sum, each).await?;
     }
     let trailer = w.get(body_end, segment::TRAILER_LEN as u64).await?;
     if pos != body_end || sum.finalize().as_slice() != &trailer[..] {
