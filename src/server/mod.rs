@@ -1,6 +1,6 @@
 //! `sealstream serve`: the QUIC ingest service. Wiring only: the endpoint and its accept loop,
-//! the actors (one key actor, store actors, a connection actor per agent connection on the
-//! ingest arbiters, round robin), and the ops listener.
+//! the actors (one key actor, store actors on arbiters of their own), the agent connections
+//! on the ingest arbiters (round robin), and the ops listener.
 
 pub mod access;
 mod audit_checkpoints;
@@ -101,7 +101,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
-    stores: Vec<Addr<store_actor::StoreActor>>,
+    stores: Vec<store_actor::StoreActor>,
     /// This node's name (lease rows, the `node` metric label).
     pub node: String,
     /// Where segments go.
@@ -193,9 +193,13 @@ impl Server {
                 cfg.segments.max_bytes,
                 Duration::from_millis(cfg.segments.max_age_ms),
             );
-            stores.push(store_actor::StoreActor::start_in_arbiter(
+            stores.push(store_actor::StoreActor::start(
                 &arb.handle(),
-                move |_| store_actor::StoreActor::new(store, md, max_bytes, max_age, progress),
+                store,
+                md,
+                max_bytes,
+                max_age,
+                progress,
             ));
             arbiters.push(arb);
         }
@@ -256,7 +260,7 @@ impl Server {
             shared.clone(),
             Duration::from_millis(cfg.access_poll_ms),
         )));
-        if matches!(metadata, Metadata::Postgres(_)) {
+        if metadata.kind() == "postgresql" {
             tasks.push(actix_rt::spawn(watch_database(shared.clone())));
         }
 
@@ -330,21 +334,25 @@ impl Server {
         let _ = self.key.send(ReloadKeks).await;
     }
 
-    /// Stop accepting, close connections, write what is batched, stop the actors.
+    /// Stop accepting, close connections, write what is batched, stop the actors. Each step
+    /// waits for what it asked for (the endpoint idle, the store actors drained), each within
+    /// a bound, so a stuck store cannot hold the process forever.
     pub async fn shutdown(self) {
         self.endpoint.close(
             quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
             b"server shutting down",
         );
+        // The connections end and their streams stop reading; what they accepted is written
+        // now, and whatever reaches a mailbox after this flush by the drain below.
         for s in &self.stores {
-            let _ = s.send(store_actor::Flush).await;
+            s.flush().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
         // In-flight segment writes finish (written, indexed, answered) before their arbiters
-        // stop: each store actor answers `Drain` once none of its writes is left in flight.
+        // stop: each store actor answers `drain` once none of its writes is left in flight.
         let drained = async {
             for s in &self.stores {
-                let _ = s.send(store_actor::Drain).await;
+                s.drain().await;
             }
         };
         let limit = Duration::from_secs(10);
@@ -354,6 +362,7 @@ impl Server {
                 "segment writes still in flight at shutdown; stopping without them (their chunks are not acked and agents will resend)"
             );
         }
+        // The background loops (ops listener, watchdog, refreshes) hold no data in flight.
         for t in self.tasks {
             t.abort();
         }

@@ -1,65 +1,91 @@
-//! The task per QUIC stream: it reads messages, has the connection actor admit them, hands
-//! accepted chunks to a store actor and writes the answers back in order once each is durable.
+//! The task per QUIC stream: it reads messages, admits each chunk itself (the connection's
+//! `state`), hands accepted ones to its store actor's bounded mailbox and writes the answers
+//! back in order once each is durable. Reading and answering are two halves of one task, joined
+//! by a bounded queue of pending answers (`max_in_flight_per_stream`): when it is full, or the
+//! store's mailbox is, the stream is not read and QUIC flow control holds the agent back.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::prelude::*;
 use bytes::BytesMut;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::Shared;
-use super::actor::{Admit, ConnectionActor, Register, Settle, StreamKey};
+use super::state::{Connection, SharedStream, StreamKey};
 use crate::protocol::uplink::{self, MSG_CHUNK, MSG_DEK, Reject, Response};
 use crate::protocol::{DecodeError, DekRecord, SealedChunk};
 use crate::server::budget::Budget;
 use crate::server::metrics as m;
 use crate::server::registry::Lease;
-use crate::server::store_actor::{StoreActor, StoreChunk};
+use crate::server::store_actor::{StoreActor, StoreAnswer, StoreChunk};
 use crate::server::verify::Verdict;
 
 enum Pending {
     Ready(Response, Instant),
     Stored {
         seq: u64,
-        key: StreamKey,
+        state: SharedStream,
         started: Instant,
-        result: actix_rt::task::JoinHandle<Result<(), Reject>>,
+        answer: StoreAnswer,
+        /// The chunk's bytes in the server-wide budget, given back with its answer.
+        _memory: OwnedSemaphorePermit,
     },
+}
+
+/// What the reading half knows of its QUIC stream.
+struct Bound {
+    /// The (session, stream) this QUIC stream carries: set by its first chunk.
+    key: Option<StreamKey>,
+    /// Its sequence state, looked up once.
+    state: Option<SharedStream>,
 }
 
 pub(super) async fn serve_stream(
     send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    actor: Addr<ConnectionActor>,
-    store: Addr<StoreActor>,
-    shared: Arc<Shared>,
-    mut budget: Budget,
+    recv: quinn::RecvStream,
+    conn: Arc<Connection>,
+    store: StoreActor,
+    budget: Budget,
     // The agent's writer lock on this node (held until the stream ends) and its lease.
     (_guard, lease): (Arc<tokio::sync::OwnedMutexGuard<()>>, Arc<Lease>),
 ) {
     metrics::gauge!(m::STREAMS_OPEN).increment(1.0);
-    let (tx, rx) = mpsc::channel(shared.limits.max_in_flight_per_stream);
-    let writer = actix_rt::spawn(write_responses(send, rx, actor.clone()));
+    let (tx, rx) = mpsc::channel(conn.shared.limits.max_in_flight_per_stream);
+    tokio::join!(
+        read_messages(recv, tx, &conn, (&store, &lease), budget),
+        write_responses(send, rx)
+    );
+    metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
+}
+
+/// The reading half: messages in, pending answers out (in order), until the stream ends.
+async fn read_messages(
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Pending>,
+    conn: &Connection,
+    (store, lease): (&StoreActor, &Arc<Lease>),
+    mut budget: Budget,
+) {
     // Grown while a message arrives, released when the stream is idle: 20,000 quiet streams
     // must not each pin a buffer.
     let mut buf = BytesMut::new();
-    let mut bound: Option<StreamKey> = None;
-    'read: loop {
+    let mut bound = Bound {
+        key: None,
+        state: None,
+    };
+    loop {
         loop {
             match uplink::decode_message(&mut buf) {
                 Ok(Some(msg)) => {
                     let started = Instant::now();
                     let pending = match msg.kind {
-                        MSG_DEK => on_dek(&actor, &msg.body, started).await,
+                        MSG_DEK => on_dek(conn, &msg.body, started).await,
                         MSG_CHUNK => {
-                            let to = (&store, &lease);
-                            on_chunk(&actor, to, &shared, msg.body, &mut bound, started).await
+                            on_chunk(conn, (store, lease), msg.body, &mut bound, started).await
                         }
                         _ => unreachable!("decode_message accepts only known types"),
                     };
                     if tx.send(pending).await.is_err() {
-                        break 'read;
+                        return;
                     }
                 }
                 Ok(None) => {
@@ -82,7 +108,7 @@ pub(super) async fn serve_stream(
                             Instant::now(),
                         ))
                         .await;
-                    break 'read;
+                    return;
                 }
             }
         }
@@ -95,45 +121,40 @@ pub(super) async fn serve_stream(
                 metrics::counter!(m::RECEIVED_BYTES).increment(c.bytes.len() as u64);
                 buf.extend_from_slice(&c.bytes);
             }
-            Ok(None) => break,
+            Ok(None) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "stream read ended");
-                break;
+                return;
             }
         }
     }
-    drop(tx);
-    let _ = writer.await;
-    metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
 }
 
-async fn on_dek(actor: &Addr<ConnectionActor>, body: &[u8], started: Instant) -> Pending {
+async fn on_dek(conn: &Connection, body: &[u8], started: Instant) -> Pending {
     let resp = match DekRecord::decode(body) {
         Err(e) => {
             tracing::warn!(error = %e, "malformed DEK record");
             reject(MSG_DEK, 0, Reject::Malformed, e.to_string())
         }
-        Ok(record) => match actor.send(Register(record)).await {
-            Ok(Ok(())) => ack(MSG_DEK, 0),
-            Ok(Err((r, why))) => {
+        Ok(record) => match conn.register(record).await {
+            Ok(()) => ack(MSG_DEK, 0),
+            Err((r, why)) => {
                 tracing::warn!(outcome = r.name(), reason = %why, "DEK record refused");
                 if r == Reject::AgentMismatch {
                     metrics::counter!(m::SECURITY_EVENTS, "kind" => "agent_mismatch").increment(1);
                 }
                 reject(MSG_DEK, 0, r, why)
             }
-            Err(_) => reject(MSG_DEK, 0, Reject::RetryLater, "connection closing".into()),
         },
     };
     Pending::Ready(resp, started)
 }
 
 async fn on_chunk(
-    actor: &Addr<ConnectionActor>,
-    (store, lease): (&Addr<StoreActor>, &Arc<Lease>),
-    shared: &Arc<Shared>,
+    conn: &Connection,
+    (store, lease): (&StoreActor, &Arc<Lease>),
     body: bytes::Bytes,
-    bound: &mut Option<StreamKey>,
+    bound: &mut Bound,
     started: Instant,
 ) -> Pending {
     let chunk = match SealedChunk::decode(body) {
@@ -148,9 +169,9 @@ async fn on_chunk(
             return Pending::Ready(reject(MSG_CHUNK, 0, r, e.to_string()), started);
         }
     };
-    let h = chunk.header.clone();
-    let key = (h.session, h.stream);
-    if *bound.get_or_insert(key) != key {
+    let h = &chunk.header;
+    let (seq, key) = (h.seq, (h.session, h.stream));
+    if *bound.key.get_or_insert(key) != key {
         outcome(
             Reject::StreamMismatch,
             "chunk of another session or stream on this QUIC stream",
@@ -158,7 +179,7 @@ async fn on_chunk(
         return Pending::Ready(
             reject(
                 MSG_CHUNK,
-                h.seq,
+                seq,
                 Reject::StreamMismatch,
                 "one QUIC stream carries one (session, stream)".into(),
             ),
@@ -170,7 +191,7 @@ async fn on_chunk(
         return Pending::Ready(
             reject(
                 MSG_CHUNK,
-                h.seq,
+                seq,
                 Reject::RetryLater,
                 "a newer connection of this agent holds its lease".into(),
             ),
@@ -178,54 +199,44 @@ async fn on_chunk(
         );
     }
     let digest = crate::protocol::segment::chunk_digest(&chunk);
-    match actor
-        .send(Admit {
-            header: h.clone(),
-            digest,
-        })
-        .await
-    {
-        Ok(Ok((Verdict::Accept, gap_first))) => {
+    match conn.admit(&mut bound.state, h, digest).await {
+        Ok((Verdict::Accept, gap_first)) => {
+            let shared = &conn.shared;
             let want = (chunk.len() as u32).min(shared.memory_bytes as u32).max(1);
-            let permit = shared.memory.clone().acquire_many_owned(want).await;
-            let req = store.send(StoreChunk {
-                chunk,
-                digest,
-                gap_first,
-                lease: lease.clone(),
-            });
-            let result = actix_rt::spawn(async move {
-                let r = req.await.unwrap_or(Err(Reject::RetryLater));
-                drop(permit);
-                r
-            });
+            let memory = shared
+                .memory
+                .clone()
+                .acquire_many_owned(want)
+                .await
+                .expect("the memory semaphore is never closed");
+            let state = bound.state.clone().expect("set by admit");
+            let answer = store
+                .store(StoreChunk {
+                    chunk,
+                    digest,
+                    gap_first,
+                    lease: lease.clone(),
+                })
+                .await;
             Pending::Stored {
-                seq: h.seq,
-                key,
+                seq,
+                state,
                 started,
-                result,
+                answer,
+                _memory: memory,
             }
         }
-        Ok(Ok((_duplicate, _))) => {
+        Ok((_duplicate, _)) => {
             metrics::counter!(m::CHUNKS, "outcome" => "duplicate").increment(1);
-            Pending::Ready(ack(MSG_CHUNK, h.seq), started)
+            Pending::Ready(ack(MSG_CHUNK, seq), started)
         }
-        Ok(Err((r, why))) => {
+        Err((r, why)) => {
             outcome(r, &why);
             if r == Reject::ConflictingDuplicate {
-                tracing::error!(session = %h.session, stream = %h.stream, seq = h.seq, "SECURITY: different bytes resent under a stored sequence number");
+                tracing::error!(session = %h.session, stream = %h.stream, seq, "SECURITY: different bytes resent under a stored sequence number");
             }
-            Pending::Ready(reject(MSG_CHUNK, h.seq, r, why), started)
+            Pending::Ready(reject(MSG_CHUNK, seq, r, why), started)
         }
-        Err(_) => Pending::Ready(
-            reject(
-                MSG_CHUNK,
-                h.seq,
-                Reject::RetryLater,
-                "connection closing".into(),
-            ),
-            started,
-        ),
     }
 }
 
@@ -262,11 +273,8 @@ fn reject(kind: u8, seq: u64, r: Reject, reason: String) -> Response {
     }
 }
 
-async fn write_responses(
-    mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Pending>,
-    actor: Addr<ConnectionActor>,
-) {
+/// The answering half: each answer in order, a stored chunk's once its store actor answered.
+async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Pending>) {
     let mut out = BytesMut::new();
     let mut open = true;
     while let Some(p) = rx.recv().await {
@@ -274,18 +282,14 @@ async fn write_responses(
             Pending::Ready(r, t) => (r, t),
             Pending::Stored {
                 seq,
-                key,
+                state,
                 started,
-                result,
+                answer,
+                _memory,
             } => {
-                let r = result.await.unwrap_or(Err(Reject::RetryLater));
-                let _ = actor
-                    .send(Settle {
-                        key,
-                        seq,
-                        stored: r.is_ok(),
-                    })
-                    .await;
+                let r = answer.wait().await;
+                drop(_memory);
+                state.lock().expect("stream lock").settle(seq, r.is_ok());
                 let name = match r {
                     Ok(()) => "stored",
                     Err(e) => e.name(),
