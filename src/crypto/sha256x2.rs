@@ -156,10 +156,8 @@ mod x86 {
                     rounds4(r + i, &mut abef, &mut cdgh, next);
                 }
             }
-            for l in 0..2 {
-                abef[l] = _mm_add_epi32(abef[l], saved_abef[l]);
-                cdgh[l] = _mm_add_epi32(cdgh[l], saved_cdgh[l]);
-            }
+            abef = [0, 1].map(|l| _mm_add_epi32(abef[l], saved_abef[l]));
+            cdgh = [0, 1].map(|l| _mm_add_epi32(cdgh[l], saved_cdgh[l]));
         }
         for (l, state) in states.into_iter().enumerate() {
             let feba = _mm_shuffle_epi32(abef[l], 0x1B);

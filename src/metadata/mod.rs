@@ -1,20 +1,29 @@
 //! Metadata: KEK and DEK records, the segment and chunk index, stream positions, the audit log.
 //! PostgreSQL when a database URL is configured, else an embedded SQLite file with the same
 //! schema. The only module that issues SQL; `migrations/` holds the schema, applied at start.
+//! `store` has the backends' traits by concern, `sql` the statements both run alike.
 
+mod forward;
 mod postgres;
 pub mod review;
+mod rows;
+mod sql;
 mod sqlite;
+pub mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
 
 pub use review::{
-    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary,
-    StreamState,
+    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, RecordedAgent, Role, SessionQuery,
+    SessionSummary, StreamState,
+};
+pub use store::{
+    AccessStore, AuditStore, Backend, ConsoleStore, Fut, IndexStore, KeyStore, ReviewStore,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +163,10 @@ impl From<&crate::config::Database> for DbSettings {
     }
 }
 
-/// The metadata store.
+/// The metadata store: one backend, chosen at start, behind the [`Backend`] traits. Its
+/// methods say what each operation does; the backends' SQL is in `sqlite` and `postgres`.
 #[derive(Clone)]
-pub enum Metadata {
-    Postgres(postgres::Pg),
-    Sqlite(sqlite::Lite),
-}
+pub struct Metadata(Arc<dyn Backend>);
 
 impl Metadata {
     /// Connect (PostgreSQL URL, or the SQLite file when `url` is empty) and apply migrations.
@@ -173,82 +180,57 @@ impl Metadata {
         sqlite_file: &Path,
         settings: &DbSettings,
     ) -> Result<Self, MetaError> {
-        let m = if url.is_empty() {
-            Metadata::Sqlite(sqlite::Lite::open(sqlite_file).await?)
+        let backend: Arc<dyn Backend> = if url.is_empty() {
+            Arc::new(sqlite::Lite::open(sqlite_file).await?)
         } else {
-            Metadata::Postgres(postgres::Pg::connect(url, settings).await?)
+            Arc::new(postgres::Pg::connect(url, settings).await?)
         };
-        m.migrate().await?;
-        Ok(m)
+        backend.migrate().await?;
+        Ok(Metadata(backend))
+    }
+
+    /// The backend, for code written against the traits.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.0
     }
 
     /// "PostgreSQL at host:port/db" or "SQLite" (no password).
     pub fn describe(&self) -> String {
-        match self {
-            Metadata::Postgres(p) => format!("PostgreSQL at {}", p.target()),
-            Metadata::Sqlite(_) => "SQLite (embedded, in the state directory)".into(),
-        }
+        self.0.describe()
     }
 
+    /// `postgresql` or `sqlite`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Metadata::Postgres(_) => "postgresql",
-            Metadata::Sqlite(_) => "sqlite",
-        }
-    }
-
-    async fn migrate(&self) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.migrate().await,
-            Metadata::Sqlite(s) => s.migrate().await,
-        }
+        self.0.kind()
     }
 
     pub async fn ping(&self) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.ping().await,
-            Metadata::Sqlite(s) => s.ping().await,
-        }
+        self.0.ping().await
     }
 
     pub async fn keks(&self) -> Result<Vec<KekRow>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.keks().await,
-            Metadata::Sqlite(s) => s.keks().await,
-        }
+        self.0.keks().await
     }
 
     pub async fn set_kek_fingerprint(&self, id: i64, fingerprint: &str) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.set_kek_fingerprint(id, fingerprint).await,
-            Metadata::Sqlite(s) => s.set_kek_fingerprint(id, fingerprint).await,
-        }
+        self.0.set_kek_fingerprint(id, fingerprint).await
     }
 
     /// Note when an inactive row was retired, if nobody did (the how-to retires with
     /// `active = false` alone).
     pub async fn mark_kek_retired(&self, id: i64) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.mark_kek_retired(id).await,
-            Metadata::Sqlite(s) => s.mark_kek_retired(id).await,
-        }
+        self.0.mark_kek_retired(id).await
     }
 
     /// Record wrapped DEKs with their object keys, in one statement (idempotent per DEK id).
     pub async fn insert_deks(&self, records: Vec<(DekRecord, String)>) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.insert_deks(records).await,
-            Metadata::Sqlite(s) => s.insert_deks(records).await,
-        }
+        self.0.insert_deks(records).await
     }
 
     /// DEK records registered in the last minute, per agent: the key actor starts each agent's
     /// new-DEK budget from them, so a restart does not refill it.
     pub async fn deks_in_last_minute(&self) -> Result<Vec<(String, i64)>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.deks_in_last_minute().await,
-            Metadata::Sqlite(s) => s.deks_in_last_minute().await,
-        }
+        self.0.deks_in_last_minute().await
     }
 
     /// The agents that registered these DEK ids, for those registered at all.
@@ -256,10 +238,7 @@ impl Metadata {
         &self,
         dek_ids: Vec<[u8; 16]>,
     ) -> Result<HashMap<[u8; 16], String>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.dek_owners(dek_ids).await,
-            Metadata::Sqlite(s) => s.dek_owners(dek_ids).await,
-        }
+        self.0.dek_owners(dek_ids).await
     }
 
     pub async fn stream(
@@ -268,10 +247,7 @@ impl Metadata {
         session: SessionId,
         stream: StreamId,
     ) -> Result<Option<StreamRow>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.stream(agent, session, stream).await,
-            Metadata::Sqlite(s) => s.stream(agent, session, stream).await,
-        }
+        self.0.stream(agent, session, stream).await
     }
 
     pub async fn chunk_digest(
@@ -281,68 +257,44 @@ impl Metadata {
         stream: StreamId,
         seq: u64,
     ) -> Result<Option<[u8; 32]>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.chunk_digest(agent, session, stream, seq).await,
-            Metadata::Sqlite(s) => s.chunk_digest(agent, session, stream, seq).await,
-        }
+        self.0.chunk_digest(agent, session, stream, seq).await
     }
 
     /// Index a durable segment: its row, its chunks and the streams' new positions, atomically.
     /// Returns the agents whose fence failed (a newer connection holds their lease): their
     /// chunks were left out.
     pub async fn commit_segment(&self, commit: SegmentCommit) -> Result<Vec<AgentId>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.commit_segment(commit).await,
-            Metadata::Sqlite(s) => s.commit_segment(commit).await.map(|()| Vec::new()),
-        }
+        self.0.commit_segment(commit).await
     }
 
     /// Take `agent`'s lease for a connection on `node`: its epoch, higher than any before.
     /// SQLite (one node) has no leases: 0, which fences nothing.
     pub async fn take_lease(&self, agent: &AgentId, node: &str) -> Result<i64, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.take_lease(agent, node).await,
-            Metadata::Sqlite(_) => Ok(0),
-        }
+        self.0.take_lease(agent, node).await
     }
 
-    /// Every agent's lease: (agent, epoch, node, since_us), by agent.
-    pub async fn leases(&self) -> Result<Vec<(String, i64, String, i64)>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.leases().await,
-            Metadata::Sqlite(_) => Ok(Vec::new()),
-        }
+    /// Every agent's lease, by agent (none on SQLite).
+    pub async fn leases(&self) -> Result<Vec<LeaseRow>, MetaError> {
+        self.0.leases().await
     }
 
     pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.audit(actor, action, detail).await,
-            Metadata::Sqlite(s) => s.audit(actor, action, detail).await,
-        }
+        self.0.audit(actor, action, detail).await
     }
 
     /// Every `audit_log` row with its chain columns, in insertion order (`audit verify`).
     pub async fn audit_chain_rows(&self) -> Result<Vec<crate::audit::ChainRow>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.audit_chain_rows().await,
-            Metadata::Sqlite(s) => s.audit_chain_rows().await,
-        }
+        self.0.audit_chain_rows().await
     }
 
     /// The audit chain's last row: (chain number, row hash).
     pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.audit_head().await,
-            Metadata::Sqlite(s) => s.audit_head().await,
-        }
+        self.0.audit_head().await
     }
 
     /// The agent certificates and accounts, for the server's access check and `agents list`.
     pub async fn access_rows(&self) -> Result<AccessRows, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.access_rows().await,
-            Metadata::Sqlite(s) => s.access_rows().await,
-        }
+        self.0.access_rows().await
     }
 
     /// Apply an access change and write its audit row (actor `actor`), atomically.
@@ -351,10 +303,7 @@ impl Metadata {
         change: AccessChange,
         actor: &str,
     ) -> Result<AccessOutcome, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.change_access(change, actor.to_owned()).await,
-            Metadata::Sqlite(s) => s.change_access(change, actor.to_owned()).await,
-        }
+        self.0.change_access(change, actor.to_owned()).await
     }
 
     /// Record that this node admitted a CA-signed agent certificate: its row in
@@ -363,36 +312,25 @@ impl Metadata {
     /// than [`SEEN_REFRESH_US`]. Idempotent; writes nothing when the row is there and fresh.
     /// Returns whether the certificate was new to the registry.
     pub async fn record_admitted(&self, cert: Admitted) -> Result<bool, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.record_admitted(cert).await,
-            Metadata::Sqlite(s) => s.record_admitted(cert).await,
-        }
+        self.0.record_admitted(cert).await
     }
 
     /// Note a registered certificate's serial number (hex), if none is noted yet.
     pub async fn note_serial(&self, fingerprint: &str, serial: &str) -> Result<(), MetaError> {
-        let (f, s) = (fingerprint.to_owned(), serial.to_owned());
-        match self {
-            Metadata::Postgres(p) => p.note_serial(f, s).await,
-            Metadata::Sqlite(l) => l.note_serial(f, s).await,
-        }
+        self.0
+            .note_serial(fingerprint.to_owned(), serial.to_owned())
+            .await
     }
 
     /// Serial and sightings of every certificate in `agent_credential` (`agents list`,
     /// `agents revoke`).
     pub async fn certificates_seen(&self) -> Result<Vec<CertSeen>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.certificates_seen().await,
-            Metadata::Sqlite(s) => s.certificates_seen().await,
-        }
+        self.0.certificates_seen().await
     }
 
     /// Count rows of a table (operators' checks and tests).
     pub async fn count(&self, table: Table) -> Result<i64, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.count(table.name()).await,
-            Metadata::Sqlite(s) => s.count(table.name()).await,
-        }
+        self.0.count(table).await
     }
 
     /// Run the how-to's statement: register a KEK by its file paths.
@@ -403,17 +341,19 @@ impl Metadata {
         pub_datafile: &str,
         priv_datafile: &str,
     ) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => {
-                p.insert_kek(active, priv_encrypted, pub_datafile, priv_datafile)
-                    .await
-            }
-            Metadata::Sqlite(s) => {
-                s.insert_kek(active, priv_encrypted, pub_datafile, priv_datafile)
-                    .await
-            }
-        }
+        self.0
+            .insert_kek(active, priv_encrypted, pub_datafile, priv_datafile)
+            .await
     }
+}
+
+/// One row of `agent_lease`: the connection (on `node`) that holds an agent's lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub agent: String,
+    pub epoch: i64,
+    pub node: String,
+    pub since_us: i64,
 }
 
 /// One row of `agent_credential`: a certificate issued to an agent.

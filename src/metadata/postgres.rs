@@ -15,6 +15,7 @@
 //! `access` agent certificates and accounts, `review` the console's queries.
 
 mod access;
+mod backend;
 mod index;
 mod review;
 
@@ -28,7 +29,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::{DbSettings, KekRow, MIGRATIONS, MetaError};
+use super::{DbSettings, KekRow, MIGRATIONS, MetaError, rows, sql};
 use crate::protocol::DekRecord;
 
 type Op<T> = Pin<Box<dyn Future<Output = Result<T, MetaError>> + Send>>;
@@ -262,7 +263,7 @@ impl Pg {
                         .map_err(e)?;
                     let done = tx
                         .query_opt(
-                            "SELECT 1 FROM schema_migrations WHERE version = $1",
+                            sql::MIGRATION_DONE.pg,
                             &[version],
                         )
                         .await
@@ -271,7 +272,7 @@ impl Pg {
                     if !done {
                         tx.batch_execute(pg).await.map_err(e)?;
                         tx.execute(
-                            "INSERT INTO schema_migrations (version) VALUES ($1)",
+                            sql::MIGRATION_APPLIED.pg,
                             &[version],
                         )
                         .await
@@ -288,7 +289,7 @@ impl Pg {
     pub async fn ping(&self) -> Result<(), MetaError> {
         self.run(Which::Keys, |c, t| {
             Box::pin(async move {
-                c.simple_query("SELECT 1")
+                c.simple_query(sql::PING.pg)
                     .await
                     .map_err(|e| pg_err(&t, e))?;
                 Ok(())
@@ -308,19 +309,7 @@ impl Pg {
                     .await
                     .map_err(e)?;
                 let rows = c.query(&st, &[]).await.map_err(e)?;
-                Ok(rows
-                    .iter()
-                    .map(|r| KekRow {
-                        id: r.get(0),
-                        active: r.get(1),
-                        priv_encrypted: r.get(2),
-                        pub_datafile: r.get(3),
-                        priv_datafile: r.get(4),
-                        fingerprint: r.get(5),
-                        agent_id: r.get(6),
-                        retired_us: r.get(7),
-                    })
-                    .collect())
+                rows.iter().map(rows::kek).collect()
             })
         })
         .await
@@ -367,12 +356,9 @@ impl Pg {
         let (pubf, privf) = (pubf.to_owned(), privf.to_owned());
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
-                c.execute(
-                    "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values ($1, $2, $3, $4)",
-                    &[&active, &enc, &pubf, &privf],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?;
+                c.execute(sql::INSERT_KEK.pg, &[&active, &enc, &pubf, &privf])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
                 Ok(())
             })
         })
@@ -490,26 +476,10 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let rows = c
-                    .query(
-                        "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log ORDER BY id",
-                        &[],
-                    )
+                    .query(sql::AUDIT_CHAIN_ROWS.pg, &[])
                     .await
                     .map_err(|e| pg_err(&t, e))?;
-                Ok(rows
-                    .iter()
-                    .map(|r| crate::audit::ChainRow {
-                        id: r.get(0),
-                        chain_seq: r.get(1),
-                        at_us: r.get(2),
-                        actor: r.get(3),
-                        action: r.get(4),
-                        detail: r.get(5),
-                        address: r.get(6),
-                        prev_hash: r.get(7),
-                        row_hash: r.get(8),
-                    })
-                    .collect())
+                rows.iter().map(rows::chain_row).collect()
             })
         })
         .await
@@ -535,12 +505,9 @@ impl Pg {
         let (a, b, d) = (actor.to_owned(), action.to_owned(), detail.to_owned());
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
-                c.execute(
-                    "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
-                    &[&a, &b, &d],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?;
+                c.execute(sql::INSERT_AUDIT.pg, &[&a, &b, &d])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
                 Ok(())
             })
         })

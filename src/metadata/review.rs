@@ -93,6 +93,14 @@ pub struct SessionSummary {
     pub streams: Vec<StreamState>,
 }
 
+/// An agent with recordings: how many sessions, and its newest capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedAgent {
+    pub agent: String,
+    pub sessions: i64,
+    pub last_capture_us: i64,
+}
+
 /// Where one chunk's bytes are: a byte range of a segment object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkLocation {
@@ -175,10 +183,7 @@ pub(super) fn like_pattern(pattern: &str) -> String {
 impl Metadata {
     /// A page of recorded sessions, newest first.
     pub async fn sessions(&self, q: SessionQuery) -> Result<Vec<SessionSummary>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.sessions(q).await,
-            Metadata::Sqlite(s) => s.sessions(q).await,
-        }
+        self.0.sessions(q).await
     }
 
     /// One session's summary (`None` when unknown).
@@ -191,21 +196,15 @@ impl Metadata {
             agent: Some(agent.to_owned()),
             ..Default::default()
         };
-        match self {
-            Metadata::Postgres(p) => p.session(q, session).await,
-            Metadata::Sqlite(s) => s.session(q, session).await,
-        }
+        self.0.session(q, session).await
     }
 
     /// Agents with recordings (those `allowed` match), their session counts and last capture.
     pub async fn recorded_agents(
         &self,
         allowed: Option<Vec<String>>,
-    ) -> Result<Vec<(String, i64, i64)>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.recorded_agents(allowed).await,
-            Metadata::Sqlite(s) => s.recorded_agents(allowed).await,
-        }
+    ) -> Result<Vec<RecordedAgent>, MetaError> {
+        self.0.recorded_agents(allowed).await
     }
 
     /// A session's chunks of `stream` (all streams when `None`) from `from_seq`, in order.
@@ -217,16 +216,9 @@ impl Metadata {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<ChunkLocation>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => {
-                p.chunk_locations(agent.to_owned(), session, stream, from_seq, limit)
-                    .await
-            }
-            Metadata::Sqlite(s) => {
-                s.chunk_locations(agent.to_owned(), session, stream, from_seq, limit)
-                    .await
-            }
-        }
+        self.0
+            .chunk_locations(agent.to_owned(), session, stream, from_seq, limit)
+            .await
     }
 
     /// The frames an overview (montage, snapshots) shows of a session's frame stream `stream`:
@@ -248,25 +240,15 @@ impl Metadata {
             _ => 1,
         };
         let agent = agent.to_owned();
-        match self {
-            Metadata::Postgres(p) => {
-                p.frame_picks(agent, session, stream, since_us, until_us, slots)
-                    .await
-            }
-            Metadata::Sqlite(s) => {
-                s.frame_picks(agent, session, stream, since_us, until_us, slots)
-                    .await
-            }
-        }
+        self.0
+            .frame_picks(agent, session, stream, since_us, until_us, slots)
+            .await
     }
 
     /// The agents that recorded a session with this id (normally one): who a request for it
     /// under another agent's path really asked about.
     pub async fn session_agents(&self, session: [u8; 16]) -> Result<Vec<String>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.session_agents(session).await,
-            Metadata::Sqlite(s) => s.session_agents(session).await,
-        }
+        self.0.session_agents(session).await
     }
 
     /// A DEK record's owner and bytes, by DEK id.
@@ -274,32 +256,20 @@ impl Metadata {
         &self,
         dek_id: [u8; 16],
     ) -> Result<Option<(String, Vec<u8>)>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.dek_record(dek_id).await,
-            Metadata::Sqlite(s) => s.dek_record(dek_id).await,
-        }
+        self.0.dek_record(dek_id).await
     }
 
     /// The agents that have a DEK record wrapped under `kek` (a `sha256:` KEK id).
     pub async fn kek_agents(&self, kek: &str) -> Result<Vec<String>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.kek_agents(kek.to_owned()).await,
-            Metadata::Sqlite(s) => s.kek_agents(kek.to_owned()).await,
-        }
+        self.0.kek_agents(kek.to_owned()).await
     }
 
     pub async fn console_user(&self, name: &str) -> Result<Option<ConsoleUser>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.console_user(name.to_owned()).await,
-            Metadata::Sqlite(s) => s.console_user(name.to_owned()).await,
-        }
+        self.0.console_user(name.to_owned()).await
     }
 
     pub async fn console_users(&self) -> Result<Vec<ConsoleUser>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.console_users().await,
-            Metadata::Sqlite(s) => s.console_users().await,
-        }
+        self.0.console_users().await
     }
 
     /// Insert a new account, or replace an existing one's role, hash, agents and disabled
@@ -313,17 +283,11 @@ impl Metadata {
         action: &str,
     ) -> Result<bool, MetaError> {
         let (actor, action) = (actor.to_owned(), action.to_owned());
-        match self {
-            Metadata::Postgres(p) => p.put_console_user(user, new_only, actor, action).await,
-            Metadata::Sqlite(s) => s.put_console_user(user, new_only, actor, action).await,
-        }
+        self.0.put_console_user(user, new_only, actor, action).await
     }
 
     pub async fn insert_login(&self, login: Login) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.insert_login(login).await,
-            Metadata::Sqlite(s) => s.insert_login(login).await,
-        }
+        self.0.insert_login(login).await
     }
 
     /// The login with this token hash, its last-seen time moved to `now_us` when it is still
@@ -334,17 +298,11 @@ impl Metadata {
         now_us: i64,
         idle_us: i64,
     ) -> Result<Option<Login>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.touch_login(token_sha256, now_us, idle_us).await,
-            Metadata::Sqlite(s) => s.touch_login(token_sha256, now_us, idle_us).await,
-        }
+        self.0.touch_login(token_sha256, now_us, idle_us).await
     }
 
     pub async fn delete_login(&self, token_sha256: [u8; 32]) -> Result<(), MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.delete_login(token_sha256).await,
-            Metadata::Sqlite(s) => s.delete_login(token_sha256).await,
-        }
+        self.0.delete_login(token_sha256).await
     }
 
     /// An audit row with the caller's address.
@@ -356,10 +314,7 @@ impl Metadata {
         address: &str,
     ) -> Result<(), MetaError> {
         let v = [actor, action, detail, address].map(str::to_owned);
-        match self {
-            Metadata::Postgres(p) => p.audit_from(v).await,
-            Metadata::Sqlite(s) => s.audit_from(v).await,
-        }
+        self.0.audit_from(v).await
     }
 
     /// The newest audit rows, `limit` of them, with ids below `before`.
@@ -378,10 +333,7 @@ impl Metadata {
 
     /// A page of audit rows matching `q`, newest first.
     pub async fn audit_page(&self, q: AuditQuery) -> Result<Vec<AuditRow>, MetaError> {
-        match self {
-            Metadata::Postgres(p) => p.audit_page(q).await,
-            Metadata::Sqlite(s) => s.audit_page(q).await,
-        }
+        self.0.audit_page(q).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! WAL with `synchronous = FULL`, so a committed index row survives a crash.
 
 mod access;
+mod backend;
 mod review;
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{KekRow, MIGRATIONS, MetaError, SegmentCommit, StreamRow, now_us};
+use super::{KekRow, MIGRATIONS, MetaError, SegmentCommit, StreamRow, now_us, rows, sql};
 use crate::protocol::{AgentId, DekRecord, SessionId, StreamId};
 
 /// What a segment's newly indexed chunks add to one `recording_session` row.
@@ -52,40 +53,25 @@ pub struct Lite {
     conn: Arc<Mutex<Connection>>,
 }
 
-/// An `audit_log` row selected as `id, chain_seq, at_us, actor, action, detail, address,
-/// prev_hash, row_hash`.
-fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::audit::ChainRow> {
-    Ok(crate::audit::ChainRow {
-        id: r.get(0)?,
-        chain_seq: r.get(1)?,
-        at_us: r.get(2)?,
-        actor: r.get(3)?,
-        action: r.get(4)?,
-        detail: r.get(5)?,
-        address: r.get(6)?,
-        prev_hash: r.get(7)?,
-        row_hash: r.get(8)?,
-    })
-}
-
 /// Hash the numbered rows at the end of the audit chain that have no hash yet (written before
 /// migration 4, or inserted since by anyone: the trigger only numbers them), in chain order.
 /// Only rows after the last hashed one: a row in the middle whose hash was removed stays
 /// unhashed, and `audit verify` reports it.
-fn chain_pending_audit_rows(c: &mut Connection) -> rusqlite::Result<()> {
+fn chain_pending_audit_rows(c: &mut Connection) -> Result<(), MetaError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     hash_pending_audit_rows(&tx)?;
-    tx.commit()
+    Ok(tx.commit()?)
 }
 
 /// [`chain_pending_audit_rows`] inside the caller's transaction, for writes whose trigger adds
 /// audit rows (the KEK calls): they are hashed in the same transaction as the change.
-fn hash_pending_audit_rows(tx: &Connection) -> rusqlite::Result<()> {
+fn hash_pending_audit_rows(tx: &Connection) -> Result<(), MetaError> {
     let pending: Vec<crate::audit::ChainRow> = {
         let mut st = tx.prepare(
             "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log WHERE row_hash IS NULL AND chain_seq > coalesce((SELECT max(chain_seq) FROM audit_log WHERE row_hash IS NOT NULL), 0) ORDER BY chain_seq",
         )?;
-        st.query_map([], chain_row)?.collect::<Result<_, _>>()?
+        st.query_and_then([], |r| rows::chain_row(r))?
+            .collect::<Result<_, MetaError>>()?
     };
     for r in pending {
         let (id, seq, at) = (r.id, r.chain_seq.unwrap_or(0), r.at_us.unwrap_or(0));
@@ -162,12 +148,12 @@ impl Lite {
             for (version, _, lite) in MIGRATIONS {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let done = tx
-                    .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| Ok(()))
+                    .query_row(sql::MIGRATION_DONE.lite, [version], |_| Ok(()))
                     .optional()?
                     .is_some();
                 if !done {
                     tx.execute_batch(lite)?;
-                    tx.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [version])?;
+                    tx.execute(sql::MIGRATION_APPLIED.lite, [version])?;
                 }
                 tx.commit()?;
             }
@@ -179,13 +165,8 @@ impl Lite {
 
     pub async fn audit_chain_rows(&self) -> Result<Vec<crate::audit::ChainRow>, MetaError> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, chain_seq, at_us, actor, action, detail, address, prev_hash, row_hash FROM audit_log ORDER BY id",
-            )?;
-            let rows = st
-                .query_map([], chain_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let mut st = c.prepare(sql::AUDIT_CHAIN_ROWS.lite)?;
+            st.query_and_then([], |r| rows::chain_row(r))?.collect()
         })
         .await
     }
@@ -205,7 +186,7 @@ impl Lite {
     }
 
     pub async fn ping(&self) -> Result<(), MetaError> {
-        self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.with(|c| Ok(c.query_row(sql::PING.lite, [], |_| Ok(()))?))
             .await
     }
 
@@ -214,21 +195,7 @@ impl Lite {
             let mut st = c.prepare(
                 "SELECT id, active, priv_encrypted, pub_datafile, priv_datafile, fingerprint, agent_id, CAST(unixepoch(retired_at, 'subsec') * 1000000 AS INTEGER) FROM encryption_kek ORDER BY id",
             )?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(KekRow {
-                        id: r.get(0)?,
-                        active: r.get(1)?,
-                        priv_encrypted: r.get(2)?,
-                        pub_datafile: r.get(3)?,
-                        priv_datafile: r.get(4)?,
-                        fingerprint: r.get(5)?,
-                        agent_id: r.get(6)?,
-                        retired_us: r.get(7)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            st.query_and_then([], |r| rows::kek(r))?.collect()
         })
         .await
     }
@@ -275,10 +242,7 @@ impl Lite {
         self.with(move |c| {
             // The KEK trigger writes an audit row: hash it before the change commits.
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute(
-                "insert into encryption_kek (active, priv_encrypted, pub_datafile, priv_datafile) values (?1, ?2, ?3, ?4)",
-                params![active, enc, pubf, privf],
-            )?;
+            tx.execute(sql::INSERT_KEK.lite, params![active, enc, pubf, privf])?;
             hash_pending_audit_rows(&tx)?;
             tx.commit()?;
             Ok(())
@@ -347,7 +311,7 @@ impl Lite {
         self.with(move |c| {
             let Some(mut row) = c
                 .query_row(
-                    "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3",
+                    sql::STREAM.lite,
                     params![agent, &session.0[..], stream.0],
                     |r| {
                         Ok(StreamRow {
@@ -362,10 +326,7 @@ impl Lite {
             else {
                 return Ok(None);
             };
-            let mut st = c.prepare_cached(
-                "SELECT gap_first_seq, seq FROM chunks WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3 \
-                 AND gap_first_seq IS NOT NULL ORDER BY seq DESC LIMIT ?4",
-            )?;
+            let mut st = c.prepare_cached(sql::GAP_RANGES.lite)?;
             let ranges = st.query_map(
                 params![agent, &session.0[..], stream.0, super::DROPPED_RANGES],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
@@ -391,13 +352,16 @@ impl Lite {
         self.with(move |c| {
             let d: Option<Vec<u8>> = c
                 .query_row(
-                    "SELECT digest FROM chunks WHERE agent_id = ?1 AND session_id = ?2 AND stream_id = ?3 AND seq = ?4",
+                    sql::CHUNK_DIGEST.lite,
                     params![agent, &session.0[..], stream.0, seq as i64],
                     |r| r.get(0),
                 )
                 .optional()?;
-            d.map(|d| d.try_into().map_err(|_| MetaError::Row("chunk digest is not 32 bytes".into())))
-                .transpose()
+            d.map(|d| {
+                d.try_into()
+                    .map_err(|_| MetaError::Row("chunk digest is not 32 bytes".into()))
+            })
+            .transpose()
         })
         .await
     }
@@ -464,10 +428,7 @@ impl Lite {
     pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), MetaError> {
         let (a, b, d) = (actor.to_owned(), action.to_owned(), detail.to_owned());
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO audit_log (actor, action, detail) VALUES (?1, ?2, ?3)",
-                params![a, b, d],
-            )?;
+            c.execute(sql::INSERT_AUDIT.lite, params![a, b, d])?;
             chain_pending_audit_rows(c)?;
             Ok(())
         })

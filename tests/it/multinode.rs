@@ -123,7 +123,11 @@ async fn an_agent_on_two_nodes_at_once_is_acked_only_by_its_newest_connection() 
     let leases = md.leases().await.unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(
-        (leases[0].0.as_str(), leases[0].1, leases[0].2.as_str()),
+        (
+            leases[0].agent.as_str(),
+            leases[0].epoch,
+            leases[0].node.as_str()
+        ),
         ("vdi-x", 2, "node-b")
     );
     // Export reads the store (the uncommitted copy of chunk 1 is identical bytes).
@@ -256,7 +260,7 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
     let leases = md.leases().await.unwrap();
     assert_eq!(leases.len(), 20);
     assert!(
-        leases.iter().any(|l| l.1 > 1),
+        leases.iter().any(|l| l.epoch > 1),
         "leases moved between nodes: {leases:?}"
     );
     let frames = check_bucket(&store_url, &moto, d, &reports).await;
@@ -282,7 +286,7 @@ async fn three_nodes_survive_two_sigkills_and_a_cut_from_postgresql_losing_nothi
     }
     eprintln!(
         "3 nodes, 20 agents: {sealed} chunks acked and exported exactly once ({frames} frames); {moved} agents reconnected; epochs up to {}",
-        leases.iter().map(|l| l.1).max().unwrap_or(0)
+        leases.iter().map(|l| l.epoch).max().unwrap_or(0)
     );
     stop_all(&mut nodes);
     estate.drop_database().await;

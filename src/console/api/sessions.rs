@@ -25,11 +25,11 @@ pub(super) async fn agents(
     let rows = state.md.recorded_agents(caller.allowed()).await?;
     let out: Vec<AgentJson> = rows
         .into_iter()
-        .map(|(agent, sessions, last)| AgentJson {
-            agent_hex: hex::encode(agent.as_bytes()),
-            agent,
-            sessions,
-            last_capture_us: last,
+        .map(|a| AgentJson {
+            agent_hex: hex::encode(a.agent.as_bytes()),
+            agent: a.agent,
+            sessions: a.sessions,
+            last_capture_us: a.last_capture_us,
         })
         .collect();
     Ok(HttpResponse::Ok().json(out))

@@ -3,9 +3,10 @@
 
 use super::{Pg, Which, pg_err};
 use crate::metadata::{
-    AccessChange, AccessOutcome, AccessRows, Admitted, AgentAccount, CertSeen, Credential,
-    MetaError, SEEN_REFRESH_US, access_detail, now_us,
+    AccessChange, AccessOutcome, AccessRows, Admitted, CertSeen, MetaError, SEEN_REFRESH_US,
+    access_detail, now_us,
 };
+use crate::metadata::{rows, sql};
 
 impl Pg {
     pub async fn access_rows(&self) -> Result<AccessRows, MetaError> {
@@ -13,36 +14,19 @@ impl Pg {
             Box::pin(async move {
                 let e = |e| pg_err(&t, e);
                 let credentials = c
-                    .query(
-                        "SELECT fingerprint, agent_id, issued_us, not_after_us, revoked_us, revoked_reason FROM agent_credential",
-                        &[],
-                    )
+                    .query(sql::CREDENTIALS.pg, &[])
                     .await
                     .map_err(e)?
                     .iter()
-                    .map(|r| Credential {
-                        fingerprint: r.get(0),
-                        agent: r.get(1),
-                        issued_us: r.get(2),
-                        not_after_us: r.get(3),
-                        revoked_us: r.get(4),
-                        revoked_reason: r.get(5),
-                    })
-                    .collect();
+                    .map(rows::credential)
+                    .collect::<Result<_, _>>()?;
                 let accounts = c
-                    .query(
-                        "SELECT agent_id, disabled_us, registered_only FROM agent_account",
-                        &[],
-                    )
+                    .query(sql::ACCOUNTS.pg, &[])
                     .await
                     .map_err(e)?
                     .iter()
-                    .map(|r| AgentAccount {
-                        agent: r.get(0),
-                        disabled_us: r.get(1),
-                        registered_only: r.get(2),
-                    })
-                    .collect();
+                    .map(rows::account)
+                    .collect::<Result<_, _>>()?;
                 Ok(AccessRows {
                     credentials,
                     accounts,
@@ -69,7 +53,7 @@ impl Pg {
                 match &change {
                     AccessChange::Issue(cred) | AccessChange::Register(cred) => {
                         tx.execute(
-                            "INSERT INTO agent_credential (fingerprint, agent_id, issued_us, not_after_us) VALUES ($1, $2, $3, $4)",
+                            sql::INSERT_CREDENTIAL.pg,
                             &[&cred.fingerprint, &cred.agent, &cred.issued_us, &cred.not_after_us],
                         )
                         .await
@@ -118,7 +102,7 @@ impl Pg {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
+                    sql::INSERT_AUDIT.pg,
                     &[&actor, &change.action(), &access_detail(&change, &out)],
                 )
                 .await
@@ -175,12 +159,9 @@ impl Pg {
     pub async fn note_serial(&self, fingerprint: String, serial: String) -> Result<(), MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
-                c.execute(
-                    "UPDATE agent_credential SET serial = $2 WHERE fingerprint = $1 AND serial IS NULL",
-                    &[&fingerprint, &serial],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?;
+                c.execute(sql::NOTE_SERIAL.pg, &[&fingerprint, &serial])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
                 Ok(())
             })
         })
@@ -190,20 +171,12 @@ impl Pg {
     pub async fn certificates_seen(&self) -> Result<Vec<CertSeen>, MetaError> {
         self.run(Which::Keys, |c, t| {
             Box::pin(async move {
-                Ok(c.query(
-                    "SELECT fingerprint, serial, first_seen_us, last_seen_us FROM agent_credential",
-                    &[],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?
-                .iter()
-                .map(|r| CertSeen {
-                    fingerprint: r.get(0),
-                    serial: r.get(1),
-                    first_seen_us: r.get(2),
-                    last_seen_us: r.get(3),
-                })
-                .collect())
+                c.query(sql::CERTIFICATES_SEEN.pg, &[])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?
+                    .iter()
+                    .map(rows::cert_seen)
+                    .collect()
             })
         })
         .await

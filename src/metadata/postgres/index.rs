@@ -2,7 +2,8 @@
 //! commit of a durable segment.
 
 use super::{Pg, Which, pg_err};
-use crate::metadata::{MetaError, SegmentCommit, StreamRow, StreamUpdate, now_us};
+use crate::metadata::sql;
+use crate::metadata::{LeaseRow, MetaError, SegmentCommit, StreamRow, StreamUpdate, now_us};
 use crate::protocol::{AgentId, SessionId, StreamId};
 
 impl Pg {
@@ -15,7 +16,7 @@ impl Pg {
         let row = self
             .row(
                 Which::Index,
-                "SELECT kind, next_seq, final_seq FROM streams WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3",
+                sql::STREAM.pg,
                 vec![
                     Box::new(agent.as_str().to_owned()),
                     Box::new(session.0.to_vec()),
@@ -35,8 +36,7 @@ impl Pg {
         let ranges = self
             .rows(
                 Which::Index,
-                "SELECT gap_first_seq, seq FROM chunks WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3 \
-                 AND gap_first_seq IS NOT NULL ORDER BY seq DESC LIMIT $4",
+                sql::GAP_RANGES.pg,
                 vec![
                     Box::new(agent.as_str().to_owned()),
                     Box::new(session.0.to_vec()),
@@ -74,7 +74,7 @@ impl Pg {
         let row = self
             .row(
                 Which::Index,
-                "SELECT digest FROM chunks WHERE agent_id = $1 AND session_id = $2 AND stream_id = $3 AND seq = $4",
+                sql::CHUNK_DIGEST.pg,
                 vec![
                     Box::new(agent.as_str().to_owned()),
                     Box::new(session.0.to_vec()),
@@ -242,7 +242,7 @@ impl Pg {
             .ok_or_else(|| MetaError::Row("agent_lease: no epoch returned".into()))
     }
 
-    pub async fn leases(&self) -> Result<Vec<(String, i64, String, i64)>, MetaError> {
+    pub async fn leases(&self) -> Result<Vec<LeaseRow>, MetaError> {
         self.run(Which::Index, |c, t| {
             Box::pin(async move {
                 let rows = c
@@ -254,7 +254,12 @@ impl Pg {
                     .map_err(|e| pg_err(&t, e))?;
                 Ok(rows
                     .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .map(|r| LeaseRow {
+                        agent: r.get(0),
+                        epoch: r.get(1),
+                        node: r.get(2),
+                        since_us: r.get(3),
+                    })
                     .collect())
             })
         })

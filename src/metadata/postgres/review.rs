@@ -5,13 +5,11 @@ use tokio_postgres::Row;
 use super::{Pg, Which, pg_err};
 use crate::metadata::MetaError;
 use crate::metadata::review::{
-    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary,
-    StreamState, like_pattern,
+    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, RecordedAgent, SessionQuery,
+    SessionSummary, StreamState, like_pattern,
 };
-
-const SESSION_COLUMNS: &str = "r.agent_id, r.session_id, r.first_capture_us, r.last_capture_us, r.chunks, r.bytes, r.gaps, r.updated_us, \
-     (SELECT k.priv_encrypted FROM encryption_dek d JOIN encryption_kek k ON k.fingerprint = d.kek_fingerprint \
-      WHERE d.dek_id = r.last_dek_id LIMIT 1)";
+use crate::metadata::rows;
+use crate::metadata::sql::{self, SESSION_COLUMNS};
 
 fn summary(r: &Row) -> Result<SessionSummary, MetaError> {
     let session: Vec<u8> = r.get(1);
@@ -28,19 +26,6 @@ fn summary(r: &Row) -> Result<SessionSummary, MetaError> {
         updated_us: r.get(7),
         encrypted: r.get(8),
         streams: Vec::new(),
-    })
-}
-
-fn user(r: &Row) -> Result<ConsoleUser, MetaError> {
-    let role: String = r.get(1);
-    let agents: String = r.get(3);
-    Ok(ConsoleUser {
-        name: r.get(0),
-        role: Role::parse(&role).ok_or_else(|| MetaError::Row(format!("unknown role {role:?}")))?,
-        password_hash: r.get(2),
-        agents: agents.lines().map(str::to_owned).collect(),
-        created_us: r.get(4),
-        disabled_us: r.get(5),
     })
 }
 
@@ -135,7 +120,7 @@ impl Pg {
     pub async fn recorded_agents(
         &self,
         allowed: Option<Vec<String>>,
-    ) -> Result<Vec<(String, i64, i64)>, MetaError> {
+    ) -> Result<Vec<RecordedAgent>, MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let allowed: Option<Vec<String>> =
@@ -148,7 +133,14 @@ impl Pg {
                     )
                     .await
                     .map_err(|e| pg_err(&t, e))?;
-                Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+                Ok(rows
+                    .iter()
+                    .map(|r| RecordedAgent {
+                        agent: r.get(0),
+                        sessions: r.get(1),
+                        last_capture_us: r.get(2),
+                    })
+                    .collect())
             })
         })
         .await
@@ -259,10 +251,7 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let row = c
-                    .query_opt(
-                        "SELECT agent_id, record FROM encryption_dek WHERE dek_id = $1",
-                        &[&&dek_id[..]],
-                    )
+                    .query_opt(sql::DEK_RECORD.pg, &[&&dek_id[..]])
                     .await
                     .map_err(|e| pg_err(&t, e))?;
                 Ok(row.map(|r| (r.get(0), r.get(1))))
@@ -275,10 +264,7 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let rows = c
-                    .query(
-                        "SELECT agent_id FROM recording_session WHERE session_id = $1 ORDER BY agent_id LIMIT 16",
-                        &[&&session[..]],
-                    )
+                    .query(sql::SESSION_AGENTS.pg, &[&&session[..]])
                     .await
                     .map_err(|e| pg_err(&t, e))?;
                 Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -291,10 +277,7 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let rows = c
-                    .query(
-                        "SELECT DISTINCT agent_id FROM encryption_dek WHERE kek_fingerprint = $1",
-                        &[&kek],
-                    )
+                    .query(sql::KEK_AGENTS.pg, &[&kek])
                     .await
                     .map_err(|e| pg_err(&t, e))?;
                 Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -307,13 +290,10 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 let row = c
-                    .query_opt(
-                        "SELECT name, role, password_hash, agents, created_us, disabled_us FROM console_user WHERE name = $1",
-                        &[&name],
-                    )
+                    .query_opt(sql::CONSOLE_USER.pg, &[&name])
                     .await
                     .map_err(|e| pg_err(&t, e))?;
-                row.as_ref().map(user).transpose()
+                row.as_ref().map(rows::console_user).transpose()
             })
         })
         .await
@@ -322,15 +302,12 @@ impl Pg {
     pub async fn console_users(&self) -> Result<Vec<ConsoleUser>, MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
-                c.query(
-                    "SELECT name, role, password_hash, agents, created_us, disabled_us FROM console_user ORDER BY name",
-                    &[],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?
-                .iter()
-                .map(user)
-                .collect()
+                c.query(sql::CONSOLE_USERS.pg, &[])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?
+                    .iter()
+                    .map(rows::console_user)
+                    .collect()
             })
         })
         .await
@@ -349,8 +326,7 @@ impl Pg {
                 let tx = c.transaction().await.map_err(e)?;
                 let agents = u.agents.join("\n");
                 let sql = if new_only {
-                    "INSERT INTO console_user (name, role, password_hash, agents, created_us, disabled_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING"
+                    sql::INSERT_CONSOLE_USER.pg
                 } else {
                     "INSERT INTO console_user (name, role, password_hash, agents, created_us, disabled_us) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, \
@@ -374,13 +350,13 @@ impl Pg {
                     u.disabled_us.is_some()
                 );
                 tx.execute(
-                    "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)",
+                    sql::INSERT_AUDIT.pg,
                     &[&actor, &action, &detail],
                 )
                 .await
                 .map_err(e)?;
                 if u.disabled_us.is_some() {
-                    tx.execute("DELETE FROM console_login WHERE user_name = $1", &[&u.name])
+                    tx.execute(sql::DELETE_USER_LOGINS.pg, &[&u.name])
                         .await
                         .map_err(e)?;
                 }
@@ -395,9 +371,15 @@ impl Pg {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
                 c.execute(
-                    "INSERT INTO console_login (token_sha256, user_name, csrf, address, created_us, last_seen_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&&l.token_sha256[..], &l.user, &l.csrf, &l.address, &l.created_us, &l.last_seen_us],
+                    sql::INSERT_LOGIN.pg,
+                    &[
+                        &&l.token_sha256[..],
+                        &l.user,
+                        &l.csrf,
+                        &l.address,
+                        &l.created_us,
+                        &l.last_seen_us,
+                    ],
                 )
                 .await
                 .map_err(|e| pg_err(&t, e))?;
@@ -417,22 +399,15 @@ impl Pg {
             Box::pin(async move {
                 let e = |e| pg_err(&t, e);
                 let row = c
-                    .query_opt(
-                        "UPDATE console_login SET last_seen_us = $2 WHERE token_sha256 = $1 AND last_seen_us >= $3 \
-                         RETURNING user_name, csrf, address, created_us, last_seen_us",
-                        &[&&token[..], &now, &(now - idle)],
-                    )
+                    .query_opt(sql::TOUCH_LOGIN.pg, &[&&token[..], &now, &(now - idle)])
                     .await
                     .map_err(e)?;
                 if row.is_none() {
                     // Unknown or idle too long: clear every expired login now (not on every
                     // request, which would be a second write on each).
-                    c.execute(
-                        "DELETE FROM console_login WHERE last_seen_us < $1",
-                        &[&(now - idle)],
-                    )
-                    .await
-                    .map_err(e)?;
+                    c.execute(sql::DELETE_IDLE_LOGINS.pg, &[&(now - idle)])
+                        .await
+                        .map_err(e)?;
                 }
                 Ok(row.map(|r| Login {
                     token_sha256: token,
@@ -450,12 +425,9 @@ impl Pg {
     pub async fn delete_login(&self, token: [u8; 32]) -> Result<(), MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
-                c.execute(
-                    "DELETE FROM console_login WHERE token_sha256 = $1",
-                    &[&&token[..]],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?;
+                c.execute(sql::DELETE_LOGIN.pg, &[&&token[..]])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
                 Ok(())
             })
         })
@@ -465,12 +437,9 @@ impl Pg {
     pub async fn audit_from(&self, v: [String; 4]) -> Result<(), MetaError> {
         self.run(Which::Keys, move |c, t| {
             Box::pin(async move {
-                c.execute(
-                    "INSERT INTO audit_log (actor, action, detail, address) VALUES ($1, $2, $3, $4)",
-                    &[&v[0], &v[1], &v[2], &v[3]],
-                )
-                .await
-                .map_err(|e| pg_err(&t, e))?;
+                c.execute(sql::INSERT_AUDIT_FROM.pg, &[&v[0], &v[1], &v[2], &v[3]])
+                    .await
+                    .map_err(|e| pg_err(&t, e))?;
                 Ok(())
             })
         })

@@ -5,39 +5,22 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Lite, chain_pending_audit_rows};
 use crate::metadata::{
-    AccessChange, AccessOutcome, AccessRows, Admitted, AgentAccount, CertSeen, Credential,
-    MetaError, SEEN_REFRESH_US, access_detail, now_us,
+    AccessChange, AccessOutcome, AccessRows, Admitted, CertSeen, MetaError, SEEN_REFRESH_US,
+    access_detail, now_us,
 };
+use crate::metadata::{rows, sql};
 
 impl Lite {
     pub async fn access_rows(&self) -> Result<AccessRows, MetaError> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT fingerprint, agent_id, issued_us, not_after_us, revoked_us, revoked_reason FROM agent_credential",
-            )?;
+            let mut st = c.prepare(sql::CREDENTIALS.lite)?;
             let credentials = st
-                .query_map([], |r| {
-                    Ok(Credential {
-                        fingerprint: r.get(0)?,
-                        agent: r.get(1)?,
-                        issued_us: r.get(2)?,
-                        not_after_us: r.get(3)?,
-                        revoked_us: r.get(4)?,
-                        revoked_reason: r.get(5)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut st =
-                c.prepare("SELECT agent_id, disabled_us, registered_only FROM agent_account")?;
+                .query_and_then([], |r| rows::credential(r))?
+                .collect::<Result<_, MetaError>>()?;
+            let mut st = c.prepare(sql::ACCOUNTS.lite)?;
             let accounts = st
-                .query_map([], |r| {
-                    Ok(AgentAccount {
-                        agent: r.get(0)?,
-                        disabled_us: r.get(1)?,
-                        registered_only: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                .query_and_then([], |r| rows::account(r))?
+                .collect::<Result<_, MetaError>>()?;
             Ok(AccessRows {
                 credentials,
                 accounts,
@@ -68,7 +51,7 @@ impl Lite {
             match &change {
                 AccessChange::Issue(cred) | AccessChange::Register(cred) => {
                     tx.execute(
-                        "INSERT INTO agent_credential (fingerprint, agent_id, issued_us, not_after_us) VALUES (?1, ?2, ?3, ?4)",
+                        sql::INSERT_CREDENTIAL.lite,
                         params![cred.fingerprint, cred.agent, cred.issued_us, cred.not_after_us],
                     )?;
                     out.revoked = revoke(&tx, "superseded by a later certificate", Some(&cred.fingerprint))?;
@@ -103,7 +86,7 @@ impl Lite {
                 }
             }
             tx.execute(
-                "INSERT INTO audit_log (actor, action, detail) VALUES (?1, ?2, ?3)",
+                sql::INSERT_AUDIT.lite,
                 params![actor, change.action(), access_detail(&change, &out)],
             )?;
             tx.commit()?;
@@ -137,10 +120,7 @@ impl Lite {
 
     pub async fn note_serial(&self, fingerprint: String, serial: String) -> Result<(), MetaError> {
         self.with(move |c| {
-            c.execute(
-                "UPDATE agent_credential SET serial = ?2 WHERE fingerprint = ?1 AND serial IS NULL",
-                params![fingerprint, serial],
-            )?;
+            c.execute(sql::NOTE_SERIAL.lite, params![fingerprint, serial])?;
             Ok(())
         })
         .await
@@ -148,20 +128,8 @@ impl Lite {
 
     pub async fn certificates_seen(&self) -> Result<Vec<CertSeen>, MetaError> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT fingerprint, serial, first_seen_us, last_seen_us FROM agent_credential",
-            )?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(CertSeen {
-                        fingerprint: r.get(0)?,
-                        serial: r.get(1)?,
-                        first_seen_us: r.get(2)?,
-                        last_seen_us: r.get(3)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let mut st = c.prepare(sql::CERTIFICATES_SEEN.lite)?;
+            st.query_and_then([], |r| rows::cert_seen(r))?.collect()
         })
         .await
     }

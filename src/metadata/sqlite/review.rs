@@ -6,13 +6,11 @@ use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use super::Lite;
 use crate::metadata::MetaError;
 use crate::metadata::review::{
-    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, Role, SessionQuery, SessionSummary,
-    StreamState, like_pattern,
+    AuditQuery, AuditRow, ChunkLocation, ConsoleUser, Login, RecordedAgent, SessionQuery,
+    SessionSummary, StreamState, like_pattern,
 };
-
-const SESSION_COLUMNS: &str = "r.agent_id, r.session_id, r.first_capture_us, r.last_capture_us, r.chunks, r.bytes, r.gaps, r.updated_us, \
-     (SELECT k.priv_encrypted FROM encryption_dek d JOIN encryption_kek k ON k.fingerprint = d.kek_fingerprint \
-      WHERE d.dek_id = r.last_dek_id LIMIT 1)";
+use crate::metadata::rows;
+use crate::metadata::sql::{self, SESSION_COLUMNS};
 
 fn bytes16(v: Vec<u8>) -> Result<[u8; 16], MetaError> {
     v.try_into()
@@ -36,28 +34,6 @@ fn summary(r: &Row) -> rusqlite::Result<(SessionSummary, Vec<u8>)> {
         r.get(1)?,
     ))
 }
-
-fn user(r: &Row) -> rusqlite::Result<(ConsoleUser, String)> {
-    let agents: String = r.get(3)?;
-    Ok((
-        ConsoleUser {
-            name: r.get(0)?,
-            role: Role::Reviewer,
-            password_hash: r.get(2)?,
-            agents: agents.lines().map(str::to_owned).collect(),
-            created_us: r.get(4)?,
-            disabled_us: r.get(5)?,
-        },
-        r.get(1)?,
-    ))
-}
-
-fn with_role((mut u, role): (ConsoleUser, String)) -> Result<ConsoleUser, MetaError> {
-    u.role = Role::parse(&role).ok_or_else(|| MetaError::Row(format!("unknown role {role:?}")))?;
-    Ok(u)
-}
-
-const USER_COLUMNS: &str = "name, role, password_hash, agents, created_us, disabled_us";
 
 impl Lite {
     pub async fn sessions(&self, q: SessionQuery) -> Result<Vec<SessionSummary>, MetaError> {
@@ -141,7 +117,7 @@ impl Lite {
     pub async fn recorded_agents(
         &self,
         allowed: Option<Vec<String>>,
-    ) -> Result<Vec<(String, i64, i64)>, MetaError> {
+    ) -> Result<Vec<RecordedAgent>, MetaError> {
         self.with(move |c| {
             let mut sql =
                 "SELECT agent_id, count(*), max(last_capture_us) FROM recording_session".to_owned();
@@ -160,7 +136,11 @@ impl Lite {
             sql.push_str(" GROUP BY agent_id ORDER BY agent_id");
             let mut st = c.prepare(&sql)?;
             let rows = st.query_map(params_from_iter(args), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(RecordedAgent {
+                    agent: r.get(0)?,
+                    sessions: r.get(1)?,
+                    last_capture_us: r.get(2)?,
+                })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -279,11 +259,9 @@ impl Lite {
         dek_id: [u8; 16],
     ) -> Result<Option<(String, Vec<u8>)>, MetaError> {
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT agent_id, record FROM encryption_dek WHERE dek_id = ?1",
-                [&dek_id[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            Ok(c.query_row(sql::DEK_RECORD.lite, [&dek_id[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?)
         })
         .await
@@ -291,9 +269,7 @@ impl Lite {
 
     pub async fn session_agents(&self, session: [u8; 16]) -> Result<Vec<String>, MetaError> {
         self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT agent_id FROM recording_session WHERE session_id = ?1 ORDER BY agent_id LIMIT 16",
-            )?;
+            let mut st = c.prepare_cached(sql::SESSION_AGENTS.lite)?;
             let rows = st.query_map([&session[..]], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -302,9 +278,7 @@ impl Lite {
 
     pub async fn kek_agents(&self, kek: String) -> Result<Vec<String>, MetaError> {
         self.with(move |c| {
-            let mut st = c.prepare(
-                "SELECT DISTINCT agent_id FROM encryption_dek WHERE kek_fingerprint = ?1",
-            )?;
+            let mut st = c.prepare(sql::KEK_AGENTS.lite)?;
             let rows = st.query_map([kek], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -313,25 +287,18 @@ impl Lite {
 
     pub async fn console_user(&self, name: String) -> Result<Option<ConsoleUser>, MetaError> {
         self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {USER_COLUMNS} FROM console_user WHERE name = ?1"),
-                [name],
-                user,
-            )
-            .optional()?
-            .map(with_role)
-            .transpose()
+            c.prepare(sql::CONSOLE_USER.lite)?
+                .query_and_then([name], |r| rows::console_user(r))?
+                .next()
+                .transpose()
         })
         .await
     }
 
     pub async fn console_users(&self) -> Result<Vec<ConsoleUser>, MetaError> {
         self.with(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {USER_COLUMNS} FROM console_user ORDER BY name"
-            ))?;
-            let rows = st.query_map([], user)?;
-            rows.map(|r| with_role(r?)).collect()
+            let mut st = c.prepare(sql::CONSOLE_USERS.lite)?;
+            st.query_and_then([], |r| rows::console_user(r))?.collect()
         })
         .await
     }
@@ -346,8 +313,7 @@ impl Lite {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let sql = if new_only {
-                "INSERT INTO console_user (name, role, password_hash, agents, created_us, disabled_us) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING"
+                sql::INSERT_CONSOLE_USER.lite
             } else {
                 "INSERT INTO console_user (name, role, password_hash, agents, created_us, disabled_us) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
@@ -368,11 +334,11 @@ impl Lite {
                 u.disabled_us.is_some()
             );
             tx.execute(
-                "INSERT INTO audit_log (actor, action, detail) VALUES (?1, ?2, ?3)",
+                sql::INSERT_AUDIT.lite,
                 params![actor, action, detail],
             )?;
             if u.disabled_us.is_some() {
-                tx.execute("DELETE FROM console_login WHERE user_name = ?1", [&u.name])?;
+                tx.execute(sql::DELETE_USER_LOGINS.lite, [&u.name])?;
             }
             tx.commit()?;
             super::chain_pending_audit_rows(c)?;
@@ -384,8 +350,15 @@ impl Lite {
     pub async fn insert_login(&self, l: Login) -> Result<(), MetaError> {
         self.with(move |c| {
             c.execute(
-                "INSERT INTO console_login (token_sha256, user_name, csrf, address, created_us, last_seen_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![&l.token_sha256[..], l.user, l.csrf, l.address, l.created_us, l.last_seen_us],
+                sql::INSERT_LOGIN.lite,
+                params![
+                    &l.token_sha256[..],
+                    l.user,
+                    l.csrf,
+                    l.address,
+                    l.created_us,
+                    l.last_seen_us
+                ],
             )?;
             Ok(())
         })
@@ -401,8 +374,7 @@ impl Lite {
         self.with(move |c| {
             let login = c
                 .query_row(
-                    "UPDATE console_login SET last_seen_us = ?2 WHERE token_sha256 = ?1 AND last_seen_us >= ?3 \
-                     RETURNING user_name, csrf, address, created_us, last_seen_us",
+                    sql::TOUCH_LOGIN.lite,
                     params![&token[..], now, now - idle],
                     |r| {
                         Ok(Login {
@@ -419,7 +391,7 @@ impl Lite {
             if login.is_none() {
                 // Unknown or idle too long: clear every expired login now (not on every
                 // request, which would be a second write on each).
-                c.execute("DELETE FROM console_login WHERE last_seen_us < ?1", [now - idle])?;
+                c.execute(sql::DELETE_IDLE_LOGINS.lite, [now - idle])?;
             }
             Ok(login)
         })
@@ -428,10 +400,7 @@ impl Lite {
 
     pub async fn delete_login(&self, token: [u8; 32]) -> Result<(), MetaError> {
         self.with(move |c| {
-            c.execute(
-                "DELETE FROM console_login WHERE token_sha256 = ?1",
-                [&token[..]],
-            )?;
+            c.execute(sql::DELETE_LOGIN.lite, [&token[..]])?;
             Ok(())
         })
         .await
@@ -439,10 +408,7 @@ impl Lite {
 
     pub async fn audit_from(&self, v: [String; 4]) -> Result<(), MetaError> {
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO audit_log (actor, action, detail, address) VALUES (?1, ?2, ?3, ?4)",
-                params![v[0], v[1], v[2], v[3]],
-            )?;
+            c.execute(sql::INSERT_AUDIT_FROM.lite, params![v[0], v[1], v[2], v[3]])?;
             super::chain_pending_audit_rows(c)?;
             Ok(())
         })

@@ -1,4 +1,7 @@
-//! Agent access: certificates issued, revoked, superseded; accounts disabled and enabled.
+//! Agent access: certificates issued, revoked, superseded; accounts disabled and enabled;
+//! certificates admitted by a node, their serials and sightings.
+
+use sealstream::metadata::{Admitted, CertSeen, SEEN_REFRESH_US};
 
 use super::*;
 
@@ -6,6 +9,11 @@ conformance!(
     access_changes_read_back,
     sqlite: access_changes_read_back_sqlite,
     postgres: access_changes_read_back_postgres,
+);
+conformance!(
+    admitted_certificates_note_serials_and_sightings,
+    sqlite: admitted_certificates_note_serials_and_sightings_sqlite,
+    postgres: admitted_certificates_note_serials_and_sightings_postgres,
 );
 
 fn fingerprint(n: u8) -> String {
@@ -226,5 +234,115 @@ async fn access_changes_read_back(m: &Metadata) {
                 "agent=ts-04 disabled=false changed=false".into()
             ),
         ]
+    );
+}
+
+fn admitted(n: u8, agent_name: &str, seen_us: i64) -> Admitted {
+    Admitted {
+        fingerprint: fingerprint(n),
+        agent: agent_name.into(),
+        serial: format!("{n:02x}{n:02x}"),
+        not_before_us: 100 * i64::from(n),
+        not_after_us: 9_000,
+        seen_us,
+    }
+}
+
+fn seen(n: u8, serial: Option<&str>, first: Option<i64>, last: Option<i64>) -> CertSeen {
+    CertSeen {
+        fingerprint: fingerprint(n),
+        serial: serial.map(str::to_owned),
+        first_seen_us: first,
+        last_seen_us: last,
+    }
+}
+
+async fn certificates(m: &Metadata) -> Vec<CertSeen> {
+    let mut v = m.certificates_seen().await.unwrap();
+    v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    v
+}
+
+/// A certificate admitted for the first time gets its row (new to the registry), serial and
+/// sightings; admitted again within `SEEN_REFRESH_US` nothing is written, later its last
+/// sighting moves. An issued certificate gets a serial noted once, and its sightings at its
+/// first admission. An agent that accepts registered certificates only gets no row for another.
+async fn admitted_certificates_note_serials_and_sightings(m: &Metadata) {
+    let t = 1_000_000_000;
+    assert!(m.record_admitted(admitted(1, "ts-01", t)).await.unwrap());
+    let row = |n: u8| {
+        let want = fingerprint(n);
+        async move {
+            m.access_rows()
+                .await
+                .unwrap()
+                .credentials
+                .into_iter()
+                .find(|c| c.fingerprint == want)
+        }
+    };
+    assert_eq!(
+        row(1).await,
+        Some(Credential {
+            issued_us: 100,
+            ..credential(1, "ts-01")
+        }),
+        "an offline CA's certificate enters the registry as admitted"
+    );
+    assert_eq!(
+        certificates(m).await,
+        vec![seen(1, Some("0101"), Some(t), Some(t))]
+    );
+    let soon = t + SEEN_REFRESH_US - 1;
+    assert!(!m.record_admitted(admitted(1, "ts-01", soon)).await.unwrap());
+    assert_eq!(
+        certificates(m).await,
+        vec![seen(1, Some("0101"), Some(t), Some(t))],
+        "a fresh sighting is not written again"
+    );
+    let later = t + SEEN_REFRESH_US + 1;
+    assert!(
+        !m.record_admitted(admitted(1, "ts-01", later))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        certificates(m).await,
+        vec![seen(1, Some("0101"), Some(t), Some(later))]
+    );
+
+    // Issued here: no serial or sightings until noted or admitted.
+    m.change_access(AccessChange::Issue(credential(2, "ts-02")), "ops")
+        .await
+        .unwrap();
+    assert_eq!(
+        certificates(m).await[1..],
+        [seen(2, None, None, None)],
+        "issued, never seen"
+    );
+    m.note_serial(&fingerprint(2), "beef").await.unwrap();
+    m.note_serial(&fingerprint(2), "dead").await.unwrap();
+    m.note_serial(&fingerprint(9), "0909").await.unwrap();
+    assert_eq!(
+        certificates(m).await[1..],
+        [seen(2, Some("beef"), None, None)],
+        "the first serial noted stays; an unknown certificate gets no row"
+    );
+    assert!(!m.record_admitted(admitted(2, "ts-02", t)).await.unwrap());
+    assert_eq!(
+        certificates(m).await[1..],
+        [seen(2, Some("beef"), Some(t), Some(t))]
+    );
+
+    // Registered certificates only (`agents config`): another certificate gets no row.
+    m.change_access(AccessChange::Register(credential(3, "ts-03")), "ops")
+        .await
+        .unwrap();
+    assert!(!m.record_admitted(admitted(4, "ts-03", t)).await.unwrap());
+    assert_eq!(row(4).await, None);
+    assert_eq!(
+        certificates(m).await.len(),
+        3,
+        "certificates 1, 2 and 3 only"
     );
 }

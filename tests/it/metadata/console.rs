@@ -90,7 +90,7 @@ async fn console_users_grants_and_logins_round_trip(m: &Metadata) {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.0)
+        .map(|a| a.agent)
         .collect();
     assert_eq!(agents, vec!["eu-west-7", "ts-01", "vdi_1"]);
 

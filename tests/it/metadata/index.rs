@@ -136,10 +136,7 @@ async fn segment_index_reads_back(m: &Metadata) {
     );
     assert_eq!(
         m.recorded_agents(None).await.unwrap(),
-        vec![
-            (a.to_owned(), 1, 1_500_000),
-            ("vdi-1".to_owned(), 1, 900_000)
-        ]
+        vec![recorded(a, 1, 1_500_000), recorded("vdi-1", 1, 900_000)]
     );
 
     // Chunk places: by stream then seq, from a seq, a stream, a limit.
@@ -372,18 +369,18 @@ async fn session_pages_order_filter_and_continue(m: &Metadata) {
     assert_eq!(
         m.recorded_agents(None).await.unwrap(),
         vec![
-            ("TS-03".to_owned(), 1, 20),
-            ("ts-01".to_owned(), 1, 500),
-            ("ts-02".to_owned(), 2, 500),
-            ("ts_04".to_owned(), 1, 900),
-            ("tsx04".to_owned(), 1, 160),
-            ("vdi-1".to_owned(), 1, 700),
+            recorded("TS-03", 1, 20),
+            recorded("ts-01", 1, 500),
+            recorded("ts-02", 2, 500),
+            recorded("ts_04", 1, 900),
+            recorded("tsx04", 1, 160),
+            recorded("vdi-1", 1, 700),
         ],
         "by agent, in byte order"
     );
     assert_eq!(
         m.recorded_agents(Some(vec!["ts-*".into()])).await.unwrap(),
-        vec![("ts-01".to_owned(), 1, 500), ("ts-02".to_owned(), 2, 500)]
+        vec![recorded("ts-01", 1, 500), recorded("ts-02", 2, 500)]
     );
     assert_eq!(m.recorded_agents(Some(vec![])).await.unwrap(), vec![]);
 }

@@ -31,9 +31,13 @@ async fn leases_raise_epochs_and_fence_stale_commits(m: &Metadata) {
         .await
         .unwrap()
         .into_iter()
-        .map(|(agent, epoch, node, since)| {
-            assert!((t0..=t1).contains(&since), "lease since {since}");
-            (agent, epoch, node)
+        .map(|l| {
+            assert!(
+                (t0..=t1).contains(&l.since_us),
+                "lease since {}",
+                l.since_us
+            );
+            (l.agent, l.epoch, l.node)
         })
         .collect();
     let want: Vec<(String, i64, String)> = if leases {

@@ -1,15 +1,19 @@
-//! One conformance suite for the metadata store, run on both backends. Each check is written
-//! once, against the public `Metadata` API, and `conformance!` makes it two tests: `<check>_sqlite`
-//! on a fresh embedded SQLite file and `<check>_postgres` on a fresh PostgreSQL database (dropped
-//! at the end, also when the check fails). Where the backends should agree, every answer is
-//! compared with one expected value built from the check's own inputs, never from what either
-//! backend said; so a backend that drifts fails its half of the pair.
+//! The metadata conformance suite, run on both backends: every method of the backend traits
+//! (`sealstream::metadata::store`: `IndexStore`, `KeyStore`, `AccessStore`, `ConsoleStore`,
+//! `AuditStore`, `ReviewStore` and `Backend`) is exercised by at least one check here. Each
+//! check is written once, against the public `Metadata` API (which calls the traits), and
+//! `conformance!` makes it two tests: `<check>_sqlite` on a fresh embedded SQLite file and
+//! `<check>_postgres` on a fresh PostgreSQL database (dropped at the end, also when the check
+//! fails). Where the backends should agree, every answer is compared with one expected value
+//! built from the check's own inputs, never from what either backend said; so a backend that
+//! drifts fails its half of the pair.
 //!
-//! Covered: the segment index as the console reads it (session summaries, chunk locations,
-//! frame picks, stream positions, digests), session pages (order, cursors, filters, reviewer
-//! grants), repeated and conflicting index writes, KEK and DEK records, agent access changes,
-//! leases and fenced commits, the audit chain (and tampering with what it returns), audit pages,
-//! console users, grants and logins.
+//! Covered: the backend's name, pings and counts; the segment index as the console reads it
+//! (session summaries, chunk locations, frame picks, stream positions, digests), session pages
+//! (order, cursors, filters, reviewer grants), repeated and conflicting index writes, KEK and
+//! DEK records, agent access changes, admitted certificates' serials and sightings, leases and
+//! fenced commits, the audit chain (and tampering with what it returns), audit pages, console
+//! users, grants and logins.
 //!
 //! A difference between the backends fails its check on the backend at fault. The four the
 //! suite found when it was written (KEK audit rows hashed only at the next write on SQLite, one
@@ -31,8 +35,9 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use sealstream::metadata::{
     AccessChange, AccessOutcome, AccessRows, AgentAccount, AuditQuery, AuditRow, ChunkLocation,
-    ChunkRow, ConsoleUser, Credential, INDEX_EMPTY, KekRow, Login, Metadata, Role, SegmentCommit,
-    SessionQuery, SessionSummary, StreamRow, StreamState, StreamUpdate, Table, now_us,
+    ChunkRow, ConsoleUser, Credential, INDEX_EMPTY, KekRow, Login, Metadata, RecordedAgent, Role,
+    SegmentCommit, SessionQuery, SessionSummary, StreamRow, StreamState, StreamUpdate, Table,
+    now_us,
 };
 use sealstream::protocol::chunk::{FLAG_CHECKPOINT, FLAG_FINAL, FLAG_GAP};
 use sealstream::protocol::{AgentId, DekId, DekRecord, KekId, SessionId, StreamId};
@@ -114,6 +119,7 @@ macro_rules! conformance {
 
 mod access;
 mod audit;
+mod backend;
 mod console;
 mod index;
 mod keys;
@@ -127,6 +133,14 @@ const S1: [u8; 16] = [0x11; 16];
 const S2: [u8; 16] = [0x22; 16];
 /// Where a test segment's first chunk starts (after its header).
 const SEGMENT_HEADER: u64 = 64;
+
+fn recorded(agent: &str, sessions: i64, last_capture_us: i64) -> RecordedAgent {
+    RecordedAgent {
+        agent: agent.to_owned(),
+        sessions,
+        last_capture_us,
+    }
+}
 
 fn kek_id(n: u8) -> KekId {
     KekId([n; 32])
