@@ -21,8 +21,7 @@ pub(super) struct Queue {
     pub(super) state: Mutex<QueueState>,
     pub(super) changed: Notify,
     /// Seals this stream's chunks (None for a stream recovered from the spool: its DEK is gone).
-    /// An async lock: `push` holds it from sealing until the chunk is spooled and queued.
-    pub(super) sealer: tokio::sync::Mutex<Option<StreamSealer>>,
+    pub(super) sealer: Mutex<Option<StreamSealer>>,
     /// The DEK record this stream's chunks are sealed under, as a message.
     pub(super) dek_message: Bytes,
 }
@@ -96,7 +95,7 @@ impl Agent {
             serial: self.queue_serial.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(QueueState::default()),
             changed: Notify::new(),
-            sealer: tokio::sync::Mutex::new(sealer),
+            sealer: Mutex::new(sealer),
             dek_message,
         });
         // Sessions come and go for months on a terminal server: streams that are done (final
@@ -146,9 +145,8 @@ impl Agent {
             .await
             .expect("semaphore never closed");
         // The sealer stays locked until the chunk is queued: `drop_oldest` (which takes it
-        // first, or passes this stream by while it is taken) must never see a sequence number
-        // sealed but not yet in the queue.
-        let mut sealer_guard = q.sealer.lock().await;
+        // first) must never see a sequence number sealed but not yet in the queue.
+        let mut sealer_guard = q.sealer.lock().expect("sealer lock");
         let sealer = sealer_guard.as_mut().expect("live streams have a sealer");
         let chain_before = sealer.chain_head();
         let chunk = sealer
@@ -161,11 +159,9 @@ impl Agent {
             o.sealed(chunk.len());
         }
         if let Some(sp) = &self.spool {
-            // Spooled before it can be sent: written by the spool's thread, waited for here.
-            let written = sp.lock().expect("spool lock").append(&chunk);
-            if let Err(e) = written.wait().await {
+            // Spooled before it can be sent.
+            if let Err(e) = sp.lock().expect("spool lock").append(&chunk) {
                 tracing::error!(error = %e, "cannot write the spool; this chunk is kept in memory only");
-                sp.lock().expect("spool lock").unrecord(&chunk);
             }
         }
         {
@@ -180,14 +176,6 @@ impl Agent {
         }
         drop(sealer_guard);
         q.changed.notify_one();
-        if let Some(sp) = &self.spool
-            && self.config.spool_full == SpoolFull::DropOldest
-            && sp.lock().expect("spool lock").bytes() >= self.config.spool_max_bytes
-        {
-            // A pusher waiting for room passed this stream by while its sealer was taken:
-            // it may drop this stream's backlog now.
-            self.spool_room.notify_waiters();
-        }
     }
 
     /// Spool full under `drop_oldest`: drop the unsent backlog of the stream whose next unsent
@@ -198,8 +186,7 @@ impl Agent {
         let victim = queues
             .iter()
             .filter_map(|q| {
-                // A stream whose sealer is taken is sealing a chunk now: passed by.
-                if !q.sealer.try_lock().is_ok_and(|s| s.is_some()) {
+                if q.sealer.lock().expect("sealer lock").is_none() {
                     return None;
                 }
                 let s = q.state.lock().expect("queue lock");
@@ -212,9 +199,7 @@ impl Agent {
         let Some(q) = victim else {
             return false;
         };
-        let Ok(mut sealer) = q.sealer.try_lock() else {
-            return false;
-        };
+        let mut sealer = q.sealer.lock().expect("sealer lock");
         let Some(sealer) = sealer.as_mut() else {
             return false;
         };
@@ -244,12 +229,13 @@ impl Agent {
             let mut sp = sp.lock().expect("spool lock");
             for e in &dropped {
                 let h = &e.chunk.header;
-                sp.ack(h.session, h.stream, h.seq);
+                if let Err(err) = sp.ack(h.session, h.stream, h.seq) {
+                    tracing::error!(error = %err, "cannot drop a chunk from the spool");
+                }
             }
-            // Not waited for here (this runs in `push`'s check for room, which cannot wait):
-            // the spool's writer keeps order, and `push` waits for its own chunk's record,
-            // written after this one. A failure is logged by the chunk's append.
-            drop(sp.append(&record));
+            if let Err(err) = sp.append(&record) {
+                tracing::error!(error = %err, "cannot spool a gap record");
+            }
         }
         // Other pushers waiting for room see what the dropped chunks released.
         self.spool_room.notify_waiters();
@@ -278,7 +264,7 @@ impl Agent {
         let due = q
             .sealer
             .lock()
-            .await
+            .expect("sealer lock")
             .as_ref()
             .is_some_and(|s| s.checkpoint_due());
         if due && !q.state.lock().expect("queue lock").finished {

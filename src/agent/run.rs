@@ -36,18 +36,7 @@ pub async fn run_observed(
     let agent = Arc::new(Agent::new(config, observer)?);
     metrics::describe();
     tracing::info!(agent = %agent.identity, kek = %agent.kek, nodes = ?agent.nodes, "agent starting; DEK made in memory");
-    // The uplink runs until told to stop (below, once everything is acked or the drain time
-    // is up); stopping ends it at its next wait, and its stream tasks with it.
-    let (quit, mut quitting) = watch::channel(false);
-    let conn = tokio::spawn({
-        let agent = agent.clone();
-        async move {
-            tokio::select! {
-                () = agent.connection_loop() => {}
-                _ = quitting.wait_for(|q| *q) => {}
-            }
-        }
-    });
+    let conn = tokio::spawn(agent.clone().connection_loop());
     let metrics = match agent.config.metrics_listen {
         Some(addr) => Some(metrics::start_metrics(agent.clone(), addr).await?),
         None => None,
@@ -93,8 +82,7 @@ pub async fn run_observed(
             }
         }
     }
-    let _ = quit.send(true);
-    let _ = conn.await;
+    conn.abort();
     if let Some(m) = metrics {
         m.abort();
     }
@@ -105,11 +93,6 @@ pub async fn run_observed(
     // The close is sent by the endpoint's driver: give it the moment it needs before this
     // process exits, or the node hears nothing and logs the agent as timed out.
     let _ = tokio::time::timeout(CLOSE_GRACE, agent.endpoint.wait_idle()).await;
-    // Whatever the spool's writer was asked (acks, records) is on disk before the report.
-    if let Some(sp) = &agent.spool {
-        let written = sp.lock().expect("spool lock").barrier();
-        let _ = written.wait().await;
-    }
     let unacked = agent.unacked();
     let spooled = agent
         .spool

@@ -10,20 +10,12 @@
 //!
 //! A file is deleted when every chunk in it is acked. On start, a torn tail (a record cut by a
 //! crash) or a corrupt record is counted, skipped, and reading goes on: never a crash loop.
-//!
-//! `Spool` keeps the bookkeeping (which file holds which unacked chunk, sizes), exact the moment
-//! a call returns; the file IO itself runs on the spool's writer thread (`writer`), in order,
-//! and a caller awaits what it must know is written (`Written`).
-
-mod writer;
-
-pub use writer::Written;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -66,15 +58,15 @@ struct FileState {
 }
 
 pub struct Spool {
+    dir: PathBuf,
     files: BTreeMap<u64, FileState>,
     where_is: HashMap<ChunkKey, u64>,
-    /// The file appended to now.
-    current: Option<u64>,
+    current: Option<(u64, File)>,
     dek_record: Option<Vec<u8>>,
+    ledger: File,
+    last_sync: Instant,
+    sync_every: Duration,
     stats: SpoolStats,
-    /// The writer thread's queue (None once dropped) and the thread.
-    writer: Option<std::sync::mpsc::Sender<writer::Op>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -295,15 +287,16 @@ impl Spool {
             .append(true)
             .open(&ledger_path)
             .map_err(err(&ledger_path))?;
-        let (writer, thread) = writer::start(dir, ledger, sync_every).map_err(err(dir))?;
         let mut spool = Spool {
+            dir: dir.to_owned(),
             files,
             where_is,
             current: None,
             dek_record: None,
+            ledger,
+            last_sync: Instant::now(),
+            sync_every,
             stats,
-            writer: Some(writer),
-            thread: Some(thread),
         };
         spool.refresh_stats(
             recovered
@@ -354,26 +347,32 @@ impl Spool {
         rec
     }
 
-    fn send(&self, op: writer::Op) {
-        // The thread only stops when the spool is dropped.
-        if let Some(w) = &self.writer {
-            let _ = w.send(op);
-        }
-    }
-
-    /// Append a sealed chunk: counted in the spool at once, on disk (in the page cache,
-    /// fsynced every `sync_every`) once the answer says so. A caller that got an error calls
-    /// `unrecord`: the chunk is then kept in memory only.
-    pub fn append(&mut self, chunk: &SealedChunk) -> Written {
+    /// Append a sealed chunk; it is on disk (in the page cache, fsynced every `sync_every`)
+    /// before this returns.
+    pub fn append(&mut self, chunk: &SealedChunk) -> Result<(), SpoolError> {
         let rotate = match &self.current {
             None => true,
-            Some(n) => self.files.get(n).is_none_or(|f| f.size >= FILE_BYTES),
+            Some((n, _)) => self.files.get(n).is_none_or(|f| f.size >= FILE_BYTES),
         };
         if rotate {
+            if let Some((_, f)) = self.current.take() {
+                let _ = f.sync_all();
+            }
             let n = self.files.keys().next_back().map_or(1, |n| n + 1);
-            let head = self.dek_record.as_ref().map(|d| Self::record(TYPE_DEK, d));
-            let size = head.as_ref().map_or(0, |h| h.len() as u64);
-            self.send(writer::Op::Open { n, head });
+            let path = self.dir.join(file_name(n));
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .map_err(err(&path))?;
+            let mut size = 0;
+            if let Some(dek) = &self.dek_record {
+                let rec = Self::record(TYPE_DEK, dek);
+                f.write_all(&rec).map_err(err(&path))?;
+                size = rec.len() as u64;
+            }
+            // The new file's directory entry must be durable too.
+            let _ = File::open(&self.dir).and_then(|d| d.sync_all());
             self.files.insert(
                 n,
                 FileState {
@@ -381,50 +380,42 @@ impl Spool {
                     pending: HashSet::new(),
                 },
             );
-            self.current = Some(n);
+            self.current = Some((n, f));
         }
-        let n = self.current.expect("opened above");
-        let record = Self::record(TYPE_CHUNK, chunk.bytes());
+        let (n, f) = self.current.as_mut().expect("opened above");
+        let rec = Self::record(TYPE_CHUNK, chunk.bytes());
+        let path = self.dir.join(file_name(*n));
+        f.write_all(&rec).map_err(err(&path))?;
+        if self.last_sync.elapsed() >= self.sync_every {
+            f.sync_data().map_err(err(&path))?;
+            self.last_sync = Instant::now();
+        }
         let key = (chunk.header.session, chunk.header.stream, chunk.header.seq);
-        let state = self.files.get_mut(&n).expect("current file is tracked");
-        state.size += record.len() as u64;
+        let state = self.files.get_mut(n).expect("current file is tracked");
+        state.size += rec.len() as u64;
         state.pending.insert(key);
+        let n = *n;
         self.where_is.insert(key, n);
         self.stats.records = self.where_is.len() as u64;
         self.stats.bytes = self.bytes();
-        let (done, rx) = tokio::sync::oneshot::channel();
-        self.send(writer::Op::Append { n, record, done });
-        Written::new(rx)
+        Ok(())
     }
 
-    /// `chunk`'s append failed: it is not in the spool. A file that never started is let go,
-    /// so the next append starts another.
-    pub fn unrecord(&mut self, chunk: &SealedChunk) {
-        let key = (chunk.header.session, chunk.header.stream, chunk.header.seq);
-        let Some(n) = self.where_is.remove(&key) else {
-            return;
-        };
-        if let Some(f) = self.files.get_mut(&n) {
-            f.pending.remove(&key);
-            f.size = f.size.saturating_sub(9 + chunk.len() as u64);
-            if f.pending.is_empty() && self.current == Some(n) {
-                self.current = None;
-                self.files.remove(&n);
-                self.send(writer::Op::Remove(n));
-            }
-        }
-        self.stats.records = self.where_is.len() as u64;
-        self.stats.bytes = self.bytes();
-    }
-
-    /// The server acked this chunk: record it, and delete its file once all of it is acked
-    /// (both on the writer thread; `barrier` waits for them).
-    pub fn ack(&mut self, session: SessionId, stream: StreamId, seq: u64) {
+    /// The server acked this chunk: record it, and delete its file once all of it is acked.
+    pub fn ack(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        seq: u64,
+    ) -> Result<(), SpoolError> {
         let key = (session, stream, seq);
         let Some(n) = self.where_is.remove(&key) else {
-            return;
+            return Ok(());
         };
-        self.send(writer::Op::Ledger(ledger_record(&key).to_vec()));
+        let ledger_path = self.dir.join("ledger");
+        self.ledger
+            .write_all(&ledger_record(&key))
+            .map_err(err(&ledger_path))?;
         let done = self.files.get_mut(&n).is_some_and(|f| {
             f.pending.remove(&key);
             f.pending.is_empty()
@@ -432,35 +423,16 @@ impl Spool {
         if done {
             // The current file too: the next append starts a new one (so space frees even
             // while everything fits in one file).
-            if self.current == Some(n) {
+            if self.current.as_ref().is_some_and(|(c, _)| *c == n) {
                 self.current = None;
             }
             self.files.remove(&n);
-            self.send(writer::Op::Remove(n));
+            let path = self.dir.join(file_name(n));
+            std::fs::remove_file(&path).map_err(err(&path))?;
         }
         self.stats.records = self.where_is.len() as u64;
         self.stats.bytes = self.bytes();
-    }
-
-    /// Done once every file operation asked for so far is.
-    pub fn barrier(&self) -> Written {
-        if self.writer.is_none() {
-            return Written::done();
-        }
-        let (done, rx) = tokio::sync::oneshot::channel();
-        self.send(writer::Op::Barrier(done));
-        Written::new(rx)
-    }
-}
-
-impl Drop for Spool {
-    /// The writer finishes what it was asked (every caller awaited its own, so little is
-    /// left), so that a spool opened again on this directory reads it all.
-    fn drop(&mut self) {
-        self.writer = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Ok(())
     }
 }
 
@@ -519,10 +491,10 @@ mod tests {
             assert!(rec.is_empty());
             sp.set_dek(&record(&dek));
             for c in &cs {
-                sp.append(c).wait_blocking().unwrap();
+                sp.append(c).unwrap();
             }
-            sp.ack(SessionId([9; 16]), StreamId(0), 0);
-            sp.ack(SessionId([9; 16]), StreamId(0), 1);
+            sp.ack(SessionId([9; 16]), StreamId(0), 0).unwrap();
+            sp.ack(SessionId([9; 16]), StreamId(0), 1).unwrap();
         } // dropped without any shutdown: as after kill -9
         let (sp, rec) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(rec.len(), 1);
@@ -544,10 +516,10 @@ mod tests {
         let (mut sp, _) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         sp.set_dek(&record(&dek));
         for c in chunks(&dek, 3) {
-            sp.append(&c).wait_blocking().unwrap();
+            sp.append(&c).unwrap();
         }
         for i in 0..3 {
-            sp.ack(SessionId([9; 16]), StreamId(0), i);
+            sp.ack(SessionId([9; 16]), StreamId(0), i).unwrap();
         }
         drop(sp);
         let (sp, rec) = Spool::open(dir.path(), Duration::ZERO).unwrap();
@@ -574,7 +546,7 @@ mod tests {
             let (mut sp, _) = Spool::open(dir.path(), Duration::ZERO).unwrap();
             sp.set_dek(&record(&dek));
             for c in chunks(&dek, 4) {
-                sp.append(&c).wait_blocking().unwrap();
+                sp.append(&c).unwrap();
             }
         }
         let path = dir.path().join(file_name(1));
@@ -602,7 +574,7 @@ mod tests {
                 let (mut sp, _) = Spool::open(dir.path(), Duration::ZERO).unwrap();
                 sp.set_dek(&record(&dek));
                 for c in chunks(&dek, 4) {
-                    sp.append(&c).wait_blocking().unwrap();
+                    sp.append(&c).unwrap();
                 }
             }
             let path = dir.path().join(file_name(1));

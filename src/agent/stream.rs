@@ -28,9 +28,8 @@ type StreamTasks = JoinSet<(Arc<Queue>, StreamEnd)>;
 
 /// How a connection ended.
 enum Ended {
-    /// Closed by the server (with its close code, if it is one of ours) or lost: what that
-    /// says of the uplink (a certificate refused in TLS), and why.
-    Closed(Option<CloseCode>, State, String),
+    /// Closed by the server (with its close code, if it is one of ours) or lost, and why.
+    Closed(Option<CloseCode>, String),
     /// Left, with no chunk in flight, for this node earlier in the agent's order.
     Moved(SocketAddr),
 }
@@ -171,13 +170,13 @@ impl Agent {
                 let connecting = self
                     .endpoint
                     .connect_with(self.client_config(), server, &self.config.server_name)
-                    .map_err(|e| (State::Unreachable, e.to_string()))?;
+                    .map_err(|e| e.to_string())?;
                 // A handshake to a server that is down retransmits with growing backoff; start
                 // over instead, so agents reconnect within a few seconds of the server's return.
                 let limit = Duration::from_millis(self.config.connect_timeout_ms);
                 match tokio::time::timeout(limit, connecting).await {
-                    Ok(r) => r.map_err(|e| (State::of_connection(&e), e.to_string())),
-                    Err(_) => Err((State::Unreachable, format!("no handshake within {limit:?}"))),
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no handshake within {limit:?}")),
                 }
             };
             // Ok(None): a connection served and ended; Ok(Some(node)): left for a better
@@ -193,18 +192,20 @@ impl Agent {
                         // again); a node that cannot reach its database sends agents
                         // elsewhere: either way the connection closes at once, and the code
                         // says which.
-                        Ended::Closed(code, state, reason) => match code {
+                        Ended::Closed(code, reason) => match code {
                             Some(c) if c.needs_a_person() => {
                                 Err((State::CertificateRefused, reason))
                             }
                             Some(c) if c.is_refusal() => Err((State::Unreachable, reason)),
                             Some(_) => Ok(None),
-                            None if state.needs_a_person() => Err((state, reason)),
-                            None => Ok(None),
+                            None => match State::of_connection_error(&reason) {
+                                s if s.needs_a_person() => Err((s, reason)),
+                                _ => Ok(None),
+                            },
                         },
                     }
                 }
-                Err(refused) => Err(refused),
+                Err(e) => Err((State::of_connection_error(&e), e)),
             };
             match outcome {
                 // The next attempt goes to the node moved to.
@@ -279,11 +280,7 @@ impl Agent {
             let lost = |reason: quinn::ConnectionError, tasks: &mut StreamTasks| {
                 tracing::warn!(%reason, "connection lost; unacked chunks will be resent");
                 tasks.abort_all();
-                Ended::Closed(
-                    transport::peer_close_code(&reason),
-                    State::of_connection(&reason),
-                    reason.to_string(),
-                )
+                Ended::Closed(transport::peer_close_code(&reason), reason.to_string())
             };
             tokio::select! {
                 _ = self.new_queue.notified() => {}
@@ -423,17 +420,16 @@ impl Agent {
                     }
                     match resp.outcome {
                         Ok(()) => {
-                            let n = {
                             let mut s = q.state.lock().expect("queue lock");
                             let mut n = 0;
                             let now = Instant::now();
                             while s.unacked.front().is_some_and(|e| e.chunk.header.seq <= resp.seq) {
                                 let e = s.unacked.pop_front().expect("checked");
                                 if let Some(sp) = &self.spool {
-                                    // Recorded by the spool's writer thread (which logs a
-                                    // failure); waited for below, outside the queue lock.
                                     let h = &e.chunk.header;
-                                    sp.lock().expect("spool lock").ack(h.session, h.stream, h.seq);
+                                    if let Err(err) = sp.lock().expect("spool lock").ack(h.session, h.stream, h.seq) {
+                                        tracing::error!(error = %err, "cannot record an ack in the spool");
+                                    }
                                 }
                                 if let Some(o) = &self.observer {
                                     o.acked(e.chunk.len(), now.saturating_duration_since(e.sent_at.unwrap_or(now)));
@@ -450,13 +446,7 @@ impl Agent {
                             // Counted before the queue lock is let go: whoever sees the queue
                             // done (the drain, woken by another stream's ack) sees this count.
                             self.acked.fetch_add(n as u64, Ordering::Relaxed);
-                            n
-                            };
-                            if n > 0 && let Some(sp) = &self.spool {
-                                // The ledger holds these acks before the next answer is read.
-                                let written = sp.lock().expect("spool lock").barrier();
-                                let _ = written.wait().await;
-                            }
+                            drop(s);
                             if n > 0 {
                                 // Spool bytes released, and this queue may be done.
                                 self.spool_room.notify_waiters();

@@ -147,8 +147,8 @@ mod x86 {
         for (block_a, block_b) in a.iter().zip(b) {
             let (saved_abef, saved_cdgh) = (abef, cdgh);
             let mut w = [load(block_a), load(block_b)];
-            for i in 0..4 {
-                rounds4(i, &mut abef, &mut cdgh, [w[0][i], w[1][i]]);
+            for (i, (&wa, &wb)) in w[0].iter().zip(&w[1]).enumerate() {
+                rounds4(i, &mut abef, &mut cdgh, [wa, wb]);
             }
             for r in (4..16).step_by(4) {
                 for i in 0..4 {

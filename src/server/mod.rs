@@ -1,6 +1,6 @@
 //! `sealstream serve`: the QUIC ingest service. Wiring only: the endpoint and its accept loop,
-//! the actors (one key actor, store actors on arbiters of their own), the agent connections
-//! on the ingest arbiters (round robin), and the ops listener.
+//! the actors (one key actor, store actors, a connection actor per agent connection on the
+//! ingest arbiters, round robin), and the ops listener.
 
 pub mod access;
 mod audit_checkpoints;
@@ -101,7 +101,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
-    stores: Vec<store_actor::StoreActor>,
+    stores: Vec<Addr<store_actor::StoreActor>>,
     /// This node's name (lease rows, the `node` metric label).
     pub node: String,
     /// Where segments go.
@@ -193,13 +193,9 @@ impl Server {
                 cfg.segments.max_bytes,
                 Duration::from_millis(cfg.segments.max_age_ms),
             );
-            stores.push(store_actor::StoreActor::start(
+            stores.push(store_actor::StoreActor::start_in_arbiter(
                 &arb.handle(),
-                store,
-                md,
-                max_bytes,
-                max_age,
-                progress,
+                move |_| store_actor::StoreActor::new(store, md, max_bytes, max_age, progress),
             ));
             arbiters.push(arb);
         }
@@ -334,25 +330,21 @@ impl Server {
         let _ = self.key.send(ReloadKeks).await;
     }
 
-    /// Stop accepting, close connections, write what is batched, stop the actors. Each step
-    /// waits for what it asked for (the endpoint idle, the store actors drained), each within
-    /// a bound, so a stuck store cannot hold the process forever.
+    /// Stop accepting, close connections, write what is batched, stop the actors.
     pub async fn shutdown(self) {
         self.endpoint.close(
             quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
             b"server shutting down",
         );
-        // The connections end and their streams stop reading; what they accepted is written
-        // now, and whatever reaches a mailbox after this flush by the drain below.
         for s in &self.stores {
-            s.flush().await;
+            let _ = s.send(store_actor::Flush).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
         // In-flight segment writes finish (written, indexed, answered) before their arbiters
-        // stop: each store actor answers `drain` once none of its writes is left in flight.
+        // stop: each store actor answers `Drain` once none of its writes is left in flight.
         let drained = async {
             for s in &self.stores {
-                s.drain().await;
+                let _ = s.send(store_actor::Drain).await;
             }
         };
         let limit = Duration::from_secs(10);
@@ -362,7 +354,6 @@ impl Server {
                 "segment writes still in flight at shutdown; stopping without them (their chunks are not acked and agents will resend)"
             );
         }
-        // The background loops (ops listener, watchdog, refreshes) hold no data in flight.
         for t in self.tasks {
             t.abort();
         }

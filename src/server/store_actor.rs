@@ -1,19 +1,15 @@
-//! A store actor: a task on its own arbiter that batches accepted chunks into segment objects
-//! (closed by size or age), writes each create-if-absent (durably: fsync of file and directory
-//! on local disk), commits its index rows, and only then answers the chunks' waiters. Any
-//! failure answers `RetryLater`: nothing is acked that is not durable and indexed.
-//!
-//! Its mailbox is a bounded tokio channel (`MAILBOX`); a stream task hands it a chunk with a
-//! oneshot for the answer and waits only for room in the mailbox, so a full mailbox stops the
-//! stream's reading. No task is spawned per chunk: one per segment write.
+//! A store actor: batches accepted chunks into segment objects (closed by size or age), writes
+//! each create-if-absent (durably: fsync of file and directory on local disk), commits its
+//! index rows, and only then answers the chunks' waiters. Any failure answers `RetryLater`:
+//! nothing is acked that is not durable and indexed.
 
 use std::collections::BTreeMap;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::storage::durable::SegmentWriter;
-use tokio::sync::{mpsc, oneshot};
+use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::metrics as m;
 use super::registry::Lease;
@@ -27,12 +23,6 @@ use crate::storage::paths;
 /// Where segments go: a local directory (direct I/O, fsync), or a test's wrapper of one.
 pub type SegmentStore = Arc<dyn SegmentWriter>;
 
-/// Chunks (and commands) a store actor's mailbox holds before senders wait.
-pub const MAILBOX: usize = 4096;
-
-/// Chunks taken from the mailbox at a time.
-const TAKE: usize = 256;
-
 struct Waiting {
     chunk: SealedChunk,
     digest: [u8; 32],
@@ -41,100 +31,16 @@ struct Waiting {
     reply: oneshot::Sender<Result<(), Reject>>,
 }
 
-/// Store one verified chunk; the answer comes once it is durable and indexed.
-pub struct StoreChunk {
-    pub chunk: SealedChunk,
-    pub digest: [u8; 32],
-    /// A gap record's first dropped number (kept in its index row).
-    pub gap_first: Option<u64>,
-    pub lease: Arc<Lease>,
-}
-
-enum Command {
-    Store(Waiting),
-    /// Write whatever is batched now.
-    Flush,
-    /// Write whatever is batched now, and answer once every segment write started (that one
-    /// and any earlier) has finished and answered its chunks.
-    Drain(oneshot::Sender<()>),
-}
-
-/// The answer to a stored chunk, once its segment is durable and indexed (or failed).
-pub struct StoreAnswer(oneshot::Receiver<Result<(), Reject>>);
-
-impl StoreAnswer {
-    pub async fn wait(self) -> Result<(), Reject> {
-        self.0.await.unwrap_or(Err(Reject::RetryLater))
-    }
-}
-
-/// A store actor's address: its mailbox.
-#[derive(Clone)]
 pub struct StoreActor {
-    mailbox: mpsc::Sender<Command>,
-}
-
-impl StoreActor {
-    /// Start a store actor on `arbiter`.
-    pub fn start(
-        arbiter: &actix::ArbiterHandle,
-        store: SegmentStore,
-        metadata: Metadata,
-        max_bytes: usize,
-        max_age: Duration,
-        progress: Arc<Progress>,
-    ) -> StoreActor {
-        let (tx, rx) = mpsc::channel(MAILBOX);
-        let batcher = Batcher {
-            progress,
-            store,
-            metadata,
-            max_bytes,
-            batch: Vec::new(),
-            batch_bytes: 0,
-            in_flight: Arc::new(tokio::sync::watch::channel(0).0),
-        };
-        arbiter.spawn(batcher.run(rx, max_age));
-        StoreActor { mailbox: tx }
-    }
-
-    /// Hand a chunk over, waiting while the mailbox is full; the answer comes later.
-    pub async fn store(&self, msg: StoreChunk) -> StoreAnswer {
-        let (reply, rx) = oneshot::channel();
-        let w = Waiting {
-            chunk: msg.chunk,
-            digest: msg.digest,
-            gap_first: msg.gap_first,
-            lease: msg.lease,
-            reply,
-        };
-        // A send that fails (the actor stopped) drops the reply: the answer is `RetryLater`.
-        let _ = self.mailbox.send(Command::Store(w)).await;
-        StoreAnswer(rx)
-    }
-
-    /// Write whatever is batched now (shutdown).
-    pub async fn flush(&self) {
-        let _ = self.mailbox.send(Command::Flush).await;
-    }
-
-    /// Write whatever is batched now, and return once every segment write this actor started
-    /// has finished and answered its chunks (shutdown).
-    pub async fn drain(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.mailbox.send(Command::Drain(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-}
-
-/// The store actor's state: the batch being filled.
-struct Batcher {
     store: SegmentStore,
     metadata: Metadata,
     max_bytes: usize,
+    max_age: Duration,
     batch: Vec<Waiting>,
     batch_bytes: usize,
+    oldest: Option<Instant>,
+    /// Counts batches, so a batch's age timer does not flush a later one.
+    generation: u64,
     progress: Arc<Progress>,
     /// Segment writes started by `flush` and not yet answered (`Drain` waits for 0).
     in_flight: Arc<tokio::sync::watch::Sender<usize>>,
@@ -156,65 +62,26 @@ impl Drop for InFlight {
     }
 }
 
-impl Batcher {
-    async fn run(mut self, mut mailbox: mpsc::Receiver<Command>, max_age: Duration) {
-        // A batch is written `max_age` after its first chunk at the latest: one timer, armed
-        // when a batch starts (not a periodic check that adds up to a tick to the wait).
-        let mut age = pin!(tokio::time::sleep(max_age));
-        let mut armed = false;
-        let mut taken = Vec::with_capacity(TAKE);
-        loop {
-            tokio::select! {
-                n = mailbox.recv_many(&mut taken, TAKE) => {
-                    if n == 0 {
-                        // Every address is gone: write what is batched and stop.
-                        self.flush();
-                        return;
-                    }
-                    for cmd in taken.drain(..) {
-                        match cmd {
-                            Command::Store(w) => {
-                                if self.batch.is_empty() {
-                                    age.as_mut().reset(tokio::time::Instant::now() + max_age);
-                                    armed = true;
-                                }
-                                self.push(w);
-                                if self.batch_bytes >= self.max_bytes {
-                                    self.flush();
-                                    armed = false;
-                                }
-                            }
-                            Command::Flush => {
-                                self.flush();
-                                armed = false;
-                            }
-                            Command::Drain(done) => {
-                                self.flush();
-                                armed = false;
-                                let mut count = self.in_flight.subscribe();
-                                actix_rt::spawn(async move {
-                                    // The sender lives in this actor and in every write in
-                                    // flight: it is not dropped while one is pending.
-                                    let _ = count.wait_for(|n| *n == 0).await;
-                                    let _ = done.send(());
-                                });
-                            }
-                        }
-                    }
-                }
-                () = age.as_mut(), if armed => {
-                    self.flush();
-                    armed = false;
-                }
-            }
+impl StoreActor {
+    pub fn new(
+        store: SegmentStore,
+        metadata: Metadata,
+        max_bytes: usize,
+        max_age: Duration,
+        progress: Arc<Progress>,
+    ) -> Self {
+        StoreActor {
+            progress,
+            store,
+            metadata,
+            max_bytes,
+            max_age,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            oldest: None,
+            generation: 0,
+            in_flight: Arc::new(tokio::sync::watch::channel(0).0),
         }
-    }
-
-    fn push(&mut self, w: Waiting) {
-        self.batch_bytes += w.chunk.len();
-        metrics::gauge!(m::STORE_PENDING_BYTES).increment(w.chunk.len() as f64);
-        self.progress.begin(Stage::Store, 1);
-        self.batch.push(w);
     }
 
     fn flush(&mut self) {
@@ -223,10 +90,12 @@ impl Batcher {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        self.oldest = None;
+        self.generation += 1;
         let (store, md) = (self.store.clone(), self.metadata.clone());
         let in_flight = InFlight::start(&self.in_flight);
         let write = write_segment(store, md, batch, self.progress.clone());
-        actix_rt::spawn(async move {
+        actix::spawn(async move {
             write.await;
             drop(in_flight);
         });
@@ -351,5 +220,95 @@ async fn write_segment(
             Ok(_) => Ok(()),
         };
         let _ = w.reply.send(answer);
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.flush();
+        Running::Stop
+    }
+}
+
+/// Store one verified chunk; the answer comes once it is durable and indexed.
+#[derive(Message)]
+#[rtype(result = "Result<(), Reject>")]
+pub struct StoreChunk {
+    pub chunk: SealedChunk,
+    pub digest: [u8; 32],
+    /// A gap record's first dropped number (kept in its index row).
+    pub gap_first: Option<u64>,
+    pub lease: Arc<Lease>,
+}
+
+impl Handler<StoreChunk> for StoreActor {
+    type Result = ResponseFuture<Result<(), Reject>>;
+
+    fn handle(&mut self, msg: StoreChunk, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.batch_bytes += msg.chunk.len();
+        metrics::gauge!(m::STORE_PENDING_BYTES).increment(msg.chunk.len() as f64);
+        self.progress.begin(Stage::Store, 1);
+        if self.oldest.is_none() {
+            // The batch's first chunk: it is written `max_age` from now at the latest (a timer
+            // of its own, not a periodic check that adds up to a tick to the wait).
+            self.oldest = Some(Instant::now());
+            let generation = self.generation;
+            ctx.run_later(self.max_age, move |act, _| {
+                if act.generation == generation {
+                    act.flush();
+                }
+            });
+        }
+        self.batch.push(Waiting {
+            chunk: msg.chunk,
+            digest: msg.digest,
+            gap_first: msg.gap_first,
+            lease: msg.lease,
+            reply: tx,
+        });
+        if self.batch_bytes >= self.max_bytes {
+            self.flush();
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(Reject::RetryLater)) })
+    }
+}
+
+/// Write whatever is batched now (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush();
+    }
+}
+
+/// Write whatever is batched now, and answer once every segment write this actor started
+/// (that one and any earlier) has finished and answered its chunks (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for StoreActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        let mut count = self.in_flight.subscribe();
+        Box::pin(async move {
+            // The sender lives in this actor and in every write in flight: it is not dropped
+            // while one is pending.
+            let _ = count.wait_for(|n| *n == 0).await;
+        })
     }
 }

@@ -1,14 +1,16 @@
 //! Accepting a connection: the handshake, the agent's identity and access, the connection cap,
-//! the agent's lease; then the connection's state and a task per QUIC stream until it closes.
+//! the agent's lease; then the connection actor and a task per QUIC stream until it closes.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use actix::prelude::*;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::Shared;
-use super::state::Connection;
+use super::actor::ConnectionActor;
 use super::stream::serve_stream;
 use crate::protocol::uplink::CloseCode;
 use crate::server::budget::Budget;
@@ -106,7 +108,13 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         tracing::info!(epoch = lease.epoch, "agent connected");
         crate::server::access::record_admission(&shared, &conn, &agent, &fingerprint);
         metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
-        let state = Arc::new(Connection::new(agent.clone(), shared.clone()));
+        let actor = ConnectionActor {
+            agent: agent.clone(),
+            shared: shared.clone(),
+            streams: HashMap::new(),
+            deks: HashSet::new(),
+        }
+        .start();
         let mut tasks = Vec::new();
         let mut next = 0usize;
         let partial = Arc::new(Semaphore::new(shared.limits.partial_bytes_per_connection));
@@ -120,8 +128,9 @@ pub async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                         serve_stream(
                             send,
                             recv,
-                            state.clone(),
+                            actor.clone(),
                             store,
+                            shared.clone(),
                             Budget::new(partial.clone(), shared.partial.clone()),
                             (guard.clone(), lease.clone()),
                         )

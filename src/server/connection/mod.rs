@@ -1,11 +1,11 @@
-//! One agent connection: a task per QUIC stream reads messages, verifies each envelope without
-//! keys against the connection's `state` (registered DEKs, the sequence state of the stream it
-//! carries), hands accepted chunks to a store actor's bounded mailbox and writes the answers
-//! back in order once each chunk is durable. A full in-flight queue or mailbox stops the
-//! reading, so QUIC flow control pushes back on the agent.
+//! One agent connection: the `ConnectionActor` owns what the server knows of the agent's
+//! streams (sequence state, registered DEKs) and verifies each envelope without keys; a task
+//! per QUIC stream reads messages, hands accepted chunks to a store actor and writes the
+//! answers back in order once each chunk is durable. A full in-flight queue stops the reading,
+//! so QUIC flow control pushes back on the agent.
 //!
-//! Here: what every connection shares; `accept` admits or refuses a connection, `state` is
-//! what one connection's streams share, `stream` the task per QUIC stream.
+//! Here: what every connection shares; `accept` admits or refuses a connection, `actor` is the
+//! per-connection actor and its messages, `stream` the task per QUIC stream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::metadata::Metadata;
 
 mod accept;
-mod state;
+mod actor;
 mod stream;
 
 pub use accept::serve_connection;
@@ -28,7 +28,7 @@ pub use accept::serve_connection;
 /// What every connection shares.
 pub struct Shared {
     pub key: Addr<KeyActor>,
-    pub stores: Vec<StoreActor>,
+    pub stores: Vec<Addr<StoreActor>>,
     pub metadata: Metadata,
     pub limits: Limits,
     /// Bytes of chunks accepted and not yet durable, server-wide.
@@ -54,7 +54,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         key: Addr<KeyActor>,
-        stores: Vec<StoreActor>,
+        stores: Vec<Addr<StoreActor>>,
         metadata: Metadata,
         limits: Limits,
         memory_bytes: usize,

@@ -1,91 +1,65 @@
-//! The task per QUIC stream: it reads messages, admits each chunk itself (the connection's
-//! `state`), hands accepted ones to its store actor's bounded mailbox and writes the answers
-//! back in order once each is durable. Reading and answering are two halves of one task, joined
-//! by a bounded queue of pending answers (`max_in_flight_per_stream`): when it is full, or the
-//! store's mailbox is, the stream is not read and QUIC flow control holds the agent back.
+//! The task per QUIC stream: it reads messages, has the connection actor admit them, hands
+//! accepted chunks to a store actor and writes the answers back in order once each is durable.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix::prelude::*;
 use bytes::BytesMut;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
-use super::state::{Connection, SharedStream, StreamKey};
+use super::Shared;
+use super::actor::{Admit, ConnectionActor, Register, Settle, StreamKey};
 use crate::protocol::uplink::{self, MSG_CHUNK, MSG_DEK, Reject, Response};
 use crate::protocol::{DecodeError, DekRecord, SealedChunk};
 use crate::server::budget::Budget;
 use crate::server::metrics as m;
 use crate::server::registry::Lease;
-use crate::server::store_actor::{StoreActor, StoreAnswer, StoreChunk};
+use crate::server::store_actor::{StoreActor, StoreChunk};
 use crate::server::verify::Verdict;
 
 enum Pending {
     Ready(Response, Instant),
     Stored {
         seq: u64,
-        state: SharedStream,
+        key: StreamKey,
         started: Instant,
-        answer: StoreAnswer,
-        /// The chunk's bytes in the server-wide budget, given back with its answer.
-        _memory: OwnedSemaphorePermit,
+        result: actix_rt::task::JoinHandle<Result<(), Reject>>,
     },
-}
-
-/// What the reading half knows of its QUIC stream.
-struct Bound {
-    /// The (session, stream) this QUIC stream carries: set by its first chunk.
-    key: Option<StreamKey>,
-    /// Its sequence state, looked up once.
-    state: Option<SharedStream>,
 }
 
 pub(super) async fn serve_stream(
     send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    conn: Arc<Connection>,
-    store: StoreActor,
-    budget: Budget,
+    mut recv: quinn::RecvStream,
+    actor: Addr<ConnectionActor>,
+    store: Addr<StoreActor>,
+    shared: Arc<Shared>,
+    mut budget: Budget,
     // The agent's writer lock on this node (held until the stream ends) and its lease.
     (_guard, lease): (Arc<tokio::sync::OwnedMutexGuard<()>>, Arc<Lease>),
 ) {
     metrics::gauge!(m::STREAMS_OPEN).increment(1.0);
-    let (tx, rx) = mpsc::channel(conn.shared.limits.max_in_flight_per_stream);
-    tokio::join!(
-        read_messages(recv, tx, &conn, (&store, &lease), budget),
-        write_responses(send, rx)
-    );
-    metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
-}
-
-/// The reading half: messages in, pending answers out (in order), until the stream ends.
-async fn read_messages(
-    mut recv: quinn::RecvStream,
-    tx: mpsc::Sender<Pending>,
-    conn: &Connection,
-    (store, lease): (&StoreActor, &Arc<Lease>),
-    mut budget: Budget,
-) {
+    let (tx, rx) = mpsc::channel(shared.limits.max_in_flight_per_stream);
+    let writer = actix_rt::spawn(write_responses(send, rx, actor.clone()));
     // Grown while a message arrives, released when the stream is idle: 20,000 quiet streams
     // must not each pin a buffer.
     let mut buf = BytesMut::new();
-    let mut bound = Bound {
-        key: None,
-        state: None,
-    };
-    loop {
+    let mut bound: Option<StreamKey> = None;
+    'read: loop {
         loop {
             match uplink::decode_message(&mut buf) {
                 Ok(Some(msg)) => {
                     let started = Instant::now();
                     let pending = match msg.kind {
-                        MSG_DEK => on_dek(conn, &msg.body, started).await,
+                        MSG_DEK => on_dek(&actor, &msg.body, started).await,
                         MSG_CHUNK => {
-                            on_chunk(conn, (store, lease), msg.body, &mut bound, started).await
+                            let to = (&store, &lease);
+                            on_chunk(&actor, to, &shared, msg.body, &mut bound, started).await
                         }
                         _ => unreachable!("decode_message accepts only known types"),
                     };
                     if tx.send(pending).await.is_err() {
-                        return;
+                        break 'read;
                     }
                 }
                 Ok(None) => {
@@ -108,7 +82,7 @@ async fn read_messages(
                             Instant::now(),
                         ))
                         .await;
-                    return;
+                    break 'read;
                 }
             }
         }
@@ -121,40 +95,45 @@ async fn read_messages(
                 metrics::counter!(m::RECEIVED_BYTES).increment(c.bytes.len() as u64);
                 buf.extend_from_slice(&c.bytes);
             }
-            Ok(None) => return,
+            Ok(None) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "stream read ended");
-                return;
+                break;
             }
         }
     }
+    drop(tx);
+    let _ = writer.await;
+    metrics::gauge!(m::STREAMS_OPEN).decrement(1.0);
 }
 
-async fn on_dek(conn: &Connection, body: &[u8], started: Instant) -> Pending {
+async fn on_dek(actor: &Addr<ConnectionActor>, body: &[u8], started: Instant) -> Pending {
     let resp = match DekRecord::decode(body) {
         Err(e) => {
             tracing::warn!(error = %e, "malformed DEK record");
             reject(MSG_DEK, 0, Reject::Malformed, e.to_string())
         }
-        Ok(record) => match conn.register(record).await {
-            Ok(()) => ack(MSG_DEK, 0),
-            Err((r, why)) => {
+        Ok(record) => match actor.send(Register(record)).await {
+            Ok(Ok(())) => ack(MSG_DEK, 0),
+            Ok(Err((r, why))) => {
                 tracing::warn!(outcome = r.name(), reason = %why, "DEK record refused");
                 if r == Reject::AgentMismatch {
                     metrics::counter!(m::SECURITY_EVENTS, "kind" => "agent_mismatch").increment(1);
                 }
                 reject(MSG_DEK, 0, r, why)
             }
+            Err(_) => reject(MSG_DEK, 0, Reject::RetryLater, "connection closing".into()),
         },
     };
     Pending::Ready(resp, started)
 }
 
 async fn on_chunk(
-    conn: &Connection,
-    (store, lease): (&StoreActor, &Arc<Lease>),
+    actor: &Addr<ConnectionActor>,
+    (store, lease): (&Addr<StoreActor>, &Arc<Lease>),
+    shared: &Arc<Shared>,
     body: bytes::Bytes,
-    bound: &mut Bound,
+    bound: &mut Option<StreamKey>,
     started: Instant,
 ) -> Pending {
     let chunk = match SealedChunk::decode(body) {
@@ -169,9 +148,9 @@ async fn on_chunk(
             return Pending::Ready(reject(MSG_CHUNK, 0, r, e.to_string()), started);
         }
     };
-    let h = &chunk.header;
-    let (seq, key) = (h.seq, (h.session, h.stream));
-    if *bound.key.get_or_insert(key) != key {
+    let h = chunk.header.clone();
+    let key = (h.session, h.stream);
+    if *bound.get_or_insert(key) != key {
         outcome(
             Reject::StreamMismatch,
             "chunk of another session or stream on this QUIC stream",
@@ -179,7 +158,7 @@ async fn on_chunk(
         return Pending::Ready(
             reject(
                 MSG_CHUNK,
-                seq,
+                h.seq,
                 Reject::StreamMismatch,
                 "one QUIC stream carries one (session, stream)".into(),
             ),
@@ -191,7 +170,7 @@ async fn on_chunk(
         return Pending::Ready(
             reject(
                 MSG_CHUNK,
-                seq,
+                h.seq,
                 Reject::RetryLater,
                 "a newer connection of this agent holds its lease".into(),
             ),
@@ -199,44 +178,54 @@ async fn on_chunk(
         );
     }
     let digest = crate::protocol::segment::chunk_digest(&chunk);
-    match conn.admit(&mut bound.state, h, digest).await {
-        Ok((Verdict::Accept, gap_first)) => {
-            let shared = &conn.shared;
+    match actor
+        .send(Admit {
+            header: h.clone(),
+            digest,
+        })
+        .await
+    {
+        Ok(Ok((Verdict::Accept, gap_first))) => {
             let want = (chunk.len() as u32).min(shared.memory_bytes as u32).max(1);
-            let memory = shared
-                .memory
-                .clone()
-                .acquire_many_owned(want)
-                .await
-                .expect("the memory semaphore is never closed");
-            let state = bound.state.clone().expect("set by admit");
-            let answer = store
-                .store(StoreChunk {
-                    chunk,
-                    digest,
-                    gap_first,
-                    lease: lease.clone(),
-                })
-                .await;
+            let permit = shared.memory.clone().acquire_many_owned(want).await;
+            let req = store.send(StoreChunk {
+                chunk,
+                digest,
+                gap_first,
+                lease: lease.clone(),
+            });
+            let result = actix_rt::spawn(async move {
+                let r = req.await.unwrap_or(Err(Reject::RetryLater));
+                drop(permit);
+                r
+            });
             Pending::Stored {
-                seq,
-                state,
+                seq: h.seq,
+                key,
                 started,
-                answer,
-                _memory: memory,
+                result,
             }
         }
-        Ok((_duplicate, _)) => {
+        Ok(Ok((_duplicate, _))) => {
             metrics::counter!(m::CHUNKS, "outcome" => "duplicate").increment(1);
-            Pending::Ready(ack(MSG_CHUNK, seq), started)
+            Pending::Ready(ack(MSG_CHUNK, h.seq), started)
         }
-        Err((r, why)) => {
+        Ok(Err((r, why))) => {
             outcome(r, &why);
             if r == Reject::ConflictingDuplicate {
-                tracing::error!(session = %h.session, stream = %h.stream, seq, "SECURITY: different bytes resent under a stored sequence number");
+                tracing::error!(session = %h.session, stream = %h.stream, seq = h.seq, "SECURITY: different bytes resent under a stored sequence number");
             }
-            Pending::Ready(reject(MSG_CHUNK, seq, r, why), started)
+            Pending::Ready(reject(MSG_CHUNK, h.seq, r, why), started)
         }
+        Err(_) => Pending::Ready(
+            reject(
+                MSG_CHUNK,
+                h.seq,
+                Reject::RetryLater,
+                "connection closing".into(),
+            ),
+            started,
+        ),
     }
 }
 
@@ -273,8 +262,11 @@ fn reject(kind: u8, seq: u64, r: Reject, reason: String) -> Response {
     }
 }
 
-/// The answering half: each answer in order, a stored chunk's once its store actor answered.
-async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Pending>) {
+async fn write_responses(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Pending>,
+    actor: Addr<ConnectionActor>,
+) {
     let mut out = BytesMut::new();
     let mut open = true;
     while let Some(p) = rx.recv().await {
@@ -282,14 +274,18 @@ async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Pen
             Pending::Ready(r, t) => (r, t),
             Pending::Stored {
                 seq,
-                state,
+                key,
                 started,
-                answer,
-                _memory,
+                result,
             } => {
-                let r = answer.wait().await;
-                drop(_memory);
-                state.lock().expect("stream lock").settle(seq, r.is_ok());
+                let r = result.await.unwrap_or(Err(Reject::RetryLater));
+                let _ = actor
+                    .send(Settle {
+                        key,
+                        seq,
+                        stored: r.is_ok(),
+                    })
+                    .await;
                 let name = match r {
                     Ok(()) => "stored",
                     Err(e) => e.name(),
