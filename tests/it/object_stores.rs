@@ -332,6 +332,14 @@ async fn a_failing_slow_throttling_or_unreachable_store_loses_nothing_on_every_b
             .await;
             faulty.set(Fault::Healthy);
         }
+        // Writes go through again before the agent stops, so the last fault's retry_later
+        // answers have reached it (under load they could still be on their way).
+        let healthy = faulty.hits(Fault::Healthy);
+        wait_until(
+            || faulty.hits(Fault::Healthy) >= healthy + 2,
+            || format!("{name}: writes go through after the last fault"),
+        )
+        .await;
         stop.send(true).unwrap();
         let report = agent.await.unwrap().unwrap();
         let refused = faulty.refused.load(SeqCst);
