@@ -83,6 +83,9 @@ fn open_cloud<'a>(
         ),
         (ClientConfigKey::ConnectTimeout, "5s".to_owned()),
     ];
+    // The HTTP clients' TLS runs on the process's rustls provider (the `cloud` feature leaves
+    // out the bundled one): ring, as for QUIC. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(match location {
         Location::Local(_) => unreachable!("opened by `open`"),
         Location::S3 { bucket, prefix } => {

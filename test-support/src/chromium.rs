@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 /// Debian's chromium-driver.
@@ -87,11 +88,10 @@ pub async fn start(args: &[&str], prefs: Option<Value>) -> anyhow::Result<(Drive
     else {
         unreachable!()
     };
-    // fantoccini's client is built for https too; chromedriver is plain http on loopback.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // chromedriver is plain HTTP on loopback: no TLS stack needed.
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if let Ok(c) = ClientBuilder::rustls()?
+        if let Ok(c) = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps.clone())
             .connect(&url)
             .await
