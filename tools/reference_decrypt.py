@@ -656,9 +656,10 @@ def authentic_verdict(proof, complete, unproven, ca):
 # Screen updates (format.md "Screen update" and "Compositing")
 
 UPDATE_SUFFIX = ".ssu"
-UPDATE_VERSION = 1
+UPDATE_VERSIONS = (1, 2)  # the magic's last byte; any other version is malformed
 MAX_SIDE = 16_384
 MAX_RECTS = 4_096
+MAX_COPIES = 4_096
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -762,17 +763,31 @@ def encode_png(width, height, rgb):
 
 
 def parse_update(image):
-    """A screen update's image bytes: (keyframe, width, height, [(x, y, w, h, RGB bytes)]), every
-    rectangle's PNG decoded. Raises Bad for anything format.md does not allow."""
+    """A screen update's image bytes (version 1 or 2): (keyframe, width, height, [(sx, sy, w, h,
+    dx, dy)], [(x, y, w, h, RGB bytes)]), the copies (none in version 1) and every rectangle's
+    PNG decoded. Raises Bad for anything format.md does not allow."""
     r = Reader(image)
     need(r.take(3) == b"SSU", "screen update: bad magic")
     version = r.u("B")
-    need(version == UPDATE_VERSION, f"screen update version {version} is unknown")
+    need(version in UPDATE_VERSIONS, f"screen update version {version} is unknown")
     flags = r.u("B")
     need(flags & ~1 == 0, f"screen update flags 0x{flags:02x} not allowed")
-    width, height, count = r.u("H"), r.u("H"), r.u("H")
+    keyframe = bool(flags & 1)
+    width, height = r.u("H"), r.u("H")
     need(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE, f"screen {width}x{height} is not in 1..={MAX_SIDE}")
-    need(1 <= count <= MAX_RECTS, f"rectangle count {count} is not in 1..={MAX_RECTS}")
+    copies = []
+    if version == 2:
+        n = r.u("H")
+        need(n <= MAX_COPIES, f"copy count {n} is not in 0..={MAX_COPIES}")
+        need(not keyframe or n == 0, f"a keyframe has {n} copies")
+        for i in range(n):
+            sx, sy, w, h, dx, dy = (r.u("H") for _ in range(6))
+            need(w >= 1 and h >= 1 and sx + w <= width and sy + h <= height and dx + w <= width and dy + h <= height,
+                 f"copy {i} ({sx},{sy} {w}x{h} to {dx},{dy}) is empty or not inside the {width}x{height} screen")
+            copies.append((sx, sy, w, h, dx, dy))
+    count = r.u("H")
+    least = 0 if copies else 1  # version 1 has no copies: 1..=4,096 rectangles
+    need(least <= count <= MAX_RECTS, f"rectangle count {count} is not in {least}..={MAX_RECTS}")
     rects = []
     for i in range(count):
         x, y, w, h, png_len = r.u("H"), r.u("H"), r.u("H"), r.u("H"), r.u("I")
@@ -780,7 +795,6 @@ def parse_update(image):
              f"rectangle {i} ({x},{y} {w}x{h}) is empty or not inside the {width}x{height} screen")
         rects.append((x, y, w, h, r.take(png_len)))
     need(r.pos == len(image), "bytes after the last rectangle")
-    keyframe = bool(flags & 1)
     need(not keyframe or (count == 1 and rects[0][:4] == (0, 0, width, height)),
          "a keyframe is not one rectangle covering the whole screen")
     decoded = []
@@ -789,7 +803,7 @@ def parse_update(image):
             decoded.append((x, y, w, h, decode_png(png, w, h)))
         except Bad as e:
             raise Bad(f"rectangle {i}: {e}") from None
-    return keyframe, width, height, decoded
+    return keyframe, width, height, copies, decoded
 
 
 class Screen:
@@ -801,9 +815,14 @@ class Screen:
 
     def apply(self, image):
         """Composites one update; one that does not parse raises Bad and changes nothing."""
-        keyframe, width, height, rects = parse_update(image)
+        keyframe, width, height, copies, rects = parse_update(image)
         if keyframe or self.rgb is None or (self.width, self.height) != (width, height):
             self.width, self.height, self.rgb = width, height, bytearray(3 * width * height)  # black
+        for sx, sy, w, h, dx, dy in copies:  # in order, each through a buffer: overlap does not matter
+            rows = [bytes(self.rgb[3 * ((sy + j) * width + sx):3 * ((sy + j) * width + sx + w)]) for j in range(h)]
+            for j, row in enumerate(rows):
+                at = 3 * ((dy + j) * width + dx)
+                self.rgb[at:at + 3 * w] = row
         for x, y, w, h, rgb in rects:  # in the order given: a later one paints over an earlier
             for row in range(h):
                 at = 3 * ((y + row) * width + x)

@@ -132,10 +132,13 @@ const picture = (w, h, seed) => {
 
 /**
  * A screen update's bytes: `rects` [{x, y, w, h, seed}] each a PNG of picture(w, h, seed) (or
- * `png` bytes given); `flags`, `magic` and `trailer` to break it.
+ * `png` bytes given); with `copies` [[sx, sy, w, h, dx, dy]] (even none), version 2's layout
+ * under version 2's magic; `flags`, `magic` and `trailer` to break it.
  */
-function ssu({ keyframe = false, width, height, rects, flags, magic = [0x53, 0x53, 0x55, 0x01], trailer = [] }) {
-  const parts = [Uint8Array.from(magic), Uint8Array.of(flags ?? (keyframe ? 1 : 0)), u16be(width), u16be(height), u16be(rects.length)];
+function ssu({ keyframe = false, width, height, copies, rects, flags, magic = [0x53, 0x53, 0x55, copies ? 2 : 1], trailer = [] }) {
+  const parts = [Uint8Array.from(magic), Uint8Array.of(flags ?? (keyframe ? 1 : 0)), u16be(width), u16be(height)];
+  if (copies) parts.push(u16be(copies.length), ...copies.flat().map(u16be));
+  parts.push(u16be(rects.length));
   for (const r of rects) {
     const p = r.png ?? png(r.w, r.h, picture(r.w, r.h, r.seed));
     parts.push(u16be(r.x), u16be(r.y), u16be(r.w), u16be(r.h), u32be(p.length), p);
@@ -145,13 +148,20 @@ function ssu({ keyframe = false, width, height, rects, flags, magic = [0x53, 0x5
 
 /**
  * The oracle: the screen (RGB) the spec's rule makes of `updates` [{keyframe, width, height,
- * rects, malformed}] taken in order, written straight from the text, pixels from picture().
+ * copies, rects, malformed}] taken in order, written straight from the text, pixels from
+ * picture(); each copy pixel by pixel from a snapshot of the screen taken just before it.
  */
 function expected(updates) {
   let s = null;
   for (const u of updates) {
     if (!u || u.malformed) continue;
     if (u.keyframe || !s || s.w !== u.width || s.h !== u.height) s = { w: u.width, h: u.height, rgb: new Uint8Array(u.width * u.height * 3) };
+    for (const [sx, sy, w, h, dx, dy] of u.copies ?? []) {
+      const before = s.rgb.slice();
+      for (let y = 0; y < h; y += 1) {
+        for (let x = 0; x < w; x += 1) s.rgb.set(before.subarray(((sy + y) * s.w + sx + x) * 3, ((sy + y) * s.w + sx + x) * 3 + 3), ((dy + y) * s.w + dx + x) * 3);
+      }
+    }
     for (const r of u.rects) {
       const p = picture(r.w, r.h, r.seed);
       for (let y = 0; y < r.h; y += 1) {
@@ -207,7 +217,7 @@ test('a screen update that breaks a rule is refused, naming the rule', () => {
   const tooMany = Array.from({ length: 4097 }, () => ({ x: 0, y: 0, w: 1, h: 1, png: Uint8Array.of(1) }));
   const bad = {
     'bad magic': [ssu({ ...P1, magic: [0x53, 0x53, 0x56, 0x01] }), /bad magic/],
-    'version 2': [ssu({ ...P1, magic: [0x53, 0x53, 0x55, 0x02] }), /unknown version 2 \(this reader knows 1\)/],
+    'version 3': [ssu({ ...P1, magic: [0x53, 0x53, 0x55, 0x03] }), /unknown version 3 \(this reader knows 1 and 2\)/],
     'version 0': [ssu({ ...P1, magic: [0x53, 0x53, 0x55, 0x00] }), /unknown version 0/],
     'flag bit 1': [ssu({ ...P1, flags: 0x02 }), /reserved flag bits set \(flags 0x2\)/],
     'flag bit 7 on a keyframe': [ssu({ ...K1, flags: 0x81 }), /reserved flag bits set \(flags 0x81\)/],
@@ -289,7 +299,7 @@ test('a malformed update leaves the screen exactly as it was', async () => {
     'not a PNG': ssu({ width: 8, height: 6, rects: [{ x: 0, y: 0, w: 1, h: 1, png: utf8('GIF89a') }] }),
     'trailing bytes': ssu({ ...P2, trailer: [1, 2] }),
     'a keyframe at another size whose PNG fails': ssu({ keyframe: true, width: 4, height: 4, rects: [{ x: 0, y: 0, w: 4, h: 4, png: wrongSize }] }),
-    'version 2': ssu({ ...P2, magic: [0x53, 0x53, 0x55, 0x02] }),
+    'version 3': ssu({ ...P2, copies: [[0, 0, 1, 1, 1, 1]], magic: [0x53, 0x53, 0x55, 0x03] }),
   };
   for (const [what, bytes] of Object.entries(broken)) {
     await assert.rejects(c.apply(bytes), FormatError, what);
@@ -443,6 +453,162 @@ test('memory stays bounded: screens kept for seeking fit their budget', async ()
   for (const k of keys) sameScreen((await track.at(k)).screen, want[k], `frame ${k}`);
   for (const k of [3, 25, 39, 0, 17]) sameScreen((await track.at(k)).screen, want[k], `frame ${k} again`);
   assert.ok(track.loads < 40 + 5 * 10, `loads ${track.loads}`);
+});
+
+// ---- version 2: copies (a scroll) before the rectangles ----
+
+/** A keyframe of 12 × 9 and version-2 updates over it (copies as [sx, sy, w, h, dx, dy]). */
+const K2 = { keyframe: true, width: 12, height: 9, rects: [{ x: 0, y: 0, w: 12, h: 9, seed: 21 }] };
+const SCROLL_UP = { width: 12, height: 9, copies: [[0, 2, 12, 7, 0, 0]], rects: [{ x: 0, y: 7, w: 12, h: 2, seed: 22 }] };
+const SCROLL_DOWN = { width: 12, height: 9, copies: [[0, 0, 12, 6, 0, 3]], rects: [] };
+const SIDEWAYS = { width: 12, height: 9, copies: [[0, 1, 10, 7, 2, 1], [3, 0, 9, 9, 0, 0]], rects: [] };
+// The second copy reads what the first wrote; the rectangle is painted over the first's source after it.
+const CHAIN = { width: 12, height: 9, copies: [[0, 0, 4, 4, 6, 3], [6, 3, 4, 4, 1, 5]], rects: [{ x: 0, y: 0, w: 3, h: 3, seed: 23 }] };
+const DIAGONAL = { width: 12, height: 9, copies: [[1, 1, 8, 6, 3, 2], [3, 2, 8, 6, 2, 3]], rects: [] };
+const NO_COPY = { width: 12, height: 9, copies: [], rects: [{ x: 4, y: 4, w: 2, h: 2, seed: 24 }] };
+const K2_V2 = { ...K2, copies: [], rects: [{ ...K2.rects[0], seed: 25 }] };
+// Another size without a keyframe: black, so the copy copies black; then the rectangle.
+const RESIZED_V2 = { width: 7, height: 5, copies: [[0, 0, 3, 3, 4, 2]], rects: [{ x: 0, y: 0, w: 3, h: 3, seed: 26 }] };
+const V2_UPDATES = [K2, SCROLL_UP, SCROLL_DOWN, SIDEWAYS, CHAIN, DIAGONAL, NO_COPY, K2_V2, SCROLL_UP, RESIZED_V2];
+
+test('a version-2 update parses its copies field by field; version 1 has none', () => {
+  const u = parseScreenUpdate(ssu(CHAIN));
+  assert.deepEqual([u.version, u.keyframe, u.width, u.height], [2, false, 12, 9]);
+  assert.deepEqual(u.copies, [{ sx: 0, sy: 0, w: 4, h: 4, dx: 6, dy: 3 }, { sx: 6, sy: 3, w: 4, h: 4, dx: 1, dy: 5 }]);
+  assert.deepEqual(u.rects.map(({ x, y, w, h }) => [x, y, w, h]), [[0, 0, 3, 3]]);
+  assert.deepEqual(u.rects[0].png, png(3, 3, picture(3, 3, 23)));
+  const one = parseScreenUpdate(ssu(P1));
+  assert.deepEqual([one.version, one.copies], [1, []]);
+  // Copies only; no copy (a partial update, a keyframe); the most copies, at the screen's edges.
+  assert.deepEqual(parseScreenUpdate(ssu(SCROLL_DOWN)).rects, []);
+  assert.equal(parseScreenUpdate(ssu(NO_COPY)).copies.length, 0);
+  assert.equal(parseScreenUpdate(ssu(K2_V2)).keyframe, true);
+  const most = Array.from({ length: 4096 }, (_, i) => [i, 0, 16384 - i, 16384, 0, 0]);
+  const big = parseScreenUpdate(ssu({ width: 16384, height: 16384, copies: most, rects: [] }));
+  assert.deepEqual([big.copies.length, big.copies[4095]], [4096, { sx: 4095, sy: 0, w: 12289, h: 16384, dx: 0, dy: 0 }]);
+});
+
+test('a version-2 update that breaks a rule is refused, naming the rule', () => {
+  const c = [0, 0, 1, 1, 1, 1];
+  const dot = [{ x: 2, y: 2, w: 1, h: 1, seed: 2 }];
+  const v2 = (copies, rects = [], more = {}) => ssu({ width: 8, height: 6, copies, rects, ...more });
+  const bad = {
+    'version 3': [v2([c], dot, { magic: [0x53, 0x53, 0x55, 0x03] }), /unknown version 3 \(this reader knows 1 and 2\)/],
+    'version 255': [v2([], dot, { magic: [0x53, 0x53, 0x55, 0xff] }), /unknown version 255/],
+    'no copy and no rectangle': [v2([]), /count 0 is outside 1..=4096/],
+    'a keyframe with a copy': [ssu({ ...K1, copies: [c] }), /a keyframe has no copies \(it has 1\)/],
+    'a keyframe of copies only': [ssu({ ...K1, copies: [[0, 0, 8, 6, 0, 0]], rects: [] }), /a keyframe has no copies/],
+    'a keyframe without a rectangle': [ssu({ ...K1, copies: [], rects: [] }), /count 0 is outside 1..=4096/],
+    'copy source past the right edge': [v2([[6, 0, 3, 1, 0, 0]]), /copy 0 \(6,0 3×1 to 0,0\) is empty or outside the 8×6 screen/],
+    'copy source past the bottom': [v2([[0, 5, 1, 2, 0, 0]]), /copy 0 \(0,5 1×2 to 0,0\)/],
+    'copy destination past the right edge': [v2([[0, 0, 3, 1, 6, 0]]), /copy 0 \(0,0 3×1 to 6,0\)/],
+    'copy destination past the bottom': [v2([[0, 0, 1, 2, 0, 5]]), /copy 0 \(0,0 1×2 to 0,5\)/],
+    'copy at x 65535': [v2([[65535, 0, 1, 1, 0, 0]]), /copy 0/],
+    'copy 65535 wide': [v2([[1, 0, 65535, 1, 0, 0]]), /copy 0/],
+    'copy of width 0': [v2([[0, 0, 0, 1, 1, 1]]), /copy 0 .* is empty/],
+    'copy of height 0': [v2([[0, 0, 1, 0, 1, 1]]), /copy 0 .* is empty/],
+    'a bad copy after a good one': [v2([c, [0, 0, 9, 1, 0, 0]]), /copy 1 \(0,0 9×1 to 0,0\)/],
+    '4097 copies': [v2(Array(4097).fill(c)), /copies 4097 is outside 0..=4096/],
+    'cut in a copy': [v2([c]).subarray(0, 11 + 8), /truncated: dx needs/],
+    'no rectangle count': [v2([c]).subarray(0, 11 + 12), /truncated: count needs/],
+    'a byte after copies only': [v2([c], [], { trailer: [0] }), /1 bytes after the end/],
+    'flag bit 1': [v2([c], [], { flags: 2 }), /reserved flag bits set/],
+    'rectangle past the right edge': [v2([c], [{ x: 6, y: 0, w: 3, h: 1, seed: 0 }]), /rectangle 0 \(6,0 3×1\)/],
+    '4097 rectangles': [v2([c], Array(4097).fill({ x: 0, y: 0, w: 1, h: 1, png: Uint8Array.of(1) })), /count 4097 is outside 0..=4096/],
+    // Each version's layout under the other's magic.
+    'a version-1 update marked 2': [ssu({ ...P1, magic: [0x53, 0x53, 0x55, 0x02] }), /copy 0|truncated|after the end/],
+    'a version-2 update marked 1': [v2([c], dot, { magic: [0x53, 0x53, 0x55, 0x01] }), /rectangle 0|truncated|after the end/],
+  };
+  for (const [name, [bytes, message]] of Object.entries(bad)) {
+    assert.throws(() => parseScreenUpdate(bytes), (e) => e instanceof FormatError && message.test(e.message), `${name}`);
+  }
+});
+
+test('Screen.copy moves any rectangle to any place as through a buffer, whatever the overlap', () => {
+  // Every direction and amount of overlap, on a screen whose pixels all differ, against the oracle.
+  const [W, H] = [9, 7];
+  const base = Screen.black(W, H);
+  base.paint(0, 0, W, H, decodePng(png(W, H, picture(W, H, 31)), W, H));
+  const start = { keyframe: true, width: W, height: H, rects: [{ x: 0, y: 0, w: W, h: H, seed: 31 }] };
+  let n = 0;
+  for (const [w, h] of [[9, 7], [5, 4], [1, 7], [9, 1], [3, 3]]) {
+    for (let sx = 0; sx + w <= W; sx += 2) {
+      for (let sy = 0; sy + h <= H; sy += 2) {
+        for (let dx = Math.max(0, sx - 3); dx + w <= W && dx <= sx + 3; dx += 1) {
+          for (let dy = Math.max(0, sy - 3); dy + h <= H && dy <= sy + 3; dy += 1) {
+            const s = base.clone();
+            s.copy(sx, sy, w, h, dx, dy);
+            const want = expected([start, { width: W, height: H, copies: [[sx, sy, w, h, dx, dy]], rects: [] }]);
+            assert.ok(Buffer.from(s.rgb()).equals(Buffer.from(want.rgb)), `copy ${sx},${sy} ${w}×${h} to ${dx},${dy}`);
+            assert.ok(s.data.every((v, i) => i % 4 !== 3 || v === 255), 'opaque');
+            n += 1;
+          }
+        }
+      }
+    }
+  }
+  assert.ok(n > 400, `${n} copies`);
+});
+
+test('compositing version 2: scrolls up and down, overlapping copies in order, then the rectangles', async () => {
+  const c = new Compositor(decodePng);
+  const seen = [];
+  for (const [i, u] of V2_UPDATES.entries()) {
+    seen.push(u);
+    sameScreen(await c.apply(ssu(u)), expected(seen), `update ${i}`);
+  }
+  // Spot checks against the pictures: scrolled up by 2, the top row is the keyframe's third.
+  const up = new Compositor(decodePng);
+  await up.apply(ssu(K2));
+  await up.apply(ssu(SCROLL_UP));
+  const k = picture(12, 9, 21);
+  assert.deepEqual([...up.screen.rgb().subarray(0, 36)], [...k.subarray(2 * 36, 3 * 36)]);
+  // The resized screen: black where the copy went (it copied black), the rectangle at 0,0.
+  assert.deepEqual([...c.screen.rgb().subarray((2 * 7 + 4) * 3, (2 * 7 + 4) * 3 + 3)], [0, 0, 0]);
+  // A version-2 update as the first: black, the copy copies black, then its rectangles.
+  const first = new Compositor(decodePng);
+  sameScreen(await first.apply(ssu(CHAIN)), expected([CHAIN]), 'version 2 first');
+  // The widest screen: 4096 one-pixel copies, each reading what the one before it wrote.
+  const wide = new Compositor(decodePng);
+  const row = [{ keyframe: true, width: 16384, height: 1, rects: [{ x: 0, y: 0, w: 16384, h: 1, seed: 27 }] },
+    { width: 16384, height: 1, copies: Array.from({ length: 4096 }, (_, i) => [i, 0, 1, 1, i + 1, 0]), rects: [] },
+    { width: 16384, height: 1, copies: [[0, 0, 16383, 1, 1, 0], [2, 0, 16382, 1, 0, 0]], rects: [] }];
+  for (const [i, u] of row.entries()) sameScreen(await wide.apply(ssu(u)), expected(row.slice(0, i + 1)), `wide ${i}`);
+});
+
+test('a malformed version-2 update leaves the screen exactly as it was, its good copies not made', async () => {
+  const c = new Compositor(decodePng);
+  await c.apply(ssu(K2));
+  await c.apply(ssu(SCROLL_UP));
+  const before = c.screen.rgb();
+  const broken = {
+    'a good copy and a PNG of another size': ssu({ ...SCROLL_DOWN, rects: [{ x: 0, y: 0, w: 3, h: 3, png: png(2, 2, picture(2, 2, 1)) }] }),
+    'a good copy and not a PNG': ssu({ ...SCROLL_DOWN, rects: [{ x: 0, y: 0, w: 1, h: 1, png: utf8('GIF89a') }] }),
+    'a good copy and a bad one': ssu({ ...SCROLL_DOWN, copies: [...SCROLL_DOWN.copies, [0, 0, 13, 1, 0, 0]] }),
+    'copies and a trailing byte': ssu({ ...SCROLL_DOWN, trailer: [0] }),
+    'a keyframe with a copy at another size': ssu({ keyframe: true, width: 4, height: 4, copies: [[0, 0, 1, 1, 1, 1]], rects: [{ x: 0, y: 0, w: 4, h: 4, seed: 1 }] }),
+    'version 3': ssu({ ...SCROLL_DOWN, magic: [0x53, 0x53, 0x55, 0x03] }),
+  };
+  for (const [what, bytes] of Object.entries(broken)) {
+    await assert.rejects(c.apply(bytes), FormatError, what);
+    assert.deepEqual([c.screen.width, c.screen.height], [12, 9], what);
+    assert.ok(Buffer.from(c.screen.rgb()).equals(Buffer.from(before)), `${what}: the screen changed`);
+  }
+});
+
+test('seeking in a stream of version-2 updates makes the screen compositing from the start makes', async () => {
+  const frames = [...V2_UPDATES.map((update) => ({ update })), { update: K2 }, { update: SCROLL_DOWN }, { update: SIDEWAYS },
+    { bytes: ssu({ ...SCROLL_UP, trailer: [0] }), update: SCROLL_UP }, { update: DIAGONAL }, { update: CHAIN }];
+  const want = oracle(frames);
+  const forward = fakeStream(frames);
+  for (const [i, k] of forward.keys.entries()) sameScreen((await forward.track.at(k)).screen, want[i], `frame ${i} played`);
+  for (const i of [14, 3, 9, 5, 12, 0, 15, 8]) {
+    const fresh = fakeStream(frames);
+    sameScreen((await fresh.track.at(fresh.keys[i])).screen, want[i], `frame ${i} sought`);
+    // Walking back stops at the last keyframe (a version-2 one among them), not before.
+    const last = frames.slice(0, i + 1).findLastIndex((f) => f.update?.keyframe && !f.bytes);
+    assert.deepEqual(fresh.loads.sort((a, b) => a - b), fresh.keys.slice(last, i + 1), `frame ${i}: loads`);
+  }
 });
 
 // ---- the page's session module and ZIP export, over sealed chunks ----
@@ -624,6 +790,49 @@ test('the ZIP export writes each screen update as <stem>.png of the whole screen
   assert.equal(Buffer.from(files.get('activity.jsonl')).toString(), `${activity[0].line}\n`);
   const manifest = JSON.parse(Buffer.from(files.get('manifest.json')).toString());
   assert.ok(manifest.files.some((f) => f.name === 'frames/00000012-screen-00000013.png' && f.capture_time_us === T0 + 12 * 500_000));
+});
+
+test('version-2 updates through the session module, an overview tile and the ZIP export, across a gap', async (t) => {
+  const session = [
+    { update: K2 }, { update: SCROLL_UP }, { image: true }, { update: SCROLL_DOWN }, { dropped: true }, { dropped: true },
+    { gap: [4, 5] }, { update: CHAIN }, { bytes: ssu({ ...SIDEWAYS, magic: [0x53, 0x53, 0x55, 0x03] }), update: SIDEWAYS },
+    { update: DIAGONAL }, { update: K2_V2 }, { update: SCROLL_UP }, { update: RESIZED_V2 },
+  ];
+  const frames = session.map((f, seq) => ({ ...f, seq })).filter((f) => !f.dropped && !f.gap);
+  const updates = [];
+  const want = frames.map((f) => (f.image ? null : (updates.push(f.bytes ? null : f.update), expected(updates))));
+  const stored = await sealStream(session);
+  const { rec } = await openSession(t, stored);
+  for (const [i, f] of frames.entries()) {
+    const s = await rec.screen(i);
+    if (f.image) { assert.equal(s.update, false); continue; }
+    sameScreen(s.screen, want[i], `frame ${i} (seq ${f.seq}) played`);
+    assert.equal(s.malformed !== null, f.seq === 8, `frame ${i} malformed`);
+  }
+  for (const i of [9, 6, 4, 1]) {
+    const { rec: fresh } = await openSession(t, stored);
+    sameScreen((await fresh.screen(i)).screen, want[i], `frame ${i} (seq ${frames[i].seq}) sought`);
+  }
+  // seq 11 opens only the version-2 keyframe at seq 10 and itself.
+  const { rec: mid } = await openSession(t, stored);
+  await mid.screen(frames.findIndex((f) => f.seq === 11));
+  assert.equal(mid.track.loads, 2);
+  // An overview tile, walked back through the gap.
+  const ring = new Keyring();
+  await ring.unlock(passphrase, null);
+  const { summary } = fakeConsole(t, stored);
+  for (const i of [5, 4, 3]) {
+    sameScreen((await tileScreens(ring, { ...summary, frame_stream: 0 }, decodePng).at(frames[i].seq)).screen, want[i], `tile at seq ${frames[i].seq}`);
+  }
+  // The ZIP export: every screen but the malformed one's, as <stem>.png.
+  const files = unzip(new Uint8Array(await (await exportFrames(rec, [], { save: false })).arrayBuffer()));
+  for (const [i, f] of frames.entries()) {
+    if (f.image) continue;
+    const name = `frames/${String(f.seq).padStart(8, '0')}-screen-${String(f.seq + 1).padStart(8, '0')}.png`;
+    if (f.bytes) { assert.ok(!files.has(name), `${name} is malformed`); continue; }
+    const rgba = decodePng(files.get(name), want[i].w, want[i].h);
+    assert.ok(Buffer.from(rgba.filter((_, j) => j % 4 !== 3)).equals(Buffer.from(want[i].rgb)), `${name}: pixels`);
+  }
 });
 
 test("the page's PNG encoder writes 8-bit RGB PNGs a strict decoder reads back", async () => {

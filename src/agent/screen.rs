@@ -1,16 +1,17 @@
 //! Turning captured screens into screen updates (docs/format.md "Screen update"), whatever the
 //! platform: regions blacked out, the cursor drawn, scaled to `max_width`, compared with the
-//! previous screen tile by tile (by a 64-bit digest per tile: no copy of the previous screen is
-//! kept), and only the changed rectangles encoded as PNGs. A keyframe
+//! previous screen tile by tile (by 64-bit digests of each tile's rows: no copy of the previous
+//! screen is kept), a vertical scroll sent as a copy (`scroll`), and only the changed rectangles
+//! encoded as PNGs. A keyframe
 //! at the first screen, after a size change, and at the first change `keyframe_every` after
 //! the last keyframe; nothing while nothing changes.
 
 use std::time::{Duration, Instant};
 
-use crate::protocol::screen::{Rect, Update};
+use crate::protocol::screen::{CopyRect, Rect, Update};
 
-/// Side of the square tiles compared between screens.
-const TILE: usize = 32;
+mod scroll;
+use scroll::{Scroll, TILE, detect, dirty_tiles, segment_digests};
 
 /// A captured screen: `width × height` pixels, RGB, row by row.
 pub struct Capture {
@@ -173,7 +174,7 @@ impl Capture {
 /// The previous screen and when the last keyframe went.
 pub struct Encoder {
     keyframe_every: Duration,
-    /// The previous screen's size and its tiles' digests.
+    /// The previous screen's size and its row segments' digests (`scroll::segment_digests`).
     previous: Option<(usize, usize, Vec<u64>)>,
     last_keyframe: Option<Instant>,
 }
@@ -199,6 +200,8 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     pub keyframe: bool,
     pub rects: usize,
+    /// Copies (a scroll), 0 or 1; never in a keyframe.
+    pub copies: usize,
 }
 
 impl Encoder {
@@ -218,31 +221,44 @@ impl Encoder {
     /// The update that turns the previous screen into `screen`, or `None` when nothing changed.
     pub fn encode(&mut self, screen: &Pixels<'_>, now: Instant) -> Option<Encoded> {
         let (w, h) = (screen.width, screen.height);
-        let digests = tile_digests(screen);
-        let changed = match &self.previous {
-            Some((pw, ph, old)) if (*pw, *ph) == (w, h) => {
-                let dirty: Vec<bool> = old.iter().zip(&digests).map(|(a, b)| a != b).collect();
-                merge_tiles(&dirty, w, h)
-            }
-            _ => vec![(0, 0, w, h)],
-        };
-        let same_size = self
-            .previous
+        let cols = w.div_ceil(TILE);
+        let digests = segment_digests(screen);
+        let previous = self.previous.take();
+        let old = previous
             .as_ref()
-            .is_some_and(|(pw, ph, _)| (*pw, *ph) == (w, h));
-        self.previous = Some((w, h, digests));
-        if changed.is_empty() {
+            .filter(|(pw, ph, _)| (*pw, *ph) == (w, h))
+            .map(|(_, _, old)| old);
+        let dirty = old.map(|old| dirty_tiles(old, &digests, cols, h, None));
+        if dirty.as_ref().is_some_and(|d| !d.contains(&true)) {
+            self.previous = Some((w, h, digests));
             return None;
         }
-        let keyframe = !same_size
+        let keyframe = old.is_none()
             || self
                 .last_keyframe
                 .is_none_or(|t| now.duration_since(t) >= self.keyframe_every);
-        let rects = if keyframe {
-            vec![(0, 0, w, h)]
-        } else {
-            changed
+        let (scroll, rects) = match (old, dirty) {
+            (Some(old), Some(dirty)) if !keyframe => match detect(old, &digests, cols, h, &dirty) {
+                Some((s, left)) => (Some(s), merge_tiles(&left, w, h)),
+                None => (None, merge_tiles(&dirty, w, h)),
+            },
+            _ => (None, vec![(0, 0, w, h)]),
         };
+        self.previous = Some((w, h, digests));
+        let copies: Vec<CopyRect> = scroll
+            .iter()
+            .map(|s: &Scroll| {
+                let x = s.c0 * TILE;
+                CopyRect {
+                    sx: x as u16,
+                    sy: s.src_y as u16,
+                    w: ((s.c1 * TILE).min(w) - x) as u16,
+                    h: s.h as u16,
+                    dx: x as u16,
+                    dy: s.dst_y as u16,
+                }
+            })
+            .collect();
         let pngs: Vec<Vec<u8>> = rects
             .iter()
             .map(|&(x, y, rw, rh)| encode_rect(rw as u16, rh as u16, &screen.rgb(x, y, rw, rh)))
@@ -251,6 +267,7 @@ impl Encoder {
             keyframe,
             width: w as u16,
             height: h as u16,
+            copies,
             rects: rects
                 .iter()
                 .zip(&pngs)
@@ -270,40 +287,9 @@ impl Encoder {
             bytes: update.encode(),
             keyframe,
             rects: rects.len(),
+            copies: scroll.iter().count(),
         })
     }
-}
-
-/// A 64-bit digest per tile, row-major: CRC-32C (hardware) beside a rotate-xor fold of the
-/// tile's bytes, so a change goes unseen only if both collide; the next keyframe repairs it.
-fn tile_digests(p: &Pixels<'_>) -> Vec<u64> {
-    let cols = p.width.div_ceil(TILE);
-    let rows = p.height.div_ceil(TILE);
-    let mut out = vec![0u64; cols * rows];
-    let mut crc = vec![0u32; cols];
-    let mut fold = vec![0u32; cols];
-    for ty in 0..rows {
-        crc.fill(0);
-        fold.fill(0);
-        for y in ty * TILE..((ty + 1) * TILE).min(p.height) {
-            let row = &p.data[y * p.width * p.bpp..(y + 1) * p.width * p.bpp];
-            for tx in 0..cols {
-                let part = &row[tx * TILE * p.bpp..((tx + 1) * TILE).min(p.width) * p.bpp];
-                crc[tx] = crc32c::crc32c_append(crc[tx], part);
-                let mut f = fold[tx];
-                for word in part.chunks(4) {
-                    let mut v = [0u8; 4];
-                    v[..word.len()].copy_from_slice(word);
-                    f = f.rotate_left(7) ^ u32::from_le_bytes(v);
-                }
-                fold[tx] = f;
-            }
-        }
-        for tx in 0..cols {
-            out[ty * cols + tx] = (crc[tx] as u64) << 32 | fold[tx] as u64;
-        }
-    }
-    out
 }
 
 /// Changed tiles (row-major flags) merged into rectangles: runs of changed tiles in a tile
@@ -442,8 +428,8 @@ mod tests {
             }
         });
         let (mut a, mut b) = (a, b);
-        let (da, db) = (tile_digests(&a.pixels()), tile_digests(&b.pixels()));
-        let dirty: Vec<bool> = da.iter().zip(&db).map(|(x, y)| x != y).collect();
+        let (da, db) = (segment_digests(&a.pixels()), segment_digests(&b.pixels()));
+        let dirty = dirty_tiles(&da, &db, 100_usize.div_ceil(TILE), 70, None);
         let rects = merge_tiles(&dirty, 100, 70);
         let mut covered = vec![0u8; 100 * 70];
         for &(x, y, w, h) in &rects {

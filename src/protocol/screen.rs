@@ -2,19 +2,27 @@
 //! 8-bit RGB PNG, painted over the screen the stream's earlier updates made; and the one
 //! compositing rule every reader follows.
 //!
-//! `magic "SSU" 0x01 | flags u8 (bit 0 keyframe) | width u16 | height u16 | count u16 |
-//! count × (x u16 | y u16 | w u16 | h u16 | png_len u32 | png)`.
+//! `magic "SSU" version | flags u8 (bit 0 keyframe) | width u16 | height u16 |
+//! [version 2: copies u16 | copies × (sx u16 | sy u16 | w u16 | h u16 | dx u16 | dy u16)] |
+//! count u16 | count × (x u16 | y u16 | w u16 | h u16 | png_len u32 | png)`.
+//!
+//! Version 2 adds copies (pixels already on the screen moved, as a scrolled terminal's), applied
+//! before the rectangles; an update without a copy is written as version 1.
 
 use super::wire::{DecodeError, Reader};
 
 /// A frame whose name ends in this is a screen update.
 pub const UPDATE_SUFFIX: &str = ".ssu";
-/// The only update version this build reads.
+/// The update version written when an update has no copy.
 pub const UPDATE_VERSION: u8 = 1;
+/// The update version written when an update has copies.
+pub const UPDATE_VERSION_COPIES: u8 = 2;
 /// Largest width or height.
 pub const MAX_SIDE: u16 = 16_384;
 /// Most rectangles in one update.
 pub const MAX_RECTS: u16 = 4_096;
+/// Most copies in one (version-2) update.
+pub const MAX_COPIES: u16 = 4_096;
 const FLAG_KEYFRAME: u8 = 1;
 const WHAT: &str = "screen update";
 
@@ -41,11 +49,25 @@ pub struct Rect<'a> {
     pub png: &'a [u8],
 }
 
+/// One copy (version 2): the `w × h` pixels at `sx, sy` go to `dx, dy`, read as they were just
+/// before this copy (source and destination may overlap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyRect {
+    pub sx: u16,
+    pub sy: u16,
+    pub w: u16,
+    pub h: u16,
+    pub dx: u16,
+    pub dy: u16,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Update<'a> {
     pub keyframe: bool,
     pub width: u16,
     pub height: u16,
+    /// Applied in order, before the rectangles; none in a keyframe or a version-1 update.
+    pub copies: Vec<CopyRect>,
     pub rects: Vec<Rect<'a>>,
 }
 
@@ -59,12 +81,24 @@ fn invalid(reason: impl Into<String>) -> DecodeError {
 impl<'a> Update<'a> {
     pub fn encode(&self) -> Vec<u8> {
         let body: usize = self.rects.iter().map(|r| 12 + r.png.len()).sum();
-        let mut out = Vec::with_capacity(11 + body);
+        let mut out = Vec::with_capacity(13 + 12 * self.copies.len() + body);
         out.extend_from_slice(b"SSU");
-        out.push(UPDATE_VERSION);
+        out.push(if self.copies.is_empty() {
+            UPDATE_VERSION
+        } else {
+            UPDATE_VERSION_COPIES
+        });
         out.push(if self.keyframe { FLAG_KEYFRAME } else { 0 });
         out.extend_from_slice(&self.width.to_be_bytes());
         out.extend_from_slice(&self.height.to_be_bytes());
+        if !self.copies.is_empty() {
+            out.extend_from_slice(&(self.copies.len() as u16).to_be_bytes());
+            for c in &self.copies {
+                for v in [c.sx, c.sy, c.w, c.h, c.dx, c.dy] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+        }
         out.extend_from_slice(&(self.rects.len() as u16).to_be_bytes());
         for r in &self.rects {
             for v in [r.x, r.y, r.w, r.h] {
@@ -83,7 +117,7 @@ impl<'a> Update<'a> {
         if &magic != b"SSU" {
             return Err(invalid(format!("bad magic {magic:02x?}, expected \"SSU\"")));
         }
-        r.version(&[UPDATE_VERSION], "1")?;
+        let version = r.version(&[UPDATE_VERSION, UPDATE_VERSION_COPIES], "1 and 2")?;
         let flags = r.u8()?;
         if flags & !FLAG_KEYFRAME != 0 {
             return Err(invalid(format!("unknown flag bits {flags:#04x}")));
@@ -93,8 +127,39 @@ impl<'a> Update<'a> {
         for (field, v) in [("width", width), ("height", height)] {
             r.bounded(field, v.into(), 1, MAX_SIDE.into())?;
         }
+        let mut copies = Vec::new();
+        if version == UPDATE_VERSION_COPIES {
+            let n = r.u16()?;
+            r.bounded("copies", n.into(), 0, MAX_COPIES.into())?;
+            copies.reserve(n as usize);
+            for i in 0..n {
+                let (sx, sy, w, h) = (r.u16()?, r.u16()?, r.u16()?, r.u16()?);
+                let (dx, dy) = (r.u16()?, r.u16()?);
+                let fits = |x: u16, y: u16| {
+                    x as u32 + w as u32 <= width as u32 && y as u32 + h as u32 <= height as u32
+                };
+                if w == 0 || h == 0 || !fits(sx, sy) || !fits(dx, dy) {
+                    return Err(invalid(format!(
+                        "copy {i} ({sx},{sy} {w}×{h} to {dx},{dy}) is empty or outside the \
+                         {width}×{height} screen"
+                    )));
+                }
+                copies.push(CopyRect {
+                    sx,
+                    sy,
+                    w,
+                    h,
+                    dx,
+                    dy,
+                });
+            }
+        }
         let count = r.u16()?;
-        r.bounded("count", count.into(), 1, MAX_RECTS.into())?;
+        let min = if version == UPDATE_VERSION { 1 } else { 0 };
+        r.bounded("count", count.into(), min, MAX_RECTS.into())?;
+        if copies.is_empty() && count == 0 {
+            return Err(invalid("no copy and no rectangle"));
+        }
         let mut rects = Vec::with_capacity(count as usize);
         for i in 0..count {
             let (x, y, w, h) = (r.u16()?, r.u16()?, r.u16()?, r.u16()?);
@@ -113,6 +178,9 @@ impl<'a> Update<'a> {
         }
         r.finish()?;
         let keyframe = flags & FLAG_KEYFRAME != 0;
+        if keyframe && !copies.is_empty() {
+            return Err(invalid("a keyframe has no copy"));
+        }
         if keyframe
             && (rects.len() != 1
                 || rects[0]
@@ -132,6 +200,7 @@ impl<'a> Update<'a> {
             keyframe,
             width,
             height,
+            copies,
             rects,
         })
     }
@@ -165,6 +234,23 @@ impl Screen {
         for j in 0..h as usize {
             let at = (y as usize + j) * stride + x as usize * 3;
             self.rgb[at..at + row].copy_from_slice(&rgb[j * row..(j + 1) * row]);
+        }
+    }
+
+    /// Apply a copy as through a buffer: rows in the order that never reads a row already
+    /// written (bottom up when moving down), each row moved with `copy_within` (memmove).
+    fn copy(&mut self, c: &CopyRect) {
+        let stride = self.width as usize * 3;
+        let row = c.w as usize * 3;
+        let one = |rgb: &mut Vec<u8>, j: usize| {
+            let from = (c.sy as usize + j) * stride + c.sx as usize * 3;
+            let to = (c.dy as usize + j) * stride + c.dx as usize * 3;
+            rgb.copy_within(from..from + row, to);
+        };
+        if c.dy > c.sy {
+            (0..c.h as usize).rev().for_each(|j| one(&mut self.rgb, j));
+        } else {
+            (0..c.h as usize).for_each(|j| one(&mut self.rgb, j));
         }
     }
 }
@@ -201,6 +287,9 @@ impl Compositor {
             self.screen = Some(Screen::black(update.width, update.height));
         }
         let screen = self.screen.as_mut().expect("set above");
+        for c in &update.copies {
+            screen.copy(c);
+        }
         for (r, rgb) in update.rects.iter().zip(&pixels) {
             screen.paint(r.x, r.y, r.w, r.h, rgb);
         }
@@ -290,272 +379,6 @@ fn check_png_layout(data: &[u8]) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn solid(w: u16, h: u16, c: [u8; 3]) -> Vec<u8> {
-        c.repeat(w as usize * h as usize)
-    }
-
-    fn update(keyframe: bool, w: u16, h: u16, rects: &[(u16, u16, u16, u16, [u8; 3])]) -> Vec<u8> {
-        let pngs: Vec<Vec<u8>> = rects
-            .iter()
-            .map(|&(_, _, rw, rh, c)| encode_png(rw, rh, &solid(rw, rh, c), png::Compression::Fast))
-            .collect();
-        Update {
-            keyframe,
-            width: w,
-            height: h,
-            rects: rects
-                .iter()
-                .zip(&pngs)
-                .map(|(&(x, y, w, h, _), png)| Rect { x, y, w, h, png })
-                .collect(),
-        }
-        .encode()
-    }
-
-    fn px(s: &Screen, x: usize, y: usize) -> [u8; 3] {
-        let at = (y * s.width as usize + x) * 3;
-        s.rgb[at..at + 3].try_into().unwrap()
-    }
-
-    #[test]
-    fn updates_paint_over_the_keyframe_and_a_size_change_starts_black() {
-        let mut c = Compositor::default();
-        c.apply(&update(true, 8, 4, &[(0, 0, 8, 4, [9, 9, 9])]))
-            .unwrap();
-        let s = c
-            .apply(&update(false, 8, 4, &[(2, 1, 3, 2, [200, 0, 0])]))
-            .unwrap();
-        assert_eq!(px(s, 0, 0), [9, 9, 9]);
-        assert_eq!(px(s, 2, 1), [200, 0, 0]);
-        assert_eq!(px(s, 4, 2), [200, 0, 0]);
-        assert_eq!(px(s, 5, 2), [9, 9, 9]);
-        // A partial update at another size: black base, then its rectangle.
-        let s = c
-            .apply(&update(false, 4, 4, &[(0, 0, 1, 1, [1, 2, 3])]))
-            .unwrap();
-        assert_eq!((s.width, s.height), (4, 4));
-        assert_eq!(px(s, 0, 0), [1, 2, 3]);
-        assert_eq!(px(s, 3, 3), [0, 0, 0]);
-    }
-
-    #[test]
-    fn a_malformed_update_is_refused_and_leaves_the_screen() {
-        let mut c = Compositor::default();
-        c.apply(&update(true, 4, 4, &[(0, 0, 4, 4, [5, 5, 5])]))
-            .unwrap();
-        let before = c.screen().unwrap().clone();
-        // A rectangle whose PNG is another size than it says.
-        let png = encode_png(2, 2, &solid(2, 2, [7, 7, 7]), png::Compression::Fast);
-        let bad = Update {
-            keyframe: false,
-            width: 4,
-            height: 4,
-            rects: vec![Rect {
-                x: 0,
-                y: 0,
-                w: 3,
-                h: 3,
-                png: &png,
-            }],
-        }
-        .encode();
-        assert!(c.apply(&bad).is_err());
-        assert_eq!(c.screen().unwrap(), &before);
-        let mut trailing = update(false, 4, 4, &[(0, 0, 1, 1, [1, 1, 1])]);
-        trailing.push(0);
-        assert!(matches!(
-            Update::decode(&trailing),
-            Err(DecodeError::TrailingBytes { .. })
-        ));
-        let outside = update(false, 4, 4, &[(3, 0, 2, 1, [1, 1, 1])]);
-        assert!(Update::decode(&outside).is_err());
-        let split_key = update(
-            true,
-            4,
-            4,
-            &[(0, 0, 4, 2, [1, 1, 1]), (0, 2, 4, 2, [1, 1, 1])],
-        );
-        assert!(Update::decode(&split_key).is_err());
-        let mut v2 = update(false, 4, 4, &[(0, 0, 1, 1, [1, 1, 1])]);
-        v2[3] = 2;
-        assert!(matches!(
-            Update::decode(&v2),
-            Err(DecodeError::UnsupportedVersion { .. })
-        ));
-        assert_eq!(c.screen().unwrap(), &before);
-    }
-
-    #[test]
-    fn the_exported_name_and_the_png_round_trip() {
-        assert!(is_update_name("screen-00000001.ssu"));
-        assert!(!is_update_name("screen-00000001.png"));
-        assert_eq!(png_name("screen-00000001.ssu"), "screen-00000001.png");
-        let rgb: Vec<u8> = (0..5 * 3 * 3).map(|i| (i * 7) as u8).collect();
-        let png = encode_png(5, 3, &rgb, png::Compression::Balanced);
-        assert_eq!(decode_png(&png, 5, 3).unwrap(), rgb);
-        assert!(decode_png(&png, 3, 5).is_err());
-        // Bytes after IEND, a failed checksum, a cut PNG: refused.
-        let mut after = png.clone();
-        after.push(0);
-        assert!(decode_png(&after, 5, 3).unwrap_err().contains("after"));
-        let mut crc = png.clone();
-        let n = crc.len();
-        crc[n - 13] ^= 1; // the last IDAT's CRC
-        assert!(decode_png(&crc, 5, 3).is_err());
-        assert!(decode_png(&png[..png.len() - 12], 5, 3).is_err());
-    }
-}
-
-/// The shared fixture `tests/vectors/screen.json`: a stream of updates and the screen each
-/// makes (the SHA-256 of its RGB bytes), or `"malformed"`. Every reader (export, the console,
-/// tools/reference_decrypt.py) composites it to the same screens.
+mod tests;
 #[cfg(test)]
-mod vectors {
-    use super::*;
-    use sha2::{Digest, Sha256};
-
-    const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/screen.json");
-
-    fn pattern(w: u16, h: u16, seed: u32) -> Vec<u8> {
-        (0..w as u32 * h as u32)
-            .flat_map(|i| {
-                let (x, y) = (i % w as u32, i / w as u32);
-                [
-                    (x * 16 + seed) as u8,
-                    (y * 32 + seed * 3) as u8,
-                    ((x ^ y) * 8 + seed) as u8,
-                ]
-            })
-            .collect()
-    }
-
-    fn stream() -> Vec<(String, Vec<u8>)> {
-        let key = |w, h, seed, c| {
-            let png = encode_png(w, h, &pattern(w, h, seed), c);
-            Update {
-                keyframe: true,
-                width: w,
-                height: h,
-                rects: vec![Rect {
-                    x: 0,
-                    y: 0,
-                    w,
-                    h,
-                    png: &png,
-                }],
-            }
-            .encode()
-        };
-        let part = |w, h, rects: &[(u16, u16, u16, u16, u32)]| {
-            let pngs: Vec<Vec<u8>> = rects
-                .iter()
-                .map(|&(_, _, rw, rh, seed)| {
-                    encode_png(rw, rh, &pattern(rw, rh, seed), png::Compression::High)
-                })
-                .collect();
-            Update {
-                keyframe: false,
-                width: w,
-                height: h,
-                rects: rects
-                    .iter()
-                    .zip(&pngs)
-                    .map(|(&(x, y, w, h, _), png)| Rect { x, y, w, h, png })
-                    .collect(),
-            }
-            .encode()
-        };
-        let mut bad_png = part(16, 8, &[(0, 0, 4, 4, 9)]);
-        let n = bad_png.len();
-        bad_png[n - 20] ^= 0xff; // inside the PNG's IDAT or IEND: its CRC fails
-        vec![
-            (
-                "screen-00000001.ssu".into(),
-                key(16, 8, 1, png::Compression::Fast),
-            ),
-            (
-                "screen-00000002.ssu".into(),
-                part(16, 8, &[(3, 2, 5, 3, 40), (10, 0, 6, 8, 80)]),
-            ),
-            ("screen-00000003.ssu".into(), bad_png),
-            (
-                "screen-00000004.ssu".into(),
-                part(16, 8, &[(4, 1, 6, 6, 120), (0, 7, 16, 1, 7)]),
-            ),
-            (
-                "screen-00000005.ssu".into(),
-                part(12, 6, &[(2, 2, 3, 3, 200)]),
-            ),
-            (
-                "screen-00000006.ssu".into(),
-                key(12, 6, 77, png::Compression::High),
-            ),
-            (
-                "screen-00000007.ssu".into(),
-                part(12, 6, &[(11, 5, 1, 1, 250)]),
-            ),
-        ]
-    }
-
-    fn expected() -> serde_json::Value {
-        let mut c = Compositor::default();
-        let updates: Vec<serde_json::Value> = stream()
-            .into_iter()
-            .map(|(name, image)| {
-                let screen = match c.apply(&image) {
-                    Ok(s) => serde_json::json!({
-                        "width": s.width, "height": s.height,
-                        "rgb_sha256": hex::encode(Sha256::digest(&s.rgb)),
-                        "png_name": png_name(&name),
-                    }),
-                    Err(_) => serde_json::json!("malformed"),
-                };
-                serde_json::json!({"name": name, "image_hex": hex::encode(&image), "screen": screen})
-            })
-            .collect();
-        serde_json::json!({
-            "about": "Screen updates of one frames stream, in sequence order, and the screen each makes (docs/format.md \"Compositing\"): SHA-256 of its RGB bytes, row by row, or \"malformed\" (refused; the screen stays as it was).",
-            "updates": updates,
-        })
-    }
-
-    #[test]
-    fn the_committed_fixture_is_what_this_reader_composites() {
-        let want = serde_json::to_string_pretty(&expected()).unwrap() + "\n";
-        if std::env::var_os("SEALSTREAM_WRITE_VECTORS").is_some() {
-            std::fs::write(PATH, &want).unwrap();
-        }
-        let have = std::fs::read_to_string(PATH)
-            .expect("tests/vectors/screen.json (SEALSTREAM_WRITE_VECTORS=1 writes it)");
-        let have: serde_json::Value = serde_json::from_str(&have).unwrap();
-        // Compare the screens, not the PNG bytes (another encoder version may compress
-        // differently): composite the committed updates and check each result.
-        let mut c = Compositor::default();
-        let mut malformed = 0;
-        for u in have["updates"].as_array().unwrap() {
-            let image = hex::decode(u["image_hex"].as_str().unwrap()).unwrap();
-            match (c.apply(&image), &u["screen"]) {
-                (Ok(s), want) if want.is_object() => {
-                    assert_eq!(
-                        want["rgb_sha256"],
-                        hex::encode(Sha256::digest(&s.rgb)),
-                        "{}",
-                        u["name"]
-                    );
-                    assert_eq!(want["width"], s.width);
-                }
-                (Err(_), want) if want == "malformed" => malformed += 1,
-                (got, want) => panic!(
-                    "{}: {want} expected, got {:?}",
-                    u["name"],
-                    got.map(|s| s.width)
-                ),
-            }
-        }
-        assert_eq!(malformed, 1);
-        let _ = want;
-    }
-}
+mod vectors;

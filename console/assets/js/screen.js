@@ -1,6 +1,7 @@
 // Screen updates (docs/format.md "Screen update" and "Compositing"): a frame named `*.ssu`
 // holds the rectangles of the screen that changed, each an 8-bit RGB PNG, painted over the
-// screen the stream's earlier updates made. Here: the update's parser (every rule of the
+// screen the stream's earlier updates made; version 2 first copies rectangles already on the
+// screen (a scroll) elsewhere on it. Here: the update's parser (every rule of the
 // spec), the compositor (one stream's screen, an RGBA buffer like ImageData's), a stream's
 // screens by sequence number (ScreenTrack: walk back to the last keyframe, composite forward,
 // bounded caches), and an 8-bit RGB PNG encoder for exports. PNGs are decoded by a function
@@ -15,11 +16,14 @@ export { FormatError };
 
 /** A frame whose name ends in this is a screen update. */
 export const UPDATE_SUFFIX = '.ssu';
-/** The update version this reader knows (the magic's last byte). */
-export const UPDATE_VERSION = 1;
+/** The update versions this reader knows (the magic's last byte); any other is malformed. */
+export const UPDATE_VERSIONS = Object.freeze([1, 2]);
+/** The newest update version this reader knows. */
+export const UPDATE_VERSION = Math.max(...UPDATE_VERSIONS);
 export const FLAG_KEYFRAME = 0x01;
 export const MAX_SIDE = 16_384;
 export const MAX_RECTS = 4_096;
+export const MAX_COPIES = 4_096;
 const WHAT = 'screen update';
 
 /** Does a frame of this name carry a screen update? */
@@ -33,21 +37,37 @@ export function pngName(updateName) {
 }
 
 /**
- * Parse a screen update (the frame's image bytes) and check its layout: magic and version,
- * flags, sizes, every rectangle inside the screen, nothing after the last one, a keyframe
- * exactly one rectangle covering the screen. The PNGs are checked when they are decoded
- * (Compositor.apply). Returns {keyframe, width, height, rects: [{x, y, w, h, png}]}, `png` a
- * subarray of `bytes`; throws FormatError.
+ * Parse a screen update (the frame's image bytes, version 1 or 2) and check its layout: magic
+ * and version, flags, sizes, every copy's source and destination inside the screen (version 2;
+ * none in a keyframe), every rectangle inside the screen, at least one copy or rectangle,
+ * nothing after the last one, a keyframe exactly one rectangle covering the screen. The PNGs
+ * are checked when they are decoded (Compositor.apply). Returns {version, keyframe, width,
+ * height, copies: [{sx, sy, w, h, dx, dy}], rects: [{x, y, w, h, png}]}, `png` a subarray of
+ * `bytes`; throws FormatError.
  */
 export function parseScreenUpdate(bytes) {
   const r = new ByteReader(WHAT, bytes);
   r.magic('SSU');
-  r.known('version', UPDATE_VERSION);
+  const version = r.known('version', UPDATE_VERSIONS);
   const flags = r.u8('flags');
   if (flags & ~FLAG_KEYFRAME) throw new FormatError(`${WHAT}: reserved flag bits set (flags 0x${flags.toString(16)})`);
+  const keyframe = (flags & FLAG_KEYFRAME) !== 0;
   const width = r.bounded('width', r.u16('width'), 1, MAX_SIDE);
   const height = r.bounded('height', r.u16('height'), 1, MAX_SIDE);
-  const count = r.bounded('count', r.u16('count'), 1, MAX_RECTS);
+  const copies = [];
+  if (version >= 2) {
+    const n = r.bounded('copies', r.u16('copies'), 0, MAX_COPIES);
+    if (keyframe && n > 0) throw new FormatError(`${WHAT}: a keyframe has no copies (it has ${n})`);
+    for (let i = 0; i < n; i += 1) {
+      const [sx, sy, w, h, dx, dy] = ['sx', 'sy', 'w', 'h', 'dx', 'dy'].map((f) => r.u16(f));
+      if (w === 0 || h === 0 || sx + w > width || sy + h > height || dx + w > width || dy + h > height) {
+        throw new FormatError(`${WHAT}: copy ${i} (${sx},${sy} ${w}×${h} to ${dx},${dy}) is empty or outside the ${width}×${height} screen`);
+      }
+      copies.push({ sx, sy, w, h, dx, dy });
+    }
+  }
+  // Version 1: 1..=4096 rectangles; version 2: 0..=4096, with at least one copy or rectangle.
+  const count = r.bounded('count', r.u16('count'), copies.length > 0 ? 0 : 1, MAX_RECTS);
   const rects = [];
   for (let i = 0; i < count; i += 1) {
     const x = r.u16('x');
@@ -61,11 +81,10 @@ export function parseScreenUpdate(bytes) {
     rects.push({ x, y, w, h, png });
   }
   r.finish();
-  const keyframe = (flags & FLAG_KEYFRAME) !== 0;
   if (keyframe && (rects.length !== 1 || rects[0].x !== 0 || rects[0].y !== 0 || rects[0].w !== width || rects[0].h !== height)) {
     throw new FormatError(`${WHAT}: a keyframe must be exactly one rectangle covering the whole screen`);
   }
-  return { keyframe, width, height, rects };
+  return { version, keyframe, width, height, copies, rects };
 }
 
 // ---- PNG ----
@@ -210,6 +229,22 @@ export class Screen {
     }
   }
 
+  /**
+   * Replace the `w × h` pixels at `dx, dy` with those at `sx, sy` as they were before (source
+   * and destination may overlap): rows taken in the order that reads each source row before it
+   * is written over, each row moved with copyWithin (memmove).
+   */
+  copy(sx, sy, w, h, dx, dy) {
+    const stride = this.width * 4;
+    const row = w * 4;
+    const move = (j) => {
+      const from = (sy + j) * stride + sx * 4;
+      this.data.copyWithin((dy + j) * stride + dx * 4, from, from + row);
+    };
+    if (dy > sy) for (let j = h - 1; j >= 0; j -= 1) move(j);
+    else for (let j = 0; j < h; j += 1) move(j);
+  }
+
   /** The pixels as RGB bytes (what the format's fixtures hash, what a PNG export holds). */
   rgb() {
     const out = new Uint8Array(this.width * this.height * 3);
@@ -240,7 +275,8 @@ export class Compositor {
   /**
    * Apply one update (its bytes, or parseScreenUpdate's result): every PNG is checked and
    * decoded first; then, for a keyframe, no screen yet, or another size, the screen becomes
-   * black at the update's size, and each rectangle is painted in order. Returns the screen
+   * black at the update's size, each copy is made in order (version 2), and each rectangle is
+   * painted in order. Returns the screen
    * (this.screen, changed in place). A malformed update throws FormatError and leaves the
    * screen as it was.
    */
@@ -259,6 +295,7 @@ export class Compositor {
     if (u.keyframe || !this.screen || this.screen.width !== u.width || this.screen.height !== u.height) {
       this.screen = Screen.black(u.width, u.height);
     }
+    for (const c of u.copies) this.screen.copy(c.sx, c.sy, c.w, c.h, c.dx, c.dy);
     u.rects.forEach((r, i) => this.screen.paint(r.x, r.y, r.w, r.h, pixels[i]));
     return this.screen;
   }

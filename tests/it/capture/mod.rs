@@ -126,6 +126,16 @@ async fn screen_updates(
     key: &sealstream::keys::PrivateKeyFile,
     session: &str,
 ) -> Vec<(bool, u16, u16)> {
+    decoded_updates(store_dir, key, session, |u| (u.keyframe, u.width, u.height)).await
+}
+
+/// What `seen` makes of each of a session's screen updates, decoded, in order.
+async fn decoded_updates<T>(
+    store_dir: &Path,
+    key: &sealstream::keys::PrivateKeyFile,
+    session: &str,
+    seen: impl Fn(&sealstream::protocol::screen::Update<'_>) -> T,
+) -> Vec<T> {
     use sealstream::crypto::{Dek, StreamKey};
     use sealstream::inspect::{self, Filter};
     use sealstream::protocol::payload::Frame;
@@ -161,7 +171,7 @@ async fn screen_updates(
                 continue;
             }
             let update = Update::decode(Frame::decode(&plain).unwrap().image).unwrap();
-            out.push((update.keyframe, update.width, update.height));
+            out.push(seen(&update));
         }
     }
     out

@@ -260,3 +260,44 @@ async fn while_the_pause_file_exists_nothing_is_recorded_and_activity_says_so() 
         .collect();
     assert_eq!(events, ["paused", "resumed"], "{:?}", s.activity);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrolling_terminal_is_sent_as_copies_and_recorded_as_its_screenshot_shows() {
+    let env = ChildEnv::start(Backend::Sqlite, &[]).await;
+    let x = Xvfb::start(800, 600);
+    let (_term, _) = x.xterm("scroll-term", "100x40+0+0");
+    let (stop, agent) = start_agent(env.enroll("ts-scroll"), capture_config(&[&x]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Lines at a steady rate (20 a second) for several seconds: the terminal scrolls under
+    // the agent's 5 frames a second, a few lines each frame.
+    x.type_text("for i in $(seq 160); do echo line $i $((i * 7919 % 10007)); sleep 0.05; done");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let shot_dir = tempfile::tempdir().unwrap();
+    let shot = x.screenshot(&shot_dir.path().join("x.png"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = stop_acked(stop, agent, "the agent stops").await;
+
+    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
+    for s in &exported.streams {
+        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
+    }
+    let all = sessions(&out.path().join("ts-scroll"));
+    assert_eq!(all.len(), 1);
+    let s = &all[0];
+    holds_all_recorded(s, &report.sessions[0]);
+    // Composited from the copies and rectangles, the last screen is the screenshot.
+    assert_eq!(differing_pixels(s.frames.last().unwrap(), &shot), 0);
+    let updates = decoded_updates(&env.store_dir(), &env.private_key(), &s.id, |u| {
+        (u.keyframe, u.copies.len())
+    })
+    .await;
+    assert_eq!(updates.len(), s.frames.len(), "{updates:?}");
+    let scrolls = updates.iter().filter(|&&(_, copies)| copies > 0).count();
+    eprintln!("{scrolls} of {} updates with a copy", updates.len());
+    assert!(scrolls >= 10, "updates (keyframe, copies): {updates:?}");
+    assert!(
+        updates.iter().all(|&(key, copies)| !key || copies == 0),
+        "a keyframe with a copy: {updates:?}"
+    );
+    env.stop().await;
+}

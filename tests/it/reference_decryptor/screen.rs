@@ -1,5 +1,7 @@
 use super::*;
 
+mod v2;
+
 /// A frames stream of screen updates — a keyframe, partial updates whose rectangles overlap
 /// (their PNGs using each of the five filters), an ordinary image between them, a gap, a change
 /// of size without a keyframe, the largest width and height and the most rectangles an update
@@ -178,9 +180,9 @@ fn the_python_reference_decryptor_refuses_malformed_screen_updates_and_keeps_the
         ..rect(1, 1, 3, 2, 3, NoFilter)
     };
     let bad: Vec<(&str, Vec<u8>)> = vec![
-        ("update version 2", {
+        ("update version 3", {
             let mut u = ssu(0, 8, 8, &[dot()]);
-            u[3] = 2;
+            u[3] = 3;
             u
         }),
         ("flag bit 1", ssu(2, 8, 8, &[dot()])),
