@@ -37,6 +37,7 @@ mod multinode;
 mod object_stores;
 mod offline_ca;
 mod operator;
+mod packaging;
 mod postgres;
 mod prometheus;
 mod proof;
