@@ -15,6 +15,16 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The agent's capture-to-ack histogram (`agent::metrics::CAPTURE_TO_ACK`).
+pub const CAPTURE_TO_ACK: &str = "sealstream_agent_capture_to_ack_seconds";
+
+/// Its buckets: 25 ms apart up to 100 ms and 50 ms apart up to 500 ms (where a healthy
+/// agent's acks fall, docs/benchmarks.md), so a p50 or p99 read as a bucket bound is within
+/// 25 or 50 ms of the truth, not within the 250 ms of the shared latency buckets.
+pub const CAPTURE_TO_ACK_BUCKETS: &[f64] = &[
+    0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+];
+
 /// Install the Prometheus recorder once per process; `None` if another recorder was installed.
 pub fn prometheus() -> Option<PrometheusHandle> {
     prometheus_for(None)
@@ -35,6 +45,13 @@ pub fn prometheus_for(node: Option<&str>) -> Option<PrometheusHandle> {
             }
             let recorder = builder
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                // The exporter tries full-name matchers before suffixes, so this one wins.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(CAPTURE_TO_ACK.into()),
+                        CAPTURE_TO_ACK_BUCKETS,
+                    )
+                })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &sizes))
                 .ok()?
                 .build_recorder();

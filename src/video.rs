@@ -41,6 +41,35 @@ fn durations(frames: &[(PathBuf, i64)]) -> Vec<f64> {
     gaps
 }
 
+/// A PNG's width and height, from its IHDR chunk (the first, right after the signature).
+fn png_size(path: &Path) -> Result<(u32, u32), String> {
+    use std::io::Read;
+    let mut head = [0u8; 24];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if &head[..8] != b"\x89PNG\r\n\x1a\n" || &head[12..16] != b"IHDR" {
+        return Err(format!("{}: not a PNG", path.display()));
+    }
+    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+    Ok((be(&head[16..20]), be(&head[20..24])))
+}
+
+/// The video's frame: the largest width and height among the frames, rounded up to even
+/// (H.264 in 4:2:0); every frame is scaled to fit inside it, aspect kept, and centred on black,
+/// so a session whose screen changed size is not stretched to its first size.
+fn filter(frames: &[(PathBuf, i64)]) -> Result<String, String> {
+    let (mut w, mut h) = (2, 2);
+    for (path, _) in frames {
+        let (fw, fh) = png_size(path)?;
+        w = w.max(fw.div_ceil(2) * 2);
+        h = h.max(fh.div_ceil(2) * 2);
+    }
+    Ok(format!(
+        "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:black,format=yuv420p"
+    ))
+}
+
 /// Write `frames` (files with capture times, in order) as an MP4 at `out`.
 pub fn encode(ffmpeg: &Path, frames: &[(PathBuf, i64)], out: &Path) -> Result<Written, String> {
     if frames.is_empty() {
@@ -49,6 +78,7 @@ pub fn encode(ffmpeg: &Path, frames: &[(PathBuf, i64)], out: &Path) -> Result<Wr
     if out.exists() {
         return Ok(Written::Kept);
     }
+    let filter = filter(frames)?;
     // ffmpeg reads the list line by line: frames are linked under names of our own (digits),
     // so a frame's name (which may hold any character but `/`) never reaches the list.
     let links = out.with_extension("frames.partial");
@@ -78,7 +108,7 @@ pub fn encode(ffmpeg: &Path, frames: &[(PathBuf, i64)], out: &Path) -> Result<Wr
             "-fps_mode",
             "vfr",
             "-vf",
-            "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+            &filter,
             "-c:v",
             "libx264",
             "-movflags",
@@ -113,5 +143,40 @@ mod tests {
         let d = durations(&[f(0), f(500_000), f(2_500_000)]);
         assert_eq!(d, vec![0.5, 2.0, 2.0]);
         assert_eq!(durations(&[f(7)]), vec![1.0]);
+    }
+
+    fn png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
+        let mut enc = png::Encoder::new(std::fs::File::create(path).unwrap(), w, h);
+        enc.set_color(png::ColorType::Rgb);
+        let mut out = enc.write_header().unwrap();
+        out.write_image_data(&rgb.repeat((w * h) as usize)).unwrap();
+    }
+
+    /// A screen that changed size: the video is as large as the largest screen and a smaller
+    /// one sits in it unstretched, on black (ffmpeg alone would stretch every frame to the
+    /// first one's size).
+    #[test]
+    fn a_session_whose_screen_grew_is_not_stretched() {
+        let ffmpeg = find_ffmpeg().expect("ffmpeg (Debian's ffmpeg; .ci/run installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let (small, large) = (dir.path().join("a.png"), dir.path().join("b.png"));
+        png(&small, 64, 48, [200, 200, 200]);
+        png(&large, 128, 48, [200, 200, 200]);
+        let out = dir.path().join("v.mp4");
+        let frames = [(small, 0), (large, 1_000_000)];
+        assert_eq!(encode(&ffmpeg, &frames, &out).unwrap(), Written::New);
+        let raw = Command::new(&ffmpeg)
+            .args(["-nostdin", "-loglevel", "error", "-i"])
+            .arg(&out)
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .output()
+            .unwrap();
+        assert!(raw.status.success());
+        // The first frame, 64x48 inside 128x48: 32 columns of black each side.
+        assert_eq!(raw.stdout.len(), 128 * 48, "the video is 128x48");
+        let row = &raw.stdout[24 * 128..25 * 128];
+        assert!(row[..24].iter().all(|&v| v < 40), "left bar: {row:?}");
+        assert!(row[104..].iter().all(|&v| v < 40), "right bar: {row:?}");
+        assert!(row[40..88].iter().all(|&v| v > 160), "the screen: {row:?}");
     }
 }

@@ -17,7 +17,8 @@ pub const OLDEST_UNACKED_AGE: &str = "sealstream_agent_oldest_unacked_age_second
 pub const UNACKED_CHUNKS: &str = "sealstream_agent_unacked_chunks";
 pub const DROPPED_CHUNKS: &str = "sealstream_agent_dropped_chunks_total";
 pub const CERT_EXPIRY: &str = "sealstream_agent_certificate_expiry_timestamp_seconds";
-pub const CAPTURE_TO_ACK: &str = "sealstream_agent_capture_to_ack_seconds";
+/// Its buckets are its own (`telemetry::CAPTURE_TO_ACK_BUCKETS`), finer than other latencies'.
+pub const CAPTURE_TO_ACK: &str = telemetry::CAPTURE_TO_ACK;
 
 /// Describe the agent's own histogram to whichever recorder is installed (the agent's
 /// listener, or a server's in the same process).

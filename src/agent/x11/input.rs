@@ -92,5 +92,21 @@ mod tests {
         };
         assert_eq!(name_key(&[key::t, key::T], &ctrl_shift), "Ctrl+Shift+T");
         assert_eq!(name_key(&[key::BackSpace], &m), "[BackSpace]");
+        // German Q and A: AltGr's levels; Caps Lock does not choose the fourth there, it
+        // capitalises a letter (as X does: AltGr+Q is @, AltGr+A is Æ with Caps Lock on).
+        let q = [key::q, key::Q, key::q, key::Q, key::at, key::Greek_OMEGA];
+        let a = [key::a, key::A, key::a, key::A, key::ae, key::AE];
+        let level3 = |shift, caps| Modifiers {
+            level3: true,
+            shift,
+            caps,
+            ..Default::default()
+        };
+        assert_eq!(name_key(&q, &level3(false, false)), "@");
+        assert_eq!(name_key(&q, &level3(true, false)), "Ω");
+        assert_eq!(name_key(&q, &level3(false, true)), "@");
+        assert_eq!(name_key(&q, &level3(true, true)), "Ω");
+        assert_eq!(name_key(&a, &level3(false, false)), "æ");
+        assert_eq!(name_key(&a, &level3(false, true)), "Æ");
     }
 }

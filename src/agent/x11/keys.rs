@@ -23,13 +23,17 @@ pub(super) fn name_key(syms: &[u32], m: &Modifiers) -> String {
         .key_char()
         .is_some_and(|c| c.is_alphabetic());
     let shifted = m.shift ^ (m.caps && letter);
+    // At AltGr's levels Shift alone chooses the fourth; Caps Lock then capitalises a letter
+    // found there (XKB's FOUR_LEVEL_SEMIALPHABETIC: AltGr+Q with Caps Lock on is `@`, not
+    // the fourth level's `Ω`).
     let sym = if m.level3 {
-        pick(if shifted { 5 } else { 4 }).or(pick(shifted as usize))
+        pick(if m.shift { 5 } else { 4 }).or(pick(shifted as usize))
     } else {
         pick(shifted as usize)
     }
     .or(pick(0))
     .unwrap_or(0);
+    let caps_at_level3 = m.level3 && m.caps;
     let special = special_name(sym);
     if m.ctrl || m.alt || m.super_ {
         let mut out = String::new();
@@ -56,6 +60,7 @@ pub(super) fn name_key(syms: &[u32], m: &Modifiers) -> String {
         return n.to_owned();
     }
     match Keysym::new(sym).key_char() {
+        Some(c) if caps_at_level3 && c.is_lowercase() => c.to_uppercase().collect(),
         Some(c) if !c.is_control() => c.to_string(),
         _ => match Keysym::new(sym).name() {
             Some(n) => format!("[{}]", n.trim_start_matches("XK_")),

@@ -19,6 +19,7 @@ use sealstream::protocol::{SessionId, StreamId};
 use sha2::{Digest, Sha256};
 
 mod lifecycle;
+mod options;
 mod screens;
 
 /// One exported session directory, with its files read.
