@@ -236,13 +236,21 @@ pub trait SessionCapture: Send {
     fn run(self: Box<Self>, out: &mut dyn FnMut(Event) -> bool, stop: &AtomicBool) -> String;
 }
 
+/// How long a live session's capture may take to stop once the agent stops: longer, and its
+/// source does not answer (an X server stopped or frozen holds its reply): the session's
+/// streams are ended without it and its thread is left behind.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Record a live session: its events sealed on three streams, keystroke and activity events
-/// batched for at most `batch`, every stream ended with a final chunk when it ends.
+/// batched for at most `batch`, every stream ended with a final chunk when it ends. `stop`
+/// tells its capture thread to stop; `halted` (the same, for the session) starts its
+/// `STOP_GRACE`.
 async fn live_session(
     agent: Arc<Agent>,
     capture: Box<dyn SessionCapture>,
     batch: Duration,
     stop: Arc<AtomicBool>,
+    mut halted: watch::Receiver<bool>,
 ) -> SessionReport {
     let label = capture.label();
     let mut user = User::new(&agent, label.clone()).with_activity(&agent);
@@ -270,6 +278,8 @@ async fn live_session(
         .activity
         .clone()
         .expect("live sessions have an activity stream");
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let mut abandoned = false;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -299,13 +309,33 @@ async fn live_session(
                 agent.checkpoint_if_due(&user.keys).await;
                 agent.checkpoint_if_due(&activity_q).await;
             }
+            _ = async { drop(halted.wait_for(|h| *h).await) }, if give_up.is_none() => {
+                give_up = Some(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            _ = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)),
+                if give_up.is_some() => {
+                abandoned = true;
+                break;
+            }
         }
     }
-    let reason = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| "capture thread failed".into());
+    let reason = if abandoned {
+        // Its thread waits for a reply that does not come: it is left to the process's end
+        // (an event it hands over later is refused, `rx` being gone).
+        drop(rx);
+        drop(thread);
+        tracing::warn!(%label, "the display did not answer within {} s of the stop: its session is ended without it", STOP_GRACE.as_secs());
+        format!(
+            "agent stopping (the display did not answer within {} s)",
+            STOP_GRACE.as_secs()
+        )
+    } else {
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| "capture thread failed".into())
+    };
     let end = serde_json::json!({"ts": now_us() / 1000, "event": "session_end", "reason": reason});
     let end = serde_json::to_vec(&end).expect("JSON");
     if let Ok(Some(b)) = activity.push(&end) {
@@ -343,19 +373,30 @@ pub(super) async fn x11(
         .filter_map(|d| crate::config::parse_display(d))
         .collect();
     // One capture thread per display: glibc would give each its own malloc arena, and freed
-    // rectangle buffers would stay resident in every one of them.
+    // rectangle buffers would stay resident in every one of them. A screen read over the
+    // socket (a still session's first keyframe) is a screen-sized buffer: at a fixed mmap
+    // threshold it is mapped and given back when freed, where glibc's sliding threshold would
+    // keep the next ones in an arena.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator limit for arenas made from now on.
+    // SAFETY: mallopt only sets allocator limits, for arenas and allocations from now on.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let halt = Arc::new(AtomicBool::new(false));
+    let (halted, halted_rx) = watch::channel(false);
     let mut running: HashMap<u32, tokio::task::JoinHandle<SessionReport>> = HashMap::new();
     // Displays that could not be opened, and why: told once per reason, retried.
     let mut refused: HashMap<u32, (String, Instant)> = HashMap::new();
-    // Attempts to open a display that timed out and have not returned yet.
-    let mut hung: HashMap<u32, tokio::task::JoinHandle<Result<super::x11::X11Session, String>>> =
-        HashMap::new();
+    // Each display is opened on a thread of its own (not the runtime's blocking pool, whose
+    // shutdown would wait for a server that never answers), all at once: one that does not
+    // answer holds up neither the others nor the agent's stop. Its attempt is given up after
+    // `OPEN_TIMEOUT` (told as a refusal) and left to finish; no other is made until it has.
+    let mut attempts: HashMap<u32, std::thread::JoinHandle<()>> = HashMap::new();
+    // Attempts whose outcome has not been handled yet.
+    let mut pending: std::collections::HashSet<u32> = Default::default();
+    type Opened = (u32, String, Result<super::x11::X11Session, String>);
+    let mut outcomes: tokio::task::JoinSet<Opened> = tokio::task::JoinSet::new();
     let mut reports = Vec::new();
     let every = Duration::from_millis(config.discover_ms.max(100));
     tracing::info!(dir = %config.socket_dir.display(), displays = ?config.displays, "recording X displays");
@@ -377,63 +418,81 @@ pub(super) async fn x11(
         if *stop.borrow() {
             break;
         }
+        // An opening thread that has returned is let go (dropping its handle detaches it, and
+        // its stack is freed); one still waiting for its server stays, so it is not tried again.
+        attempts.retain(|_, h| !h.is_finished());
         for spec in super::x11::discover(&config.socket_dir, &only) {
-            if running.contains_key(&spec.number)
+            let number = spec.number;
+            if running.contains_key(&number)
+                || pending.contains(&number)
                 || refused
-                    .get(&spec.number)
+                    .get(&number)
                     .is_some_and(|(_, at)| at.elapsed() < Duration::from_secs(30))
+                || attempts.get(&number).is_some_and(|h| !h.is_finished())
             {
                 continue;
             }
-            let number = spec.number;
             let name = spec.name();
-            if hung.get(&number).is_some_and(|h| !h.is_finished()) {
-                continue; // its last attempt is still waiting for the server
-            }
-            hung.remove(&number);
-            let mut opening = {
-                let config = config.clone();
-                tokio::task::spawn_blocking(move || super::x11::X11Session::open(spec, config))
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let config = config.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("open {name}"))
+                .spawn(move || {
+                    let _ = sender.send(super::x11::X11Session::open(spec, config));
+                });
+            match thread {
+                Ok(t) => attempts.insert(number, t),
+                Err(e) => {
+                    tracing::error!(display = %name, error = %e, "cannot start a thread to open a display");
+                    continue;
+                }
             };
-            // A server that accepts the connection but never answers must not hold up the
-            // other displays: give up on it after a while (its attempt is left to finish).
-            let opened = match tokio::time::timeout(OPEN_TIMEOUT, &mut opening).await {
-                Ok(done) => done.map_err(|e| e.to_string()).and_then(|r| r),
-                Err(_) => {
-                    hung.insert(number, opening);
-                    Err(format!(
+            pending.insert(number);
+            outcomes.spawn(async move {
+                let opened = match tokio::time::timeout(OPEN_TIMEOUT, receiver).await {
+                    Ok(done) => done.unwrap_or_else(|_| Err("its opening thread failed".into())),
+                    Err(_) => Err(format!(
                         "the X server did not answer within {} s",
                         OPEN_TIMEOUT.as_secs()
-                    ))
-                }
-            };
-            match opened {
-                Ok(session) => {
-                    refused.remove(&number);
-                    running.insert(
-                        number,
-                        tokio::spawn(live_session(
-                            agent.clone(),
-                            Box::new(session),
-                            Duration::from_millis(config.batch_ms.max(10)),
-                            halt.clone(),
-                        )),
-                    );
-                }
-                Err(why) => {
-                    if refused.get(&number).is_none_or(|(w, _)| *w != why) {
-                        tracing::warn!(display = %name, reason = %why, "cannot record this display; the others go on");
-                    }
-                    refused.insert(number, (why, Instant::now()));
-                }
-            }
+                    )),
+                };
+                (number, name, opened)
+            });
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
+            Some(Ok((number, name, opened))) = outcomes.join_next() => {
+                pending.remove(&number);
+                match opened {
+                    Ok(session) => {
+                        refused.remove(&number);
+                        running.insert(
+                            number,
+                            tokio::spawn(live_session(
+                                agent.clone(),
+                                Box::new(session),
+                                Duration::from_millis(config.batch_ms.max(10)),
+                                halt.clone(),
+                                halted_rx.clone(),
+                            )),
+                        );
+                    }
+                    Err(why) => {
+                        // One line: a server's words may end with a newline.
+                        let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+                        if refused.get(&number).is_none_or(|(w, _)| *w != why) {
+                            tracing::warn!(display = %name, reason = %why, "cannot record this display; the others go on");
+                        }
+                        refused.insert(number, (why, Instant::now()));
+                    }
+                }
+            }
         }
     }
+    // Attempts still opening are dropped with `outcomes`: a display they open is closed.
     halt.store(true, Ordering::Relaxed);
+    let _ = halted.send(true);
     for (_, h) in running {
         if let Ok(r) = h.await {
             reports.push(r);

@@ -12,12 +12,15 @@ use super::{X11Session, x_err};
 use crate::agent::screen::{self, BGRX, Capture, Cursor, Encoder, Pixels};
 
 impl X11Session {
-    /// The screen read into shared memory (MIT-SHM), or `None` when this server cannot
-    /// (then it is read over the socket). The segment is made at the first read and again
-    /// when the screen grows.
+    /// The screen read into shared memory (MIT-SHM), or `None` when this server cannot or
+    /// the screen is not busy (then it is read over the socket). The segment is made at the
+    /// first read of a busy screen (one read a moment before: `shm_busy`) and again when the
+    /// screen grows, so a session that changes once and stays still (an idle desktop's
+    /// keyframe) never holds a screen-sized segment: on a host of many sessions their
+    /// segments were most of the agent's memory.
     fn shm_read(&mut self, width: usize, height: usize) -> Result<Option<&mut [u8]>, String> {
         let need = width * height * 4;
-        if !self.shm_usable {
+        if !self.shm_usable || (self.shm.is_none() && !self.shm_busy) {
             return Ok(None);
         }
         if self.shm.as_ref().is_none_or(|s| s.len < need) {
@@ -81,15 +84,17 @@ impl X11Session {
         pointer: Option<&xfixes::GetCursorImageReply>,
         encoder: &mut Encoder,
     ) -> Result<Option<screen::Encoded>, String> {
-        let areas = self.excluded_areas()?;
+        // The excluded windows' areas are read before and after the pixels and both are
+        // blacked out: a window mapped or moved while the screen was read is covered too.
+        let mut areas = self.excluded_areas()?;
         let pointer = pointer.map(cursor);
         let bgrx = self.conn.setup().image_byte_order == xproto::ImageOrder::LSB_FIRST
             && (self.red_shift, self.green_shift, self.blue_shift) == (16, 8, 0);
         let max = self.config.max_width as usize;
-        if bgrx
-            && (max == 0 || width <= max)
-            && let Some(data) = self.shm_read(width, height)?
-        {
+        if bgrx && (max == 0 || width <= max) && self.shm_read(width, height)?.is_some() {
+            areas.extend(self.excluded_areas()?);
+            let shm = self.shm.as_mut().expect("read into above");
+            let data = &mut shm.bytes()[..width * height * 4];
             let mut px = Pixels {
                 width,
                 height,
@@ -106,6 +111,7 @@ impl X11Session {
             return Ok(encoder.encode(&px, Instant::now()));
         }
         let mut shot = self.capture_rgb(width, height)?;
+        areas.extend(self.excluded_areas()?);
         for a in areas {
             shot.black_out(a);
         }

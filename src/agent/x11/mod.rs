@@ -11,6 +11,7 @@
 use std::os::unix::net::UnixStream;
 
 use x11rb::connection::{Connection, RequestConnection};
+use x11rb::errors::ConnectError;
 use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
 use x11rb::protocol::{damage, screensaver, shm, xfixes, xinput};
 use x11rb::rust_connection::{DefaultStream, RustConnection};
@@ -36,6 +37,7 @@ use crate::config::CaptureConfig;
 struct Atoms {
     net_wm_name: u32,
     utf8_string: u32,
+    wm_state: u32,
 }
 
 /// One display being recorded.
@@ -52,6 +54,9 @@ pub struct X11Session {
     /// MIT-SHM: whether to try it, and the segment once made.
     shm_usable: bool,
     shm: Option<Shm>,
+    /// Whether the screen was read a moment before this read: only a busy screen gets a
+    /// segment (`grab::shm_read`).
+    shm_busy: bool,
     keymap: (u8, u8, Vec<u32>),
     mods: Modifiers,
     red_shift: u32,
@@ -69,9 +74,22 @@ impl X11Session {
         let stream = UnixStream::connect(&spec.socket)
             .map_err(|e| format!("cannot connect to {}: {e}", spec.socket.display()))?;
         let (stream, _) = DefaultStream::from_unix_stream(stream).map_err(x_err)?;
-        let (name, data) = auth_for(spec.number);
-        let conn = RustConnection::connect_to_stream_with_auth_info(stream, 0, name, data)
-            .map_err(|e| format!("the X server refused the connection ({e}): no usable auth cookie was found for it"))?;
+        let auth = auth_for(spec.number);
+        let conn = RustConnection::connect_to_stream_with_auth_info(
+            stream,
+            0,
+            auth.name.clone(),
+            auth.data.clone(),
+        )
+        .map_err(|e| match e {
+            ConnectError::SetupFailed(f) => {
+                auth.refused(&spec.name(), &String::from_utf8_lossy(&f.reason))
+            }
+            ConnectError::SetupAuthenticate(a) => {
+                auth.refused(&spec.name(), &String::from_utf8_lossy(&a.reason))
+            }
+            e => format!("the X server did not set up a connection ({e})"),
+        })?;
         let screen = &conn.setup().roots[0];
         let root = screen.root;
         let visual = screen
@@ -107,6 +125,7 @@ impl X11Session {
         let atoms = Atoms {
             net_wm_name: intern(b"_NET_WM_NAME")?,
             utf8_string: intern(b"UTF8_STRING")?,
+            wm_state: intern(b"WM_STATE")?,
         };
         let has = |name: &'static str| conn.extension_information(name).ok().flatten().is_some();
         let damage = if has(damage::X11_EXTENSION_NAME) {
@@ -162,6 +181,7 @@ impl X11Session {
             screensaver,
             shm_usable,
             shm: None,
+            shm_busy: false,
             keymap: (0, 0, Vec::new()),
             mods: Modifiers::default(),
             red_shift,

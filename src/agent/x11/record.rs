@@ -70,8 +70,10 @@ impl X11Session {
         let mut paused = false;
         let mut idle = false;
         let mut focus = Focus::default();
+        self.follow_focus(&mut focus)?;
         let mut last_pointer = None;
         let mut last_read = Instant::now();
+        let mut read_before = false;
         let mut next = Instant::now();
         if !out(Event::Activity(line(serde_json::json!({
             "ts": now_ms(), "event": "session_start", "user": user, "display": display,
@@ -99,8 +101,7 @@ impl X11Session {
                         if paused {
                             continue;
                         }
-                        self.track_focus(&mut focus, out);
-                        if focus.excluded {
+                        if self.key_excluded(&mut focus, out) {
                             continue;
                         }
                         let info = focus.info.clone().unwrap_or_default();
@@ -111,7 +112,7 @@ impl X11Session {
                             return Ok("agent stopping".into());
                         }
                     }
-                    _ => {}
+                    ev => self.focus_event(&ev, &mut focus),
                 }
             }
             if Instant::now() < next {
@@ -173,6 +174,8 @@ impl X11Session {
                 }
                 continue;
             }
+            self.shm_busy = read_before && last_read.elapsed() < SHM_IDLE;
+            read_before = true;
             last_read = Instant::now();
             if let Some(d) = self.damage {
                 damage::subtract(&self.conn, d, 0u32, 0u32).map_err(x_err)?;

@@ -18,8 +18,10 @@ use sealstream::protocol::screen::{decode_png, png_name};
 use sealstream::protocol::{SessionId, StreamId};
 use sha2::{Digest, Sha256};
 
+mod discovery;
 mod lifecycle;
 mod options;
+mod privacy;
 mod screens;
 
 /// One exported session directory, with its files read.
