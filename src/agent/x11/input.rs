@@ -1,11 +1,16 @@
-//! Keyboard input: the keymap loaded (again on MappingNotify), and each XInput2 raw key
-//! event turned into the text it typed, with the modifiers it sets tracked.
+//! Keyboard input: the keymap loaded (again when it changes), the keyboard's XKB state
+//! followed (group and modifiers, from StateNotify events), and each XInput2 raw key event
+//! turned into the text it typed in that state.
 
-use x11rb::connection::Connection;
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::xkb::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::ConnectionExt as _;
 
-use super::keys::name_key;
+use super::keys::{Key, KeyType, Xkb, name_key};
 use super::{X11Session, x_err};
+
+/// The core keyboard, as XKB requests name it (XkbUseCoreKbd).
+const CORE_KBD: xkb::DeviceSpec = 0x100;
 
 impl X11Session {
     pub(super) fn load_keymap(&mut self) -> Result<(), String> {
@@ -18,7 +23,148 @@ impl X11Session {
             .reply()
             .map_err(x_err)?;
         self.keymap = (min, reply.keysyms_per_keycode, reply.keysyms);
+        self.load_xkb()
+    }
+
+    /// XKB's keymap (key types, each key's groups) and the keyboard's state now, and its
+    /// changes asked for; without XKB the core mapping serves.
+    fn load_xkb(&mut self) -> Result<(), String> {
+        let first = self.mods.xkb.is_none();
+        if first {
+            if self
+                .conn
+                .extension_information(xkb::X11_EXTENSION_NAME)
+                .map_err(x_err)?
+                .is_none()
+            {
+                return Ok(());
+            }
+            let used = self.conn.xkb_use_extension(1, 0).map_err(x_err)?.reply();
+            if !used.is_ok_and(|r| r.supported) {
+                return Ok(());
+            }
+            let state = xkb::StatePart::MODIFIER_STATE | xkb::StatePart::GROUP_STATE;
+            let parts = xkb::MapPart::KEY_TYPES | xkb::MapPart::KEY_SYMS;
+            self.conn
+                .xkb_select_events(
+                    CORE_KBD,
+                    xkb::EventType::from(0u16),
+                    xkb::EventType::NEW_KEYBOARD_NOTIFY | xkb::EventType::MAP_NOTIFY,
+                    parts,
+                    parts,
+                    &xkb::SelectEventsAux::new().state_notify(xkb::SelectEventsAuxStateNotify {
+                        affect_state: state,
+                        state_details: state,
+                    }),
+                )
+                .map_err(x_err)?;
+        }
+        let map = self
+            .conn
+            .xkb_get_map(
+                CORE_KBD,
+                xkb::MapPart::KEY_TYPES | xkb::MapPart::KEY_SYMS,
+                xkb::MapPart::from(0u16),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                xkb::VMod::from(0u16),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            )
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        let types = map
+            .map
+            .types_rtrn
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| KeyType {
+                mask: u16::from(t.mods_mask),
+                levels: t
+                    .map
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.active)
+                    .map(|(i, e)| {
+                        let kept = t.preserve.get(i).map_or(0, |p| u16::from(p.mask));
+                        (u16::from(e.mods_mask), e.level, kept)
+                    })
+                    .collect(),
+            })
+            .collect();
+        let keys = map
+            .map
+            .syms_rtrn
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| Key {
+                types: k.kt_index,
+                group_info: k.group_info,
+                width: k.width,
+                syms: k.syms,
+            })
+            .collect();
+        let state = self
+            .conn
+            .xkb_get_state(CORE_KBD)
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        let (alt_mask, super_mask) = self.modifier_masks()?;
+        self.mods.xkb = Some(Xkb {
+            types,
+            min_keycode: map.first_key_sym,
+            keys,
+            group: u8::from(state.group),
+            mods: u16::from(state.mods),
+            alt_mask,
+            super_mask,
+        });
         Ok(())
+    }
+
+    /// The real modifiers Alt (or Meta) and Super (or Hyper) keys set, from the modifier
+    /// mapping (as Xlib finds them).
+    fn modifier_masks(&self) -> Result<(u16, u16), String> {
+        let map = self
+            .conn
+            .get_modifier_mapping()
+            .map_err(x_err)?
+            .reply()
+            .map_err(x_err)?;
+        let per = usize::from(map.keycodes_per_modifier()).max(1);
+        let (mut alt, mut super_) = (0u16, 0u16);
+        use xkeysym::key;
+        for (i, codes) in map.keycodes.chunks(per).enumerate().take(8) {
+            for sym in codes.iter().flat_map(|c| self.keysyms(u32::from(*c))) {
+                match *sym {
+                    key::Alt_L | key::Alt_R | key::Meta_L | key::Meta_R => alt |= 1 << i,
+                    key::Super_L | key::Super_R | key::Hyper_L | key::Hyper_R => super_ |= 1 << i,
+                    _ => {}
+                }
+            }
+        }
+        // Shift, Lock and Control are never Alt or Super.
+        Ok((alt & !7, super_ & !7))
+    }
+
+    /// The keyboard's new XKB state (a StateNotify event): its effective group and modifiers.
+    pub(super) fn xkb_state(&mut self, e: &xkb::StateNotifyEvent) {
+        if let Some(x) = &mut self.mods.xkb {
+            x.group = u8::from(e.group);
+            x.mods = u16::from(e.mods);
+        }
     }
 
     fn keysyms(&self, code: u32) -> &[u32] {
@@ -32,6 +178,9 @@ impl X11Session {
 
     /// The text of a key press, or `None` for a modifier (which only changes state).
     pub(super) fn key(&mut self, code: u32, press: bool) -> Option<String> {
+        if let Some(x) = &self.mods.xkb {
+            return press.then(|| x.name(code)).flatten();
+        }
         let syms = self.keysyms(code).to_vec();
         let base = syms.first().copied().unwrap_or(0);
         use xkeysym::key;

@@ -92,7 +92,10 @@ impl X11Session {
             while let Some(ev) = self.conn.poll_for_event().map_err(x_err)? {
                 match ev {
                     XEvent::DamageNotify(_) => damaged = true,
-                    XEvent::MappingNotify(_) => self.load_keymap()?,
+                    XEvent::MappingNotify(_)
+                    | XEvent::XkbMapNotify(_)
+                    | XEvent::XkbNewKeyboardNotify(_) => self.load_keymap()?,
+                    XEvent::XkbStateNotify(e) => self.xkb_state(&e),
                     XEvent::XinputRawKeyPress(k) | XEvent::XinputRawKeyRelease(k) => {
                         let press = k.event_type == xinput::RAW_KEY_PRESS_EVENT;
                         let Some(text) = self.key(k.detail, press) else {
