@@ -4,81 +4,14 @@
 //! and an X server that stops answering.
 
 use super::*;
-
-/// A display number no server uses now.
-fn free_number() -> u32 {
-    loop {
-        let mut b = [0u8; 2];
-        getrandom::fill(&mut b).unwrap();
-        let n = 200 + u16::from_be_bytes(b) as u32 % 5000;
-        if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-            && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        {
-            return n;
-        }
-    }
-}
-
-/// Xvfb started as xrdp's sesman starts Xorg: in a directory of its own (the user's home)
-/// with `-auth` naming a file there relatively, the cookie written with `xauth -f`.
-fn xvfb_with_relative_auth() -> Xvfb {
-    let dir = tempfile::tempdir().unwrap();
-    let number = free_number();
-    let auth = dir.path().join(".Xauthority");
-    let mut cookie = [0u8; 16];
-    getrandom::fill(&mut cookie).unwrap();
-    let ok = Command::new("xauth")
-        .args(["-q", "-f"])
-        .arg(&auth)
-        .args(["add", &format!(":{number}"), ".", &hex::encode(cookie)])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "xauth add");
-    let proc = Command::new("Xvfb")
-        .current_dir(dir.path())
-        .arg(format!(":{number}"))
-        .args(["-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"])
-        .args(["-auth", ".Xauthority"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let x = Xvfb {
-        number,
-        auth,
-        cookie,
-        proc,
-        killed: false,
-        _dir: dir,
-    };
-    for _ in 0..200 {
-        if x.run("xdpyinfo", &[]).status.success() {
-            return x;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("Xvfb :{number} did not start");
-}
+use crate::common::xvfb::{free_number, xauth_add};
 
 /// The agent as a child process run from `cwd`, with no `XAUTHORITY`: what it opens, it
 /// opened with a cookie it found through the X servers' processes.
 fn spawn_agent(config: &Path, args: &[&str], log: PathBuf, cwd: &Path) -> AgentProc {
-    let proc = Command::new(env!("CARGO_BIN_EXE_sealstream"))
-        .current_dir(cwd)
-        .env_remove("XAUTHORITY")
-        .args(["agent", "--config"])
-        .arg(config)
-        .args(args)
-        .env("SEALSTREAM_LOG", "info")
-        .env("SEALSTREAM_LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    AgentProc {
-        proc: Some(proc),
-        log,
-    }
+    AgentProc::spawn_with(config, args, log, |c| {
+        c.current_dir(cwd).env_remove("XAUTHORITY");
+    })
 }
 
 /// A socket directory of the test's own (other tests' displays are not its business) with
@@ -119,11 +52,7 @@ async fn term_ok(agent: AgentProc, within: Duration) -> Duration {
 
 /// The displays of the sessions an export holds for `agent`, each stream complete.
 async fn recorded_displays(env: &ChildEnv, agent: &str) -> (Vec<String>, Vec<Session>) {
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "every stream complete: {s:?}");
-    }
-    let all = sessions(&out.path().join(agent));
+    let (exported, _out, all) = export_complete(&env.store_dir(), env.private_key(), agent).await;
     assert_eq!(exported.streams.len(), 3 * all.len(), "three streams each");
     let mut displays: Vec<String> = all
         .iter()
@@ -142,7 +71,7 @@ fn sorted(displays: &[&Xvfb]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_x_server_started_with_a_relative_auth_file_is_recorded_with_its_cookie() {
     let env = ChildEnv::start(Backend::Sqlite, &[]).await;
-    let x = xvfb_with_relative_auth();
+    let x = Xvfb::start_with_relative_auth(640, 480);
     let (config, _) = agent_dir(&env, "ts-relative", &[&x]);
     // The agent runs elsewhere: `.Xauthority` in its own directory is not the server's.
     let cwd = tempfile::tempdir().unwrap();
@@ -192,13 +121,7 @@ async fn each_display_that_cannot_be_opened_is_one_log_line_naming_it_and_why() 
     let good = Xvfb::start(640, 480);
     // The server read its cookie when it started; its -auth file now holds another one.
     let wrong = Xvfb::start(640, 480);
-    let ok = Command::new("xauth")
-        .args(["-q", "-f"])
-        .arg(&wrong.auth)
-        .args(["add", &wrong.display(), ".", &hex::encode([7u8; 16])])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "xauth add");
+    xauth_add(&wrong.auth, &wrong.display(), [7u8; 16]);
     // The server's -auth file is gone: no cookie anywhere.
     let gone = Xvfb::start(640, 480);
     std::fs::remove_file(&gone.auth).unwrap();

@@ -34,12 +34,9 @@ async fn an_x_server_killed_mid_session_ends_its_session_complete_and_the_agent_
     assert_eq!(report.unacked, 0, "everything acked");
     assert_eq!(report.sessions.len(), 2, "one session per display");
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
+    let (exported, _out, all) =
+        export_complete(&env.store_dir(), env.private_key(), "ts-crash").await;
     assert_eq!(exported.streams.len(), 6, "three streams per session");
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "every stream complete: {s:?}");
-    }
-    let all = sessions(&out.path().join("ts-crash"));
     let sa = all
         .iter()
         .find(|s| s.display() == a.display())
@@ -65,12 +62,7 @@ async fn an_x_server_killed_mid_session_ends_its_session_complete_and_the_agent_
     assert!(typed(&sb.keystrokes).contains("typed-after-the-crash"));
     // Nothing recorded is missing, on either display.
     for s in [sa, sb] {
-        let r = report
-            .sessions
-            .iter()
-            .find(|r| r.session.to_string() == s.id)
-            .expect("the agent reports the session");
-        holds_all_recorded(s, r);
+        holds_all_reported(s, &report);
     }
     env.stop().await;
 }
@@ -116,11 +108,8 @@ async fn an_agent_killed_mid_session_resends_its_spool_and_records_a_new_session
     let config = write_agent_toml(&dir, &cfg, "");
     let x = Xvfb::start(640, 480);
     let (_term, _) = x.xterm("restart-term", "60x10+10+10");
-    let display = x.display();
-    let args = ["--capture", "x11", "--display", &display];
 
-    let mut first = AgentProc::spawn(&config, &args, dir.join("first.log"));
-    first.wait_count("recording started", 1).await;
+    let mut first = AgentProc::recording(&config, &x, dir.join("first.log")).await;
     x.type_text("sent-before-the-outage");
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The server goes away: what the agent records now is sealed and spooled, not acked;
@@ -139,8 +128,7 @@ async fn an_agent_killed_mid_session_resends_its_spool_and_records_a_new_session
 
     env.cfg.listen = addr;
     env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
-    let second = AgentProc::spawn(&config, &args, dir.join("second.log"));
-    second.wait_count("recording started", 1).await;
+    let second = AgentProc::recording(&config, &x, dir.join("second.log")).await;
     x.type_text("typed-after-the-restart");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = dir.join("second.log");
@@ -203,8 +191,8 @@ async fn an_agent_killed_mid_session_resends_its_spool_and_records_a_new_session
         assert_eq!(s.verdict, want, "{s:?}");
     }
     assert_eq!(exported.streams.len(), 6, "{:?}", exported.streams);
-    assert_eq!(cut.display(), display);
-    assert_eq!(whole.display(), display);
+    assert_eq!(cut.display(), x.display());
+    assert_eq!(whole.display(), x.display());
     let keys = typed(&cut.keystrokes);
     assert!(keys.contains("sent-before-the-outage"), "{keys}");
     assert!(keys.contains("spooled-during-the-outage"), "{keys}");
@@ -310,12 +298,9 @@ async fn twenty_displays_coming_and_going_leak_no_memory_or_descriptors() {
         base.2,
         last.2
     );
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
+    let (_, _out, all) = export_complete(&env.store_dir(), env.private_key(), "ts-churn").await;
     assert_eq!(
-        sessions(&out.path().join("ts-churn")).len(),
+        all.len(),
         ROUNDS * AT_ONCE,
         "each display recorded as one session"
     );

@@ -19,6 +19,7 @@ use sealstream::protocol::{SessionId, StreamId};
 use sha2::{Digest, Sha256};
 
 mod discovery;
+mod keymap;
 mod lifecycle;
 mod options;
 mod privacy;
@@ -93,6 +94,31 @@ async fn export_all(
         .await
         .unwrap();
     (report, out)
+}
+
+/// Export the whole store (as `export_all`), every stream complete: the export's report, its
+/// directory and the sessions it holds for `agent`.
+async fn export_complete(
+    store_dir: &Path,
+    key: sealstream::keys::PrivateKeyFile,
+    agent: &str,
+) -> (export::Report, tempfile::TempDir, Vec<Session>) {
+    let (exported, out) = export_all(store_dir, key).await;
+    for s in &exported.streams {
+        assert_eq!(s.verdict, Verdict::Ok, "every stream complete: {s:?}");
+    }
+    let all = sessions(&out.path().join(agent));
+    (exported, out, all)
+}
+
+/// The agent's report of session `s`, and that `s` holds all it recorded (`holds_all_recorded`).
+fn holds_all_reported(s: &Session, report: &sealstream::agent::AgentReport) {
+    let r = report
+        .sessions
+        .iter()
+        .find(|r| r.session.to_string() == s.id)
+        .expect("the agent reports the session");
+    holds_all_recorded(s, r);
 }
 
 /// Nothing the agent recorded for a session is missing from its export: every screen update
@@ -192,7 +218,8 @@ fn differing_pixels(path: &Path, (w, h, shot): &(usize, usize, Vec<u8>)) -> usiz
         .count()
 }
 
-fn typed(keystrokes: &str) -> String {
+/// The keys of a session's `keystrokes.jsonl`, each as recorded, in order.
+fn typed_keys(keystrokes: &str) -> Vec<String> {
     keystrokes
         .lines()
         .map(|l| {
@@ -200,6 +227,11 @@ fn typed(keystrokes: &str) -> String {
             v["key"].as_str().unwrap().to_owned()
         })
         .collect()
+}
+
+/// The keys of a session's `keystrokes.jsonl` as one text.
+fn typed(keystrokes: &str) -> String {
+    typed_keys(keystrokes).concat()
 }
 
 fn tree_has(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
@@ -252,22 +284,41 @@ struct AgentProc {
 
 impl AgentProc {
     fn spawn(config: &Path, args: &[&str], log: PathBuf) -> AgentProc {
-        let proc = Command::new(env!("CARGO_BIN_EXE_sealstream"))
-            .args(["agent", "--config"])
+        AgentProc::spawn_with(config, args, log, |c| {
+            // Blocks from 128 KiB up (screens) mapped and given back when freed, so resident
+            // memory tells what the agent holds: glibc otherwise raises this threshold as it
+            // goes and keeps freed screens in its heaps, in steps of a screen at no set time.
+            c.env("MALLOC_MMAP_THRESHOLD_", "131072");
+        })
+    }
+
+    /// `spawn` recording display `x` alone (`--capture x11 --display`), once its log says it
+    /// started recording.
+    async fn recording(config: &Path, x: &Xvfb, log: PathBuf) -> AgentProc {
+        let display = x.display();
+        let agent = AgentProc::spawn(config, &["--capture", "x11", "--display", &display], log);
+        agent.wait_count("recording started", 1).await;
+        agent
+    }
+
+    /// As `spawn`, the command set up further by `setup` (its environment, directory).
+    fn spawn_with(
+        config: &Path,
+        args: &[&str],
+        log: PathBuf,
+        setup: impl FnOnce(&mut Command),
+    ) -> AgentProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealstream"));
+        cmd.args(["agent", "--config"])
             .arg(config)
             .args(args)
             .env("SEALSTREAM_LOG", "info")
             .env("SEALSTREAM_LOG_FORMAT", "text")
-            // Blocks from 128 KiB up (screens) mapped and given back when freed, so resident
-            // memory tells what the agent holds: glibc otherwise raises this threshold as it
-            // goes and keeps freed screens in its heaps, in steps of a screen at no set time.
-            .env("MALLOC_MMAP_THRESHOLD_", "131072")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        setup(&mut cmd);
         AgentProc {
-            proc: Some(proc),
+            proc: Some(cmd.spawn().unwrap()),
             log,
         }
     }

@@ -40,12 +40,11 @@ fn area_average(
     (w, h, out)
 }
 
-/// A session's one exported session directory under `out/agent`, and that it ended whole.
-fn only_session(out: &Path, agent: &str, exported: &export::Report) -> Session {
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let mut all = sessions(&out.join(agent));
+/// The store exported, every stream complete (`export_complete`): the export, its directory
+/// and its one session of `agent`, which ended whole.
+async fn only_session(env: &ChildEnv, agent: &str) -> (export::Report, tempfile::TempDir, Session) {
+    let (exported, out, mut all) =
+        export_complete(&env.store_dir(), env.private_key(), agent).await;
     assert_eq!(all.len(), 1, "one session");
     let s = all.remove(0);
     assert_eq!(
@@ -54,7 +53,7 @@ fn only_session(out: &Path, agent: &str, exported: &export::Report) -> Session {
         "{:?}",
         s.activity
     );
-    s
+    (exported, out, s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,11 +84,7 @@ async fn a_screen_wider_than_max_width_is_recorded_scaled_as_its_screenshot_scal
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = stop_acked(stop, agent, "the agent stops").await;
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for e in &exported.streams {
-        assert_eq!(e.verdict, Verdict::Ok, "{e:?}");
-    }
-    let all = sessions(&out.path().join("ts-scaled"));
+    let (_, _out, all) = export_complete(&env.store_dir(), env.private_key(), "ts-scaled").await;
     assert_eq!(all.len(), 3, "one session per display");
     for (x, shot, (w, h)) in [
         (&a, &shots[0], (800, 450)),
@@ -100,12 +95,7 @@ async fn a_screen_wider_than_max_width_is_recorded_scaled_as_its_screenshot_scal
             .iter()
             .find(|s| s.display() == x.display())
             .expect("the display's session");
-        let r = report
-            .sessions
-            .iter()
-            .find(|r| r.session.to_string() == s.id)
-            .expect("the agent reports the session");
-        holds_all_recorded(s, r);
+        holds_all_reported(s, &report);
         // Every screen is the display's shape at max_width (the height rounded).
         let sizes: Vec<(usize, usize)> = s.frames.iter().map(|f| png_size(f)).collect();
         assert!(sizes.len() > 1, "{sizes:?}");
@@ -229,8 +219,7 @@ async fn export_video_of_a_captured_session_shows_its_screens_at_their_times() {
     stop_acked(stop, agent, "the agent stops").await;
 
     // The frames and their capture times, as export writes them.
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    let s = only_session(out.path(), "ts-video", &exported);
+    let (exported, _out, s) = only_session(&env, "ts-video").await;
     let times: Vec<i64> = exported
         .streams
         .iter()
@@ -349,8 +338,7 @@ async fn a_display_left_alone_goes_idle_and_input_makes_it_active() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop_acked(stop, agent, "the agent stops").await;
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    let s = only_session(out.path(), "ts-idle", &exported);
+    let (_, _out, s) = only_session(&env, "ts-idle").await;
     let events: Vec<&serde_json::Value> = s
         .activity
         .iter()
@@ -455,18 +443,8 @@ async fn altgr_characters_on_a_german_keymap_are_recorded_as_text() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_acked(stop, agent, "the agent stops").await;
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    let s = only_session(out.path(), "ts-altgr", &exported);
-    let keys: Vec<String> = s
-        .keystrokes
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let (_, _out, s) = only_session(&env, "ts-altgr").await;
+    let keys = typed_keys(&s.keystrokes);
     let text: String = keys.concat();
     assert!(text.starts_with("@€{}z[Enter]"), "typed: {keys:?}");
     assert!(text.ends_with("mail@host €5 {y}[Enter]"), "typed: {keys:?}");
@@ -516,13 +494,7 @@ async fn capture_to_ack_latency_is_readable_to_tens_of_milliseconds() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("metrics_listen = \"{listen}\"\n{text}")).unwrap();
     let x = Xvfb::start(640, 480);
-    let display = x.display();
-    let agent = AgentProc::spawn(
-        &config,
-        &["--capture", "x11", "--display", &display],
-        dir.join("agent.log"),
-    );
-    agent.wait_count("recording started", 1).await;
+    let agent = AgentProc::recording(&config, &x, dir.join("agent.log")).await;
     let (_term, _) = x.xterm("ackhist-term", "60x10+10+10");
     x.type_text("latency-measured-per-chunk");
     tokio::time::sleep(Duration::from_secs(2)).await;

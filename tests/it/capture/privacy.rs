@@ -6,6 +6,7 @@
 //! the store or the spool, and the excluded window's area black in every exported frame.
 
 use super::*;
+use sealstream::config::CaptureConfig;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{self, ConnectionExt as _};
 use x11rb::rust_connection::RustConnection;
@@ -13,20 +14,6 @@ use x11rb::wrapper::ConnectionExt as _;
 
 /// Letters only the canaries use: no key typed into a public window has them.
 const CANARY_LETTERS: [char; 2] = ['z', 'q'];
-
-/// An X connection of the test's own to `x`.
-fn connect(x: &Xvfb) -> RustConnection {
-    let stream =
-        std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{}", x.number)).unwrap();
-    let (stream, _) = x11rb::rust_connection::DefaultStream::from_unix_stream(stream).unwrap();
-    RustConnection::connect_to_stream_with_auth_info(
-        stream,
-        0,
-        b"MIT-MAGIC-COOKIE-1".to_vec(),
-        x.cookie.to_vec(),
-    )
-    .unwrap()
-}
 
 /// The keyboard focus back at PointerRoot (as a display without a window manager starts):
 /// keys go to the window under the pointer.
@@ -42,28 +29,6 @@ fn focus_pointer_root(conn: &RustConnection) {
     .unwrap();
     let focus = conn.get_input_focus().unwrap().reply().unwrap().focus;
     assert_eq!(focus, pointer_root, "the focus is PointerRoot");
-}
-
-/// An xterm titled `title` at `geometry`, not focused (`args` added); its window id.
-fn xterm_unfocused(
-    x: &Xvfb,
-    title: &str,
-    geometry: &str,
-    args: &[&str],
-) -> (std::process::Child, String) {
-    let mut all = vec!["-T", title, "-geometry", geometry, "+sb"];
-    all.extend_from_slice(args);
-    let child = x.spawn("xterm", &all);
-    let id = x
-        .ok(
-            "xdotool",
-            &["search", "--sync", "--onlyvisible", "--name", title],
-        )
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
-    (child, id)
 }
 
 /// `xdotool mousemove` arguments: the middle of window `id`.
@@ -118,11 +83,68 @@ fn black_in_every_frame(s: &Session, area: Area, (w, h): (usize, usize)) {
 }
 
 /// How many pixels of `area` a screenshot shows not black (the window is there to hide).
-fn lit((w, _, rgb): &(usize, usize, Vec<u8>), area: Area) -> usize {
+fn lit((w, _, rgb): &Shot, area: Area) -> usize {
     rgb.chunks_exact(3)
         .enumerate()
         .filter(|(i, p)| inside(area, i % w, i / w) && *p != [0, 0, 0])
         .count()
+}
+
+/// A screenshot: width, height, RGB.
+type Shot = (usize, usize, Vec<u8>);
+
+/// An excluded window: its id, its area on the screen, how many of the area's pixels a
+/// screenshot shows (not black) at the least, and the canary typed into it.
+struct Secret<'a> {
+    window: &'a str,
+    area: Area,
+    shown: usize,
+    canary: &'a str,
+}
+
+/// With the agent (`name`, recording as `capture` says) started on `x`: the canary typed into
+/// the shell of the excluded window `secret`, then public words into `public`; a screenshot,
+/// the agent stopped, the store exported. Its one session holds all the agent recorded and the
+/// public words, passes `check`, and shows nothing of the secret window (`hidden`).
+async fn canary_then_public_words(
+    env: &ChildEnv,
+    name: &str,
+    x: &Xvfb,
+    capture: CaptureConfig,
+    secret: Secret<'_>,
+    public: &str,
+    check: impl FnOnce(&Session),
+) {
+    let (stop, agent) = start_agent(env.enroll(name), capture);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let written = tempfile::tempdir().unwrap();
+    x.focus(secret.window);
+    type_canary_into_shell(x, secret.canary, &written.path().join("canary"));
+    x.focus(public);
+    x.type_text("echo public-words");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shot = x.shot();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = stop_acked(stop, agent, "the agent stops").await;
+
+    let (_, out, all) = export_complete(&env.store_dir(), env.private_key(), name).await;
+    assert_eq!(all.len(), 1);
+    let s = &all[0];
+    holds_all_recorded(s, &report.sessions[0]);
+    assert!(typed(&s.keystrokes).contains("echo public-words[Enter]"));
+    check(s);
+    let dirs: [&Path; 2] = [out.path(), &env.store_dir()];
+    hidden(s, secret.canary, &dirs, &shot, secret.area, secret.shown);
+}
+
+/// The excluded window's `canary` nowhere (`nowhere`: not in the keys, not in `dirs`), and its
+/// `area`, which the screenshot `shot` shows (more than `shown` pixels not black), black in
+/// every exported frame of `s`.
+fn hidden(s: &Session, canary: &str, dirs: &[&Path], shot: &Shot, area: Area, shown: usize) {
+    nowhere(s, canary, dirs);
+    assert!(lit(shot, area) > shown, "the screenshot shows it");
+    black_in_every_frame(s, area, (shot.0, shot.1));
 }
 
 /// Nothing of `canary` anywhere: not in the keys recorded (not even one of its letters), not
@@ -145,19 +167,13 @@ async fn keys_typed_under_the_pointer_at_pointer_root_focus_are_not_sent_nor_spo
     let dir = env.dir.path().join("tp-pointer-agent");
     let config = write_agent_toml(&dir, &cfg, "exclude_titles = [\"secret*\"]\n");
     let x = Xvfb::start(800, 600);
-    let (_secret, secret) = xterm_unfocused(&x, "secret-pointer", "60x10+10+10", &[]);
-    let (_public, public) = xterm_unfocused(&x, "public-pointer", "60x10+10+300", &[]);
-    let conn = connect(&x);
+    let (_secret, secret) = x.xterm_unfocused("secret-pointer", "60x10+10+10", &[]);
+    let (_public, public) = x.xterm_unfocused("public-pointer", "60x10+10+300", &[]);
+    let conn = x.connect();
     focus_pointer_root(&conn);
     let (on_secret, on_public) = (middle(&x, &secret), middle(&x, &public));
     let secret_area = x.geometry(&secret);
-    let display = x.display();
-    let agent = AgentProc::spawn(
-        &config,
-        &["--capture", "x11", "--display", &display],
-        dir.join("agent.log"),
-    );
-    agent.wait_count("recording started", 1).await;
+    let agent = AgentProc::recording(&config, &x, dir.join("agent.log")).await;
     mousemove(&x, &on_public);
     x.type_text("echo public-before");
 
@@ -185,18 +201,13 @@ async fn keys_typed_under_the_pointer_at_pointer_root_focus_are_not_sent_nor_spo
     env.server = Some(sealstream::server::Server::start(&env.cfg).await.unwrap());
     x.type_text("echo public-after-the-outage");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let shot = x.screenshot(&shot_dir.path().join("x.png"));
+    let shot = x.shot();
     let (status, stdout, _) = agent.term().await;
     assert!(status.success(), "{stdout}");
     assert!(stdout.contains(" 0 not acked yet"), "{stdout}");
 
     // Every chunk is exported, the spooled ones with the rest, complete.
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("tp-pointer"));
+    let (_, out, all) = export_complete(&env.store_dir(), env.private_key(), "tp-pointer").await;
     assert_eq!(all.len(), 1);
     let s = &all[0];
     let keys = typed(&s.keystrokes);
@@ -207,7 +218,6 @@ async fn keys_typed_under_the_pointer_at_pointer_root_focus_are_not_sent_nor_spo
     ] {
         assert!(keys.contains(public), "{public} in {keys}");
     }
-    nowhere(s, canary, &[out.path(), &env.store_dir(), &spool_dir]);
     assert!(s.keystrokes.contains("\"title\":\"public-pointer\""));
     assert!(
         s.activity
@@ -216,8 +226,8 @@ async fn keys_typed_under_the_pointer_at_pointer_root_focus_are_not_sent_nor_spo
         "{:?}",
         s.activity
     );
-    assert!(lit(&shot, secret_area) > 100, "the screenshot shows it");
-    black_in_every_frame(s, secret_area, (shot.0, shot.1));
+    let dirs: [&Path; 3] = [out.path(), &env.store_dir(), &spool_dir];
+    hidden(s, canary, &dirs, &shot, secret_area, 100);
     env.stop().await;
 }
 
@@ -228,7 +238,7 @@ async fn a_client_nested_under_frame_windows_is_black_in_every_frame() {
     // A reparenting window manager's nesting, without one: a frame (a top-level window with
     // no properties), a wrapper in it (with a WM_CLASS of its own, as some frames have), and
     // the client in that, an xterm with WM_STATE (as a window manager sets on its clients).
-    let conn = connect(&x);
+    let conn = x.connect();
     let root = conn.setup().roots[0].root;
     let frame_area = (400, 300, 380, 260);
     let window = |parent, (x, y, w, h): Area, colour: u32| {
@@ -262,8 +272,7 @@ async fn a_client_nested_under_frame_windows_is_black_in_every_frame() {
     )
     .unwrap();
     conn.flush().unwrap();
-    let (_nested, nested) = xterm_unfocused(
-        &x,
+    let (_nested, nested) = x.xterm_unfocused(
         "secret-nested",
         "40x8+4+4",
         &["-into", &wrapper.to_string()],
@@ -285,34 +294,23 @@ async fn a_client_nested_under_frame_windows_is_black_in_every_frame() {
     .unwrap()
     .check()
     .unwrap();
-    let (_public, public) = xterm_unfocused(&x, "public-next-door", "40x8+10+10", &[]);
-    let (stop, agent) = start_agent(env.enroll("tp-nested"), capture_config(&[&x]));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let canary = "zq-nested-canary-7zq";
-    let written = tempfile::tempdir().unwrap();
-    x.focus(&nested);
-    type_canary_into_shell(&x, canary, &written.path().join("canary"));
-    x.focus(&public);
-    x.type_text("echo public-words");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let shot = x.screenshot(&shot_dir.path().join("x.png"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = stop_acked(stop, agent, "the agent stops").await;
-
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("tp-nested"));
-    assert_eq!(all.len(), 1);
-    let s = &all[0];
-    holds_all_recorded(s, &report.sessions[0]);
-    assert!(typed(&s.keystrokes).contains("echo public-words[Enter]"));
-    nowhere(s, canary, &[out.path(), &env.store_dir()]);
-    assert!(lit(&shot, frame_area) > 1000, "the screenshot shows it");
-    black_in_every_frame(s, frame_area, (shot.0, shot.1));
+    let (_public, public) = x.xterm_unfocused("public-next-door", "40x8+10+10", &[]);
+    let secret = Secret {
+        window: &nested,
+        area: frame_area,
+        shown: 1000,
+        canary: "zq-nested-canary-7zq",
+    };
+    canary_then_public_words(
+        &env,
+        "tp-nested",
+        &x,
+        capture_config(&[&x]),
+        secret,
+        &public,
+        |_| {},
+    )
+    .await;
     env.stop().await;
 }
 
@@ -321,8 +319,8 @@ async fn windows_excluded_by_class_are_black_in_every_frame_and_their_keys_not_r
     let env = ChildEnv::start(Backend::Sqlite, &[]).await;
     let x = Xvfb::start(800, 600);
     // Its title is like any other; its class (not its instance name, `xterm`) is excluded.
-    let (_vault, vault) = {
-        let child = x.spawn(
+    let (_vault, vault) = (
+        x.spawn(
             "xterm",
             &[
                 "-class",
@@ -333,64 +331,31 @@ async fn windows_excluded_by_class_are_black_in_every_frame_and_their_keys_not_r
                 "50x8+380+300",
                 "+sb",
             ],
-        );
-        let id = x
-            .ok(
-                "xdotool",
-                &[
-                    "search",
-                    "--sync",
-                    "--onlyvisible",
-                    "--class",
-                    "SecretClass",
-                ],
-            )
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
-        (child, id)
-    };
+        ),
+        x.find_window("--class", "SecretClass"),
+    );
     let (_public, public) = x.xterm("public-classes", "50x8+10+10");
     let mut capture = capture_config(&[&x]);
     capture.exclude_titles.clear();
     capture.exclude_classes = vec!["secretclass".into()];
     let vault_area = x.geometry(&vault);
-    let (stop, agent) = start_agent(env.enroll("tp-class"), capture);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let canary = "zq-class-canary-3zq";
-    let written = tempfile::tempdir().unwrap();
-    x.focus(&vault);
-    type_canary_into_shell(&x, canary, &written.path().join("canary"));
-    x.focus(&public);
-    x.type_text("echo public-words");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let shot = x.screenshot(&shot_dir.path().join("x.png"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = stop_acked(stop, agent, "the agent stops").await;
-
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("tp-class"));
-    assert_eq!(all.len(), 1);
-    let s = &all[0];
-    holds_all_recorded(s, &report.sessions[0]);
-    assert!(typed(&s.keystrokes).contains("echo public-words[Enter]"));
-    assert!(
-        s.activity.iter().any(|e| e["event"] == "focus"
-            && e["excluded"] == true
-            && e["class"] == "SecretClass"
-            && e["title"] == ""),
-        "{:?}",
-        s.activity
-    );
-    nowhere(s, canary, &[out.path(), &env.store_dir()]);
-    assert!(lit(&shot, vault_area) > 100, "the screenshot shows it");
-    black_in_every_frame(s, vault_area, (shot.0, shot.1));
+    let secret = Secret {
+        window: &vault,
+        area: vault_area,
+        shown: 100,
+        canary: "zq-class-canary-3zq",
+    };
+    canary_then_public_words(&env, "tp-class", &x, capture, secret, &public, |s| {
+        assert!(
+            s.activity.iter().any(|e| e["event"] == "focus"
+                && e["excluded"] == true
+                && e["class"] == "SecretClass"
+                && e["title"] == ""),
+            "{:?}",
+            s.activity
+        );
+    })
+    .await;
     env.stop().await;
 }
 
@@ -398,8 +363,8 @@ async fn windows_excluded_by_class_are_black_in_every_frame_and_their_keys_not_r
 async fn keys_typed_just_before_the_focus_moves_away_are_judged_by_the_focus_they_had() {
     let env = ChildEnv::start(Backend::Sqlite, &[]).await;
     let x = Xvfb::start(800, 600);
-    let (_vault, vault) = xterm_unfocused(&x, "secret-race", "60x10+10+10", &[]);
-    let (_public, public) = xterm_unfocused(&x, "public-race", "60x10+10+300", &[]);
+    let (_vault, vault) = x.xterm_unfocused("secret-race", "60x10+10+10", &[]);
+    let (_public, public) = x.xterm_unfocused("public-race", "60x10+10+300", &[]);
     let (on_vault, on_public) = (middle(&x, &vault), middle(&x, &public));
     let (stop, agent) = start_agent(env.enroll("tp-race"), capture_config(&[&x]));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -429,7 +394,7 @@ async fn keys_typed_just_before_the_focus_moves_away_are_judged_by_the_focus_the
     }
     x.type_text("echo public-focused");
     // The focus at PointerRoot: the same with the pointer moved.
-    let conn = connect(&x);
+    let conn = x.connect();
     focus_pointer_root(&conn);
     for _ in 0..5 {
         x.ok(

@@ -20,21 +20,12 @@ async fn two_x_displays_are_recorded_as_their_screenshots_show_with_keys_and_act
     a.type_text("done");
     // Settle, then the independent screenshot; the screen does not change after it.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let (sw, sh, shot) = a.screenshot(&shot_dir.path().join("a.png"));
+    let (sw, sh, shot) = a.shot();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = stop_acked(stop, agent, "the agent stops after SIGTERM's equivalent").await;
     assert_eq!(report.sessions.len(), 2, "one session per display");
 
-    let out = tempfile::tempdir().unwrap();
-    let store = sealstream::storage::open_local(&env.store_dir()).unwrap();
-    let exported = export::export(store.as_ref(), &[env.private_key()], None, out.path())
-        .await
-        .unwrap();
-    for s in &exported.streams {
-        assert_eq!(s.verdict, sealstream::inspect::Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("ts-01"));
+    let (_, out, all) = export_complete(&env.store_dir(), env.private_key(), "ts-01").await;
     assert_eq!(all.len(), 2);
     let start = |s: &Session| {
         s.event("session_start")
@@ -127,17 +118,12 @@ async fn a_display_resized_mid_session_is_recorded_from_a_keyframe_at_its_new_si
     tokio::time::sleep(Duration::from_secs(1)).await;
     x.type_text("typed-after-the-resize");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let shot = x.screenshot(&shot_dir.path().join("x.png"));
+    let shot = x.shot();
     assert_eq!((shot.0, shot.1), (800, 600));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = stop_acked(stop, agent, "the agent stops").await;
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("ts-resize"));
+    let (_, _out, all) = export_complete(&env.store_dir(), env.private_key(), "ts-resize").await;
     assert_eq!(all.len(), 1, "a resize does not end the session");
     let s = &all[0];
     assert_eq!(s.activity.last().unwrap()["reason"], "agent stopping");
@@ -190,16 +176,11 @@ async fn a_display_resized_over_and_over_stays_one_session() {
     eprintln!("{resizes} resizes");
     x.type_text("typed-after-the-storm");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let shot = x.screenshot(&shot_dir.path().join("x.png"));
+    let shot = x.shot();
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_acked(stop, agent, "the agent stops").await;
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("ts-storm"));
+    let (_, _out, all) = export_complete(&env.store_dir(), env.private_key(), "ts-storm").await;
     let ends: Vec<String> = all
         .iter()
         .filter_map(|s| s.event("session_end")?["reason"].as_str())
@@ -272,16 +253,11 @@ async fn a_scrolling_terminal_is_sent_as_copies_and_recorded_as_its_screenshot_s
     // the agent's 5 frames a second, a few lines each frame.
     x.type_text("for i in $(seq 160); do echo line $i $((i * 7919 % 10007)); sleep 0.05; done");
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let shot_dir = tempfile::tempdir().unwrap();
-    let shot = x.screenshot(&shot_dir.path().join("x.png"));
+    let shot = x.shot();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = stop_acked(stop, agent, "the agent stops").await;
 
-    let (exported, out) = export_all(&env.store_dir(), env.private_key()).await;
-    for s in &exported.streams {
-        assert_eq!(s.verdict, Verdict::Ok, "{s:?}");
-    }
-    let all = sessions(&out.path().join("ts-scroll"));
+    let (_, _out, all) = export_complete(&env.store_dir(), env.private_key(), "ts-scroll").await;
     assert_eq!(all.len(), 1);
     let s = &all[0];
     holds_all_recorded(s, &report.sessions[0]);

@@ -21,36 +21,69 @@ pub struct Xvfb {
     pub _dir: tempfile::TempDir,
 }
 
+/// A display number no server uses now.
+pub fn free_number() -> u32 {
+    loop {
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).unwrap();
+        let n = 200 + u16::from_be_bytes(b) as u32 % 5000;
+        if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        {
+            return n;
+        }
+    }
+}
+
+/// `cookie` for `display` added to the authority file `auth` (`xauth -f`).
+pub fn xauth_add(auth: &Path, display: &str, cookie: [u8; 16]) {
+    let ok = Command::new("xauth")
+        .args(["-q", "-f"])
+        .arg(auth)
+        .args(["add", display, ".", &hex::encode(cookie)])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "xauth add");
+}
+
 impl Xvfb {
     pub fn start(width: u32, height: u32) -> Xvfb {
+        Xvfb::launch(width, height, false)
+    }
+
+    /// Xvfb started as xrdp's sesman starts Xorg: in a directory of its own (the user's home)
+    /// with `-auth` naming a file there relatively (`.Xauthority`).
+    pub fn start_with_relative_auth(width: u32, height: u32) -> Xvfb {
+        Xvfb::launch(width, height, true)
+    }
+
+    fn launch(width: u32, height: u32, relative_auth: bool) -> Xvfb {
         let dir = tempfile::tempdir().unwrap();
-        let auth = dir.path().join("Xauthority");
-        let number = loop {
-            let mut b = [0u8; 2];
-            getrandom::fill(&mut b).unwrap();
-            let n = 200 + u16::from_be_bytes(b) as u32 % 5000;
-            if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            {
-                break n;
-            }
+        let auth_name = if relative_auth {
+            ".Xauthority"
+        } else {
+            "Xauthority"
         };
+        let auth = dir.path().join(auth_name);
+        let number = free_number();
         let mut cookie = [0u8; 16];
         getrandom::fill(&mut cookie).unwrap();
-        let ok = Command::new("xauth")
-            .args(["-q", "-f"])
-            .arg(&auth)
-            .args(["add", &format!(":{number}"), ".", &hex::encode(cookie)])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "xauth add");
-        let proc = Command::new("Xvfb")
+        xauth_add(&auth, &format!(":{number}"), cookie);
+        let mut cmd = Command::new("Xvfb");
+        if relative_auth {
+            cmd.current_dir(dir.path());
+        }
+        let proc = cmd
             .arg(format!(":{number}"))
             .args(["-screen", "0", &format!("{width}x{height}x24")])
             // No reset when the last client leaves (as terminal servers run X): a reset would
             // drop RandR modes made by `xrandr` and refuse connections while it happens.
             .args(["-nolisten", "tcp", "-noreset", "-auth"])
-            .arg(&auth)
+            .arg(if relative_auth {
+                Path::new(auth_name)
+            } else {
+                auth.as_path()
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -109,19 +142,36 @@ impl Xvfb {
 
     /// An xterm titled `title` at `geometry` (columns x rows + x + y), focused.
     pub fn xterm(&self, title: &str, geometry: &str) -> (std::process::Child, String) {
-        let child = self.spawn("xterm", &["-T", title, "-geometry", geometry, "+sb"]);
-        let id = self
-            // Visible: focusing a window not mapped yet is an error (BadMatch).
-            .ok(
-                "xdotool",
-                &["search", "--sync", "--onlyvisible", "--name", title],
-            )
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
+        let (child, id) = self.xterm_unfocused(title, geometry, &[]);
         self.focus(&id);
         (child, id)
+    }
+
+    /// An xterm titled `title` at `geometry`, not focused (`args` added); its window id.
+    pub fn xterm_unfocused(
+        &self,
+        title: &str,
+        geometry: &str,
+        args: &[&str],
+    ) -> (std::process::Child, String) {
+        let mut all = vec!["-T", title, "-geometry", geometry, "+sb"];
+        all.extend_from_slice(args);
+        let child = self.spawn("xterm", &all);
+        (child, self.find_window("--name", title))
+    }
+
+    /// The first visible window `xdotool search` finds by `by` (`--name`, `--class`)
+    /// `pattern`, once there is one: its id.
+    pub fn find_window(&self, by: &str, pattern: &str) -> String {
+        // Visible: focusing a window not mapped yet is an error (BadMatch).
+        self.ok(
+            "xdotool",
+            &["search", "--sync", "--onlyvisible", by, pattern],
+        )
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned()
     }
 
     pub fn focus(&self, window: &str) {
@@ -146,6 +196,27 @@ impl Xvfb {
             h as usize,
             decode_png(&data, w as u16, h as u16).unwrap(),
         )
+    }
+
+    /// The screen as `import` reads it (as `screenshot`), the file in a directory of its own.
+    pub fn shot(&self) -> (usize, usize, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        self.screenshot(&dir.path().join("x.png"))
+    }
+
+    /// An X connection of the test's own to this display, with its cookie.
+    pub fn connect(&self) -> x11rb::rust_connection::RustConnection {
+        let stream =
+            std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{}", self.number))
+                .unwrap();
+        let (stream, _) = x11rb::rust_connection::DefaultStream::from_unix_stream(stream).unwrap();
+        x11rb::rust_connection::RustConnection::connect_to_stream_with_auth_info(
+            stream,
+            0,
+            b"MIT-MAGIC-COOKIE-1".to_vec(),
+            self.cookie.to_vec(),
+        )
+        .unwrap()
     }
 
     /// x, y, width, height of a window on the screen, its border included (as `xwininfo`
@@ -229,17 +300,7 @@ impl Xvfb {
     pub fn resize_storm(&self, sizes: [(u16, u16); 2], time: Duration) -> usize {
         use x11rb::connection::Connection;
         use x11rb::protocol::randr::{ConnectionExt as _, Rotation};
-        let stream =
-            std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{}", self.number))
-                .unwrap();
-        let (stream, _) = x11rb::rust_connection::DefaultStream::from_unix_stream(stream).unwrap();
-        let conn = x11rb::rust_connection::RustConnection::connect_to_stream_with_auth_info(
-            stream,
-            0,
-            b"MIT-MAGIC-COOKIE-1".to_vec(),
-            self.cookie.to_vec(),
-        )
-        .unwrap();
+        let conn = self.connect();
         let root = conn.setup().roots[0].root;
         let res = conn
             .randr_get_screen_resources(root)
