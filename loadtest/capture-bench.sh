@@ -27,6 +27,8 @@
 #   SEALSTREAM_BIN     binary to measure (default: target/release/sealstream, built if unset)
 #   TYPE_DELAY_MS      xdotool type delay (default 150, about 6.7 characters a second)
 #   SCROLL_LPS         lines a second the scrolling terminal prints (default 20)
+#   WARM_S             "KB/min after" counts chunks captured this long after the session's first
+#                      (default 10), end-of-stream chunks left out: what a started session sends
 #   OUT                also write the markdown here (default loadtest-results/capture-<time>.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +42,7 @@ fleet_typing=${FLEET_TYPING:-20}
 fleet_scrolling=${FLEET_SCROLLING:-10}
 type_delay=${TYPE_DELAY_MS:-150}
 scroll_lps=${SCROLL_LPS:-20}
+export WARM_S=${WARM_S:-10}
 case $mode in session | fleet | all) ;; *) echo "MODE is session, fleet or all" >&2; exit 2 ;; esac
 for t in Xvfb xterm xdotool xdpyinfo ffmpeg openssl python3 perl curl /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "capture-bench needs $t (xvfb xterm xdotool x11-utils ffmpeg time)" >&2; exit 2; }
@@ -264,10 +267,20 @@ for a in agents:
     for c in acts:
         first_act.setdefault(c["session"], c)
     r["start_bytes"] = r["keyframe_bytes"] + sum(c["bytes"] for c in first_act.values())
+    # What a session sends once it has started: chunks (end-of-stream ones left out) captured
+    # WARM_S or more after the session's first chunk.
+    warm_us = int(os.environ.get("WARM_S", "10")) * 1_000_000
+    born = {}
+    for c in cs:
+        born[c["session"]] = min(born.get(c["session"], c["cap"]), c["cap"])
+    r["late_bytes"] = sum(c["bytes"] for c in cs if not c["final"] and c["cap"] >= born[c["session"]] + warm_us)
     r["steady_bytes"] = r["bytes"] - r["start_bytes"] - r["final_bytes"]
     lat = sorted((c["durable"] - c["cap"]) / 1000 for c in frames)
     pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0
     r["lat_p50_ms"], r["lat_p99_ms"], r["lat_max_ms"] = pick(0.5), pick(0.99), (lat[-1] if lat else 0)
+    # The same once every session has started (its first WARM_S seconds left out).
+    lat = sorted((c["durable"] - c["cap"]) / 1000 for c in frames if c["cap"] >= born[c["session"]] + warm_us)
+    r["late_lat_p50_ms"], r["late_lat_p99_ms"], r["late_lat_max_ms"] = pick(0.5), pick(0.99), (lat[-1] if lat else 0)
     per = {}
     for c in cs:
         per[c["session"]] = per.get(c["session"], 0) + c["bytes"]
@@ -278,6 +291,8 @@ PY
 }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]])" "$@"; }
 kbmin() { awk -v b="$1" -v d="$duration" 'BEGIN{printf "%.1f", b / 1000 / (d / 60)}'; }
+# KB a minute over the run after its first $WARM_S seconds.
+kbmin_late() { awk -v b="$1" -v d="$duration" -v w="$WARM_S" 'BEGIN{printf "%.2f", b / 1000 / ((d - w) / 60)}'; }
 pct() { awk -v t="$1" -v hz="$hz" -v d="$2" 'BEGIN{printf "%.2f", 100 * t / hz / d}'; }
 # Seconds from the server's ack-latency histogram at quantile q (the bucket bound it falls in).
 server_ack_q() { hist_q "$ops" sealstream_ingest_ack_latency_seconds "$1"; }
@@ -306,8 +321,8 @@ machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 session_runs() {
   local fps kind name agent a0 t hwm parts sealed f
   printf '%s\n' \
-    "| workload | fps | recorder | CPU % of a core | peak RSS MiB | KB/min | frames KB/min | steady KB/min | first keyframe KB | updates | bytes/update | capture→durable p50 / p99 ms |" \
-    "|---|---|---|---|---|---|---|---|---|---|---|---|" | tee -a "$out"
+    "| workload | fps | recorder | CPU % of a core | peak RSS MiB | KB/min | frames KB/min | steady KB/min | KB/min after ${WARM_S} s | first keyframe KB | updates | bytes/update | capture→durable p50 / p99 ms |" \
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|" | tee -a "$out"
   for fps in $fps_list; do
     for kind in $workloads; do
       start_xvfb
@@ -350,9 +365,9 @@ session_runs() {
       bytes=$(s bytes)
       upd=$(s updates)
       ub=$(s update_bytes)
-      printf '| %s | %s | **agent** | %s | %.0f | %s | %s | %s | %.1f | %s | %s | %.0f / %.0f |\n' \
+      printf '| %s | %s | **agent** | %s | %.0f | %s | %s | %s | %s | %.1f | %s | %s | %.0f / %.0f |\n' \
         "$kind" "$fps" "$(pct "$t" "$life")" "$(awk -v k="$hwm" 'BEGIN{print k/1024}')" \
-        "$(kbmin "$bytes")" "$(kbmin "$(s frames)")" "$(kbmin "$(s steady_bytes)")" \
+        "$(kbmin "$bytes")" "$(kbmin "$(s frames)")" "$(kbmin "$(s steady_bytes)")" "$(kbmin_late "$(s late_bytes)")" \
         "$(awk -v b="$(s keyframe_bytes)" 'BEGIN{print b/1000}')" "$upd" \
         "$( [ "$upd" -gt 0 ] && echo $((ub / upd)) || echo -)" "$(s lat_p50_ms)" "$(s lat_p99_ms)" | tee -a "$out"
       echo "$name: agent printed $sealed sealed bytes; store holds $bytes ($(s chunks) chunks; bytes of frames $(s frames), keystrokes $(s keys), activity $(s activity); once a session: start $(s start_bytes), end-of-stream $(s final_bytes)); agent lived ${life} s; at the end $parts" >>notes.txt
@@ -360,7 +375,7 @@ session_runs() {
         read -r u sy m e < <(tail -1 "ff-$name-$v.time") || true
         local label
         case $v in lossless) label="x264 ultrafast qp0" ;; uf23) label="x264 ultrafast crf23" ;; med23) label="x264 medium crf23" ;; esac
-        printf '| %s | %s | %s | %s | %.0f | %s | | | | | | |\n' "$kind" "$fps" "$label" \
+        printf '| %s | %s | %s | %s | %.0f | %s | | | | | | | |\n' "$kind" "$fps" "$label" \
           "$(awk -v u="$u" -v s="$sy" -v e="$e" 'BEGIN{printf "%.2f", 100 * (u + s) / e}')" \
           "$(awk -v k="$m" 'BEGIN{print k/1024}')" "$(kbmin "$(stat -c %s "ff-$name-$v.mkv")")" | tee -a "$out"
         [ -s "ff-$name-$v.log" ] && echo "$name $v ffmpeg: $(head -c 300 "ff-$name-$v.log")" >>notes.txt
@@ -432,6 +447,7 @@ fleet_run() {
     echo
     echo "server ack latency (arrival to ack) p99: $(server_ack_q 0.99)"
     echo "agent capture→ack (its histogram, bucket bounds): $c2a"
+    echo "capture→durable after each session's first ${WARM_S} s: p50 $(s late_lat_p50_ms) / p99 $(s late_lat_p99_ms) / max $(s late_lat_max_ms) ms"
     echo "- $name: $(grep -o 'agent .*' "agent-$name.out" | head -1); agent lived ${life} s; at the end $parts"
     echo
   } | tee -a "$out"
