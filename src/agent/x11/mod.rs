@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::ConnectError;
 use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
-use x11rb::protocol::{damage, screensaver, shm, xfixes, xinput};
+use x11rb::protocol::{damage, randr, screensaver, shm, xfixes, xinput};
 use x11rb::rust_connection::{DefaultStream, RustConnection};
 
 mod discover;
@@ -51,6 +51,8 @@ pub struct X11Session {
     xinput: bool,
     xfixes: bool,
     screensaver: bool,
+    /// RandR screen-change notifications selected: the size is read again when one comes.
+    randr: bool,
     /// MIT-SHM: whether to try it, and the segment once made.
     shm_usable: bool,
     shm: Option<Shm>,
@@ -162,6 +164,14 @@ impl X11Session {
             )
             .map_err(x_err)?;
         }
+        // RandR tells a change of the screen's size (a resolution change, a remote client
+        // resizing its session); without it the size is read at every tick.
+        let randr = has(randr::X11_EXTENSION_NAME)
+            && randr::query_version(&conn, 1, 2)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some()
+            && randr::select_input(&conn, root, randr::NotifyMask::SCREEN_CHANGE).is_ok();
         let screensaver = has(screensaver::X11_EXTENSION_NAME);
         let shm_usable = has(shm::X11_EXTENSION_NAME)
             && shm::query_version(&conn)
@@ -179,6 +189,7 @@ impl X11Session {
             xinput,
             xfixes,
             screensaver,
+            randr,
             shm_usable,
             shm: None,
             shm_busy: false,

@@ -67,6 +67,7 @@ impl X11Session {
             .unwrap_or_default();
         let mut frame_no = 0u64;
         let mut damaged = true;
+        let mut resized = false;
         let mut paused = false;
         let mut idle = false;
         let mut focus = Focus::default();
@@ -92,6 +93,7 @@ impl X11Session {
             while let Some(ev) = self.conn.poll_for_event().map_err(x_err)? {
                 match ev {
                     XEvent::DamageNotify(_) => damaged = true,
+                    XEvent::RandrScreenChangeNotify(_) => resized = true,
                     XEvent::MappingNotify(_)
                     | XEvent::XkbMapNotify(_)
                     | XEvent::XkbNewKeyboardNotify(_) => self.load_keymap()?,
@@ -152,7 +154,11 @@ impl X11Session {
                     }))));
                 }
             }
-            let (w, h) = self.geometry()?;
+            let (w, h) = if !self.randr || std::mem::take(&mut resized) {
+                self.geometry()?
+            } else {
+                (width, height)
+            };
             if (w, h) != (width, height) {
                 (width, height) = (w, h);
                 damaged = true;

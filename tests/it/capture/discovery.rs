@@ -119,9 +119,18 @@ fn refusals(log: &str) -> Vec<(String, String)> {
 async fn each_display_that_cannot_be_opened_is_one_log_line_naming_it_and_why() {
     let env = ChildEnv::start(Backend::Sqlite, &[]).await;
     let good = Xvfb::start(640, 480);
-    // The server read its cookie when it started; its -auth file now holds another one.
+    // The server read its cookie when it started; its -auth file now holds another one. An X
+    // server reads its -auth file again when a client fails and the file's mtime is later than
+    // its last reading (whole seconds): dated back, the file is not read again, whatever
+    // second the rewrite fell in, and the server keeps the cookie it had.
     let wrong = Xvfb::start(640, 480);
     xauth_add(&wrong.auth, &wrong.display(), [7u8; 16]);
+    std::fs::File::options()
+        .write(true)
+        .open(&wrong.auth)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(86_400))
+        .unwrap();
     // The server's -auth file is gone: no cookie anywhere.
     let gone = Xvfb::start(640, 480);
     std::fs::remove_file(&gone.auth).unwrap();

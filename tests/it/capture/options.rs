@@ -536,3 +536,34 @@ async fn capture_to_ack_latency_is_readable_to_tens_of_milliseconds() {
     eprintln!("capture to ack: {count} chunks, p99 <= {p99} s");
     assert!(p99 <= 10.0, "p99 {p99} s:\n{scraped}");
 }
+
+/// `fps` is the most screens a second: a terminal that never stops changing, recorded at 2
+/// frames a second, makes at most two updates a second of the agent's life (not one per
+/// change), and keeps making them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_that_never_stops_changing_is_read_at_most_fps_times_a_second() {
+    let env = ChildEnv::start(Backend::Sqlite, &[]).await;
+    let x = Xvfb::start(640, 480);
+    let (_term, _) = x.xterm("busy-term", "60x20+0+0");
+    let mut capture = capture_config(&[&x]);
+    capture.fps = 2.0;
+    let born = std::time::Instant::now();
+    let (stop, agent) = start_agent(env.enroll("ts-fps"), capture);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Hundreds of lines a second, longer than the agent records.
+    x.type_text("for i in $(seq 20000); do echo $i; sleep 0.001; done");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop_acked(stop, agent, "the agent stops").await;
+    let lived = born.elapsed().as_secs_f64();
+
+    let (_, _out, s) = only_session(&env, "ts-fps").await;
+    let updates =
+        decoded_updates(&env.store_dir(), &env.private_key(), &s.id, |u| u.keyframe).await;
+    assert!(
+        (updates.len() as f64) <= 2.0 * lived + 1.0,
+        "{} updates in the agent's {lived:.1} s at fps 2",
+        updates.len()
+    );
+    // Six busy seconds at two a second, give or take a tick.
+    assert!(updates.len() >= 11, "{} updates", updates.len());
+}
