@@ -55,19 +55,27 @@ fn png_size(path: &Path) -> Result<(u32, u32), String> {
     Ok((be(&head[16..20]), be(&head[20..24])))
 }
 
-/// The video's frame: the largest width and height among the frames, rounded up to even
-/// (H.264 in 4:2:0); every frame is scaled to fit inside it, aspect kept, and centred on black,
-/// so a session whose screen changed size is not stretched to its first size.
-fn filter(frames: &[(PathBuf, i64)]) -> Result<String, String> {
-    let (mut w, mut h) = (2, 2);
+/// The video's frame: the largest width and height among the PNG frames (a frame may be
+/// another image an agent sent, which ffmpeg reads as it is), rounded up to even (H.264 in
+/// 4:2:0) and at most the largest screen a screen update has; every frame is scaled to fit
+/// inside it, aspect kept, and centred on black, so a session whose screen changed size is not
+/// stretched to its first size.
+fn filter(frames: &[(PathBuf, i64)]) -> String {
+    let max = u32::from(crate::protocol::screen::MAX_SIDE);
+    let (mut w, mut h) = (0, 0);
     for (path, _) in frames {
-        let (fw, fh) = png_size(path)?;
-        w = w.max(fw.div_ceil(2) * 2);
-        h = h.max(fh.div_ceil(2) * 2);
+        if let Ok((fw, fh)) = png_size(path) {
+            w = w.max(fw.min(max).div_ceil(2) * 2);
+            h = h.max(fh.min(max).div_ceil(2) * 2);
+        }
     }
-    Ok(format!(
+    if (w, h) == (0, 0) {
+        // No PNG to size it by: each frame at its own size, made even.
+        return "scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p".into();
+    }
+    format!(
         "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:black,format=yuv420p"
-    ))
+    )
 }
 
 /// Write `frames` (files with capture times, in order) as an MP4 at `out`.
@@ -78,7 +86,7 @@ pub fn encode(ffmpeg: &Path, frames: &[(PathBuf, i64)], out: &Path) -> Result<Wr
     if out.exists() {
         return Ok(Written::Kept);
     }
-    let filter = filter(frames)?;
+    let filter = filter(frames);
     // ffmpeg reads the list line by line: frames are linked under names of our own (digits),
     // so a frame's name (which may hold any character but `/`) never reaches the list.
     let links = out.with_extension("frames.partial");
@@ -150,6 +158,31 @@ mod tests {
         enc.set_color(png::ColorType::Rgb);
         let mut out = enc.write_header().unwrap();
         out.write_image_data(&rgb.repeat((w * h) as usize)).unwrap();
+    }
+
+    /// A frame an agent sent as another image (JPEG here) is not sized as a PNG: the video is
+    /// made from it all the same.
+    #[test]
+    fn frames_that_are_not_png_make_a_video_too() {
+        let ffmpeg = find_ffmpeg().expect("ffmpeg (Debian's ffmpeg; .ci/run installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let (jpeg, screen) = (dir.path().join("a.jpg"), dir.path().join("b.png"));
+        let made = Command::new(&ffmpeg)
+            .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
+            .args(["color=c=red:s=64x48", "-frames:v", "1"])
+            .arg(&jpeg)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        png(&screen, 64, 48, [200, 200, 200]);
+        for (i, frames) in [vec![(jpeg.clone(), 0)], vec![(jpeg, 0), (screen, 500_000)]]
+            .into_iter()
+            .enumerate()
+        {
+            let out = dir.path().join(format!("v{i}.mp4"));
+            assert_eq!(encode(&ffmpeg, &frames, &out).unwrap(), Written::New);
+            assert!(out.metadata().unwrap().len() > 0);
+        }
     }
 
     /// A screen that changed size: the video is as large as the largest screen and a smaller

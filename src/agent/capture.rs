@@ -444,6 +444,11 @@ pub(super) async fn x11(
                 Ok(t) => attempts.insert(number, t),
                 Err(e) => {
                     tracing::error!(display = %name, error = %e, "cannot start a thread to open a display");
+                    // Tried again with the refused ones, not at every search.
+                    refused.insert(
+                        number,
+                        (format!("no thread to open it: {e}"), Instant::now()),
+                    );
                     continue;
                 }
             };

@@ -204,9 +204,17 @@ impl Auth {
     /// the server's words (on one line: servers end them with a newline).
     pub fn refused(&self, display: &str, reason: &str) -> String {
         let e = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        // Only a refusal about authorization is the cookie's fault ("Maximum number of
+        // clients reached" is not).
+        let about_auth = e.to_ascii_lowercase().contains("authoriz")
+            || e.to_ascii_lowercase().contains("cookie");
         match (&self.found_in, self.looked_in.as_slice()) {
-            (Some(f), _) => format!(
+            (Some(f), _) if about_auth => format!(
                 "the X server refused the cookie found in {} ({e})",
+                f.display()
+            ),
+            (Some(f), _) => format!(
+                "the X server refused the connection ({e}); the cookie offered came from {}",
                 f.display()
             ),
             (None, []) => format!(

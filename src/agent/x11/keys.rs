@@ -66,7 +66,8 @@ impl Xkb {
         let key = self
             .keys
             .get(code.checked_sub(u32::from(self.min_keycode))? as usize)?;
-        let groups = key.group_info & 0x0f;
+        // XKB has four groups at most; a server that says more is held to four.
+        let groups = (key.group_info & 0x0f).min(4);
         if groups == 0 || key.width == 0 {
             return None;
         }
@@ -82,7 +83,9 @@ impl Xkb {
                 _ => g % groups,
             };
         }
-        let ty = self.types.get(usize::from(key.types[usize::from(g)]))?;
+        let ty = self
+            .types
+            .get(usize::from(*key.types.get(usize::from(g))?))?;
         let mods = self.mods & ty.mask;
         let (level, preserved) = ty
             .levels
@@ -369,6 +372,17 @@ mod tests {
         assert_eq!(typed(3, 0, 18).as_deref(), Some("1"));
         assert_eq!(typed(3, SHIFT, 18).as_deref(), Some("!"));
         assert_eq!(typed(1, 0, 18).as_deref(), Some("2"));
+    }
+
+    /// A server that says a key has more groups than XKB's four (bits 0-3 hold up to 15) is
+    /// held to four: no index past the key's four types.
+    #[test]
+    fn a_key_claiming_fifteen_groups_is_read_as_four() {
+        let mut kb = keyboard(5, 0);
+        kb.keys[0].group_info = 0x0f;
+        kb.keys[0].syms.resize(2 * 15, key::q);
+        // Group 5 of 4 wraps to group 2 (index 1): the Cyrillic level.
+        assert_eq!(kb.name(8).as_deref(), Some("й"));
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(super) struct WindowInfo {
 /// looked for: a reparenting window manager puts one or two windows between them (KWin:
 /// frame, wrapper, client); and how many windows at most are looked at.
 const CLIENT_DEPTH: usize = 4;
-const CLIENT_SEARCH: usize = 64;
+const CLIENT_SEARCH: usize = 256;
 
 impl X11Session {
     fn property(&self, w: Window, prop: u32, ty: u32) -> Option<Vec<u8>> {
@@ -163,6 +163,54 @@ impl X11Session {
         first_class.and_then(|w| self.own_info(w))
     }
 
+    /// Whether the top-level window `top` holds an excluded window: any window, breadth first
+    /// down to `CLIENT_DEPTH` levels, whose WM_CLASS or title an exclusion matches (a frame
+    /// may hold several clients, as tabbed window managers' do: one excluded is enough). Fails
+    /// closed: a window that is gone by the time it is asked (it took the focus, was typed
+    /// into and closed between two ticks), or a tree larger than `CLIENT_SEARCH`, counts as
+    /// excluded.
+    fn subtree_excluded(&self, top: Window) -> bool {
+        let mut level = vec![top];
+        let mut looked = 0;
+        for depth in 0..=CLIENT_DEPTH {
+            if level.is_empty() {
+                return false;
+            }
+            looked += level.len();
+            if looked > CLIENT_SEARCH {
+                return true;
+            }
+            let trees: Vec<_> = level
+                .iter()
+                .map(|&w| {
+                    (depth < CLIENT_DEPTH)
+                        .then(|| self.conn.query_tree(w).ok())
+                        .flatten()
+                })
+                .collect();
+            let mut next = Vec::new();
+            for (&w, tree) in level.iter().zip(trees) {
+                let info = self.own_info(w).or_else(|| {
+                    Some(WindowInfo {
+                        title: self.title(w),
+                        ..WindowInfo::default()
+                    })
+                });
+                if info.is_some_and(|i| self.excluded(&i)) {
+                    return true;
+                }
+                match tree.map(|t| t.reply()) {
+                    Some(Ok(t)) => next.extend(t.children),
+                    // The window is gone: nothing can say what it was.
+                    Some(Err(_)) if w == top => return true,
+                    _ => {}
+                }
+            }
+            level = next;
+        }
+        false
+    }
+
     /// The deepest window under the pointer, if any but the root.
     fn pointer_window(&self) -> Option<Window> {
         let (mut w, mut under) = (self.root, None);
@@ -206,9 +254,8 @@ impl X11Session {
             cur = parent;
         }
         let client = top.and_then(|t| self.client_info(t));
-        let excluded = [&info, &client]
-            .iter()
-            .any(|i| i.as_ref().is_some_and(|i| self.excluded(i)));
+        let excluded = info.as_ref().is_some_and(|i| self.excluded(i))
+            || top.map_or(self.excludes_anything(), |t| self.top_excluded(t));
         Some((info.or(client)?, excluded))
     }
 
@@ -228,15 +275,14 @@ impl X11Session {
         !(self.config.exclude_classes.is_empty() && self.config.exclude_titles.is_empty())
     }
 
-    /// Whether the top-level window `top` is excluded: itself or its client.
+    /// Whether the top-level window `top` is excluded: itself or a window in it
+    /// (`subtree_excluded`, which fails closed).
     fn top_excluded(&self, top: Window) -> bool {
-        self.excludes_anything()
-            && (self.own_info(top).is_some_and(|i| self.excluded(&i))
-                || self.client_info(top).is_some_and(|i| self.excluded(&i)))
+        self.excludes_anything() && self.subtree_excluded(top)
     }
 
-    /// Screen areas of the viewable top-level windows that are excluded (judged by their
-    /// client windows, `client_info`).
+    /// Screen areas of the viewable top-level windows that are excluded (judged by every
+    /// window in them, `subtree_excluded`).
     pub(super) fn excluded_areas(&self) -> Result<Vec<Area>, String> {
         if !self.excludes_anything() {
             return Ok(Vec::new());
@@ -257,9 +303,7 @@ impl X11Session {
             let Ok(attrs) = attrs.reply() else {
                 continue;
             };
-            if attrs.map_state != xproto::MapState::VIEWABLE
-                || !self.client_info(w).is_some_and(|i| self.excluded(&i))
-            {
+            if attrs.map_state != xproto::MapState::VIEWABLE || !self.subtree_excluded(w) {
                 continue;
             }
             let Ok(g) = self.conn.get_geometry(w).map_err(x_err)?.reply() else {

@@ -160,7 +160,8 @@ async fn each_display_that_cannot_be_opened_is_one_log_line_naming_it_and_why() 
     agent.wait_count("cannot record this display", 4).await;
     let (_term, _) = good.xterm("refused-term", "40x8+10+10");
     good.type_text("recorded-beside-four-refusals");
-    // Many more searches (every 200 ms): none tells again.
+    // Ten more searches (every 200 ms) while the refusals wait for their retry (30 s later):
+    // nothing is told twice.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = agent.log();
     let mut lines = refusals(&log);
@@ -303,7 +304,13 @@ async fn an_x_server_that_stops_answering_does_not_keep_the_agent_from_stopping(
         let end = s.activity.last().unwrap();
         assert_eq!(end["event"], "session_end", "{:?}", s.activity);
         let why = end["reason"].as_str().unwrap();
-        assert!(why.starts_with("agent stopping"), "{why}");
+        // The stopped server's session is ended without its thread, after the grace period;
+        // the other's as usual.
+        if s.display() == stuck.display().as_str() {
+            assert!(why.contains("did not answer"), "{why}");
+        } else {
+            assert_eq!(why, "agent stopping");
+        }
         assert!(!s.frames.is_empty());
     }
     env.stop().await;
