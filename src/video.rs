@@ -61,7 +61,8 @@ fn png_size(path: &Path) -> Result<(u32, u32), String> {
 /// inside it, aspect kept, and centred on black, so a session whose screen changed size is not
 /// stretched to its first size.
 fn filter(frames: &[(PathBuf, i64)]) -> String {
-    let max = u32::from(crate::protocol::screen::MAX_SIDE);
+    // The largest screen side a screen update may have (docs/format.md "Screen update").
+    let max = 16_384;
     let (mut w, mut h) = (0, 0);
     for (path, _) in frames {
         if let Ok((fw, fh)) = png_size(path) {
